@@ -1,0 +1,124 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Bytes that must not leak: a rack secret, a share's value, a derived key.
+///
+/// - The bytes live in a private heap buffer that is overwritten with zeros
+///   (with a write the compiler may not remove) when the last copy is
+///   released.
+/// - `==` compares in constant time: it looks at every byte whatever the
+///   first difference is. Only the lengths, which are not secret, may end
+///   the comparison early.
+/// - `description` and `debugDescription` print the length only, so a
+///   secret cannot reach a log line through string interpolation.
+///
+/// The value is immutable; build a new one to change it.
+public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+    @usableFromInline let storage: Storage
+
+    /// Copies `bytes` into zeroizing storage.
+    public init(_ bytes: some Collection<UInt8>) {
+        storage = Storage(count: bytes.count)
+        _ = UnsafeMutableBufferPointer(
+            start: storage.buffer.baseAddress?.assumingMemoryBound(to: UInt8.self),
+            count: storage.buffer.count
+        ).initialize(from: bytes)
+    }
+
+    /// Allocates `count` zeroed bytes and lets `body` fill them in place, so
+    /// that the secret never exists in an ordinary array.
+    public init<E: Error>(
+        count: Int,
+        initializingWith body: (UnsafeMutableRawBufferPointer) throws(E) -> Void
+    ) throws(E) {
+        storage = Storage(count: count)
+        try body(storage.buffer)
+    }
+
+    /// The number of bytes.
+    public var count: Int { storage.buffer.count }
+
+    /// Gives `body` read access to the bytes. Do not let the pointer escape.
+    @inlinable
+    public func withUnsafeBytes<R, E: Error>(
+        _ body: (UnsafeRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
+        try body(UnsafeRawBufferPointer(storage.buffer))
+    }
+
+    /// A copy of the bytes in an ordinary array. The caller becomes
+    /// responsible for them: prefer ``withUnsafeBytes(_:)``.
+    public var unsafeCopiedBytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    /// Constant-time equality (the lengths are public).
+    public static func == (lhs: SecretBytes, rhs: SecretBytes) -> Bool {
+        lhs.withUnsafeBytes { a in rhs.withUnsafeBytes { b in constantTimeEqual(a, b) } }
+    }
+
+    /// Redacted: the length only.
+    public var description: String { "SecretBytes(\(count) bytes, redacted)" }
+
+    /// Redacted: the length only.
+    public var debugDescription: String { description }
+
+    /// The heap buffer that is zeroed on release.
+    @usableFromInline
+    final class Storage: @unchecked Sendable {
+        // Written only while the owning value is being initialized, before
+        // it can be shared; read-only afterwards.
+        @usableFromInline let buffer: UnsafeMutableRawBufferPointer
+        private let allocation: UnsafeMutableRawBufferPointer
+
+        init(count: Int) {
+            precondition(count >= 0, "negative length")
+            // At least one byte, so that an empty secret still owns a
+            // distinct allocation.
+            allocation = .allocate(byteCount: max(count, 1), alignment: 16)
+            allocation.initializeMemory(as: UInt8.self, repeating: 0)
+            buffer = UnsafeMutableRawBufferPointer(rebasing: allocation[0..<count])
+        }
+
+        deinit {
+            secureZero(allocation)
+            allocation.deallocate()
+        }
+    }
+}
+
+/// Overwrites `buffer` with zeros in a way the optimizer may not elide.
+@inline(never)
+public func secureZero(_ buffer: UnsafeMutableRawBufferPointer) {
+    guard let base = buffer.baseAddress, buffer.count > 0 else { return }
+    #if canImport(Glibc) || canImport(Musl)
+        explicit_bzero(base, buffer.count)
+    #elseif canImport(Darwin)
+        _ = memset_s(base, buffer.count, 0, buffer.count)
+    #else
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count)
+    #endif
+}
+
+/// Compares two byte buffers in time that depends only on their lengths.
+public func constantTimeEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+    guard a.count == b.count else { return false }
+    var difference: UInt8 = 0
+    for index in 0..<a.count {
+        difference |= a[index] ^ b[index]
+    }
+    return difference == 0
+}
+
+/// Compares two byte collections in time that depends only on their lengths.
+public func constantTimeEqual(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
+    guard a.count == b.count else { return false }
+    var difference: UInt8 = 0
+    for (x, y) in zip(a, b) {
+        difference |= x ^ y
+    }
+    return difference == 0
+}

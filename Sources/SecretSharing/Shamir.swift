@@ -1,0 +1,257 @@
+/// Shamir secret sharing over GF(2^8).
+///
+/// A secret of L bytes is shared with one random polynomial of degree K − 1
+/// per byte, whose constant term is that byte; member x gets the values of
+/// all L polynomials at x. Any K shares determine the polynomials (and so the
+/// secret, at x = 0, or any other member's share, at its x); K − 1 shares say
+/// nothing about the secret, because every coefficient, the leading one
+/// included, is drawn uniformly from all 256 values.
+///
+/// The arithmetic runs on 32 secret bytes at once (``GF256/Lanes``), with no
+/// table lookups and no branches on secret values. The x-coordinates, the
+/// threshold and the lengths are public and may shape the control flow.
+public enum Shamir {
+    /// The largest number of shares: every non-zero x-coordinate.
+    public static let maximumShares = 255
+
+    /// Splits `secret` into `shares` shares, any `threshold` of which rebuild
+    /// it, drawing coefficients from the system CSPRNG.
+    ///
+    /// Share i (0-based) has x-coordinate i + 1.
+    public static func split(
+        _ secret: SecretBytes,
+        threshold: Int,
+        shares: Int
+    ) throws(SecretSharingError) -> [Share] {
+        var random = SystemRandomSource()
+        return try split(secret, threshold: threshold, shares: shares, using: &random)
+    }
+
+    /// Splits `secret` into `shares` shares, any `threshold` of which rebuild
+    /// it, drawing coefficients from `random`.
+    public static func split<Random: SecureRandomSource>(
+        _ secret: SecretBytes,
+        threshold: Int,
+        shares count: Int,
+        using random: inout Random
+    ) throws(SecretSharingError) -> [Share] {
+        guard (2...maximumShares).contains(count) else { throw .shareCountOutOfRange(shares: count) }
+        guard (2...count).contains(threshold) else {
+            throw .thresholdOutOfRange(threshold: threshold, shares: count)
+        }
+        let length = secret.count
+        guard length > 0 else { throw .emptySecret }
+
+        let degree = threshold - 1
+        // Coefficient j (1…K−1) of the polynomial for byte b is at
+        // (j − 1) · length + b. Drawn in one call: one syscall, not hundreds.
+        let coefficients = random.secretBytes(degree * length)
+
+        // powers[s · degree + (j − 1)] = x_s^j for x_s = s + 1: public values.
+        let powers = publicPowers(count: count, degree: degree)
+
+        let outputs = (0..<count).map { _ in SecretBytes.Storage(count: length) }
+        // For each coefficient, its products with x^0 … x^7 (8 lanes each).
+        let doublings = UnsafeMutableBufferPointer<GF256.Lanes>.allocate(capacity: degree * 8)
+        defer {
+            secureZero(UnsafeMutableRawBufferPointer(doublings))
+            doublings.deallocate()
+        }
+
+        secret.withUnsafeBytes { secretBytes in
+            coefficients.withUnsafeBytes { coefficientBytes in
+                var offset = 0
+                while offset < length {
+                    let width = min(GF256.Lanes.scalarCount, length - offset)
+                    let constant = loadLanes(secretBytes, offset: offset, width: width)
+                    for j in 0..<degree {
+                        var lanes = loadLanes(coefficientBytes, offset: j * length + offset, width: width)
+                        for i in 0..<8 {
+                            doublings[j * 8 + i] = lanes
+                            lanes = GF256.double(lanes)
+                        }
+                    }
+                    for s in 0..<count {
+                        var accumulator = constant
+                        for j in 0..<degree {
+                            accumulator ^= multiply(
+                                doublingsOf: doublings.baseAddress! + j * 8,
+                                by: powers[s * degree + j]
+                            )
+                        }
+                        storeLanes(accumulator, into: outputs[s].buffer, offset: offset, width: width)
+                    }
+                    offset += width
+                }
+            }
+        }
+        return outputs.enumerated().map { index, storage in
+            Share(validatedX: UInt8(index + 1), y: SecretBytes(storage: storage))
+        }
+    }
+
+    /// Rebuilds the secret from at least `threshold` shares.
+    ///
+    /// The first `threshold` shares determine the secret. Any further shares
+    /// are checked against it, so a share that was corrupted or forged is
+    /// reported (``SecretSharingError/inconsistentShares(x:)``) rather than
+    /// silently ignored.
+    public static func combine(_ shares: [Share], threshold: Int) throws(SecretSharingError) -> SecretBytes {
+        try validate(shares, threshold: threshold)
+        let basis = Array(shares.prefix(threshold))
+        try checkConsistency(of: shares.dropFirst(threshold), against: basis)
+        return interpolate(basis, at: 0)
+    }
+
+    /// The share a member with coordinate `x` would hold, computed from at
+    /// least `threshold` shares (extra shares are checked as in
+    /// ``combine(_:threshold:)``).
+    public static func recompute(
+        at x: UInt8,
+        from shares: [Share],
+        threshold: Int
+    ) throws(SecretSharingError) -> Share {
+        guard x != 0 else { throw .zeroCoordinate }
+        try validate(shares, threshold: threshold)
+        let basis = Array(shares.prefix(threshold))
+        try checkConsistency(of: shares.dropFirst(threshold), against: basis)
+        return Share(validatedX: x, y: interpolate(basis, at: x))
+    }
+
+    // MARK: - Validation
+
+    private static func validate(_ shares: [Share], threshold: Int) throws(SecretSharingError) {
+        guard (2...maximumShares).contains(threshold) else {
+            throw .thresholdOutOfRange(threshold: threshold, shares: shares.count)
+        }
+        guard shares.count >= threshold else { throw .notEnoughShares(have: shares.count, need: threshold) }
+        let length = shares[0].count
+        var seen = [Bool](repeating: false, count: 256)
+        for share in shares {
+            // Share's initializer already refuses x = 0 and empty values.
+            guard share.count == length else {
+                throw .lengthMismatch(expected: length, found: share.count, x: share.x)
+            }
+            guard !seen[Int(share.x)] else { throw .duplicateCoordinate(x: share.x) }
+            seen[Int(share.x)] = true
+        }
+    }
+
+    private static func checkConsistency(
+        of extra: ArraySlice<Share>,
+        against basis: [Share]
+    ) throws(SecretSharingError) {
+        for share in extra where interpolate(basis, at: share.x) != share.y {
+            throw .inconsistentShares(x: share.x)
+        }
+    }
+
+    // MARK: - Interpolation
+
+    /// The value at `t` of the polynomials through `shares` (Lagrange form):
+    /// Σᵢ yᵢ · λᵢ(t) with λᵢ(t) = Πⱼ≠ᵢ (t − xⱼ) / (xᵢ − xⱼ).
+    static func interpolate(_ shares: [Share], at t: UInt8) -> SecretBytes {
+        let weights = lagrangeWeights(shares.map(\.x), at: t)
+        let length = shares[0].count
+        let output = SecretBytes.Storage(count: length)
+        var offset = 0
+        while offset < length {
+            let width = min(GF256.Lanes.scalarCount, length - offset)
+            var accumulator = GF256.Lanes()
+            for (share, weight) in zip(shares, weights) {
+                let y = share.y.withUnsafeBytes { loadLanes($0, offset: offset, width: width) }
+                accumulator ^= GF256.multiply(y, GF256.Lanes(repeating: weight))
+            }
+            storeLanes(accumulator, into: output.buffer, offset: offset, width: width)
+            offset += width
+        }
+        return SecretBytes(storage: output)
+    }
+
+    /// λᵢ(t) for every i, computed 32 at a time across lanes. In GF(2^8)
+    /// subtraction is XOR.
+    static func lagrangeWeights(_ xs: [UInt8], at t: UInt8) -> [UInt8] {
+        let lanes = GF256.Lanes.scalarCount
+        var weights = [UInt8](repeating: 0, count: xs.count)
+        var start = 0
+        while start < xs.count {
+            let end = min(start + lanes, xs.count)
+            var own = GF256.Lanes(repeating: 1)
+            for i in start..<end { own[i - start] = xs[i] }
+            var numerator = GF256.Lanes(repeating: 1)
+            var denominator = GF256.Lanes(repeating: 1)
+            for (j, xj) in xs.enumerated() {
+                var numeratorFactor = GF256.Lanes(repeating: t ^ xj)
+                var denominatorFactor = own ^ GF256.Lanes(repeating: xj)
+                if (start..<end).contains(j) {
+                    // The factor j ≠ i leaves out lane i = j.
+                    numeratorFactor[j - start] = 1
+                    denominatorFactor[j - start] = 1
+                }
+                numerator = GF256.multiply(numerator, numeratorFactor)
+                denominator = GF256.multiply(denominator, denominatorFactor)
+            }
+            let weight = GF256.multiply(numerator, GF256.inverse(denominator))
+            for i in start..<end { weights[i] = weight[i - start] }
+            start = end
+        }
+        return weights
+    }
+
+    /// x^j for x = 1…count and j = 1…degree, row by row: public values.
+    static func publicPowers(count: Int, degree: Int) -> [UInt8] {
+        let lanes = GF256.Lanes.scalarCount
+        var powers = [UInt8](repeating: 0, count: count * degree)
+        var start = 0
+        while start < count {
+            let end = min(start + lanes, count)
+            var xs = GF256.Lanes(repeating: 1)
+            for s in start..<end { xs[s - start] = UInt8(s + 1) }
+            var power = xs
+            for j in 0..<degree {
+                for s in start..<end { powers[s * degree + j] = power[s - start] }
+                power = GF256.multiply(power, xs)
+            }
+            start = end
+        }
+        return powers
+    }
+
+    /// `value · p`, given value · x^i for i = 0…7 at `doublings`.
+    @inline(__always)
+    private static func multiply(doublingsOf doublings: UnsafePointer<GF256.Lanes>, by p: UInt8) -> GF256.Lanes {
+        let broadcast = GF256.Lanes(repeating: p)
+        var result = GF256.Lanes()
+        for i: UInt8 in 0..<8 {
+            let mask = 0 &- ((broadcast &>> i) & 1)
+            result ^= doublings[Int(i)] & mask
+        }
+        return result
+    }
+}
+
+// MARK: - Loading and storing lanes
+
+@inline(__always)
+func loadLanes(_ bytes: UnsafeRawBufferPointer, offset: Int, width: Int) -> GF256.Lanes {
+    if width == GF256.Lanes.scalarCount {
+        return bytes.loadUnaligned(fromByteOffset: offset, as: GF256.Lanes.self)
+    }
+    var lanes = GF256.Lanes()
+    withUnsafeMutableBytes(of: &lanes) { destination in
+        destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + width)]))
+    }
+    return lanes
+}
+
+@inline(__always)
+func storeLanes(_ lanes: GF256.Lanes, into bytes: UnsafeMutableRawBufferPointer, offset: Int, width: Int) {
+    withUnsafeBytes(of: lanes) { source in
+        bytes.baseAddress!.advanced(by: offset).copyMemory(from: source.baseAddress!, byteCount: width)
+    }
+}
+
+extension SecretBytes {
+    /// Wraps storage this module has just filled.
+    init(storage: Storage) { self.storage = storage }
+}

@@ -23,7 +23,11 @@ var targets: [Target] = [
         dependencies: [
             "CKeyrackSystem",
             .product(name: "Crypto", package: "swift-crypto"),
-        ]
+        ],
+        // The field arithmetic is SIMD code that is two orders of magnitude
+        // slower unoptimized; the statistical tests split hundreds of
+        // thousands of secrets. Optimize it in debug builds too.
+        swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
     ),
     .executableTarget(
         name: "keyrack",

@@ -6,12 +6,12 @@
 /// reduction is selected with a mask made from the carried-out bit.
 ///
 /// The work is laid out across SIMD lanes (``GF256/Lanes``): one call
-/// multiplies 32 independent pairs of field elements, so splitting a 32-byte
+/// multiplies 16 independent pairs of field elements, so splitting a 16-byte
 /// secret costs the same instructions as splitting a single byte would with
 /// scalar code. The scalar entry points use the same vector code on one lane.
 public enum GF256 {
     /// The vector of field elements the arithmetic works on, one per lane.
-    public typealias Lanes = SIMD32<UInt8>
+    public typealias Lanes = SIMD16<UInt8>
 
     /// The low byte of the reduction polynomial (x⁴ + x³ + x + 1).
     @usableFromInline static let reduction: UInt8 = 0x1B

@@ -19,15 +19,20 @@
 ///
 /// The value is immutable; build a new one to change it.
 public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// The zeroizing allocation; several values may share one (the shares of
+    /// one split do) and it is zeroed when the last of them is released.
     @usableFromInline let storage: Storage
+    /// Where this value's bytes sit in `storage`.
+    @usableFromInline let range: Range<Int>
 
     /// Copies `bytes` into zeroizing storage.
     public init(_ bytes: some Collection<UInt8>) {
-        storage = Storage(count: bytes.count)
+        let storage = Storage(count: bytes.count)
         _ = UnsafeMutableBufferPointer(
             start: storage.buffer.baseAddress?.assumingMemoryBound(to: UInt8.self),
             count: storage.buffer.count
         ).initialize(from: bytes)
+        self.init(storage: storage)
     }
 
     /// Allocates `count` zeroed bytes and lets `body` fill them in place, so
@@ -36,19 +41,31 @@ public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomD
         count: Int,
         initializingWith body: (UnsafeMutableRawBufferPointer) throws(E) -> Void
     ) throws(E) {
-        storage = Storage(count: count)
+        let storage = Storage(count: count)
         try body(storage.buffer)
+        self.init(storage: storage)
+    }
+
+    /// The whole of `storage`, which this module has just filled.
+    init(storage: Storage) {
+        self.init(storage: storage, range: 0..<storage.buffer.count)
+    }
+
+    /// Part of `storage`, which this module has just filled.
+    init(storage: Storage, range: Range<Int>) {
+        self.storage = storage
+        self.range = range
     }
 
     /// The number of bytes.
-    public var count: Int { storage.buffer.count }
+    public var count: Int { range.count }
 
     /// Gives `body` read access to the bytes. Do not let the pointer escape.
     @inlinable
     public func withUnsafeBytes<R, E: Error>(
         _ body: (UnsafeRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
-        try body(UnsafeRawBufferPointer(storage.buffer))
+        try body(UnsafeRawBufferPointer(rebasing: storage.buffer[range]))
     }
 
     /// A copy of the bytes in an ordinary array. The caller becomes

@@ -50,43 +50,71 @@ public enum Shamir {
         // powers[s · degree + (j − 1)] = x_s^j for x_s = s + 1: public values.
         let powers = publicPowers(count: count, degree: degree)
 
-        let outputs = (0..<count).map { _ in SecretBytes.Storage(count: length) }
-        // For each coefficient, its products with x^0 … x^7 (8 lanes each).
-        let doublings = UnsafeMutableBufferPointer<GF256.Lanes>.allocate(capacity: degree * 8)
+        // All share values in one zeroizing allocation: share s owns
+        // [s · length, (s + 1) · length).
+        let output = SecretBytes.Storage(count: count * length)
+        // doublings[(j · 8 + i) · 2 + c] = coefficient j · x^i, for the
+        // c-th 16 bytes of the current 32-byte block.
+        let doublings = UnsafeMutableBufferPointer<GF256.Lanes>.allocate(capacity: degree * 8 * 2)
         defer {
             secureZero(UnsafeMutableRawBufferPointer(doublings))
             doublings.deallocate()
         }
+        let masks = nibbleMasks
+        let laneWidth = GF256.Lanes.scalarCount
 
         secret.withUnsafeBytes { secretBytes in
             coefficients.withUnsafeBytes { coefficientBytes in
-                var offset = 0
-                while offset < length {
-                    let width = min(GF256.Lanes.scalarCount, length - offset)
-                    let constant = loadLanes(secretBytes, offset: offset, width: width)
+                var blockStart = 0
+                while blockStart < length {
+                    // A block is two lanes of 16 bytes; past the end of the
+                    // secret the lanes are zero and nothing is stored.
+                    let width0 = min(laneWidth, length - blockStart)
+                    let width1 = max(0, min(laneWidth, length - blockStart - laneWidth))
                     for j in 0..<degree {
-                        var lanes = loadLanes(coefficientBytes, offset: j * length + offset, width: width)
+                        let base = j * length + blockStart
+                        var value0 = loadLanes(coefficientBytes, offset: base, width: width0)
+                        var value1 = loadLanes(coefficientBytes, offset: base + laneWidth, width: width1)
                         for i in 0..<8 {
-                            doublings[j * 8 + i] = lanes
-                            lanes = GF256.double(lanes)
+                            doublings[(j * 8 + i) * 2] = value0
+                            doublings[(j * 8 + i) * 2 + 1] = value1
+                            value0 = GF256.double(value0)
+                            value1 = GF256.double(value1)
                         }
                     }
+                    let constant0 = loadLanes(secretBytes, offset: blockStart, width: width0)
+                    let constant1 = loadLanes(secretBytes, offset: blockStart + laneWidth, width: width1)
                     for s in 0..<count {
-                        var accumulator = constant
+                        var accumulator0 = constant0
+                        var accumulator1 = constant1
                         for j in 0..<degree {
-                            accumulator ^= multiply(
-                                doublingsOf: doublings.baseAddress! + j * 8,
-                                by: powers[s * degree + j]
-                            )
+                            // value · p = Σᵢ bitᵢ(p) · (value · x^i); the
+                            // masks for p's bits come from its nibbles.
+                            let p = Int(powers[s * degree + j])
+                            let low = masks + (p & 0x0F) * 4
+                            let high = masks + (p >> 4) * 4
+                            let row = UnsafePointer(doublings.baseAddress! + j * 16)
+                            for i in 0..<4 {
+                                accumulator0 ^= row[2 * i] & low[i]
+                                accumulator1 ^= row[2 * i + 1] & low[i]
+                                accumulator0 ^= row[2 * i + 8] & high[i]
+                                accumulator1 ^= row[2 * i + 9] & high[i]
+                            }
                         }
-                        storeLanes(accumulator, into: outputs[s].buffer, offset: offset, width: width)
+                        storeLanes(accumulator0, into: output.buffer, offset: s * length + blockStart, width: width0)
+                        storeLanes(
+                            accumulator1,
+                            into: output.buffer,
+                            offset: s * length + blockStart + laneWidth,
+                            width: width1
+                        )
                     }
-                    offset += width
+                    blockStart += 2 * laneWidth
                 }
             }
         }
-        return outputs.enumerated().map { index, storage in
-            Share(validatedX: UInt8(index + 1), y: SecretBytes(storage: storage))
+        return (0..<count).map { s in
+            Share(validatedX: UInt8(s + 1), y: SecretBytes(storage: output, range: (s * length)..<((s + 1) * length)))
         }
     }
 
@@ -217,18 +245,22 @@ public enum Shamir {
         return powers
     }
 
-    /// `value · p`, given value · x^i for i = 0…7 at `doublings`.
-    @inline(__always)
-    private static func multiply(doublingsOf doublings: UnsafePointer<GF256.Lanes>, by p: UInt8) -> GF256.Lanes {
-        let broadcast = GF256.Lanes(repeating: p)
-        var result = GF256.Lanes()
-        for i: UInt8 in 0..<8 {
-            let mask = 0 &- ((broadcast &>> i) & 1)
-            result ^= doublings[Int(i)] & mask
-        }
-        return result
-    }
 }
+
+/// Sixteen rows of four lane masks: row n holds, for i = 0…3, all ones if
+/// bit i of n is set and all zeros otherwise. Split picks rows by the nibbles
+/// of the public powers x^j to turn "add value · x^i if bit i of x^j is set"
+/// into AND and XOR. Only public data (coordinates) index this table. It is
+/// written once, during lazy global initialization, and only read afterwards.
+nonisolated(unsafe) let nibbleMasks: UnsafePointer<GF256.Lanes> = {
+    let table = UnsafeMutablePointer<GF256.Lanes>.allocate(capacity: 16 * 4)
+    for nibble in 0..<16 {
+        for bit in 0..<4 {
+            table[nibble * 4 + bit] = GF256.Lanes(repeating: (nibble >> bit) & 1 == 1 ? 0xFF : 0x00)
+        }
+    }
+    return UnsafePointer(table)
+}()
 
 // MARK: - Loading and storing lanes
 
@@ -238,6 +270,7 @@ func loadLanes(_ bytes: UnsafeRawBufferPointer, offset: Int, width: Int) -> GF25
         return bytes.loadUnaligned(fromByteOffset: offset, as: GF256.Lanes.self)
     }
     var lanes = GF256.Lanes()
+    guard width > 0 else { return lanes }
     withUnsafeMutableBytes(of: &lanes) { destination in
         destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + width)]))
     }
@@ -246,12 +279,8 @@ func loadLanes(_ bytes: UnsafeRawBufferPointer, offset: Int, width: Int) -> GF25
 
 @inline(__always)
 func storeLanes(_ lanes: GF256.Lanes, into bytes: UnsafeMutableRawBufferPointer, offset: Int, width: Int) {
+    guard width > 0 else { return }
     withUnsafeBytes(of: lanes) { source in
         bytes.baseAddress!.advanced(by: offset).copyMemory(from: source.baseAddress!, byteCount: width)
     }
-}
-
-extension SecretBytes {
-    /// Wraps storage this module has just filled.
-    init(storage: Storage) { self.storage = storage }
 }

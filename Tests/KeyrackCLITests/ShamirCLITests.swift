@@ -1,0 +1,124 @@
+import Foundation
+import Testing
+
+@Suite("keyrack shamir, through the real binary")
+struct ShamirCLITests {
+    @Test("split then combine any K of the lines gives back raw bytes, zeros and newlines included")
+    func rawRoundTrip() throws {
+        let secret = Data([0, 1, 2, 10, 13, 255, 0, 10] + Array(repeating: 0x41, count: 100))
+        let split = try runKeyrack(["shamir", "split", "--threshold", "3", "--shares", "5"], input: secret)
+        #expect(split.status == 0, "\(split.standardError)")
+        let lines = split.output.split(separator: "\n")
+        #expect(lines.count == 5)
+        #expect(lines.enumerated().allSatisfy { $1.hasPrefix("\($0 + 1):") })
+        let chosen = [lines[4], lines[1], lines[2]].joined(separator: "\n") + "\n"
+        let combine = try runKeyrack(["shamir", "combine"], text: chosen)
+        #expect(combine.status == 0, "\(combine.standardError)")
+        #expect(combine.standardOutput == secret)
+    }
+
+    @Test("--hex in and out")
+    func hexRoundTrip() throws {
+        let split = try runKeyrack(
+            ["shamir", "split", "--threshold", "2", "--shares", "3", "--hex"], text: "00ff10AB\n")
+        #expect(split.status == 0, "\(split.standardError)")
+        let lines = split.output.split(separator: "\n")
+        let combine = try runKeyrack(["shamir", "combine", "--hex"], text: "\(lines[2])\n\(lines[0])\n")
+        #expect(combine.output == "00ff10ab\n")
+    }
+
+    @Test("recompute prints the line the member had")
+    func recompute() throws {
+        let split = try runKeyrack(["shamir", "split", "--threshold", "3", "--shares", "6", "--hex"], text: "c0ffee")
+        let lines = split.output.split(separator: "\n").map(String.init)
+        let result = try runKeyrack(
+            ["shamir", "recompute", "--x", "4"],
+            text: [lines[0], lines[5], lines[2]].joined(separator: "\n")
+        )
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(result.output == lines[3] + "\n")
+    }
+
+    @Test("with --threshold, extra lines are checked and a wrong one is reported")
+    func forgedExtra() throws {
+        let split = try runKeyrack(["shamir", "split", "--threshold", "2", "--shares", "3", "--hex"], text: "0102")
+        var lines = split.output.split(separator: "\n").map(String.init)
+        // Flip the lowest bit of the last hex digit of share 3.
+        let last = lines[2].last!.hexDigitValue!
+        lines[2] = String(lines[2].dropLast()) + String(last ^ 1, radix: 16)
+        let result = try runKeyrack(["shamir", "combine", "--threshold", "2"], text: lines.joined(separator: "\n"))
+        #expect(result.status == 1)
+        #expect(result.standardOutput.isEmpty)
+        #expect(result.standardError.contains("does not agree"))
+    }
+
+    @Test(
+        "bad input exits 1 with one line naming the problem and the line, and writes nothing",
+        arguments: [
+            (["shamir", "combine"], "1:00ff\n2-00ff\n", "line 2"),
+            (["shamir", "combine"], "1:00ff\n1:00aa\n", "line 2: duplicate x-coordinate 1"),
+            (["shamir", "combine"], "1:00ff\n\n3:00\n", "line 3"),
+            (["shamir", "combine"], "1:00ff\n0:00aa\n", "line 2: x-coordinate 0"),
+            (["shamir", "combine"], "1:00ff\n256:00aa\n", "line 2: x-coordinate must be"),
+            (["shamir", "combine"], "1:00ff\n2:0g\n", "line 2: the share value is not"),
+            (["shamir", "combine"], "1:00ff\n2:\n", "line 2: the share value is empty"),
+            (["shamir", "combine"], "1:00ff\n", "not enough shares"),
+            (["shamir", "combine", "--threshold", "3"], "1:00ff\n2:0011\n", "not enough shares: 2 given, 3 needed"),
+            (["shamir", "recompute", "--x", "0"], "1:00\n2:00\n", "--x must be"),
+            (["shamir", "recompute", "--x", "3"], "1:00ff\nx:00\n", "line 2"),
+            (["shamir", "split", "--threshold", "1", "--shares", "3"], "abc", "threshold 1 is out of range"),
+            (["shamir", "split", "--threshold", "3", "--shares", "2"], "abc", "threshold 3 is out of range"),
+            (["shamir", "split", "--threshold", "2", "--shares", "256"], "abc", "share count 256"),
+            (["shamir", "split", "--threshold", "2", "--shares", "3"], "", "empty"),
+            (["shamir", "split", "--threshold", "2", "--shares", "3", "--hex"], "abc\n", "hex digits"),
+            (["shamir", "split", "--threshold", "2", "--shares", "3", "--hex"], "ab\ncd\n", "exactly one line"),
+        ]
+    )
+    func badInput(arguments: [String], input: String, expected: String) throws {
+        let result = try runKeyrack(arguments, text: input)
+        #expect(result.status == 1)
+        #expect(result.standardOutput.isEmpty)
+        let errorLines = result.standardError.split(separator: "\n")
+        #expect(errorLines.count == 1, "\(result.standardError)")
+        #expect(result.standardError.hasPrefix("keyrack: "))
+        #expect(result.standardError.contains(expected), "\(result.standardError)")
+        // Never echo share values back.
+        #expect(!result.standardError.contains("00ff"))
+    }
+
+    @Test("--help explains the line format")
+    func help() throws {
+        let result = try runKeyrack(["shamir", "--help"])
+        #expect(result.status == 0)
+        #expect(result.output.contains("<x>:<hex>"))
+    }
+}
+
+@Suite("keyrack demo and bench, through the real binary")
+struct DemoCLITests {
+    @Test("demo runs on embedded defaults, shows every step succeed, and prints no secret")
+    func demo() throws {
+        let result = try runKeyrack(["demo"])
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(result.output.contains("matches the rack secret"))
+        #expect(result.output.contains("matches the recorded digest"))
+        #expect(result.output.contains("K−1 shares reveal nothing"))
+        #expect(result.output.contains("refused"))
+        #expect(!result.output.contains("MISMATCH"))
+        #expect(!result.output.contains("(bad!)"))
+    }
+
+    @Test("bench shamir --json prints one JSON object with the three medians")
+    func bench() throws {
+        let result = try runKeyrack(
+            ["bench", "shamir", "--shares", "5", "--threshold", "3", "--samples", "5", "--batch", "2", "--json"]
+        )
+        #expect(result.status == 0, "\(result.standardError)")
+        let object = try JSONSerialization.jsonObject(with: result.standardOutput) as? [String: Any]
+        for key in ["split_ns", "combine_ns", "recompute_ns"] {
+            let value = object?[key] as? Int
+            #expect(value != nil && value! > 0, "\(key)")
+        }
+        #expect(object?["shares"] as? Int == 5)
+    }
+}

@@ -1,4 +1,4 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
 import PackageDescription
 
 import class Foundation.ProcessInfo
@@ -9,6 +9,10 @@ import class Foundation.ProcessInfo
 /// (ordo-one/benchmark) is only part of the package when `ENABLE_BENCHMARKS`
 /// is set, so ordinary builds and CI stay fast.
 let enableBenchmarks = ProcessInfo.processInfo.environment["ENABLE_BENCHMARKS"] != nil
+
+/// Our own targets build with every warning an error, locally and in CI;
+/// dependencies are not affected.
+let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
 
 var dependencies: [Package.Dependency] = [
     .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
@@ -27,28 +31,31 @@ var targets: [Target] = [
         // The field arithmetic is SIMD code that is two orders of magnitude
         // slower unoptimized; the statistical tests split hundreds of
         // thousands of secrets. Optimize it in debug builds too.
-        swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
+        swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]
     ),
     .executableTarget(
         name: "keyrack",
         dependencies: [
             "SecretSharing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]
+        ],
+        swiftSettings: strict
     ),
     .testTarget(
         name: "SecretSharingTests",
         dependencies: [
             "SecretSharing",
             .product(name: "PropertyBased", package: "swift-property-based"),
-        ]
+        ],
+        swiftSettings: strict
     ),
     .testTarget(
         name: "KeyrackCLITests",
         dependencies: [
             "keyrack",
             "SecretSharing",
-        ]
+        ],
+        swiftSettings: strict
     ),
 ]
 

@@ -182,13 +182,18 @@ public enum Shamir {
         let weights = lagrangeWeights(shares.map(\.x), at: t)
         let length = shares[0].count
         let output = SecretBytes.Storage(count: length)
+        let laneWidth = GF256.Lanes.scalarCount
+        // Each share's storage is a heap allocation kept alive by `shares`
+        // (withExtendedLifetime below) for as long as these views are used.
+        let values = shares.map { share in share.y.withUnsafeBytes { $0 } }
+        defer { withExtendedLifetime(shares) {} }
         var offset = 0
         while offset < length {
-            let width = min(GF256.Lanes.scalarCount, length - offset)
+            let width = min(laneWidth, length - offset)
             var accumulator = GF256.Lanes()
-            for (share, weight) in zip(shares, weights) {
-                let y = share.y.withUnsafeBytes { loadLanes($0, offset: offset, width: width) }
-                accumulator ^= GF256.multiply(y, GF256.Lanes(repeating: weight))
+            for index in 0..<values.count {
+                let y = loadLanes(values[index], offset: offset, width: width)
+                accumulator ^= GF256.multiply(y, GF256.Lanes(repeating: weights[index]))
             }
             storeLanes(accumulator, into: output.buffer, offset: offset, width: width)
             offset += width
@@ -196,30 +201,43 @@ public enum Shamir {
         return SecretBytes(storage: output)
     }
 
-    /// λᵢ(t) for every i, computed 32 at a time across lanes. In GF(2^8)
-    /// subtraction is XOR.
+    /// λᵢ(t) for every i. In GF(2^8) subtraction is XOR. Only public values
+    /// (the coordinates) enter; the arithmetic is the constant-time lane code
+    /// all the same.
+    ///
+    /// When t is one of the xᵢ the weights pick that share. Otherwise
+    /// λᵢ = P / Dᵢ with P = Πⱼ (t − xⱼ) and Dᵢ = (t − xᵢ) · Πⱼ≠ᵢ (xᵢ − xⱼ), so
+    /// each lane needs one running product and one inversion.
     static func lagrangeWeights(_ xs: [UInt8], at t: UInt8) -> [UInt8] {
+        if let match = xs.firstIndex(of: t) {
+            return xs.indices.map { $0 == match ? 1 : 0 }
+        }
         let lanes = GF256.Lanes.scalarCount
-        var weights = [UInt8](repeating: 0, count: xs.count)
+        var numerator: UInt8 = 1
+        var numeratorLanes = GF256.Lanes(repeating: 1)
         var start = 0
+        while start < xs.count {
+            var factors = GF256.Lanes(repeating: 1)
+            for j in start..<min(start + lanes, xs.count) { factors[j - start] = t ^ xs[j] }
+            numeratorLanes = GF256.multiply(numeratorLanes, factors)
+            start += lanes
+        }
+        for lane in 0..<lanes { numerator = GF256.multiply(numerator, numeratorLanes[lane]) }
+
+        var weights = [UInt8](repeating: 0, count: xs.count)
+        start = 0
         while start < xs.count {
             let end = min(start + lanes, xs.count)
             var own = GF256.Lanes(repeating: 1)
             for i in start..<end { own[i - start] = xs[i] }
-            var numerator = GF256.Lanes(repeating: 1)
-            var denominator = GF256.Lanes(repeating: 1)
+            var denominator = own ^ GF256.Lanes(repeating: t)
             for (j, xj) in xs.enumerated() {
-                var numeratorFactor = GF256.Lanes(repeating: t ^ xj)
-                var denominatorFactor = own ^ GF256.Lanes(repeating: xj)
-                if (start..<end).contains(j) {
-                    // The factor j ≠ i leaves out lane i = j.
-                    numeratorFactor[j - start] = 1
-                    denominatorFactor[j - start] = 1
-                }
-                numerator = GF256.multiply(numerator, numeratorFactor)
-                denominator = GF256.multiply(denominator, denominatorFactor)
+                var factor = own ^ GF256.Lanes(repeating: xj)
+                // Lane i = j has no factor (xᵢ − xᵢ).
+                if (start..<end).contains(j) { factor[j - start] = 1 }
+                denominator = GF256.multiply(denominator, factor)
             }
-            let weight = GF256.multiply(numerator, GF256.inverse(denominator))
+            let weight = GF256.multiply(GF256.Lanes(repeating: numerator), GF256.inverse(denominator))
             for i in start..<end { weights[i] = weight[i - start] }
             start = end
         }
@@ -235,10 +253,19 @@ public enum Shamir {
             let end = min(start + lanes, count)
             var xs = GF256.Lanes(repeating: 1)
             for s in start..<end { xs[s - start] = UInt8(s + 1) }
+            // Multiplying by the fixed xs: its bit masks are made once.
+            var xMasks = [GF256.Lanes](repeating: GF256.Lanes(), count: 8)
+            for bit: UInt8 in 0..<8 { xMasks[Int(bit)] = 0 &- ((xs &>> bit) & 1) }
             var power = xs
             for j in 0..<degree {
                 for s in start..<end { powers[s * degree + j] = power[s - start] }
-                power = GF256.multiply(power, xs)
+                var product = GF256.Lanes()
+                var doubled = power
+                for bit in 0..<8 {
+                    product ^= doubled & xMasks[bit]
+                    doubled = GF256.double(doubled)
+                }
+                power = product
             }
             start = end
         }

@@ -7,14 +7,28 @@ import Testing
 let parameters = zip(Gen.int(in: 2...60), Gen.int(in: 2...60), Gen.int(in: 1...600), Gen.uint64())
     .map { a, b, length, seed in (min(a, b), max(a, b), length, seed) }
 
+/// A random secret of `length` bytes split (K, N) with a stream seeded by
+/// `seed`, and the stream to draw further choices from.
+func splitFixture(
+    _ k: Int,
+    _ n: Int,
+    _ length: Int,
+    _ seed: UInt64
+) -> (random: SeededRandomSource, secret: SecretBytes, shares: [Share]) {
+    var random = SeededRandomSource(seed: seed)
+    let secret = random.secretBytes(length)
+    let shares = try! Shamir.split(secret, threshold: k, shares: n, using: &random)
+    return (random, secret, shares)
+}
+
 @Suite("Shamir secret sharing")
 struct ShamirTests {
     @Test("any K of N shares, in any order, give back the secret")
     func anyKShares() async {
         await propertyCheck(count: 60, input: parameters) { k, n, length, seed in
-            var random = SeededRandomSource(seed: seed)
-            let secret = random.secretBytes(length)
-            let shares = try! Shamir.split(secret, threshold: k, shares: n, using: &random)
+            let fixture = splitFixture(k, n, length, seed)
+            var random = fixture.random
+            let (secret, shares) = (fixture.secret, fixture.shares)
             #expect(shares.count == n)
             #expect(shares.map(\.x) == (1...n).map { UInt8($0) })
             let subset = Array(shares.shuffled(using: &random).prefix(k))
@@ -25,9 +39,9 @@ struct ShamirTests {
     @Test("more than K shares also give back the secret, and are cross-checked")
     func moreThanK() async {
         await propertyCheck(count: 40, input: parameters) { k, n, length, seed in
-            var random = SeededRandomSource(seed: seed)
-            let secret = random.secretBytes(length)
-            let shares = try! Shamir.split(secret, threshold: k, shares: n, using: &random)
+            let fixture = splitFixture(k, n, length, seed)
+            var random = fixture.random
+            let (secret, shares) = (fixture.secret, fixture.shares)
             let extra = Int.random(in: k...n, using: &random)
             let subset = Array(shares.shuffled(using: &random).prefix(extra))
             #expect((try? Shamir.combine(subset, threshold: k)) == secret)
@@ -37,9 +51,9 @@ struct ShamirTests {
     @Test("recompute(at:) gives the share the member had")
     func recompute() async {
         await propertyCheck(count: 60, input: parameters) { k, n, length, seed in
-            var random = SeededRandomSource(seed: seed)
-            let secret = random.secretBytes(length)
-            let shares = try! Shamir.split(secret, threshold: k, shares: n, using: &random)
+            let fixture = splitFixture(k, n, length, seed)
+            var random = fixture.random
+            let shares = fixture.shares
             let shuffled = shares.shuffled(using: &random)
             let basis = Array(shuffled.prefix(k))
             // A member outside the basis when there is one, else one inside.

@@ -18,6 +18,7 @@ var dependencies: [Package.Dependency] = [
     .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
 ]
 
 var targets: [Target] = [
@@ -33,6 +34,14 @@ var targets: [Target] = [
         // thousands of secrets. Optimize it in debug builds too.
         swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]
     ),
+    .target(
+        name: "RedisClient",
+        dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ],
+        swiftSettings: strict
+    ),
     .executableTarget(
         name: "keyrack",
         dependencies: [
@@ -45,6 +54,21 @@ var targets: [Target] = [
         name: "SecretSharingTests",
         dependencies: [
             "SecretSharing",
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ],
+        swiftSettings: strict
+    ),
+    .target(
+        name: "KeyrackTestSupport",
+        path: "Tests/TestSupport",
+        swiftSettings: strict
+    ),
+    .testTarget(
+        name: "RedisClientTests",
+        dependencies: [
+            "RedisClient",
+            "KeyrackTestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "PropertyBased", package: "swift-property-based"),
         ],
         swiftSettings: strict

@@ -1,0 +1,90 @@
+import NIOCore
+
+/// Where and how to reach a Redis server.
+public struct RedisConfiguration: Sendable, Equatable {
+    /// Host name or address.
+    public var host: String
+    /// TCP port.
+    public var port: Int
+    /// Database index (`SELECT`).
+    public var database: Int
+    /// ACL user name, if any.
+    public var user: String?
+    /// Password (`AUTH`), if any. Never printed.
+    public var password: String?
+    /// How many connections the pool keeps at most.
+    public var maximumConnections: Int
+    /// How long to wait for a TCP connection.
+    public var connectTimeout: TimeAmount
+    /// How long to wait for a reply.
+    public var commandTimeout: TimeAmount
+
+    /// A configuration with the default pool size and timeouts.
+    public init(
+        host: String,
+        port: Int = 6379,
+        database: Int = 0,
+        user: String? = nil,
+        password: String? = nil,
+        maximumConnections: Int = 16,
+        connectTimeout: TimeAmount = .seconds(1),
+        commandTimeout: TimeAmount = .seconds(2)
+    ) {
+        self.host = host
+        self.port = port
+        self.database = database
+        self.user = user
+        self.password = password
+        self.maximumConnections = maximumConnections
+        self.connectTimeout = connectTimeout
+        self.commandTimeout = commandTimeout
+    }
+
+    /// Parses `redis://[[user]:password@]host[:port][/db]`.
+    public init(url: String) throws(RedisConfigurationError) {
+        guard url.hasPrefix("redis://") else { throw .init(reason: "the URL must start with redis://") }
+        var rest = Substring(url.dropFirst("redis://".count))
+        var user: String?
+        var password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                let name = credentials[..<colon]
+                user = name.isEmpty ? nil : String(name)
+                password = String(credentials[credentials.index(after: colon)...])
+            } else {
+                password = String(credentials)
+            }
+        }
+        var database = 0
+        if let slash = rest.firstIndex(of: "/") {
+            let path = rest[rest.index(after: slash)...]
+            if !path.isEmpty {
+                guard let index = Int(path), index >= 0 else {
+                    throw .init(reason: "the database must be a non-negative number")
+                }
+                database = index
+            }
+            rest = rest[..<slash]
+        }
+        var host = rest
+        var port = 6379
+        if let colon = rest.lastIndex(of: ":") {
+            guard let number = Int(rest[rest.index(after: colon)...]), (1...65535).contains(number) else {
+                throw .init(reason: "the port must be a number from 1 to 65535")
+            }
+            port = number
+            host = rest[..<colon]
+        }
+        guard !host.isEmpty else { throw .init(reason: "the URL has no host") }
+        self.init(host: String(host), port: port, database: database, user: user, password: password)
+    }
+}
+
+/// A Redis URL that could not be understood. Never contains the password.
+public struct RedisConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What is wrong.
+    public let reason: String
+    public var description: String { "invalid Redis URL: \(reason)" }
+}

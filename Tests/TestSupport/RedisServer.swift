@@ -1,0 +1,141 @@
+import Foundation
+
+/// A real `redis-server` on a free loopback port, for one test or suite.
+///
+/// Tests talk to the real server; if it is not installed they fail with the
+/// install step rather than skip.
+public final class RedisServer: @unchecked Sendable {
+    /// The loopback port it listens on.
+    public let port: Int
+    private var process: Process?
+    private let directory: URL
+
+    /// Starts a server (no persistence) and waits until it answers.
+    public init() throws {
+        guard let executable = findExecutable("redis-server") else {
+            throw TestSupportError(
+                "redis-server is not installed: run `apt-get install -y redis-server` (CI does this in .ci/run)"
+            )
+        }
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("keyrack-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let candidate = try freeLoopbackPort()
+            do {
+                process = try Self.launch(executable, port: candidate, directory: directory)
+                port = candidate
+                return
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? TestSupportError("could not start redis-server")
+    }
+
+    /// `redis://127.0.0.1:<port>/<db>`
+    public func url(database: Int = 0) -> String { "redis://127.0.0.1:\(port)/\(database)" }
+
+    /// Stops the server (as a crash would: SIGKILL).
+    public func stop() {
+        guard let process else { return }
+        process.terminate()
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    /// Starts the server again on the same port.
+    public func restart() throws {
+        stop()
+        guard let executable = findExecutable("redis-server") else { throw TestSupportError("redis-server vanished") }
+        var lastError: (any Error)?
+        for _ in 0..<20 {
+            do {
+                process = try Self.launch(executable, port: port, directory: directory)
+                return
+            } catch {
+                lastError = error
+                usleep(100_000)
+            }
+        }
+        throw lastError!
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private static func launch(_ executable: String, port: Int, directory: URL) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = [
+            "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", directory.path, "--protected-mode", "yes", "--loglevel", "warning",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Wait for it to accept connections.
+        for _ in 0..<200 {
+            if canConnect(port: port) { return process }
+            if !process.isRunning { break }
+            usleep(10_000)
+        }
+        process.terminate()
+        process.waitUntilExit()
+        throw TestSupportError("redis-server did not start on port \(port)")
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+public func freeLoopbackPort() throws -> Int {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { throw TestSupportError("socket() failed") }
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+    guard bound == 0 else { throw TestSupportError("bind() failed") }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+public func canConnect(port: Int) -> Bool {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { return false }
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+        }
+    }
+}
+
+/// The full path of `name` on PATH (or the usual system directories).
+public func findExecutable(_ name: String) -> String? {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+    let directories = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+    return directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+}
+
+/// A failure in test setup, with the step that fixes it.
+public struct TestSupportError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -83,8 +83,8 @@ public final class RedisClient: Sendable {
             }
             return (state.idle, state.waiters)
         }
-        idle.forEach { $0.close() }
-        waiters.forEach { $0.resume(returning: nil) }
+        for connection in idle { connection.close() }
+        for waiter in waiters { waiter.resume(returning: nil) }
     }
 
     // MARK: - Pool

@@ -42,6 +42,18 @@ var targets: [Target] = [
         ],
         swiftSettings: strict
     ),
+    .target(
+        name: "KeyRelease",
+        dependencies: [
+            "SecretSharing",
+            "RedisClient",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ],
+        swiftSettings: strict
+    ),
     .executableTarget(
         name: "keyrack",
         dependencies: [
@@ -69,6 +81,18 @@ var targets: [Target] = [
             "RedisClient",
             "KeyrackTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ],
+        swiftSettings: strict
+    ),
+    .testTarget(
+        name: "KeyReleaseTests",
+        dependencies: [
+            "KeyRelease",
+            "RedisClient",
+            "SecretSharing",
+            "KeyrackTestSupport",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "PropertyBased", package: "swift-property-based"),
         ],
         swiftSettings: strict

@@ -1,0 +1,201 @@
+import Foundation
+import KeyrackTestSupport
+import RedisClient
+import Synchronization
+import Testing
+
+@testable import KeyRelease
+
+/// A clock tests can move.
+final class TestClock: Sendable {
+    private let current = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
+    var now: Date { current.withLock { $0 } }
+    func advance(_ seconds: TimeInterval) { current.withLock { $0 += seconds } }
+}
+
+func makeChallenge(peer: String = "peer-a", expiresAt: Date) -> Challenge {
+    Challenge(id: UUID(), nonce: (0..<32).map { _ in UInt8.random(in: 0...255) }, peerId: peer, expiresAt: expiresAt)
+}
+
+/// Same id, nonce and peer, and expiry within a second (Redis keeps its own
+/// clock's expiry at millisecond precision).
+func same(_ a: Challenge?, _ b: Challenge) -> Bool {
+    guard let a else { return false }
+    return a.id == b.id && a.nonce == b.nonce && a.peerId == b.peerId
+        && abs(a.expiresAt.timeIntervalSince(b.expiresAt)) < 1
+}
+
+/// The behaviour every store must have, run against each kind.
+func exerciseStore(_ store: some ChallengeStore, ttl: TimeInterval, now: () -> Date) async throws {
+    let challenge = makeChallenge(expiresAt: now() + ttl)
+    try await store.issue(challenge, maximumPending: 8)
+    #expect(try await store.pendingCount() >= 1)
+    let consumed = try await store.consume(challenge.id)
+    #expect(same(consumed, challenge))
+    // One-time: the second consume finds nothing.
+    #expect(try await store.consume(challenge.id) == nil)
+    #expect(try await store.consume(UUID()) == nil)
+}
+
+func exerciseLimit(_ store: some ChallengeStore, now: () -> Date) async throws {
+    let peer = "peer-limit-\(UUID())"
+    var issued: [Challenge] = []
+    for index in 0..<3 {
+        let challenge = makeChallenge(peer: peer, expiresAt: now() + 60 + Double(index))
+        try await store.issue(challenge, maximumPending: 3)
+        issued.append(challenge)
+    }
+    do {
+        try await store.issue(makeChallenge(peer: peer, expiresAt: now() + 60), maximumPending: 3)
+        Issue.record("the fourth challenge was issued")
+    } catch {
+        guard case .rateLimited(let retryAfter) = error else { throw error }
+        #expect(retryAfter > .seconds(50) && retryAfter <= .seconds(61))
+    }
+    // Another peer is not affected.
+    try await store.issue(makeChallenge(peer: peer + "-other", expiresAt: now() + 60), maximumPending: 3)
+    // Consuming one frees a place.
+    _ = try await store.consume(issued[0].id)
+    try await store.issue(makeChallenge(peer: peer, expiresAt: now() + 60), maximumPending: 3)
+}
+
+@Suite("Memory challenge store")
+struct MemoryChallengeStoreTests {
+    @Test("issue, consume once, unknown ids")
+    func basics() async throws {
+        let clock = TestClock()
+        try await exerciseStore(MemoryChallengeStore(now: { clock.now }), ttl: 300) { clock.now }
+    }
+
+    @Test("the per-peer limit, with Retry-After from the oldest pending challenge")
+    func limit() async throws {
+        let clock = TestClock()
+        try await exerciseLimit(MemoryChallengeStore(now: { clock.now })) { clock.now }
+    }
+
+    @Test("an expired challenge is refused and no longer counts against the limit")
+    func expiry() async throws {
+        let clock = TestClock()
+        let store = MemoryChallengeStore(now: { clock.now })
+        let challenge = makeChallenge(expiresAt: clock.now + 10)
+        try store.issue(challenge, maximumPending: 1)
+        #expect(throws: ChallengeStoreError.self) {
+            try store.issue(makeChallenge(expiresAt: clock.now + 10), maximumPending: 1)
+        }
+        clock.advance(10)
+        #expect(store.consume(challenge.id) == nil)
+        try store.issue(makeChallenge(expiresAt: clock.now + 10), maximumPending: 1)
+        clock.advance(5)
+        #expect(store.pendingCount() == 1)
+        clock.advance(6)
+        #expect(store.pendingCount() == 0)
+    }
+
+    @Test("1,000 concurrent consumers of one challenge: exactly one wins")
+    func race() async throws {
+        let store = MemoryChallengeStore()
+        let challenge = makeChallenge(expiresAt: Date() + 60)
+        try store.issue(challenge, maximumPending: 8)
+        let winners = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<1000 { group.addTask { store.consume(challenge.id) != nil } }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(winners == 1)
+    }
+}
+
+@Suite("Redis challenge store against a real redis-server", .serialized)
+struct RedisChallengeStoreTests {
+    let server: RedisServer
+
+    init() throws { server = try RedisServer() }
+
+    func store(prefix: String = "t") throws -> RedisChallengeStore {
+        RedisChallengeStore(
+            client: RedisClient(configuration: try RedisConfiguration(url: server.url())), prefix: prefix)
+    }
+
+    @Test("issue, consume once, unknown ids")
+    func basics() async throws {
+        try await exerciseStore(store(), ttl: 300) { Date() }
+    }
+
+    @Test("the per-peer limit holds across two replicas")
+    func limit() async throws {
+        let replicaA = try store()
+        let replicaB = try store()
+        let peer = "peer-\(UUID())"
+        try await replicaA.issue(makeChallenge(peer: peer, expiresAt: Date() + 60), maximumPending: 2)
+        try await replicaB.issue(makeChallenge(peer: peer, expiresAt: Date() + 60), maximumPending: 2)
+        await #expect(throws: ChallengeStoreError.self) {
+            try await replicaA.issue(makeChallenge(peer: peer, expiresAt: Date() + 60), maximumPending: 2)
+        }
+        try await exerciseLimit(replicaB) { Date() }
+    }
+
+    @Test("racing issues from two replicas never exceed the limit")
+    func issueRace() async throws {
+        let replicas = [try store(), try store()]
+        let peer = "peer-\(UUID())"
+        let accepted = await withTaskGroup(of: Bool.self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    do {
+                        try await replicas[index % 2].issue(
+                            makeChallenge(peer: peer, expiresAt: Date() + 60),
+                            maximumPending: 8
+                        )
+                        return true
+                    } catch {
+                        return false
+                    }
+                }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(accepted == 8)
+    }
+
+    @Test("one challenge, 1,000 concurrent consumes over two replicas: exactly one wins")
+    func consumeRace() async throws {
+        let replicas = [try store(), try store()]
+        let challenge = makeChallenge(expiresAt: Date() + 60)
+        try await replicas[0].issue(challenge, maximumPending: 8)
+        let winners = await withTaskGroup(of: Bool.self) { group in
+            for index in 0..<1000 {
+                group.addTask { (try? await replicas[index % 2].consume(challenge.id)) != nil }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(winners == 1)
+    }
+
+    @Test("a challenge expires after its TTL (short TTL)")
+    func expiry() async throws {
+        let replica = try store()
+        let challenge = makeChallenge(expiresAt: Date() + 0.3)
+        try await replica.issue(challenge, maximumPending: 1)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await replica.consume(challenge.id) == nil)
+        // It no longer counts against the limit either.
+        try await replica.issue(makeChallenge(expiresAt: Date() + 60), maximumPending: 1)
+    }
+
+    @Test("Redis down: unavailable (never accepted); back up: the same store works")
+    func outage() async throws {
+        let replica = try store()
+        let challenge = makeChallenge(expiresAt: Date() + 60)
+        try await replica.issue(challenge, maximumPending: 8)
+        server.stop()
+        await #expect(throws: ChallengeStoreError.self) { try await replica.consume(challenge.id) }
+        await #expect(throws: ChallengeStoreError.self) {
+            try await replica.issue(makeChallenge(expiresAt: Date() + 60), maximumPending: 8)
+        }
+        await #expect(throws: ChallengeStoreError.self) { try await replica.checkReady() }
+        try server.restart()
+        try await replica.checkReady()
+        let fresh = makeChallenge(expiresAt: Date() + 60)
+        try await replica.issue(fresh, maximumPending: 8)
+        #expect(same(try await replica.consume(fresh.id), fresh))
+    }
+}

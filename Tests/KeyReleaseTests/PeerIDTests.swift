@@ -8,22 +8,22 @@ import Testing
 
 struct PeerIDVectors: Decodable {
     struct Valid: Decodable {
-        let seed_hex: String
-        let peer_id: String
-        let public_key_raw_hex: String
-        let public_key_protobuf_hex: String
-        let signature_over_nonce_hex: String
+        let seedHex: String
+        let peerId: String
+        let publicKeyRawHex: String
+        let publicKeyProtobufHex: String
+        let signatureOverNonceHex: String
     }
     struct Rejected: Decodable {
         let kind: String
-        let peer_id: String
+        let peerId: String
     }
-    let nonce_hex: String
+    let nonceHex: String
     let ed25519: [Valid]
     let rejected: [Rejected]
 
     static func load() throws -> PeerIDVectors {
-        try JSONDecoder().decode(PeerIDVectors.self, from: sharedTestData("libp2p/peer_ids.json"))
+        try JSONDecoder().decode(PeerIDVectors.self, from: sharedTestData("libp2p/peerIds.json"))
     }
 }
 
@@ -33,12 +33,12 @@ struct PeerIDTests {
     func valid() throws {
         let vectors = try PeerIDVectors.load()
         #expect(vectors.ed25519.count == 4)
-        let nonce = try #require([UInt8](hex: vectors.nonce_hex))
+        let nonce = try #require([UInt8](hex: vectors.nonceHex))
         for vector in vectors.ed25519 {
-            let id = try PeerID(vector.peer_id)
-            #expect(id.publicKey.rawRepresentation.hexString == vector.public_key_raw_hex)
-            #expect(id.protobufPublicKey.hexString == vector.public_key_protobuf_hex)
-            let signature = try #require([UInt8](hex: vector.signature_over_nonce_hex))
+            let id = try PeerID(vector.peerId)
+            #expect(id.publicKey.rawRepresentation.hexString == vector.publicKeyRawHex)
+            #expect(id.protobufPublicKey.hexString == vector.publicKeyProtobufHex)
+            let signature = try #require([UInt8](hex: vector.signatureOverNonceHex))
             #expect(id.isValidSignature(signature, for: nonce))
             // A one-bit change in the nonce or the signature fails.
             #expect(!id.isValidSignature(signature, for: nonce.enumerated().map { $0 == 0 ? $1 ^ 1 : $1 }))
@@ -49,18 +49,18 @@ struct PeerIDTests {
     @Test("a signature by another peer does not verify")
     func otherPeer() throws {
         let vectors = try PeerIDVectors.load()
-        let nonce = try #require([UInt8](hex: vectors.nonce_hex))
-        let first = try PeerID(vectors.ed25519[0].peer_id)
-        let otherSignature = try #require([UInt8](hex: vectors.ed25519[1].signature_over_nonce_hex))
+        let nonce = try #require([UInt8](hex: vectors.nonceHex))
+        let first = try PeerID(vectors.ed25519[0].peerId)
+        let otherSignature = try #require([UInt8](hex: vectors.ed25519[1].signatureOverNonceHex))
         #expect(!first.isValidSignature(otherSignature, for: nonce))
     }
 
     @Test("our encoding of each seed's key gives the same id")
     func encoding() throws {
         for vector in try PeerIDVectors.load().ed25519 {
-            let seed = try #require([UInt8](hex: vector.seed_hex))
+            let seed = try #require([UInt8](hex: vector.seedHex))
             let key = try Curve25519.Signing.PrivateKey(rawRepresentation: seed)
-            #expect(PeerID(publicKey: key.publicKey).string == vector.peer_id)
+            #expect(PeerID(publicKey: key.publicKey).string == vector.peerId)
         }
     }
 
@@ -69,14 +69,14 @@ struct PeerIDTests {
         let vectors = try PeerIDVectors.load()
         #expect(vectors.rejected.count == 5)
         for vector in vectors.rejected {
-            #expect(throws: PeerIDError.self, "\(vector.kind)") { try PeerID(vector.peer_id) }
+            #expect(throws: PeerIDError.self, "\(vector.kind)") { try PeerID(vector.peerId) }
         }
     }
 
     @Test("each refusal says why")
     func reasons() throws {
         let vectors = try PeerIDVectors.load()
-        let byKind = Dictionary(uniqueKeysWithValues: vectors.rejected.map { ($0.kind, $0.peer_id) })
+        let byKind = Dictionary(uniqueKeysWithValues: vectors.rejected.map { ($0.kind, $0.peerId) })
         #expect(throws: PeerIDError.unsupportedKeyType(2)) {
             try PeerID(byKind["secp256k1 key (identity multihash, not Ed25519)"]!)
         }

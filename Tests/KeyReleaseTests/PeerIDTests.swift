@@ -23,7 +23,9 @@ struct PeerIDVectors: Decodable {
     let rejected: [Rejected]
 
     static func load() throws -> PeerIDVectors {
-        try JSONDecoder().decode(PeerIDVectors.self, from: sharedTestData("libp2p/peerIds.json"))
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(PeerIDVectors.self, from: sharedTestData("libp2p/peer_ids.json"))
     }
 }
 

@@ -43,8 +43,10 @@ public enum ChallengeStoreError: Error, Equatable, Sendable, CustomStringConvert
 /// across replicas too, for a shared store.
 public protocol ChallengeStore: Sendable {
     /// Stores `challenge` unless its peer already has `maximumPending`
-    /// unexpired challenges.
-    func issue(_ challenge: Challenge, maximumPending: Int) async throws(ChallengeStoreError)
+    /// unexpired challenges, and returns it as stored: a shared store may
+    /// fix the expiry by its own clock, and that is the one to report.
+    @discardableResult
+    func issue(_ challenge: Challenge, maximumPending: Int) async throws(ChallengeStoreError) -> Challenge
 
     /// Removes and returns the challenge, or `nil` if it is unknown, already
     /// used or expired.

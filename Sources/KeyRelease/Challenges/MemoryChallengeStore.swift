@@ -22,7 +22,8 @@ public final class MemoryChallengeStore: ChallengeStore {
         self.now = now
     }
 
-    public func issue(_ challenge: Challenge, maximumPending: Int) throws(ChallengeStoreError) {
+    @discardableResult
+    public func issue(_ challenge: Challenge, maximumPending: Int) throws(ChallengeStoreError) -> Challenge {
         let current = now()
         let refusal: Duration? = state.withLock { state in
             Self.sweepIfDue(&state, at: current)
@@ -43,6 +44,7 @@ public final class MemoryChallengeStore: ChallengeStore {
             return nil
         }
         if let refusal { throw .rateLimited(retryAfter: refusal) }
+        return challenge
     }
 
     public func consume(_ id: UUID) -> Challenge? {

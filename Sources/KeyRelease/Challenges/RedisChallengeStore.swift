@@ -69,7 +69,8 @@ public final class RedisChallengeStore: ChallengeStore {
     private func peerKey(_ peer: String) -> RESPArgument { .string("\(prefix):p:\(peer)") }
     private var allKey: RESPArgument { .string("\(prefix):all") }
 
-    public func issue(_ challenge: Challenge, maximumPending: Int) async throws(ChallengeStoreError) {
+    @discardableResult
+    public func issue(_ challenge: Challenge, maximumPending: Int) async throws(ChallengeStoreError) -> Challenge {
         let ttl = max(1, Int64((challenge.expiresAt.timeIntervalSinceNow * 1000).rounded()))
         let reply: RESPValue
         do {
@@ -88,7 +89,9 @@ public final class RedisChallengeStore: ChallengeStore {
             let value = parts[1].integer
         else { throw .unavailable("unexpected reply to the issue script") }
         switch status {
-        case 1: return
+        case 1:
+            let expiresAt = Date(timeIntervalSince1970: Double(value) / 1000)
+            return Challenge(id: challenge.id, nonce: challenge.nonce, peerId: challenge.peerId, expiresAt: expiresAt)
         case 0: throw .rateLimited(retryAfter: .milliseconds(max(value, 1)))
         default: throw .unavailable("challenge id collision")
         }

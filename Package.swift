@@ -72,6 +72,12 @@ var targets: [Target] = [
     ),
     .target(
         name: "KeyrackTestSupport",
+        dependencies: [
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ],
         path: "Tests/TestSupport",
         swiftSettings: strict
     ),

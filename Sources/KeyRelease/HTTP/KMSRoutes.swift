@@ -1,0 +1,101 @@
+import Foundation
+import Hummingbird
+
+/// The HTTP face of ``KeyReleaseService``: decodes requests, calls the
+/// pipeline, encodes answers. Every non-2xx answer has the JSON body
+/// `{"error", "message"[, "field"]}`.
+public enum KMSRoutes {
+    /// The largest request body accepted.
+    public static let maximumBodyBytes = 64 * 1024
+
+    /// A router with `POST /challenge`, `POST /get-key`, `GET /healthz`,
+    /// `GET /readyz` and `GET /metrics`.
+    public static func router<Verifier: EvidenceVerifier>(
+        service: KeyReleaseService<Verifier>
+    ) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: ErrorBodyMiddleware())
+        router.post("/challenge") { request, _ -> Response in
+            let decoded: ChallengeRequest = try await decode(request)
+            return json(try await service.challenge(decoded))
+        }
+        router.post("/get-key") { request, _ -> Response in
+            let decoded: GetKeyRequest = try await decode(request)
+            return json(try await service.getKey(decoded))
+        }
+        router.get("/healthz") { _, _ in json(["status": "ok"]) }
+        router.get("/readyz") { _, _ -> Response in
+            if let reason = await service.notReadyReason() {
+                return json(["status": "not ready", "reason": reason], status: .serviceUnavailable)
+            }
+            return json(["status": "ready"])
+        }
+        router.get("/metrics") { _, _ -> Response in
+            let pending = try? await service.store.pendingCount()
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return Response(
+                status: .ok,
+                headers: headers,
+                body: ResponseBody(byteBuffer: ByteBuffer(string: service.metrics.render(pendingChallenges: pending)))
+            )
+        }
+        return router
+    }
+
+    /// Reads at most 64 KiB and decodes JSON, turning every failure into the
+    /// API's error codes.
+    static func decode<Body: Decodable>(_ request: Request) async throws(KMSError) -> Body {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: maximumBodyBytes)
+        } catch {
+            throw KMSError(.payloadTooLarge, "request bodies are limited to \(maximumBodyBytes) bytes")
+        }
+        do {
+            return try JSONDecoder().decode(Body.self, from: Data(buffer.readableBytesView))
+        } catch DecodingError.keyNotFound(let key, _) {
+            throw KMSError(.invalidRequest, "missing field '\(key.stringValue)'")
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw KMSError(.invalidRequest, "field '\(path)' has the wrong type")
+        } catch {
+            throw KMSError(.invalidRequest, "the body is not valid JSON")
+        }
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Turns ``KMSError`` (and Hummingbird's own errors, such as an unknown
+/// route) into the API's JSON error body, with `Retry-After` on 429.
+struct ErrorBodyMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+
+    func handle(
+        _ request: Request,
+        context: Context,
+        next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as KMSError {
+            var response = KMSRoutes.json(error.body, status: HTTPResponse.Status(code: error.status))
+            if let seconds = error.retryAfterSeconds { response.headers[.retryAfter] = "\(seconds)" }
+            return response
+        } catch let error as HTTPError {
+            let code =
+                error.status.code == 404
+                ? "NotFound" : (error.status.code == 405 ? "MethodNotAllowed" : "InvalidRequest")
+            let body = ErrorBody(error: code, message: error.body ?? error.status.reasonPhrase, field: nil)
+            return KMSRoutes.json(body, status: error.status)
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import SecretSharing
+
+/// Where a node gets a TDX quote over 64 bytes of report data.
+public protocol QuoteSource: Sendable {
+    /// A quote whose report data is `reportData` (64 bytes).
+    func quote(reportData: [UInt8]) async throws(QuoteSourceError) -> [UInt8]
+}
+
+/// Why no quote could be produced.
+public struct QuoteSourceError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+/// Quotes from the dstack guest agent: `POST /GetQuote {"report_data": hex}`
+/// answers `{"quote": hex, "event_log": …}`.
+public struct DstackQuoteSource: QuoteSource {
+    public let socketPath: String
+    public init(socketPath: String = "/var/run/dstack.sock") { self.socketPath = socketPath }
+
+    public func quote(reportData: [UInt8]) async throws(QuoteSourceError) -> [UInt8] {
+        let body = Array("{\"report_data\":\"\(reportData.hexString)\"}".utf8)
+        let response: HTTPConnection.Response
+        do {
+            let connection = try await HTTPConnection.connect(to: .unix(path: socketPath))
+            defer { connection.close() }
+            response = try await connection.request(.POST, "/GetQuote", body: body)
+        } catch {
+            throw QuoteSourceError("dstack at \(socketPath): \(error.reason)")
+        }
+        guard response.status == 200 else { throw QuoteSourceError("dstack answered HTTP \(response.status)") }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any],
+            let hex = object["quote"] as? String, let quote = [UInt8](hex: hex), !quote.isEmpty
+        else { throw QuoteSourceError("dstack's answer is not the GetQuote JSON") }
+        return quote
+    }
+}
+
+/// Quotes from the TDX module through the Linux configfs-tsm interface
+/// (`/sys/kernel/config/tsm/report`): write `inblob`, read `outblob`.
+public struct ConfigfsTSMQuoteSource: QuoteSource {
+    public let root: String
+    public init(root: String = "/sys/kernel/config/tsm/report") { self.root = root }
+
+    public func quote(reportData: [UInt8]) async throws(QuoteSourceError) -> [UInt8] {
+        let manager = FileManager.default
+        guard manager.fileExists(atPath: root) else {
+            throw QuoteSourceError(
+                "no TDX quote interface at \(root): not running in a TD (or configfs-tsm not mounted)")
+        }
+        let entry = "\(root)/keyrack-\(UUID().uuidString)"
+        do {
+            try manager.createDirectory(atPath: entry, withIntermediateDirectories: false)
+            defer { try? manager.removeItem(atPath: entry) }
+            try Data(reportData).write(to: URL(fileURLWithPath: "\(entry)/inblob"))
+            let quote = try Data(contentsOf: URL(fileURLWithPath: "\(entry)/outblob"))
+            guard !quote.isEmpty else { throw QuoteSourceError("the TDX module returned an empty quote") }
+            return Array(quote)
+        } catch let error as QuoteSourceError {
+            throw error
+        } catch {
+            throw QuoteSourceError("configfs-tsm quote failed: \(error.localizedDescription)")
+        }
+    }
+}

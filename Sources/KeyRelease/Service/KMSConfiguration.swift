@@ -1,0 +1,127 @@
+import Foundation
+import RedisClient
+
+/// The KMS's settings, read from environment variables (the flags of
+/// `keyrack kms serve` set the same names). A bad value stops start-up with
+/// a message naming the variable.
+public struct KMSConfiguration: Sendable, Equatable {
+    public enum KeyProviderKind: String, Sendable, Equatable {
+        case local, dstack
+    }
+
+    public var listenHost = "127.0.0.1"
+    public var listenPort = 8080
+    public var challengeTTLSeconds = 300
+    public var maximumPendingChallenges = 8
+    public var redis: RedisConfiguration?
+    public var policyFile: String?
+    public var keyProvider = KeyProviderKind.local
+    public var keyRootFile = "kms-root.key"
+    public var dstackSocketPath = "/var/run/dstack.sock"
+    public var keyNamespacePrefix = "keyrack/storage"
+    public var trustAnchorFile: String?
+    public var collateralDirectory: String?
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
+
+    /// The variables this configuration reads, with their meaning (for `--help`).
+    public static let variables: [(name: String, meaning: String)] = [
+        ("LISTEN_ADDR", "host:port to listen on (127.0.0.1:8080)"),
+        ("CHALLENGE_TTL_SECS", "how long a challenge stays valid (300)"),
+        ("MAX_PENDING_CHALLENGES", "unexpired challenges one peer may hold (8)"),
+        ("REDIS_URL", "redis://host:port/db to share challenges between replicas (default: in memory)"),
+        ("POLICY_FILE", "the attestation policy JSON (required to release keys)"),
+        ("KEY_PROVIDER", "local | dstack (local)"),
+        ("KEY_ROOT_FILE", "the local provider's 32-byte root, created 0600 if missing (kms-root.key)"),
+        ("DSTACK_SOCKET_PATH", "the dstack agent's socket (/var/run/dstack.sock)"),
+        ("KEY_NAMESPACE_PREFIX", "the key derivation namespace (keyrack/storage)"),
+        ("TRUST_ANCHOR", "DER or PEM root CA for quotes (Intel's SGX root CA)"),
+        ("COLLATERAL_DIR", "directory of collateral JSON documents, indexed by FMSPC"),
+        ("TLS_CERT", "PEM certificate chain to serve HTTPS (with TLS_KEY)"),
+        ("TLS_KEY", "PEM private key for TLS_CERT"),
+    ]
+
+    /// Defaults only.
+    public init() {}
+
+    /// Reads `environment`.
+    public init(environment: [String: String]) throws(KMSConfigurationError) {
+        func value(_ name: String) -> String? {
+            guard let raw = environment[name]?.trimmingCharacters(in: .whitespaces), !raw.isEmpty else { return nil }
+            return raw
+        }
+        func integer(_ name: String, in range: ClosedRange<Int>) throws(KMSConfigurationError) -> Int? {
+            guard let raw = value(name) else { return nil }
+            guard let number = Int(raw), range.contains(number) else {
+                throw KMSConfigurationError(
+                    variable: name,
+                    reason: "must be a whole number from \(range.lowerBound) to \(range.upperBound)"
+                )
+            }
+            return number
+        }
+        if let listen = value("LISTEN_ADDR") {
+            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+                (0...65535).contains(port), colon != listen.startIndex
+            else { throw KMSConfigurationError(variable: "LISTEN_ADDR", reason: "must be host:port") }
+            listenHost = String(listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            listenPort = port
+        }
+        challengeTTLSeconds = try integer("CHALLENGE_TTL_SECS", in: 1...86_400) ?? challengeTTLSeconds
+        maximumPendingChallenges = try integer("MAX_PENDING_CHALLENGES", in: 1...10_000) ?? maximumPendingChallenges
+        if let url = value("REDIS_URL") {
+            do {
+                redis = try RedisConfiguration(url: url)
+            } catch {
+                throw KMSConfigurationError(variable: "REDIS_URL", reason: error.reason)
+            }
+        }
+        policyFile = value("POLICY_FILE")
+        if let kind = value("KEY_PROVIDER") {
+            guard let parsed = KeyProviderKind(rawValue: kind) else {
+                throw KMSConfigurationError(variable: "KEY_PROVIDER", reason: "must be local or dstack")
+            }
+            keyProvider = parsed
+        }
+        keyRootFile = value("KEY_ROOT_FILE") ?? keyRootFile
+        dstackSocketPath = value("DSTACK_SOCKET_PATH") ?? dstackSocketPath
+        if let prefix = value("KEY_NAMESPACE_PREFIX") {
+            guard !prefix.hasSuffix("/") else {
+                throw KMSConfigurationError(variable: "KEY_NAMESPACE_PREFIX", reason: "must not end with '/'")
+            }
+            keyNamespacePrefix = prefix
+        }
+        trustAnchorFile = value("TRUST_ANCHOR")
+        collateralDirectory = value("COLLATERAL_DIR")
+        tlsCertificateFile = value("TLS_CERT")
+        tlsKeyFile = value("TLS_KEY")
+        if (tlsCertificateFile == nil) != (tlsKeyFile == nil) {
+            throw KMSConfigurationError(
+                variable: tlsCertificateFile == nil ? "TLS_CERT" : "TLS_KEY",
+                reason: "TLS_CERT and TLS_KEY must be given together"
+            )
+        }
+        for (name, path) in [
+            ("POLICY_FILE", policyFile), ("TRUST_ANCHOR", trustAnchorFile),
+            ("TLS_CERT", tlsCertificateFile), ("TLS_KEY", tlsKeyFile),
+        ] {
+            if let path, !FileManager.default.isReadableFile(atPath: path) {
+                throw KMSConfigurationError(variable: name, reason: "cannot read \(path)")
+            }
+        }
+        if let directory = collateralDirectory {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue
+            else {
+                throw KMSConfigurationError(variable: "COLLATERAL_DIR", reason: "\(directory) is not a directory")
+            }
+        }
+    }
+}
+
+/// A configuration value that cannot be used, naming its variable.
+public struct KMSConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let variable: String
+    public let reason: String
+    public var description: String { "\(variable): \(reason)" }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+
+@testable import KeyRelease
+
+@Suite("KMS configuration and peer identity files")
+struct ConfigurationTests {
+    @Test("defaults")
+    func defaults() throws {
+        let configuration = try KMSConfiguration(environment: [:])
+        #expect(configuration.listenHost == "127.0.0.1")
+        #expect(configuration.listenPort == 8080)
+        #expect(configuration.challengeTTLSeconds == 300)
+        #expect(configuration.maximumPendingChallenges == 8)
+        #expect(configuration.keyProvider == .local)
+        #expect(configuration.keyNamespacePrefix == "keyrack/storage")
+        #expect(configuration.redis == nil)
+    }
+
+    @Test("every variable is read")
+    func values() throws {
+        let directory = FileManager.default.temporaryDirectory.path
+        let configuration = try KMSConfiguration(environment: [
+            "LISTEN_ADDR": "0.0.0.0:9000", "CHALLENGE_TTL_SECS": "5", "MAX_PENDING_CHALLENGES": "2",
+            "REDIS_URL": "redis://127.0.0.1:7000/1", "KEY_PROVIDER": "dstack", "DSTACK_SOCKET_PATH": "/x.sock",
+            "KEY_NAMESPACE_PREFIX": "ns", "COLLATERAL_DIR": directory, "KEY_ROOT_FILE": "/r",
+        ])
+        #expect(configuration.listenHost == "0.0.0.0")
+        #expect(configuration.listenPort == 9000)
+        #expect(configuration.challengeTTLSeconds == 5)
+        #expect(configuration.maximumPendingChallenges == 2)
+        #expect(configuration.redis?.port == 7000)
+        #expect(configuration.redis?.database == 1)
+        #expect(configuration.keyProvider == .dstack)
+        #expect(configuration.dstackSocketPath == "/x.sock")
+        #expect(configuration.keyNamespacePrefix == "ns")
+        #expect(configuration.collateralDirectory == directory)
+        #expect(configuration.keyRootFile == "/r")
+    }
+
+    @Test(
+        "a bad value names its variable",
+        arguments: [
+            ("LISTEN_ADDR", "8080"), ("LISTEN_ADDR", "h:70000"), ("CHALLENGE_TTL_SECS", "0"),
+            ("CHALLENGE_TTL_SECS", "five"), ("MAX_PENDING_CHALLENGES", "-1"), ("REDIS_URL", "http://x"),
+            ("KEY_PROVIDER", "vault"), ("POLICY_FILE", "/no/such/policy.json"), ("TRUST_ANCHOR", "/no/such.der"),
+            ("COLLATERAL_DIR", "/no/such/dir"), ("KEY_NAMESPACE_PREFIX", "a/"),
+        ]
+    )
+    func bad(variable: String, value: String) {
+        #expect {
+            try KMSConfiguration(environment: [variable: value])
+        } throws: { error in
+            (error as? KMSConfigurationError)?.variable == variable
+        }
+    }
+
+    @Test("TLS_CERT without TLS_KEY names the missing one")
+    func tlsPair() {
+        #expect(
+            throws: KMSConfigurationError(variable: "TLS_KEY", reason: "TLS_CERT and TLS_KEY must be given together")
+        ) {
+            try KMSConfiguration(environment: ["TLS_CERT": "/etc/hostname"])
+        }
+    }
+
+    @Test("an identity file round trips, is 0600, is never overwritten, and a tampered one is refused")
+    func identity() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("id-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let identity = PeerIdentity.generate()
+        try identity.write(to: path)
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let loaded = try PeerIdentity.read(from: path)
+        #expect(loaded.peerId == identity.peerId)
+        let signature = try loaded.sign([1, 2, 3])
+        #expect(identity.peerId.isValidSignature(signature, for: [1, 2, 3]))
+        #expect(throws: IdentityError.self) { try PeerIdentity.generate().write(to: path) }
+
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[40] ^= 1
+        try FileManager.default.removeItem(atPath: path)
+        #expect(FileManager.default.createFile(atPath: path, contents: bytes, attributes: [.posixPermissions: 0o600]))
+        #expect(throws: IdentityError.self) { try PeerIdentity.read(from: path) }
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+        #expect(throws: IdentityError.self) { try PeerIdentity.read(from: path) }
+    }
+}

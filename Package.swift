@@ -18,6 +18,8 @@ var dependencies: [Package.Dependency] = [
     .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+    .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
 ]
 
 var targets: [Target] = [
@@ -33,10 +35,22 @@ var targets: [Target] = [
         // thousands of secrets. Optimize it in debug builds too.
         swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]
     ),
+    .target(
+        name: "Attestation",
+        dependencies: [
+            "SecretSharing",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+        ],
+        swiftSettings: strict
+    ),
     .executableTarget(
         name: "keyrack",
         dependencies: [
             "SecretSharing",
+            "Attestation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ],
         swiftSettings: strict
@@ -45,6 +59,18 @@ var targets: [Target] = [
         name: "SecretSharingTests",
         dependencies: [
             "SecretSharing",
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ],
+        swiftSettings: strict
+    ),
+    .testTarget(
+        name: "AttestationTests",
+        dependencies: [
+            "Attestation",
+            "SecretSharing",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
             .product(name: "PropertyBased", package: "swift-property-based"),
         ],
         swiftSettings: strict
@@ -84,6 +110,7 @@ let package = Package(
     products: [
         .executable(name: "keyrack", targets: ["keyrack"]),
         .library(name: "SecretSharing", targets: ["SecretSharing"]),
+        .library(name: "Attestation", targets: ["Attestation"]),
     ],
     dependencies: dependencies,
     targets: targets,

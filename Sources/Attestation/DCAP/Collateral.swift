@@ -29,6 +29,8 @@ public struct Collateral: Sendable, Hashable {
     public let qeIdentity: String
     /// The QE identity signature, `r || s`.
     public let qeIdentitySignature: [UInt8]
+    /// SHA-256 over all of the above: the cache key of the verified collateral.
+    let digest: Digest
 
     /// Creates collateral from its parts.
     public init(
@@ -44,6 +46,11 @@ public struct Collateral: Sendable, Hashable {
         self.qeIdentityIssuerChain = qeIdentityIssuerChain
         self.qeIdentity = qeIdentity
         self.qeIdentitySignature = qeIdentitySignature
+        self.digest = Digest(parts: [
+            Array(pckCRLIssuerChain.utf8)[...], rootCACRL[...], pckCRL[...], Array(tcbInfoIssuerChain.utf8)[...],
+            Array(tcbInfo.utf8)[...], tcbInfoSignature[...], Array(qeIdentityIssuerChain.utf8)[...],
+            Array(qeIdentity.utf8)[...], qeIdentitySignature[...],
+        ])
     }
 
     /// Decodes a dcap-qvl collateral JSON document.

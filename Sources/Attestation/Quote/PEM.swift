@@ -6,31 +6,55 @@ enum PEM {
     private static let begin = Array("-----BEGIN CERTIFICATE-----".utf8)
     private static let end = Array("-----END CERTIFICATE-----".utf8)
 
+    /// Strict on purpose: blocks are `-----BEGIN CERTIFICATE-----\n`, base64
+    /// lines each ending in `\n` (`\r\n` is accepted too), and
+    /// `-----END CERTIFICATE-----\n` (the last newline optional), then at
+    /// most one NUL. Base64 must be canonical (zero unused bits). So two
+    /// different byte strings never decode to the same chain, and a changed
+    /// byte anywhere in the chain is noticed.
     static func certificates(_ text: some Collection<UInt8>, step: AttestationError.Step) throws(AttestationError)
         -> [[UInt8]]
     {
         let bytes = Array(text)
+        var count = bytes.count
+        if count > 0, bytes[count - 1] == 0 { count -= 1 }
         var result: [[UInt8]] = []
         var index = 0
-        while true {
-            while index < bytes.count, bytes[index] == 0 || isSpace(bytes[index]) { index += 1 }
-            if index == bytes.count { break }
+        func fail(_ reason: String) -> AttestationError { AttestationError(.decodingFailed, step: step, reason) }
+        func lineEnd(_ i: inout Int) -> Bool {
+            if i < count, bytes[i] == 0x0A {
+                i += 1
+                return true
+            }
+            if i + 1 < count, bytes[i] == 0x0D, bytes[i + 1] == 0x0A {
+                i += 2
+                return true
+            }
+            return false
+        }
+        while index < count {
             guard starts(bytes, at: index, with: begin) else {
-                throw AttestationError(.decodingFailed, step: step, "unexpected text outside a PEM certificate block")
+                throw fail("unexpected text outside a PEM certificate block")
             }
             index += begin.count
-            guard let stop = find(bytes, end, from: index) else {
-                throw AttestationError(.decodingFailed, step: step, "PEM certificate block without an END line")
+            guard lineEnd(&index) else { throw fail("PEM BEGIN line is not followed by a line break") }
+            var body: [UInt8] = []
+            while true {
+                if starts(bytes, at: index, with: end) { break }
+                let lineStart = index
+                while index < count, bytes[index] != 0x0A, bytes[index] != 0x0D { index += 1 }
+                guard index > lineStart else { throw fail("empty line in a PEM certificate block") }
+                body += bytes[lineStart..<index]
+                guard lineEnd(&index) else { throw fail("PEM certificate block without an END line") }
             }
-            guard let der = base64Decode(bytes[index..<stop]), !der.isEmpty else {
-                throw AttestationError(.decodingFailed, step: step, "PEM certificate block is not valid base64")
+            index += end.count
+            if index < count { guard lineEnd(&index) else { throw fail("PEM END line is not followed by a line break") } }
+            guard let der = base64Decode(body[...]), !der.isEmpty else {
+                throw fail("PEM certificate block is not canonical base64")
             }
             result.append(der)
-            index = stop + end.count
         }
-        guard !result.isEmpty else {
-            throw AttestationError(.decodingFailed, step: step, "no PEM certificate found")
-        }
+        guard !result.isEmpty else { throw fail("no PEM certificate found") }
         return result
     }
 
@@ -50,21 +74,10 @@ enum PEM {
         return out
     }
 
-    private static func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 }
-
     private static func starts(_ bytes: [UInt8], at index: Int, with prefix: [UInt8]) -> Bool {
         guard bytes.count - index >= prefix.count else { return false }
         for i in 0..<prefix.count where bytes[index + i] != prefix[i] { return false }
         return true
-    }
-
-    private static func find(_ bytes: [UInt8], _ needle: [UInt8], from: Int) -> Int? {
-        var i = from
-        while i + needle.count <= bytes.count {
-            if starts(bytes, at: i, with: needle) { return i }
-            i += 1
-        }
-        return nil
     }
 
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
@@ -74,15 +87,16 @@ enum PEM {
         return table
     }()
 
-    /// Standard base64 with `=` padding; whitespace is skipped.
+    /// Canonical standard base64: length a multiple of 4, `=` only at the
+    /// end, unused bits zero; `nil` otherwise.
     static func base64Decode(_ text: ArraySlice<UInt8>) -> [UInt8]? {
+        guard text.count % 4 == 0 else { return nil }
         var out: [UInt8] = []
-        out.reserveCapacity(text.count * 3 / 4)
+        out.reserveCapacity(text.count / 4 * 3)
         var accumulator: UInt32 = 0
         var bits = 0
         var padding = 0
         for c in text {
-            if isSpace(c) { continue }
             if c == UInt8(ascii: "=") {
                 padding += 1
                 continue
@@ -97,7 +111,8 @@ enum PEM {
                 out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
             }
         }
-        guard padding <= 2 else { return nil }
+        guard padding <= 2, accumulator & ((1 << UInt32(bits)) - 1) == 0 else { return nil }
+        guard bits == [0, 2, 4][padding] else { return nil }
         return out
     }
 

@@ -66,7 +66,10 @@ public struct RevocationList: Sendable {
                                     guard let serial = parts.next(), case .primitive(let bytes) = serial.content,
                                         serial.identifier == .integer
                                     else { throw ASN1Error.invalidASN1Object(reason: "bad revoked entry") }
-                                    revoked.insert(Self.normalizedSerial(bytes))
+                                    // A negative serial (invalid in certificates) matches nothing.
+                                    if let first = bytes.first, first < 0x80 {
+                                        revoked.insert(Self.normalizedSerial(bytes))
+                                    }
                                     while parts.next() != nil {}
                                 }
                             }
@@ -103,7 +106,8 @@ public struct RevocationList: Sendable {
         return key.isValidSignature(signature, for: SHA256.hash(data: tbsBytes))
     }
 
-    /// Whether `serial` (big-endian bytes as in the certificate) is listed.
+    /// Whether `serial` (the certificate's serial number as a big-endian
+    /// magnitude, leading zeros optional) is listed.
     public func isRevoked(serial: ArraySlice<UInt8>) -> Bool { revokedSerials.contains(Self.normalizedSerial(serial)) }
 
     static func normalizedSerial(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {

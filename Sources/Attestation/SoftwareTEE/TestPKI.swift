@@ -203,7 +203,9 @@ public struct TestPKI: Sendable {
                 try s.appendConstructedNode(identifier: .sequence) { s in
                     for serial in revoked {
                         try s.appendConstructedNode(identifier: .sequence) { s in
-                            s.appendPrimitiveNode(identifier: .integer) { $0.append(contentsOf: serial) }
+                            // DER INTEGER: a leading zero keeps a high first bit positive.
+                            let positive = (serial.first ?? 0) >= 0x80 ? [0] + Array(serial) : Array(serial)
+                            s.appendPrimitiveNode(identifier: .integer) { $0.append(contentsOf: positive) }
                             try s.serialize(try time(thisUpdate))
                         }
                     }

@@ -21,6 +21,8 @@ var dependencies: [Package.Dependency] = [
     .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+    .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+    .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
 ]
 
 var targets: [Target] = [
@@ -55,6 +57,18 @@ var targets: [Target] = [
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Hummingbird", package: "hummingbird"),
+            "Attestation",
+        ],
+        swiftSettings: strict
+    ),
+    .target(
+        name: "Attestation",
+        dependencies: [
+            "SecretSharing",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
         ],
         swiftSettings: strict
     ),
@@ -62,6 +76,7 @@ var targets: [Target] = [
         name: "keyrack",
         dependencies: [
             "SecretSharing",
+            "Attestation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ],
         swiftSettings: strict
@@ -108,6 +123,18 @@ var targets: [Target] = [
         swiftSettings: strict
     ),
     .testTarget(
+        name: "AttestationTests",
+        dependencies: [
+            "Attestation",
+            "SecretSharing",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ],
+        swiftSettings: strict
+    ),
+    .testTarget(
         name: "KeyrackCLITests",
         dependencies: [
             "keyrack",
@@ -142,6 +169,7 @@ let package = Package(
     products: [
         .executable(name: "keyrack", targets: ["keyrack"]),
         .library(name: "SecretSharing", targets: ["SecretSharing"]),
+        .library(name: "Attestation", targets: ["Attestation"]),
     ],
     dependencies: dependencies,
     targets: targets,

@@ -12,6 +12,22 @@ struct Keyrack: ParsableCommand {
             sharing; a threshold of nodes rebuilds it at boot and derives the disk \
             keys from it. Run `keyrack demo` to see what exists today.
             """,
-        subcommands: [Demo.self, ShamirCommand.self, BenchCommand.self]
+        subcommands: [Demo.self, ShamirCommand.self, BenchCommand.self, AttestCommand.self, TeeCommand.self]
     )
+
+    /// As ArgumentParser's, except that a usage error under `keyrack attest`
+    /// exits with status 2 (its contract: 0 accepted, 1 rejected, 2 usage).
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+        } catch {
+            if arguments.first == "attest", exitCode(for: error) == .validationFailure {
+                writeStandardError(fullMessage(for: error) + "\n")
+                Self.exit(withError: ExitCode(2))
+            }
+            Self.exit(withError: error)
+        }
+    }
 }

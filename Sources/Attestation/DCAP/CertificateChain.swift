@@ -1,0 +1,88 @@
+import Crypto
+import SwiftASN1
+import X509
+
+/// A certificate chain that was checked, time aside, up to the trust anchor.
+struct VerifiedChain: Sendable {
+    /// The leaf certificate.
+    let leaf: Certificate
+    /// The leaf's key.
+    let leafKey: P256.Signing.PublicKey
+    /// The latest `notBefore` and the earliest `notAfter` over the chain and
+    /// the anchor, Unix seconds: the chain is valid at `now` iff
+    /// `notBefore ≤ now ≤ notAfter`.
+    let notBefore: Int64
+    let notAfter: Int64
+    /// The SGX extensions of the leaf, for PCK chains.
+    let pckExtensions: PCKExtensions?
+}
+
+/// Checks a chain given leaf first: each certificate's issuer name is the next
+/// one's subject and its signature verifies under the next one's key; each
+/// issuer is a CA; the last certificate is the anchor itself (byte for byte)
+/// or issued by it; no certificate is on its issuer's CRL, and every issuer
+/// has supplied a CRL signed with its key.
+enum ChainVerifier {
+    static func verify(
+        ders: [[UInt8]], anchor: TrustAnchor, crls: [RevocationList], cache: VerificationCache,
+        step: AttestationError.Step, name: String
+    ) throws(AttestationError) -> VerifiedChain {
+        var ders = ders
+        if ders.count > 1, ders.last == anchor.der { ders.removeLast() }
+        guard !ders.isEmpty else {
+            throw AttestationError(.untrustedChain, step: step, "the \(name) chain holds no certificate below the trust anchor")
+        }
+        var certificates: [Certificate] = []
+        certificates.reserveCapacity(ders.count)
+        for (index, der) in ders.enumerated() {
+            do {
+                certificates.append(try Certificate(derEncoded: der))
+            } catch {
+                throw AttestationError(.decodingFailed, step: step, "certificate \(index) of the \(name) chain does not parse")
+            }
+        }
+        var notBefore = Int64(anchor.certificate.notValidBefore.timeIntervalSince1970)
+        var notAfter = Int64(anchor.certificate.notValidAfter.timeIntervalSince1970)
+        for (index, certificate) in certificates.enumerated() {
+            let issuer = index + 1 < certificates.count ? certificates[index + 1] : anchor.certificate
+            let what = "certificate \(index) of the \(name) chain"
+            guard certificate.issuer == issuer.subject else {
+                throw AttestationError(
+                    .untrustedChain, step: step,
+                    index + 1 < certificates.count
+                        ? "\(what) is not issued by the next certificate"
+                        : "\(what) is not issued by the trust anchor")
+            }
+            guard let issuerKey = index + 1 < certificates.count ? P256.Signing.PublicKey(issuer.publicKey) : anchor.key
+            else {
+                throw AttestationError(.unsupported, step: step, "the issuer of \(what) does not have a P-256 key")
+            }
+            guard case .some(.isCertificateAuthority) = try? issuer.extensions.basicConstraints else {
+                throw AttestationError(.untrustedChain, step: step, "the issuer of \(what) is not a CA")
+            }
+            guard certificate.signatureAlgorithm == .ecdsaWithSHA256,
+                Certificate.PublicKey(issuerKey).isValidSignature(certificate.signature, for: certificate)
+            else {
+                throw AttestationError(.invalidSignature, step: step, "the signature on \(what) does not verify")
+            }
+            guard let crl = crls.first(where: { $0.issuer == certificate.issuer }) else {
+                throw AttestationError(.crlMissing, step: step, "no CRL from the issuer of \(what)")
+            }
+            guard let crlSignature = try? P256.Signing.ECDSASignature(derRepresentation: crl.signature),
+                cache.isValid(signature: crlSignature, digest: SHA256.hash(data: crl.tbsBytes), key: issuerKey)
+            else {
+                throw AttestationError(.invalidSignature, step: .crl, "the CRL from the issuer of \(what) is not signed by it")
+            }
+            guard !crl.isRevoked(serial: certificate.serialNumber.bytes) else {
+                throw AttestationError(.certificateRevoked, step: step, "\(what) is revoked")
+            }
+            notBefore = max(notBefore, Int64(certificate.notValidBefore.timeIntervalSince1970))
+            notAfter = min(notAfter, Int64(certificate.notValidAfter.timeIntervalSince1970))
+        }
+        guard let leafKey = P256.Signing.PublicKey(certificates[0].publicKey) else {
+            throw AttestationError(.unsupported, step: step, "the \(name) leaf does not have a P-256 key")
+        }
+        return VerifiedChain(
+            leaf: certificates[0], leafKey: leafKey, notBefore: notBefore, notAfter: notAfter, pckExtensions: nil)
+    }
+}

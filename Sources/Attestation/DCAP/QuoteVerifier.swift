@@ -1,0 +1,116 @@
+import Crypto
+import X509
+
+/// A quote that passed DCAP verification, with what a relying party decides on.
+public struct VerifiedQuote: Sendable {
+    /// The quote.
+    public let quote: Quote
+    /// The TCB status and advisories.
+    public let tcb: TCBVerdict
+    /// The platform's PCK certificate extensions (FMSPC, TCB components, PCESVN, PCE-ID, PPID).
+    public let platform: PCKExtensions
+
+    /// The TD report body: MRTD, RTMR0–3, report data and the rest.
+    public var report: TDReport { quote.report }
+    /// The combined TCB status.
+    public var status: TCBStatus { tcb.status }
+    /// Intel security advisories that apply.
+    public var advisoryIDs: [String] { tcb.advisoryIDs }
+}
+
+/// Verifies TDX quotes with Intel DCAP: the PCK chain with CRLs, the signed
+/// TCB info and QE identity, the QE report and its binding of the
+/// attestation key, the quote signature, and the TCB status.
+///
+/// The trust anchor and `now` are parameters; verified intermediate results
+/// live in a ``VerificationCache`` (shared by copies of the verifier), so
+/// the same platform and collateral are checked once.
+///
+/// ```swift
+/// let verifier = QuoteVerifier()                          // Intel's SGX root CA
+/// let collateral = try Collateral(json: collateralData)
+/// let verified = try verifier.verify(quote: quoteBytes, collateral: collateral, now: now)
+/// verified.report.reportData; verified.report.mrTD; verified.status
+/// ```
+public struct QuoteVerifier: Sendable {
+    /// The root every chain must lead to.
+    public let trustAnchor: TrustAnchor
+    /// Verified intermediate results.
+    public let cache: VerificationCache
+
+    /// A verifier under `trustAnchor` (Intel's SGX root CA by default).
+    public init(trustAnchor: TrustAnchor = .intelSGXRootCA, cache: VerificationCache = VerificationCache()) {
+        self.trustAnchor = trustAnchor
+        self.cache = cache
+    }
+
+    /// Parses and verifies `quote` at `now` (Unix seconds).
+    /// - Throws: ``AttestationError`` naming the step that failed.
+    public func verify(quote: [UInt8], collateral: Collateral, now: Int64) throws(AttestationError) -> VerifiedQuote {
+        try verify(quote: try Quote(bytes: quote), collateral: collateral, now: now)
+    }
+
+    /// Verifies a parsed `quote` at `now` (Unix seconds).
+    ///
+    /// Order: collateral signatures and chains; the PCK chain with CRLs;
+    /// CRL next-update; TCB info and QE identity dates; CRL this-update;
+    /// certificate validity; QE report signature; attestation key binding;
+    /// QE identity; quote signature; TCB status; `Revoked`; debug TD.
+    /// - Throws: ``AttestationError`` naming the step that failed.
+    public func verify(quote: Quote, collateral: Collateral, now: Int64) throws(AttestationError) -> VerifiedQuote {
+        let collateralKey = Digest(parts: [collateral.digest.bytes[...], trustAnchor.digest[...]])
+        let verifiedCollateral: VerifiedCollateral
+        if let known = cache.collateral(collateralKey) {
+            verifiedCollateral = known
+        } else {
+            verifiedCollateral = try VerifiedCollateral.verify(collateral, anchor: trustAnchor, cache: cache)
+            cache.store(verifiedCollateral, for: collateralKey)
+        }
+        let pck = try pckChain(quote, collateralKey: collateralKey, collateral: verifiedCollateral)
+        guard let extensions = pck.pckExtensions else {
+            throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate has no SGX extension")
+        }
+        let evidence = Evidence(
+            quote: quote, collateral: verifiedCollateral, pck: pck, pckExtensions: extensions, now: now, cache: cache)
+        for rule in Self.rules {
+            if case .failsToMeetPolicy(let error) = rule.evaluate(evidence) { throw error }
+        }
+        let verdict = try TCBStatusRule().evaluate(evidence)
+        guard verdict.status != .revoked else {
+            throw AttestationError(.tcbRevoked, step: .tcbStatus, "the platform's TCB level is Revoked")
+        }
+        if case .failsToMeetPolicy(let error) = TDAttributesRule().evaluate(evidence) { throw error }
+        return VerifiedQuote(quote: quote, tcb: verdict, platform: extensions)
+    }
+
+    private static let rules: [any DCAPRule] = [
+        CRLFreshnessRule(),
+        CollateralDatesRule(step: .tcbInfo),
+        CollateralDatesRule(step: .qeIdentity),
+        CRLFreshnessRule(checkThisUpdate: true),
+        CertificateValidityRule(),
+        QEReportSignatureRule(),
+        AttestationKeyBindingRule(),
+        QEIdentityRule(),
+        QuoteSignatureRule(),
+    ]
+
+    private func pckChain(_ quote: Quote, collateralKey: Digest, collateral: VerifiedCollateral)
+        throws(AttestationError) -> VerifiedChain
+    {
+        let pem = quote.signatureData.pckChainPEM
+        let key = Digest(parts: [pem, collateralKey.bytes[...]])
+        if let known = cache.chain(key) { return known }
+        let ders = try PEM.certificates(pem, step: .pckChain)
+        let chain = try ChainVerifier.verify(
+            ders: ders, anchor: trustAnchor, crls: collateral.crls, cache: cache, step: .pckChain, name: "PCK")
+        guard let ext = chain.leaf.extensions[oid: PCKExtensions.oid] else {
+            throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate has no SGX extension")
+        }
+        let verified = VerifiedChain(
+            leaf: chain.leaf, leafKey: chain.leafKey, notBefore: chain.notBefore, notAfter: chain.notAfter,
+            pckExtensions: try PCKExtensions(derEncoded: ext.value))
+        cache.store(verified, for: key)
+        return verified
+    }
+}

@@ -3,7 +3,7 @@ import ArgumentParser
 /// The `keyrack` command: argument parsing and printing only; every
 /// subcommand calls into a library module.
 @main
-struct Keyrack: ParsableCommand {
+struct Keyrack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keyrack",
         abstract: "Unlock a rack's encrypted disks with a trust quorum, and release keys to attested nodes.",
@@ -12,16 +12,23 @@ struct Keyrack: ParsableCommand {
             sharing; a threshold of nodes rebuilds it at boot and derives the disk \
             keys from it. Run `keyrack demo` to see what exists today.
             """,
-        subcommands: [Demo.self, ShamirCommand.self, BenchCommand.self, AttestCommand.self, TeeCommand.self]
+        subcommands: [
+            Demo.self, ShamirCommand.self, BenchCommand.self, AttestCommand.self, TeeCommand.self, KMSCommand.self,
+            PeerIDCommand.self,
+        ]
     )
 
     /// As ArgumentParser's, except that a usage error under `keyrack attest`
     /// exits with status 2 (its contract: 0 accepted, 1 rejected, 2 usage).
-    static func main() {
+    static func main() async {
         let arguments = Array(CommandLine.arguments.dropFirst())
         do {
             var command = try parseAsRoot(arguments)
-            try command.run()
+            if var asynchronous = command as? any AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
         } catch {
             if arguments.first == "attest", exitCode(for: error) == .validationFailure {
                 writeStandardError(fullMessage(for: error) + "\n")

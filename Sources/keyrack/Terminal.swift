@@ -29,6 +29,36 @@ func reportingFailures(_ body: () throws -> Void) throws {
     }
 }
 
+/// `reportingFailures` for async commands.
+func reportingAsyncFailures(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        writeStandardError("keyrack: \(error)\n")
+        throw ExitCode(1)
+    }
+}
+
+/// Writes secret bytes to `path` with mode 0600, atomically (a temporary
+/// file in the same directory, fsync, rename).
+func writeSecretFile(_ secret: SecretBytes, to path: String) throws {
+    let temporary = path + ".tmp-\(getpid())"
+    let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+    guard descriptor >= 0 else { throw CommandFailure("cannot create \(temporary) (errno \(errno))") }
+    var ok = false
+    defer {
+        close(descriptor)
+        if !ok { unlink(temporary) }
+    }
+    try secret.withUnsafeBytes { try writeAll($0, to: descriptor) }
+    guard fsync(descriptor) == 0, rename(temporary, path) == 0 else {
+        throw CommandFailure("cannot write \(path) (errno \(errno))")
+    }
+    ok = true
+}
+
 func writeStandardError(_ text: String) {
     var text = text
     text.withUTF8 { try? writeAll(UnsafeRawBufferPointer($0), to: STDERR_FILENO) }

@@ -1,3 +1,4 @@
+import Attestation
 import Foundation
 import SecretSharing
 
@@ -62,6 +63,30 @@ public struct ConfigfsTSMQuoteSource: QuoteSource {
             throw error
         } catch {
             throw QuoteSourceError("configfs-tsm quote failed: \(error.localizedDescription)")
+        }
+    }
+}
+
+/// Quotes from a software TEE directory (`keyrack tee init`): real v4 quote
+/// bytes under a test PKI, for machines without TDX. A KMS accepts them only
+/// when its trust anchor is that directory's `root.der`.
+public struct SoftwareTEEQuoteSource: QuoteSource {
+    let tee: SoftwareTEE
+
+    /// Opens the software TEE in `directory`.
+    public init(directory: URL) throws(QuoteSourceError) {
+        do {
+            tee = try SoftwareTEE(directory: directory)
+        } catch {
+            throw QuoteSourceError("software TEE at \(directory.path): \(error)")
+        }
+    }
+
+    public func quote(reportData: [UInt8]) throws(QuoteSourceError) -> [UInt8] {
+        do {
+            return try tee.quote(reportData: reportData)
+        } catch {
+            throw QuoteSourceError("software TEE: \(error.description)")
         }
     }
 }

@@ -1,0 +1,167 @@
+import Attestation
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import NIOSSL
+import RedisClient
+import ServiceLifecycle
+import UnixSignals
+
+/// `keyrack kms serve`: assembles the store, key provider, policy, verifier
+/// and routes from a ``KMSConfiguration`` and serves until SIGTERM or SIGINT
+/// (graceful shutdown: in-flight requests finish).
+public enum KMSServer {
+    /// Builds everything and serves. Start-up problems (an unreadable root
+    /// file, a bad trust anchor, a broken TLS key) throw before listening.
+    public static func run(
+        configuration: KMSConfiguration,
+        logger: Logger,
+        onListening: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws {
+        let store: any ChallengeStore
+        var redisClient: RedisClient?
+        if let redis = configuration.redis {
+            let client = RedisClient(configuration: redis)
+            redisClient = client
+            store = RedisChallengeStore(client: client)
+            logger.info("challenge store: redis", metadata: ["redis": "\(redis.host):\(redis.port)/\(redis.database)"])
+        } else {
+            store = MemoryChallengeStore()
+            logger.info("challenge store: memory (single replica)")
+        }
+        defer { redisClient?.shutdown() }
+
+        let keys: any KeyProvider
+        switch configuration.keyProvider {
+        case .local:
+            keys = try LocalKeyProvider(rootFile: configuration.keyRootFile)
+            logger.info("key provider: local", metadata: ["rootFile": "\(configuration.keyRootFile)"])
+        case .dstack:
+            keys = DstackKeyProvider(socketPath: configuration.dstackSocketPath)
+            logger.info("key provider: dstack", metadata: ["socket": "\(configuration.dstackSocketPath)"])
+        }
+
+        let anchor: TrustAnchor
+        if let path = configuration.trustAnchorFile {
+            guard let bytes = FileManager.default.contents(atPath: path) else {
+                throw KMSConfigurationError(variable: "TRUST_ANCHOR", reason: "cannot read \(path)")
+            }
+            do {
+                anchor = try TrustAnchor(bytes: Array(bytes))
+            } catch {
+                throw KMSConfigurationError(variable: "TRUST_ANCHOR", reason: error.reason)
+            }
+            logger.warning("trust anchor from TRUST_ANCHOR, not Intel's SGX root CA", metadata: ["file": "\(path)"])
+        } else {
+            anchor = .intelSGXRootCA
+        }
+        let verifier = TDXEvidenceVerifier(
+            trustAnchor: anchor,
+            collateralDirectory: configuration.collateralDirectory.map { URL(fileURLWithPath: $0) }
+        )
+        for (file, reason) in verifier.skippedCollateralFiles {
+            logger.warning("skipped a file in COLLATERAL_DIR", metadata: ["file": "\(file)", "reason": "\(reason)"])
+        }
+        if let reason = verifier.notReadyReason() {
+            logger.warning(
+                "collateral not ready: key release answers 503 PolicyNotReady", metadata: ["reason": "\(reason)"])
+        }
+
+        let policies = PolicyHolder(path: configuration.policyFile)
+        if let error = policies.lastError {
+            logger.warning(
+                "no attestation policy: key release answers 503 PolicyNotReady", metadata: ["reason": "\(error)"])
+        }
+
+        let service = KeyReleaseService(
+            settings: .init(
+                challengeTTL: .seconds(configuration.challengeTTLSeconds),
+                maximumPending: configuration.maximumPendingChallenges,
+                namespace: configuration.keyNamespacePrefix
+            ),
+            store: store,
+            keys: keys,
+            policies: policies,
+            verifier: verifier,
+            audit: Logger(label: "keyrack.kms.audit")
+        )
+        let router = KMSRoutes.router(service: service)
+        let address = BindAddress.hostname(configuration.listenHost, port: configuration.listenPort)
+        let server: HTTPServerBuilder
+        let scheme: String
+        if let certificate = configuration.tlsCertificateFile, let key = configuration.tlsKeyFile {
+            do {
+                let chain = try NIOSSLCertificate.fromPEMFile(certificate).map {
+                    NIOSSLCertificateSource.certificate($0)
+                }
+                var tls = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: chain,
+                    privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+                )
+                tls.minimumTLSVersion = .tlsv12
+                server = try .tls(.http1(), tlsConfiguration: tls)
+            } catch {
+                throw KMSConfigurationError(
+                    variable: "TLS_CERT", reason: "cannot load the TLS certificate or key: \(error)")
+            }
+            scheme = "https"
+        } else {
+            server = .http1()
+            scheme = "http"
+        }
+        let app = Application(
+            router: router,
+            server: server,
+            configuration: .init(address: address, serverName: "keyrack-kms"),
+            services: [PolicyReloader(holder: policies, logger: logger)],
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? configuration.listenPort
+                let url = "\(scheme)://\(configuration.listenHost):\(port)"
+                logger.info("listening", metadata: ["url": "\(url)"])
+                onListening(url)
+            },
+            logger: logger
+        )
+        try await app.runService()
+    }
+}
+
+/// Reloads the policy on SIGHUP and when its file changes (checked every
+/// second). A failed reload keeps the last good policy and logs why.
+struct PolicyReloader: Service {
+    let holder: PolicyHolder
+    let logger: Logger
+
+    func run() async throws {
+        guard holder.path != nil else { return }
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in signals.cancelOnGracefulShutdown() {
+                    report(holder.reload(), trigger: "SIGHUP")
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    try? await Task.sleep(for: .seconds(1))
+                    if let result = holder.reloadIfChanged() { report(result, trigger: "file changed") }
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func report(_ result: Result<Void, PolicyError>, trigger: String) {
+        switch result {
+        case .success: logger.info("policy reloaded", metadata: ["trigger": "\(trigger)"])
+        case .failure(let error):
+            logger.error(
+                "policy reload failed; keeping the last good policy",
+                metadata: ["trigger": "\(trigger)", "reason": "\(error.reason)"]
+            )
+        }
+    }
+}

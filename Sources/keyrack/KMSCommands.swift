@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import KeyRelease
+import Logging
+
+struct KMSCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kms",
+        abstract: "The attested key release service, and its client.",
+        subcommands: [Serve.self, GetKey.self]
+    )
+
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Serve POST /challenge and POST /get-key.",
+            discussion: """
+                Settings come from environment variables; each flag sets the variable of the \
+                same name and wins over it:
+                \(KMSConfiguration.variables.map { "  \($0.name): \($0.meaning)" }.joined(separator: "\n"))
+
+                Keys are released only with a policy (POLICY_FILE) and collateral \
+                (COLLATERAL_DIR); until then /get-key answers 503 PolicyNotReady and \
+                /readyz says why. SIGHUP reloads the policy; so does editing the file. \
+                SIGTERM or SIGINT stops gracefully.
+                """
+        )
+
+        @Option(help: "LISTEN_ADDR") var listenAddr: String?
+        @Option(help: "CHALLENGE_TTL_SECS") var challengeTtlSecs: String?
+        @Option(help: "MAX_PENDING_CHALLENGES") var maxPendingChallenges: String?
+        @Option(help: "REDIS_URL") var redisUrl: String?
+        @Option(help: "POLICY_FILE") var policyFile: String?
+        @Option(help: "KEY_PROVIDER (local | dstack)") var keyProvider: String?
+        @Option(help: "KEY_ROOT_FILE") var keyRootFile: String?
+        @Option(help: "DSTACK_SOCKET_PATH") var dstackSocketPath: String?
+        @Option(help: "KEY_NAMESPACE_PREFIX") var keyNamespacePrefix: String?
+        @Option(help: "TRUST_ANCHOR") var trustAnchor: String?
+        @Option(help: "COLLATERAL_DIR") var collateralDir: String?
+        @Option(help: "TLS_CERT") var tlsCert: String?
+        @Option(help: "TLS_KEY") var tlsKey: String?
+
+        func run() async throws {
+            var environment = ProcessInfo.processInfo.environment
+            let flags: [(String, String?)] = [
+                ("LISTEN_ADDR", listenAddr), ("CHALLENGE_TTL_SECS", challengeTtlSecs),
+                ("MAX_PENDING_CHALLENGES", maxPendingChallenges), ("REDIS_URL", redisUrl), ("POLICY_FILE", policyFile),
+                ("KEY_PROVIDER", keyProvider), ("KEY_ROOT_FILE", keyRootFile), ("DSTACK_SOCKET_PATH", dstackSocketPath),
+                ("KEY_NAMESPACE_PREFIX", keyNamespacePrefix), ("TRUST_ANCHOR", trustAnchor),
+                ("COLLATERAL_DIR", collateralDir), ("TLS_CERT", tlsCert), ("TLS_KEY", tlsKey),
+            ]
+            for case (let name, let value?) in flags { environment[name] = value }
+            let configuration: KMSConfiguration
+            do {
+                configuration = try KMSConfiguration(environment: environment)
+            } catch {
+                writeStandardError("keyrack: \(error)\n")
+                throw ExitCode(2)
+            }
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = .info
+                return handler
+            }
+            do {
+                try await KMSServer.run(configuration: configuration, logger: Logger(label: "keyrack.kms"))
+            } catch let error as KMSConfigurationError {
+                writeStandardError("keyrack: \(error)\n")
+                throw ExitCode(2)
+            } catch let error as KeyProviderError {
+                writeStandardError("keyrack: \(error)\n")
+                throw ExitCode(2)
+            }
+        }
+    }
+
+    struct GetKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "get-key",
+            abstract: "Fetch this node's storage key: challenge, quote, signature, key.",
+            discussion: """
+                --tee chooses where the quote comes from: software:DIR (a `keyrack tee init` \
+                directory), dstack:SOCKET (the dstack agent), or tdx (this TD, through \
+                /sys/kernel/config/tsm/report). With --out the 32 key bytes are written to \
+                the file (mode 0600, atomically); otherwise the key is printed in base64.
+                """
+        )
+
+        @Option(help: "The KMS, http://host:port.") var url: String
+        @Option(help: "The peer identity file (keyrack peer-id new).") var identity: String
+        @Option(help: "software:DIR | dstack:SOCKET | tdx") var tee: String
+        @Option(help: "Write the key to this file instead of printing it.") var out: String?
+
+        func run() async throws {
+            try await reportingAsyncFailures {
+                let source: any QuoteSource
+                if tee == "tdx" {
+                    source = ConfigfsTSMQuoteSource()
+                } else if tee.hasPrefix("software:") {
+                    source = try SoftwareTEEQuoteSource(directory: URL(fileURLWithPath: String(tee.dropFirst(9))))
+                } else if tee.hasPrefix("dstack:") {
+                    source = DstackQuoteSource(socketPath: String(tee.dropFirst(7)))
+                } else {
+                    throw CommandFailure("--tee must be software:DIR, dstack:SOCKET or tdx")
+                }
+                let client = try KeyReleaseClient(url: url, identity: PeerIdentity.read(from: identity), quotes: source)
+                let key = try await client.fetchKey()
+                if let out {
+                    try writeSecretFile(key, to: out)
+                } else {
+                    try writeStandardOutput(key.withUnsafeBytes { Data($0).base64EncodedString() } + "\n")
+                }
+            }
+        }
+    }
+}
+
+struct PeerIDCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peer-id",
+        abstract: "Node identities for key release (libp2p Ed25519 peer ids).",
+        subcommands: [New.self]
+    )
+
+    struct New: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create an Ed25519 identity file (mode 0600) and print its peer id."
+        )
+        @Option(help: "Where to write the identity; an existing file is never overwritten.") var out: String
+
+        func run() throws {
+            try reportingFailures {
+                let identity = PeerIdentity.generate()
+                try identity.write(to: out)
+                try writeStandardOutput(identity.peerId.string + "\n")
+            }
+        }
+    }
+}

@@ -144,10 +144,24 @@ var targets: [Target] = [
         swiftSettings: strict
     ),
     .testTarget(
+        name: "KMSEndToEndTests",
+        dependencies: [
+            "keyrack",
+            "KeyRelease",
+            "Attestation",
+            "RedisClient",
+            "SecretSharing",
+            "KeyrackTestSupport",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ],
+        swiftSettings: strict
+    ),
+    .testTarget(
         name: "KeyrackCLITests",
         dependencies: [
             "keyrack",
             "SecretSharing",
+            "KeyrackTestSupport",
         ],
         swiftSettings: strict
     ),

@@ -43,7 +43,7 @@ struct ConfigurationTests {
         arguments: [
             ("LISTEN_ADDR", "8080"), ("LISTEN_ADDR", "h:70000"), ("CHALLENGE_TTL_SECS", "0"),
             ("CHALLENGE_TTL_SECS", "five"), ("MAX_PENDING_CHALLENGES", "-1"), ("REDIS_URL", "http://x"),
-            ("KEY_PROVIDER", "vault"), ("POLICY_FILE", "/no/such/policy.json"), ("TRUST_ANCHOR", "/no/such.der"),
+            ("KEY_PROVIDER", "vault"), ("TRUST_ANCHOR", "/no/such.der"),
             ("COLLATERAL_DIR", "/no/such/dir"), ("KEY_NAMESPACE_PREFIX", "a/"),
         ]
     )

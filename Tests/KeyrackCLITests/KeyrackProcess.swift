@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackTestSupport
 import Testing
 
 /// The result of running the real `keyrack` binary.
@@ -8,16 +9,6 @@ struct ProcessResult {
     var standardError: String
 
     var output: String { String(decoding: standardOutput, as: UTF8.self) }
-}
-
-/// The `keyrack` executable built beside the test bundle.
-func keyrackExecutable() throws -> URL {
-    let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-    let candidate = me.deletingLastPathComponent().appendingPathComponent("keyrack")
-    guard FileManager.default.isExecutableFile(atPath: candidate.path) else {
-        throw CLITestError("keyrack binary not found at \(candidate.path); run `swift build` first")
-    }
-    return candidate
 }
 
 struct CLITestError: Error, CustomStringConvertible {

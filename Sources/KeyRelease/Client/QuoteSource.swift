@@ -82,6 +82,9 @@ public struct SoftwareTEEQuoteSource: QuoteSource {
         }
     }
 
+    /// A source over an already opened software TEE.
+    public init(tee: SoftwareTEE) { self.tee = tee }
+
     public func quote(reportData: [UInt8]) throws(QuoteSourceError) -> [UInt8] {
         do {
             return try tee.quote(reportData: reportData)

@@ -30,7 +30,7 @@ public struct KMSConfiguration: Sendable, Equatable {
         ("CHALLENGE_TTL_SECS", "how long a challenge stays valid (300)"),
         ("MAX_PENDING_CHALLENGES", "unexpired challenges one peer may hold (8)"),
         ("REDIS_URL", "redis://host:port/db to share challenges between replicas (default: in memory)"),
-        ("POLICY_FILE", "the attestation policy JSON (required to release keys)"),
+        ("POLICY_FILE", "the attestation policy JSON, required to release keys; loaded when it appears or changes"),
         ("KEY_PROVIDER", "local | dstack (local)"),
         ("KEY_ROOT_FILE", "the local provider's 32-byte root, created 0600 if missing (kms-root.key)"),
         ("DSTACK_SOCKET_PATH", "the dstack agent's socket (/var/run/dstack.sock)"),
@@ -101,9 +101,10 @@ public struct KMSConfiguration: Sendable, Equatable {
                 reason: "TLS_CERT and TLS_KEY must be given together"
             )
         }
+        // POLICY_FILE may not exist yet: the KMS starts, answers 503
+        // PolicyNotReady, and loads it when it appears.
         for (name, path) in [
-            ("POLICY_FILE", policyFile), ("TRUST_ANCHOR", trustAnchorFile),
-            ("TLS_CERT", tlsCertificateFile), ("TLS_KEY", tlsKeyFile),
+            ("TRUST_ANCHOR", trustAnchorFile), ("TLS_CERT", tlsCertificateFile), ("TLS_KEY", tlsKeyFile),
         ] {
             if let path, !FileManager.default.isReadableFile(atPath: path) {
                 throw KMSConfigurationError(variable: name, reason: "cannot read \(path)")

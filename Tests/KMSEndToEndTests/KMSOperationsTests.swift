@@ -1,0 +1,182 @@
+import Attestation
+import Foundation
+import KeyRelease
+import KeyrackTestSupport
+import SecretSharing
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite("KMS operations: policy, stores, providers, races", .serialized)
+struct KMSOperationsTests {
+    @Test("a TCB status outside the policy: 403 PolicyViolation on tcbStatus; allowed after a SIGHUP reload")
+    func tcbStatus() async throws {
+        let platform = try Platform(tcbStatus: .outOfDate)
+        let kms = try await KMS.start(platform)
+        let identity = PeerIdentity.generate()
+        let challenge = try await kms.challenge(for: identity)
+        let refused = try await kms.post(
+            "/get-key", try KeyRequest.valid(challenge, identity: identity, tee: platform.tee).body)
+        #expect(refused.status == 403)
+        #expect(refused.error?.field == "tcbStatus")
+
+        try platform.writePolicy(tcbStatus: ["UpToDate", "OutOfDate"])
+        kms.process.signal(SIGHUP)
+        try await eventually {
+            let challenge = try await kms.challenge(for: identity)
+            let request = try KeyRequest.valid(challenge, identity: identity, tee: platform.tee)
+            return try await kms.post("/get-key", request.body).status == 200
+        }
+        #expect(kms.process.log.contains("policy reloaded"))
+    }
+
+    @Test("no policy: 503 PolicyNotReady without spending the challenge; the policy file appears: keys flow")
+    func noPolicy() async throws {
+        let platform = try Platform()
+        try FileManager.default.removeItem(at: platform.policyFile)
+        let kms = try await KMS(
+            platform.environment(port: try freeLoopbackPort(), extra: ["POLICY_FILE": platform.policyFile.path]))
+        let ready = try await kms.send(.get, "/readyz", json: "")
+        #expect(ready.status == 503)
+        #expect(ready.text.contains("policy"))
+        let identity = PeerIdentity.generate()
+        let challenge = try await kms.challenge(for: identity)
+        let request = try KeyRequest.valid(challenge, identity: identity, tee: platform.tee).body
+        let refused = try await kms.post("/get-key", request)
+        #expect(refused.status == 503)
+        #expect(refused.error?.error == "PolicyNotReady")
+
+        try platform.writePolicy()
+        // Picked up on the file change; the same challenge still works.
+        try await eventually { try await kms.post("/get-key", request).status == 200 }
+
+        // A broken edit keeps the last good policy.
+        try Data("{oops".utf8).write(to: platform.policyFile)
+        try await eventually { kms.process.log.contains("policy reload failed") }
+        let again = try await kms.challenge(for: identity)
+        #expect(
+            try await kms.post("/get-key", try KeyRequest.valid(again, identity: identity, tee: platform.tee).body)
+                .status == 200)
+    }
+
+    @Test("no collateral: 503 PolicyNotReady and /readyz says so")
+    func noCollateral() async throws {
+        let platform = try Platform()
+        let empty = platform.directory.appendingPathComponent("empty")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        let kms = try await KMS.start(platform, extra: ["COLLATERAL_DIR": empty.path])
+        let ready = try await kms.send(.get, "/readyz", json: "")
+        #expect(ready.status == 503)
+        #expect(ready.text.contains("collateral"))
+        let identity = PeerIdentity.generate()
+        let challenge = try await kms.challenge(for: identity)
+        let refused = try await kms.post(
+            "/get-key", try KeyRequest.valid(challenge, identity: identity, tee: platform.tee).body)
+        #expect(refused.error?.error == "PolicyNotReady")
+    }
+
+    @Test("Redis down: 503 StoreUnavailable (never a 500, never a key); Redis back: service resumes without restart")
+    func redisDown() async throws {
+        let redis = try RedisServer()
+        let platform = try Platform()
+        let kms = try await KMS.start(platform, extra: ["REDIS_URL": redis.url()])
+        let identity = PeerIdentity.generate()
+        let challenge = try await kms.challenge(for: identity)
+        let request = try KeyRequest.valid(challenge, identity: identity, tee: platform.tee).body
+        redis.stop()
+        let refusedChallenge = try await kms.post("/challenge", ["peerId": identity.peerId.string])
+        #expect(refusedChallenge.status == 503)
+        #expect(refusedChallenge.error?.error == "StoreUnavailable")
+        let refusedKey = try await kms.post("/get-key", request)
+        #expect(refusedKey.status == 503)
+        #expect(refusedKey.error?.error == "StoreUnavailable")
+        #expect(try await kms.send(.get, "/readyz", json: "").status == 503)
+        try redis.restart()
+        let fresh = try await kms.challenge(for: identity)
+        #expect(
+            try await kms.post("/get-key", try KeyRequest.valid(fresh, identity: identity, tee: platform.tee).body)
+                .status == 200)
+    }
+
+    @Test("the dstack provider: keys from the agent; agent socket gone: 502 KeyDerivationFailed")
+    func dstack() async throws {
+        let agent = try DstackStandIn()
+        let platform = try Platform()
+        let kms = try await KMS.start(
+            platform, extra: ["KEY_PROVIDER": "dstack", "DSTACK_SOCKET_PATH": agent.socketPath])
+        let identity = PeerIdentity.generate()
+        let key = try await KeyReleaseClient(
+            endpoint: kms.endpoint, identity: identity, quotes: SoftwareTEEQuoteSource(tee: platform.tee)
+        ).fetchKey()
+        let expected = DstackStandIn.expectedKey(root: agent.root, path: "keyrack/storage/\(identity.peerId.string)")
+        #expect(key.unsafeCopiedBytes == Array(expected.prefix(32)))
+        agent.stop()
+        let challenge = try await kms.challenge(for: identity)
+        let refused = try await kms.post(
+            "/get-key", try KeyRequest.valid(challenge, identity: identity, tee: platform.tee).body)
+        #expect(refused.status == 502)
+        #expect(refused.error?.error == "KeyDerivationFailed")
+    }
+
+    @Test("a challenge expires after CHALLENGE_TTL_SECS: 400 InvalidChallenge", arguments: [false, true])
+    func expiry(useRedis: Bool) async throws {
+        let redis = useRedis ? try RedisServer() : nil
+        let platform = try Platform()
+        var extra = ["CHALLENGE_TTL_SECS": "1"]
+        if let redis { extra["REDIS_URL"] = redis.url() }
+        let kms = try await KMS.start(platform, extra: extra)
+        let identity = PeerIdentity.generate()
+        let challenge = try await kms.challenge(for: identity)
+        let request = try KeyRequest.valid(challenge, identity: identity, tee: platform.tee).body
+        try await Task.sleep(for: .milliseconds(1300))
+        let refused = try await kms.post("/get-key", request)
+        #expect(refused.status == 400)
+        #expect(refused.error?.error == "InvalidChallenge")
+    }
+
+    @Test("one challenge, 1,000 concurrent get-key requests over two replicas sharing Redis: exactly one succeeds")
+    func race() async throws {
+        raiseOpenFileLimit()
+        let redis = try RedisServer()
+        let platform = try Platform()
+        let replicas = [
+            try await KMS.start(platform, extra: ["REDIS_URL": redis.url()]),
+            try await KMS.start(platform, extra: ["REDIS_URL": redis.url()]),
+        ]
+        let identity = PeerIdentity.generate()
+        let challenge = try await replicas[0].challenge(for: identity)
+        let body = try JSONSerialization.data(
+            withJSONObject: KeyRequest.valid(challenge, identity: identity, tee: platform.tee).body)
+        // Open every connection first, then fire all requests at once.
+        var connections: [HTTPConnection] = []
+        for index in 0..<1000 { connections.append(try await HTTPConnection.connect(to: replicas[index % 2].endpoint)) }
+        defer { connections.forEach { $0.close() } }
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for connection in connections {
+                group.addTask { try await connection.request(.POST, "/get-key", body: Array(body)).status }
+            }
+            return try await group.reduce(into: [Int: Int]()) { $0[$1, default: 0] += 1 }
+        }
+        #expect(statuses[200] == 1, "\(statuses)")
+        #expect(statuses[400] == 999, "\(statuses)")
+    }
+}
+
+/// Polls `condition` for up to five seconds.
+func eventually(_ condition: () async throws -> Bool) async throws {
+    for _ in 0..<100 {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    Issue.record("the condition did not become true within 5 s")
+}
+
+/// Lifts the soft open-file limit to the hard one (1,000 sockets are needed).
+func raiseOpenFileLimit() {
+    var limit = rlimit()
+    guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+}

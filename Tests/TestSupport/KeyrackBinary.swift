@@ -1,0 +1,52 @@
+import Foundation
+
+/// The `keyrack` executable built beside the test bundle.
+public func keyrackExecutable() throws -> URL {
+    let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    let candidate = me.deletingLastPathComponent().appendingPathComponent("keyrack")
+    guard FileManager.default.isExecutableFile(atPath: candidate.path) else {
+        throw TestSupportError("keyrack binary not found at \(candidate.path); run `swift build` first")
+    }
+    return candidate
+}
+
+/// A long-running `keyrack` process (a server), stopped when released.
+public final class KeyrackProcess: @unchecked Sendable {
+    public let process: Process
+    public let logFile: URL
+
+    /// Starts `keyrack arguments` with `environment` added to ours; output goes to a log file.
+    public init(_ arguments: [String], environment: [String: String]) throws {
+        process = Process()
+        process.executableURL = try keyrackExecutable()
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        logFile = FileManager.default.temporaryDirectory.appendingPathComponent("keyrack-\(UUID().uuidString).log")
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: logFile)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    }
+
+    /// What the process has logged so far.
+    public var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    /// Sends a signal.
+    public func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    /// SIGTERM, then waits for the exit status.
+    @discardableResult
+    public func stop() -> Int32 {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        return process.terminationStatus
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: logFile)
+    }
+}

@@ -193,6 +193,9 @@ struct KMSErrorTests {
         let big = "{\"peerId\":\"" + String(repeating: "a", count: 70_000) + "\"}"
         expectError(try await kms.send(.post, "/challenge", json: big), 413, "PayloadTooLarge")
         expectError(try await kms.send(.get, "/nope", json: ""), 404, "NotFound")
+        let wrongMethod = try await kms.send(.get, "/challenge", json: "")
+        expectError(wrongMethod, 405, "MethodNotAllowed")
+        #expect(wrongMethod.headers.first(name: "Allow") == "POST")
     }
 
     @Test("healthz, readyz and metrics answer")

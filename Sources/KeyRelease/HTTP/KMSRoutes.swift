@@ -5,6 +5,11 @@ import Hummingbird
 /// pipeline, encodes answers. Every non-2xx answer has the JSON body
 /// `{"error", "message"[, "field"]}`.
 public enum KMSRoutes {
+    /// The method each path answers.
+    static let methods = [
+        "/challenge": "POST", "/get-key": "POST", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET",
+    ]
+
     /// The largest request body accepted.
     public static let maximumBodyBytes = 64 * 1024
 
@@ -91,9 +96,18 @@ struct ErrorBodyMiddleware: RouterMiddleware {
             if let seconds = error.retryAfterSeconds { response.headers[.retryAfter] = "\(seconds)" }
             return response
         } catch let error as HTTPError {
-            let code =
-                error.status.code == 404
-                ? "NotFound" : (error.status.code == 405 ? "MethodNotAllowed" : "InvalidRequest")
+            // A known path with another method is 405 with Allow, not 404.
+            if error.status.code == 404, let allowed = KMSRoutes.methods[request.uri.path] {
+                let body = ErrorBody(
+                    error: "MethodNotAllowed",
+                    message: "\(request.uri.path) accepts \(allowed) only",
+                    field: nil
+                )
+                var response = KMSRoutes.json(body, status: .methodNotAllowed)
+                response.headers[.allow] = allowed
+                return response
+            }
+            let code = error.status.code == 404 ? "NotFound" : "InvalidRequest"
             let body = ErrorBody(error: code, message: error.body ?? error.status.reasonPhrase, field: nil)
             return KMSRoutes.json(body, status: error.status)
         }

@@ -25,16 +25,50 @@ var targets: [Target] = [
             .product(name: "Crypto", package: "swift-crypto"),
         ]
     ),
+    .target(
+        name: "TrustQuorum",
+        dependencies: [
+            "SecretSharing",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]
+    ),
+    .target(
+        name: "Simulation",
+        dependencies: [
+            "TrustQuorum",
+            "SecretSharing",
+        ]
+    ),
     .executableTarget(
         name: "keyrack",
         dependencies: [
             "SecretSharing",
+            "TrustQuorum",
+            "Simulation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]
     ),
     .testTarget(
         name: "SecretSharingTests",
         dependencies: [
+            "SecretSharing",
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ]
+    ),
+    .testTarget(
+        name: "TrustQuorumTests",
+        dependencies: [
+            "TrustQuorum",
+            "SecretSharing",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ]
+    ),
+    .testTarget(
+        name: "SimulationTests",
+        dependencies: [
+            "Simulation",
+            "TrustQuorum",
             "SecretSharing",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]
@@ -73,6 +107,8 @@ let package = Package(
     products: [
         .executable(name: "keyrack", targets: ["keyrack"]),
         .library(name: "SecretSharing", targets: ["SecretSharing"]),
+        .library(name: "TrustQuorum", targets: ["TrustQuorum"]),
+        .library(name: "Simulation", targets: ["Simulation"]),
     ],
     dependencies: dependencies,
     targets: targets,

@@ -12,6 +12,6 @@ struct Keyrack: ParsableCommand {
             sharing; a threshold of nodes rebuilds it at boot and derives the disk \
             keys from it. Run `keyrack demo` to see what exists today.
             """,
-        subcommands: [Demo.self, ShamirCommand.self, BenchCommand.self]
+        subcommands: [Demo.self, ShamirCommand.self, BenchCommand.self, SimCommand.self]
     )
 }

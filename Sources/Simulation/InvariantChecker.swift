@@ -1,0 +1,229 @@
+import TrustQuorum
+
+/// The invariants of the trust-quorum specification, checked after every event.
+public enum Invariant: String, Sendable, Codable, CaseIterable {
+    /// All nodes that know epoch e hold the identical configuration for e.
+    case configurationsAgree = "configurations-agree"
+    /// A node the coordinator counts as acked has prepared the epoch.
+    case ackedNodesPrepared = "acked-nodes-prepared"
+    /// A node the control plane counts as committed has committed.
+    case committedNodesCommitted = "committed-nodes-committed"
+    /// No node coordinates and computes a share at the same time.
+    case coordinateXorCompute = "coordinate-xor-compute"
+    /// No alarm was raised.
+    case noAlarms = "no-alarms"
+    /// An expunged node either knows it, or its last committed configuration still lists it.
+    case expungedKnowsOrListed = "expunged-knows-or-listed"
+    /// An expunged node never holds a share of an epoch it is not a member of.
+    case noShareOutsideMembership = "no-share-outside-membership"
+    /// Every secret loaded for an epoch, by any node, is the same.
+    case rackSecretsAgree = "rack-secrets-agree"
+    /// At the end, with faults healed, every member commits the last
+    /// configuration and loads the same secret, and older epochs' secrets are readable.
+    case liveness = "liveness"
+}
+
+/// A broken invariant: which, where in the run, and what was seen.
+public struct Violation: Error, Sendable, Equatable, Codable, CustomStringConvertible {
+    /// The invariant.
+    public let invariant: Invariant
+    /// The index of the event after which it was seen (`nil` outside a run).
+    public var eventIndex: Int?
+    /// What was seen. Never contains secret bytes.
+    public let detail: String
+
+    /// A violation of `invariant`.
+    public init(_ invariant: Invariant, eventIndex: Int? = nil, detail: String) {
+        self.invariant = invariant
+        self.eventIndex = eventIndex
+        self.detail = detail
+    }
+
+    public var description: String {
+        let at = eventIndex.map { " after event \($0)" } ?? ""
+        return "\(invariant.rawValue)\(at): \(detail)"
+    }
+}
+
+/// What the checker needs to know about one node.
+public struct NodeView: Sendable {
+    /// The node.
+    public var id: PlatformId
+    /// Its persistent state (what is on its disk).
+    public var state: PersistentState
+    /// What it would report as coordinator.
+    public var coordinatorStatus: CoordinatorStatus?
+    /// Whether it is coordinating.
+    public var isCoordinating: Bool
+    /// The epoch whose share it is computing.
+    public var computingShareEpoch: Epoch?
+    /// Alarms it raised so far.
+    public var alarms: [Alarm]
+
+    /// A view from its parts.
+    public init(
+        id: PlatformId,
+        state: PersistentState,
+        coordinatorStatus: CoordinatorStatus? = nil,
+        isCoordinating: Bool = false,
+        computingShareEpoch: Epoch? = nil,
+        alarms: [Alarm] = []
+    ) {
+        self.id = id
+        self.state = state
+        self.coordinatorStatus = coordinatorStatus
+        self.isCoordinating = isCoordinating || coordinatorStatus != nil
+        self.computingShareEpoch = computingShareEpoch
+        self.alarms = alarms
+    }
+
+    /// The view of a live node.
+    public init(_ node: Node, alarms: [Alarm] = []) {
+        self.init(
+            id: node.platformId,
+            state: node.persistentState,
+            coordinatorStatus: node.coordinatorStatus,
+            isCoordinating: node.isCoordinating,
+            computingShareEpoch: node.computingShareEpoch,
+            alarms: alarms
+        )
+    }
+}
+
+/// What the checker needs to know about the control plane.
+public struct ControlPlaneView: Sendable {
+    /// The last configuration it committed.
+    public var lastCommitted: Configuration?
+    /// The members it counts as committed to it.
+    public var committedMembers: Set<PlatformId>
+
+    /// A view from its parts.
+    public init(lastCommitted: Configuration?, committedMembers: Set<PlatformId>) {
+        self.lastCommitted = lastCommitted
+        self.committedMembers = committedMembers
+    }
+
+    /// The view of a control plane.
+    public init(_ controlPlane: ControlPlane) {
+        self.init(lastCommitted: controlPlane.lastCommitted, committedMembers: controlPlane.committedMembers)
+    }
+}
+
+/// Checks the safety invariants over a snapshot of the cluster.
+///
+/// A pure function of its input, so that each invariant can be tested by
+/// handing it a state that breaks it. Nodes that are down are checked with
+/// their persisted state (and no volatile state).
+public enum InvariantChecker {
+    /// Every violation in `nodes` and `controlPlane`, in invariant order.
+    public static func check(nodes: [NodeView], controlPlane: ControlPlaneView) -> [Violation] {
+        var violations: [Violation] = []
+        var configurations: [Epoch: (Configuration, PlatformId)] = [:]
+        var byId: [PlatformId: Int] = [:]
+        for (index, node) in nodes.enumerated() { byId[node.id] = index }
+
+        for node in nodes {
+            for (epoch, config) in node.state.configurations {
+                if let (seen, holder) = configurations[epoch] {
+                    if seen != config {
+                        violations.append(
+                            Violation(
+                                .configurationsAgree,
+                                detail: "\(node.id) and \(holder) hold different configurations for epoch \(epoch)"
+                            )
+                        )
+                    }
+                } else {
+                    configurations[epoch] = (config, node.id)
+                }
+            }
+        }
+
+        for node in nodes {
+            guard let status = node.coordinatorStatus else { continue }
+            for acked in status.acked.sorted() {
+                guard let other = byId[acked].map({ nodes[$0] }) else {
+                    violations.append(
+                        Violation(.ackedNodesPrepared, detail: "\(node.id) counts unknown node \(acked) as acked")
+                    )
+                    continue
+                }
+                if !hasPassed(other.state, status.epoch) {
+                    violations.append(
+                        Violation(
+                            .ackedNodesPrepared,
+                            detail:
+                                "\(node.id) counts \(acked) as acked for epoch \(status.epoch), which it has not prepared"
+                        )
+                    )
+                }
+            }
+        }
+
+        if let committed = controlPlane.lastCommitted {
+            for member in controlPlane.committedMembers.sorted() {
+                let latest = byId[member].flatMap { nodes[$0].state.latestCommittedEpoch }
+                if latest == nil || latest! < committed.epoch {
+                    violations.append(
+                        Violation(
+                            .committedNodesCommitted,
+                            detail: "control plane counts \(member) as committed to \(committed.epoch); it has not"
+                        )
+                    )
+                }
+            }
+        }
+
+        for node in nodes where node.isCoordinating && node.computingShareEpoch != nil {
+            violations.append(
+                Violation(.coordinateXorCompute, detail: "\(node.id) coordinates and computes a share at once")
+            )
+        }
+
+        for node in nodes {
+            for alarm in node.alarms {
+                violations.append(Violation(.noAlarms, detail: "\(node.id) raised \(alarm)"))
+            }
+        }
+
+        for node in nodes {
+            let state = node.state
+            guard state.expunged == nil, let latest = state.latestCommittedEpoch else { continue }
+            // A node that never committed anything is not expunged from anything.
+            guard let config = state.configurations[latest] else { continue }
+            if config.members[node.id] == nil {
+                violations.append(
+                    Violation(
+                        .expungedKnowsOrListed,
+                        detail:
+                            "\(node.id)'s last committed configuration (\(latest)) does not list it and it does not know"
+                    )
+                )
+            }
+        }
+
+        for node in nodes {
+            for epoch in node.state.shares.keys.sorted() {
+                let listed = node.state.configurations[epoch]?.members[node.id] != nil
+                if !listed {
+                    violations.append(
+                        Violation(
+                            .noShareOutsideMembership,
+                            detail: "\(node.id) holds a share of epoch \(epoch), whose configuration does not list it"
+                        )
+                    )
+                }
+            }
+        }
+        return violations
+    }
+
+    /// Whether a node prepared `epoch`, or has moved past it (committed or
+    /// been expunged at a later epoch, which prunes older shares).
+    static func hasPassed(_ state: PersistentState, _ epoch: Epoch) -> Bool {
+        if state.hasPrepared(epoch) { return true }
+        if let latest = state.latestCommittedEpoch, latest > epoch { return true }
+        if let expunged = state.expunged, expunged.epoch > epoch { return true }
+        return false
+    }
+}

@@ -218,6 +218,18 @@ public enum InvariantChecker {
         return violations
     }
 
+    /// Checks a secret `node` loaded for `epoch` against the one loaded
+    /// first for that epoch (by any node), if any.
+    public static func checkLoadedSecret(
+        _ secret: RackSecret,
+        epoch: Epoch,
+        node: PlatformId,
+        firstLoaded: RackSecret?
+    ) -> Violation? {
+        guard let firstLoaded, firstLoaded != secret else { return nil }
+        return Violation(.rackSecretsAgree, detail: "\(node) loaded a different secret for epoch \(epoch)")
+    }
+
     /// Whether a node prepared `epoch`, or has moved past it (committed or
     /// been expunged at a later epoch, which prunes older shares).
     static func hasPassed(_ state: PersistentState, _ epoch: Epoch) -> Bool {

@@ -533,19 +533,16 @@ public final class Simulator {
         process(index)
         guard let secret = result else { return }
         lastLoad = secret
-        if let known = loadedSecrets[epoch] {
-            if known != secret {
-                violations.append(
-                    Violation(
-                        .rackSecretsAgree,
-                        eventIndex: log.count - 1,
-                        detail: "\(ids[index]) loaded a different secret for epoch \(epoch)"
-                    )
-                )
-            }
-        } else {
-            loadedSecrets[epoch] = secret
+        if var violation = InvariantChecker.checkLoadedSecret(
+            secret,
+            epoch: epoch,
+            node: ids[index],
+            firstLoaded: loadedSecrets[epoch]
+        ) {
+            violation.eventIndex = log.count - 1
+            violations.append(violation)
         }
+        if loadedSecrets[epoch] == nil { loadedSecrets[epoch] = secret }
         if epoch == nodes[index].persisted.latestCommittedEpoch { loadedBy[index] = epoch }
     }
 
@@ -608,21 +605,21 @@ public final class Simulator {
     }
 
     /// `nil` once the last configuration is committed and loaded everywhere.
-    private func unsettled() -> String? {
+    func unsettled() -> String? {
         guard let config = controlPlane.lastCommitted else { return "nothing was ever committed" }
         if controlPlane.isReconfiguring { return "a reconfiguration is still under way" }
-        for member in config.sortedMembers {
-            let index = indexOf[member]!
-            if nodes[index].persisted.latestCommittedEpoch != config.epoch {
-                return "\(member) has not committed epoch \(config.epoch)"
-            }
-            if loadedBy[index] != config.epoch { return "\(member) has not loaded the secret of \(config.epoch)" }
+        for member in config.sortedMembers where nodes[indexOf[member]!].persisted.latestCommittedEpoch != config.epoch
+        {
+            return "\(member) has not committed epoch \(config.epoch)"
+        }
+        for member in config.sortedMembers where loadedBy[indexOf[member]!] != config.epoch {
+            return "\(member) has not loaded the secret of \(config.epoch)"
         }
         return nil
     }
 
     /// Every member reads a sample of older committed epochs, matching what was loaded before.
-    private func checkOlderEpochs() -> String? {
+    func checkOlderEpochs() -> String? {
         guard let config = controlPlane.lastCommitted else { return "nothing committed" }
         let epochs = controlPlane.committedEpochs
         var sample = epochs.count <= 8 ? epochs : [epochs[0], epochs[epochs.count / 2], epochs[epochs.count - 2]]

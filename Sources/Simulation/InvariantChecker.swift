@@ -111,19 +111,60 @@ public struct ControlPlaneView: Sendable {
 
 /// Checks the safety invariants over a snapshot of the cluster.
 ///
-/// A pure function of its input, so that each invariant can be tested by
-/// handing it a state that breaks it. Nodes that are down are checked with
-/// their persisted state (and no volatile state).
-public enum InvariantChecker {
-    /// Every violation in `nodes` and `controlPlane`, in invariant order.
-    public static func check(nodes: [NodeView], controlPlane: ControlPlaneView) -> [Violation] {
-        var violations: [Violation] = []
-        var configurations: [Epoch: (Configuration, PlatformId)] = [:]
-        var byId: [PlatformId: Int] = [:]
-        for (index, node) in nodes.enumerated() { byId[node.id] = index }
+/// ``check(nodes:controlPlane:index:)`` is a pure function of its input, so
+/// that each invariant can be tested by handing it a state that breaks it.
+/// The simulator uses the same code incrementally
+/// (``check(nodes:changed:controlPlane:controlPlaneChanged:index:)``): after
+/// an event only the nodes the event touched can have changed, and a
+/// registry of the first configuration seen for each epoch stands in for the
+/// nodes that did not. Nodes that are down are checked with their persisted
+/// state (and no volatile state).
+public struct InvariantChecker: Sendable {
+    /// The first configuration seen for each epoch, and who held it.
+    private var configurations: [Epoch: (Configuration, PlatformId)] = [:]
 
-        for node in nodes {
-            for (epoch, config) in node.state.configurations {
+    /// A checker that has seen nothing yet.
+    public init() {}
+
+    /// Every violation in `nodes` and `controlPlane`, in invariant order.
+    ///
+    /// `index` maps each node's id to its position in `nodes`.
+    public static func check(
+        nodes: [NodeView],
+        controlPlane: ControlPlaneView,
+        index: [PlatformId: Int]? = nil
+    ) -> [Violation] {
+        var checker = InvariantChecker()
+        return checker.check(
+            nodes: nodes,
+            changed: Array(nodes.indices),
+            controlPlane: controlPlane,
+            controlPlaneChanged: true,
+            index: index
+        )
+    }
+
+    /// The violations involving the nodes at `changed` (and the control
+    /// plane, if it changed), given that the rest were checked before.
+    public mutating func check(
+        nodes: [NodeView],
+        changed: [Int],
+        controlPlane: ControlPlaneView,
+        controlPlaneChanged: Bool,
+        index: [PlatformId: Int]? = nil
+    ) -> [Violation] {
+        var violations: [Violation] = []
+        let byId =
+            index
+            ?? Dictionary(
+                nodes.enumerated().map { ($0.element.id, $0.offset) }, uniquingKeysWith: { first, _ in first })
+        var isChanged = [Bool](repeating: false, count: nodes.count)
+        for position in changed { isChanged[position] = true }
+
+        for position in changed {
+            let node = nodes[position]
+            for epoch in node.state.configurations.keys.sorted() {
+                let config = node.state.configurations[epoch]!
                 if let (seen, holder) = configurations[epoch] {
                     if seen != config {
                         violations.append(
@@ -139,21 +180,26 @@ public enum InvariantChecker {
             }
         }
 
-        for node in nodes {
-            guard let status = node.coordinatorStatus else { continue }
+        for coordinator in nodes.indices {
+            guard let status = nodes[coordinator].coordinatorStatus else { continue }
+            let all = isChanged[coordinator]
             for acked in status.acked.sorted() {
-                guard let other = byId[acked].map({ nodes[$0] }) else {
+                guard let other = byId[acked] else {
                     violations.append(
-                        Violation(.ackedNodesPrepared, detail: "\(node.id) counts unknown node \(acked) as acked")
+                        Violation(
+                            .ackedNodesPrepared,
+                            detail: "\(nodes[coordinator].id) counts unknown node \(acked) as acked"
+                        )
                     )
                     continue
                 }
-                if !hasPassed(other.state, status.epoch) {
+                guard all || isChanged[other] else { continue }
+                if !Self.hasPassed(nodes[other].state, status.epoch) {
                     violations.append(
                         Violation(
                             .ackedNodesPrepared,
                             detail:
-                                "\(node.id) counts \(acked) as acked for epoch \(status.epoch), which it has not prepared"
+                                "\(nodes[coordinator].id) counts \(acked) as acked for epoch \(status.epoch), which it has not prepared"
                         )
                     )
                 }
@@ -161,7 +207,11 @@ public enum InvariantChecker {
         }
 
         if let committed = controlPlane.lastCommitted {
-            for member in controlPlane.committedMembers.sorted() {
+            let members =
+                controlPlaneChanged
+                ? controlPlane.committedMembers.sorted()
+                : changed.map { nodes[$0].id }.filter { controlPlane.committedMembers.contains($0) }
+            for member in members {
                 let latest = byId[member].flatMap { nodes[$0].state.latestCommittedEpoch }
                 if latest == nil || latest! < committed.epoch {
                     violations.append(
@@ -174,23 +224,26 @@ public enum InvariantChecker {
             }
         }
 
-        for node in nodes where node.isCoordinating && node.computingShareEpoch != nil {
+        for position in changed where nodes[position].isCoordinating && nodes[position].computingShareEpoch != nil {
             violations.append(
-                Violation(.coordinateXorCompute, detail: "\(node.id) coordinates and computes a share at once")
+                Violation(
+                    .coordinateXorCompute, detail: "\(nodes[position].id) coordinates and computes a share at once")
             )
         }
 
-        for node in nodes {
-            for alarm in node.alarms {
-                violations.append(Violation(.noAlarms, detail: "\(node.id) raised \(alarm)"))
+        for position in changed {
+            for alarm in nodes[position].alarms {
+                violations.append(Violation(.noAlarms, detail: "\(nodes[position].id) raised \(alarm)"))
             }
         }
 
-        for node in nodes {
+        for position in changed {
+            let node = nodes[position]
             let state = node.state
-            guard state.expunged == nil, let latest = state.latestCommittedEpoch else { continue }
             // A node that never committed anything is not expunged from anything.
-            guard let config = state.configurations[latest] else { continue }
+            guard state.expunged == nil, let latest = state.latestCommittedEpoch,
+                let config = state.configurations[latest]
+            else { continue }
             if config.members[node.id] == nil {
                 violations.append(
                     Violation(
@@ -202,17 +255,16 @@ public enum InvariantChecker {
             }
         }
 
-        for node in nodes {
-            for epoch in node.state.shares.keys.sorted() {
-                let listed = node.state.configurations[epoch]?.members[node.id] != nil
-                if !listed {
-                    violations.append(
-                        Violation(
-                            .noShareOutsideMembership,
-                            detail: "\(node.id) holds a share of epoch \(epoch), whose configuration does not list it"
-                        )
+        for position in changed {
+            let node = nodes[position]
+            for epoch in node.state.shares.keys.sorted()
+            where node.state.configurations[epoch]?.members[node.id] == nil {
+                violations.append(
+                    Violation(
+                        .noShareOutsideMembership,
+                        detail: "\(node.id) holds a share of epoch \(epoch), whose configuration does not list it"
                     )
-                }
+                )
             }
         }
         return violations

@@ -89,6 +89,11 @@ public final class Simulator {
     private var loadedBy: [Int: Epoch] = [:]
     private var lastLoad: RackSecret?
     private var targetMembers: Set<Int>
+    private var checker = InvariantChecker()
+    private var views: [NodeView] = []
+    private var dirty: [Bool] = []
+    private var dirtyList: [Int] = []
+    private var controlPlaneChanged = true
     private var retired: Set<Int> = []
 
     struct SimNode {
@@ -149,6 +154,10 @@ public final class Simulator {
             options: ControlPlaneOptions(stallTicks: options.stallTicks, maximumMembers: 32)
         )
         targetMembers = Set(0..<options.nodes)
+        available = Set(ids)
+        dirty = Array(repeating: false, count: count)
+        views = ids.map { NodeView(id: $0, state: .empty) }
+        for index in 0..<count { markDirty(index) }
         updateConnectivity()
     }
 
@@ -219,10 +228,11 @@ public final class Simulator {
         if linkFault && faults.contains(.duplicate) { table.append((12, .duplicate)) }
         if linkFault && faults.contains(.reorder) { table.append((12, .reorder)) }
         table.append((60, .tick))
-        table.append((40, .load))
-        table.append((6, .rotate))
-        table.append((3, .add))
-        table.append((3, .remove))
+        table.append((20, .load))
+        table.append((3, .rotate))
+        // Membership drifts around the initial size.
+        table.append((targetMembers.count < options.nodes ? 2 : 1, .add))
+        table.append((targetMembers.count > options.nodes ? 2 : 1, .remove))
         if faults.contains(.partition) { table.append((partitionMask == nil ? 3 : 10, .partitionOrHeal)) }
         if faults.contains(.crash) {
             table.append((5, .crash))
@@ -277,7 +287,7 @@ public final class Simulator {
             return controlPlane.isReconfiguring ? nil : .rotate
         case .add:
             guard !controlPlane.isReconfiguring, targetMembers.count < 32 else { return nil }
-            let spares = (0..<count).filter { !targetMembers.contains($0) && !retired.contains($0) }
+            let spares = (0..<count).filter { !targetMembers.contains($0) }
             return randomElement(spares).map { .addNode(node: $0) }
         case .remove:
             guard !controlPlane.isReconfiguring, targetMembers.count > 3 else { return nil }
@@ -341,6 +351,7 @@ public final class Simulator {
             guard valid(node), !nodes[node].up else { break }
             nodes[node].node = Node(platformId: ids[node], rackId: rackId, persistentState: nodes[node].persisted)
             nodes[node].up = true
+            available.insert(ids[node])
             nodes[node].downUntilEpoch = nil
             process(node)
             updateConnectivity()
@@ -351,7 +362,16 @@ public final class Simulator {
         case .rotate:
             startReconfiguration(targetMembers)
         case .addNode(let node):
-            guard valid(node), !retired.contains(node) else { break }
+            guard valid(node), !targetMembers.contains(node), !controlPlane.isReconfiguring else { break }
+            if retired.contains(node) {
+                // A removed node is wiped before it joins again.
+                retired.remove(node)
+                nodes[node].persisted = .empty
+                nodes[node].node = Node(platformId: ids[node], rackId: rackId)
+                loadedBy[node] = nil
+                markDirty(node)
+                if nodes[node].up { updateConnectivity(bouncing: node) }
+            }
             startReconfiguration(targetMembers.union([node]))
         case .removeNode(let node):
             guard valid(node) else { break }
@@ -392,6 +412,7 @@ public final class Simulator {
 
     /// Carries out a node's output: persist first, then send, and record alarms.
     private func process(_ index: Int) {
+        markDirty(index)
         let output = nodes[index].node.drainOutput()
         if output.persistentStateChanged { nodes[index].persisted = nodes[index].node.persistentState }
         if !output.alarms.isEmpty {
@@ -408,14 +429,15 @@ public final class Simulator {
     private func crash(_ index: Int) {
         guard nodes[index].up else { return }
         nodes[index].up = false
+        markDirty(index)
+        available.remove(ids[index])
         nodes[index].node = Node(platformId: ids[index], rackId: rackId, persistentState: nodes[index].persisted)
         _ = nodes[index].node.drainOutput()
         updateConnectivity()
     }
 
-    private var available: Set<PlatformId> {
-        Set((0..<nodes.count).filter { nodes[$0].up }.map { ids[$0] })
-    }
+    /// The nodes that are up, as the control plane sees them.
+    private var available: Set<PlatformId> = []
 
     /// Opens and closes links to match who is up and the partition; with
     /// `bounce`, closes every open link first.
@@ -430,6 +452,15 @@ public final class Simulator {
                 if shouldBeUp && !linkUp[a * count + b] { openLink(a, b) }
             }
         }
+    }
+
+    /// Closes and reopens every link of `node` (it was replaced by a fresh process).
+    private func updateConnectivity(bouncing node: Int) {
+        let count = nodes.count
+        for other in 0..<count where other != node && linkUp[node * count + other] {
+            closeLink(min(node, other), max(node, other))
+        }
+        updateConnectivity()
     }
 
     private func closeLink(_ a: Int, _ b: Int) {
@@ -462,6 +493,7 @@ public final class Simulator {
 
     @discardableResult
     private func startReconfiguration(_ members: Set<Int>) -> Bool {
+        controlPlaneChanged = true
         let action: ControlPlaneAction?
         do {
             action = try controlPlane.startReconfiguration(members: Set(members.map { ids[$0] }), available: available)
@@ -474,6 +506,7 @@ public final class Simulator {
     }
 
     private func controlPlaneStep() {
+        controlPlaneChanged = true
         let available = self.available
         var actions: [ControlPlaneAction] = []
         if let (_, coordinator) = controlPlane.currentAttempt, let index = indexOf[coordinator], nodes[index].up,
@@ -546,13 +579,34 @@ public final class Simulator {
         if epoch == nodes[index].persisted.latestCommittedEpoch { loadedBy[index] = epoch }
     }
 
-    private func checkInvariants() {
-        let views = nodes.map { node in
-            node.up
-                ? NodeView(node.node, alarms: node.alarms)
-                : NodeView(id: node.node.platformId, state: node.persisted, alarms: node.alarms)
+    private func view(_ index: Int) -> NodeView {
+        let node = nodes[index]
+        return node.up
+            ? NodeView(node.node, alarms: node.alarms)
+            : NodeView(id: ids[index], state: node.persisted, alarms: node.alarms)
+    }
+
+    private func markDirty(_ index: Int) {
+        if !dirty[index] {
+            dirty[index] = true
+            dirtyList.append(index)
         }
-        let found = InvariantChecker.check(nodes: views, controlPlane: ControlPlaneView(controlPlane))
+    }
+
+    /// Checks the nodes the last event touched (and the control plane if it
+    /// may have changed) against everything checked before.
+    private func checkInvariants() {
+        for index in dirtyList { views[index] = view(index) }
+        let found = checker.check(
+            nodes: views,
+            changed: dirtyList,
+            controlPlane: ControlPlaneView(controlPlane),
+            controlPlaneChanged: controlPlaneChanged,
+            index: indexOf
+        )
+        for index in dirtyList { dirty[index] = false }
+        dirtyList.removeAll(keepingCapacity: true)
+        controlPlaneChanged = false
         for var violation in found {
             violation.eventIndex = log.count - 1
             violations.append(violation)

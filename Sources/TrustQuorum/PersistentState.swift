@@ -20,7 +20,11 @@ public struct PersistentState: Sendable, Equatable, Codable {
     /// This node's shares, by epoch (pruned like the configurations).
     public var shares: [Epoch: Share]
     /// Every epoch this node has committed.
-    public var committedEpochs: Set<Epoch>
+    public var committedEpochs: Set<Epoch> {
+        didSet { latestCommittedEpoch = committedEpochs.max() }
+    }
+    /// The highest committed epoch (kept up to date with ``committedEpochs``).
+    public private(set) var latestCommittedEpoch: Epoch?
     /// Set once the node learns it was removed; it then ignores everything.
     public var expunged: ExpungedMetadata?
 
@@ -45,11 +49,9 @@ public struct PersistentState: Sendable, Equatable, Codable {
         self.configurations = configurations
         self.shares = shares
         self.committedEpochs = committedEpochs
+        self.latestCommittedEpoch = committedEpochs.max()
         self.expunged = expunged
     }
-
-    /// The highest committed epoch.
-    public var latestCommittedEpoch: Epoch? { committedEpochs.max() }
 
     /// The configuration of the highest committed epoch.
     public var latestCommittedConfiguration: Configuration? {
@@ -109,6 +111,7 @@ public struct PersistentState: Sendable, Equatable, Codable {
         }
         self.shares = shares
         committedEpochs = Set(try container.decode([Epoch].self, forKey: .committedEpochs))
+        latestCommittedEpoch = committedEpochs.max()
         expunged = try container.decodeIfPresent(ExpungedMetadata.self, forKey: .expunged)
     }
 

@@ -350,6 +350,62 @@ struct NodeTests {
         #expect(rack.alarms[rack.ids[0]]!.contains(.rackSecretDecryptionFailed(epoch: 2)))
     }
 
+    @Test("a configuration whose digest for us matches no share of the polynomial raises ShareComputationFailed")
+    func shareComputationFailed() throws {
+        var rack = Harness(count: 4)
+        try rack.setUp()
+        let late = rack.ids[3]
+        try rack.reconfigure(rack.ids[0], epoch: 2, last: 1, members: rack.ids)
+        rack.deliverAll(dropping: [late])
+        try rack.commitEverywhere(2, members: Array(rack.ids.prefix(3)))
+        let real = rack.nodes[rack.ids[0]]!.persistentState.configurations[2]!
+        var digests = real.members
+        digests[late] = ShareDigest(bytes: [UInt8](repeating: 0xAB, count: 32))!
+        let forged = try Configuration(
+            rackId: real.rackId,
+            epoch: 2,
+            coordinator: real.coordinator,
+            members: digests,
+            threshold: real.threshold,
+            encryptedRackSecrets: real.encryptedRackSecrets
+        )
+        try rack.nodes[late]!.prepareAndCommit(forged)
+        rack.drain(late)
+        rack.deliverAll()
+        #expect(rack.alarms[late]!.contains { $0.name == "ShareComputationFailed" })
+        #expect(rack.nodes[late]!.persistentState.shares[2] == nil)
+        #expect(rack.nodes[late]!.computingShareEpoch == nil)
+    }
+
+    @Test("validated shares that cannot be combined raise RackSecretReconstructionFailed")
+    func reconstructionFailed() throws {
+        let ids = (0..<3).map { Harness.id($0) }
+        let rackId = Harness(count: 3).rackId
+        let mine = try Share(x: 1, y: SecretBytes([UInt8](repeating: 1, count: 32)))
+        let short = try Share(x: 2, y: SecretBytes([UInt8](repeating: 2, count: 16)))
+        let third = try Share(x: 3, y: SecretBytes([UInt8](repeating: 3, count: 32)))
+        let config = try Configuration(
+            rackId: rackId,
+            epoch: 1,
+            coordinator: ids[0],
+            members: [ids[0]: mine.digest, ids[1]: short.digest, ids[2]: third.digest],
+            threshold: 2,
+            encryptedRackSecrets: nil
+        )
+        let state = PersistentState(
+            lrtq: nil,
+            configurations: [1: config],
+            shares: [1: mine],
+            committedEpochs: [1],
+            expunged: nil
+        )
+        var node = Node(platformId: ids[0], rackId: rackId, persistentState: state)
+        #expect(try node.loadRackSecret(1) == nil)
+        node.received(from: ids[1], Message(rackId: rackId, kind: .share(1, short)))
+        let alarms = node.drainOutput().alarms
+        #expect(alarms.count == 1 && alarms.first?.name == "RackSecretReconstructionFailed")
+    }
+
     @Test("descriptions never contain secret bytes")
     func redaction() throws {
         var rack = Harness(count: 3)

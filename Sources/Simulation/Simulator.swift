@@ -429,6 +429,7 @@ public final class Simulator {
     private func crash(_ index: Int) {
         guard nodes[index].up else { return }
         nodes[index].up = false
+        loadedBy[index] = nil  // its cached secrets are gone
         markDirty(index)
         available.remove(ids[index])
         nodes[index].node = Node(platformId: ids[index], rackId: rackId, persistentState: nodes[index].persisted)
@@ -681,7 +682,12 @@ public final class Simulator {
         for member in config.sortedMembers {
             let index = indexOf[member]!
             for epoch in sample {
-                apply(.loadSecret(node: index, epoch: epoch.value))
+                // Polled: the first call may start gathering shares.
+                for _ in 0..<3 {
+                    apply(.loadSecret(node: index, epoch: epoch.value))
+                    if lastLoad != nil { break }
+                    deliverAll()
+                }
                 guard lastLoad != nil else { return "\(member) cannot read the secret of epoch \(epoch)" }
             }
         }

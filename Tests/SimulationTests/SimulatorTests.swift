@@ -51,6 +51,48 @@ struct SimulatorTests {
         #expect(throws: EventLog.ParseError.self) { try EventLog.decode(bad) }
     }
 
+    @Test("the runner prints one JSON object with the documented keys, and replays its own log")
+    func runnerJSON() throws {
+        let outcome = SimulationRunner.run(SimulationOptions(nodes: 4, seed: 3, events: 500))
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(outcome.json.utf8)) as? [String: Any]
+        )
+        for key in ["events", "events_per_sec", "epochs_committed", "alarms", "violations", "liveness"] {
+            #expect(object[key] != nil, "missing \(key)")
+        }
+        #expect(object["liveness"] as? Bool == true)
+        #expect((object["violations"] as? [Any])?.isEmpty == true)
+        #expect(object["events"] as? Int == outcome.report.events)
+        let replayed = try SimulationRunner.replay(logText: outcome.logText())
+        #expect(replayed.report.violations.isEmpty)
+        #expect(replayed.report.events == outcome.report.events)
+        #expect(replayed.report.epochsCommitted == outcome.report.epochsCommitted)
+    }
+
+    @Test("a violation is reported with its invariant and event index, and the run stops")
+    func violationStopsRun() {
+        let simulator = Simulator(options: SimulationOptions(nodes: 3, seed: 1, events: 0, faults: []))
+        simulator.settle(after: .rotate)
+        // Corrupt one node's disk behind the protocol's back: a different
+        // configuration for epoch 1 appears when it restarts.
+        let config = simulator.nodes[1].persisted.configurations[1]!
+        simulator.nodes[1].persisted.configurations[1] = try! Configuration(
+            rackId: config.rackId,
+            epoch: 1,
+            coordinator: config.coordinator,
+            members: config.members,
+            threshold: config.threshold + 1,
+            encryptedRackSecrets: nil
+        )
+        simulator.apply(.crash(node: 1))
+        let index = simulator.log.count - 1
+        #expect(simulator.violations.first?.invariant == .configurationsAgree)
+        #expect(simulator.violations.first?.eventIndex == index)
+        let report = simulator.finish()
+        #expect(!report.liveness)
+        #expect(report.events == index + 1)
+    }
+
     @Test("fault names parse")
     func faultNames() {
         #expect(FaultSet(parsing: "drop,crash") == [.drop, .crash])

@@ -52,7 +52,7 @@ public enum Measurements {
             var node = node
             _ = try? node.loadRackSecret(latestEpoch)
             _ = node.drainOutput()
-            for (from, message) in shares { node.received(from: from, message) }
+            for (from, message) in shares { node.received(from: from, message: message) }
             return try? node.loadRackSecret(firstEpoch)
         }
     }

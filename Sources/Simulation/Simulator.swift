@@ -322,14 +322,14 @@ public final class Simulator {
         switch event {
         case .deliver(let from, let to):
             guard valid(from), valid(to), let message = pop(from, to) else { break }
-            nodes[to].node.received(from: ids[from], message)
+            nodes[to].node.received(from: ids[from], message: message)
             process(to)
         case .drop(let from, let to):
             guard valid(from), valid(to) else { break }
             _ = pop(from, to)
         case .duplicate(let from, let to):
             guard valid(from), valid(to), let message = queues[from * count + to].peek() else { break }
-            nodes[to].node.received(from: ids[from], message)
+            nodes[to].node.received(from: ids[from], message: message)
             process(to)
         case .reorder(let from, let to):
             guard valid(from), valid(to), let message = pop(from, to) else { break }

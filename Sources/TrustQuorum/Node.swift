@@ -281,7 +281,7 @@ public struct Node: Sendable {
     }
 
     /// `message` arrived from `from` (the platform id the channel authenticated).
-    public mutating func received(from: PlatformId, _ message: Message) {
+    public mutating func received(from: PlatformId, message: Message) {
         guard message.rackId == rackId, persistentState.expunged == nil else { return }
         switch message.kind {
         case .prepare(let config, let share): receivedPrepare(from: from, config, share)

@@ -53,7 +53,7 @@ struct Harness {
             let (from, to, message) = inFlight.removeFirst()
             count += 1
             guard !dropped.contains(to), !dropped.contains(from), nodes[to] != nil else { continue }
-            nodes[to]!.received(from: from, message)
+            nodes[to]!.received(from: from, message: message)
             drain(to)
         }
     }

@@ -30,7 +30,7 @@ struct NodeTests {
         rack.connectAll()
         try rack.reconfigure(rack.ids[0], epoch: 1, last: nil, members: rack.ids)
         let (from, to, prepare) = rack.inFlight.removeFirst()
-        rack.nodes[to]!.received(from: from, prepare)
+        rack.nodes[to]!.received(from: from, message: prepare)
         let output = rack.nodes[to]!.drainOutput()
         #expect(output.persistentStateChanged)
         #expect(output.messages.map(\.message.kind) == [.prepareAck(1)])
@@ -133,7 +133,7 @@ struct NodeTests {
         #expect(throws: LoadRackSecretError.self) { try rack.nodes[removed]!.loadRackSecret(1) }
         #expect(throws: CommitError(code: .expunged, epoch: 3)) { try rack.nodes[removed]!.commit(3) }
         // It answers nothing.
-        rack.nodes[removed]!.received(from: rack.ids[0], Message(rackId: rack.rackId, kind: .getShare(1)))
+        rack.nodes[removed]!.received(from: rack.ids[0], message: Message(rackId: rack.rackId, kind: .getShare(1)))
         rack.nodes[removed]!.connected(rack.ids[1])
         #expect(rack.nodes[removed]!.drainOutput().isEmpty)
         #expect(throws: ReconfigureError.self) {
@@ -151,14 +151,14 @@ struct NodeTests {
         rack.inFlight.removeAll()
         let real = try #require(rack.nodes[rack.ids[1]]!.persistentState.shares[1])
         let forged = try Share(x: real.x, y: SecretBytes([UInt8](repeating: 7, count: 32)))
-        rack.nodes[loader]!.received(from: rack.ids[1], Message(rackId: rack.rackId, kind: .share(1, forged)))
+        rack.nodes[loader]!.received(from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .share(1, forged)))
         // A real share sent by the wrong peer is refused too.
         let other = try #require(rack.nodes[rack.ids[2]]!.persistentState.shares[1])
-        rack.nodes[loader]!.received(from: rack.ids[3], Message(rackId: rack.rackId, kind: .share(1, other)))
+        rack.nodes[loader]!.received(from: rack.ids[3], message: Message(rackId: rack.rackId, kind: .share(1, other)))
         #expect(rack.nodes[loader]!.rejectedShares == 2)
         #expect(try rack.nodes[loader]!.loadRackSecret(1) == nil)  // the forgeries did not count
-        rack.nodes[loader]!.received(from: rack.ids[1], Message(rackId: rack.rackId, kind: .share(1, real)))
-        rack.nodes[loader]!.received(from: rack.ids[2], Message(rackId: rack.rackId, kind: .share(1, other)))
+        rack.nodes[loader]!.received(from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .share(1, real)))
+        rack.nodes[loader]!.received(from: rack.ids[2], message: Message(rackId: rack.rackId, kind: .share(1, other)))
         #expect(try rack.nodes[loader]!.loadRackSecret(1) != nil)
         #expect(rack.allAlarms.isEmpty)
     }
@@ -173,7 +173,8 @@ struct NodeTests {
         for peer in rack.ids.dropFirst() {
             let real = rack.nodes[peer]!.persistentState.shares[1]!
             let forged = try Share(x: real.x, y: SecretBytes([UInt8](repeating: 1, count: 32)))
-            rack.nodes[coordinator]!.received(from: peer, Message(rackId: rack.rackId, kind: .share(1, forged)))
+            rack.nodes[coordinator]!.received(
+                from: peer, message: Message(rackId: rack.rackId, kind: .share(1, forged)))
         }
         #expect(rack.nodes[coordinator]!.rejectedShares == 4)
         #expect(rack.nodes[coordinator]!.coordinatorStatus?.configuration == nil)
@@ -198,7 +199,7 @@ struct NodeTests {
         // A late Prepare for 2 to a node that never saw it but prepared 3 is ignored.
         #expect(rack.nodes[rack.ids[2]]!.persistentState.configurations[2] == nil)
         let late = try #require(stalePrepares.first { $0.to == rack.ids[2] })
-        rack.nodes[rack.ids[2]]!.received(from: late.from, late.message)
+        rack.nodes[rack.ids[2]]!.received(from: late.from, message: late.message)
         #expect(rack.nodes[rack.ids[2]]!.drainOutput().isEmpty)
         #expect(rack.allAlarms.isEmpty)
     }
@@ -217,7 +218,8 @@ struct NodeTests {
             encryptedRackSecrets: nil
         )
         let node = rack.ids[1]
-        rack.nodes[node]!.received(from: rack.ids[0], Message(rackId: rack.rackId, kind: .commitAdvance(forged)))
+        rack.nodes[node]!.received(
+            from: rack.ids[0], message: Message(rackId: rack.rackId, kind: .commitAdvance(forged)))
         #expect(rack.nodes[node]!.drainOutput().alarms == [.mismatchedConfigurations(epoch: 1, from: rack.ids[0])])
         #expect(throws: CommitError(code: .mismatchedConfiguration, epoch: 1)) {
             try rack.nodes[node]!.prepareAndCommit(forged)
@@ -238,7 +240,7 @@ struct NodeTests {
         rack.connect(coordinator, rack.ids[2])
         let prepare = try #require(rack.inFlight.first)
         rack.deliverAll()
-        rack.nodes[rack.ids[2]]!.received(from: prepare.from, prepare.message)
+        rack.nodes[rack.ids[2]]!.received(from: prepare.from, message: prepare.message)
         #expect(rack.nodes[rack.ids[2]]!.drainOutput().messages.map(\.message.kind) == [.prepareAck(1)])
         #expect(rack.nodes[coordinator]!.coordinatorStatus?.acked == Set(rack.ids))
     }
@@ -250,10 +252,10 @@ struct NodeTests {
         var other = SeededRandomSource(seed: 99)
         let foreign = RackId.random(using: &other)
         let node = rack.ids[0]
-        rack.nodes[node]!.received(from: rack.ids[1], Message(rackId: foreign, kind: .getShare(1)))
-        rack.nodes[node]!.received(from: rack.ids[1], Message(rackId: rack.rackId, kind: .getLrtqShare))
+        rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: foreign, kind: .getShare(1)))
+        rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .getLrtqShare))
         #expect(rack.nodes[node]!.drainOutput().isEmpty)
-        rack.nodes[node]!.received(from: rack.ids[1], Message(rackId: rack.rackId, kind: .getShare(1)))
+        rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .getShare(1)))
         #expect(rack.nodes[node]!.drainOutput().messages.count == 1)
     }
 
@@ -401,7 +403,7 @@ struct NodeTests {
         )
         var node = Node(platformId: ids[0], rackId: rackId, persistentState: state)
         #expect(try node.loadRackSecret(1) == nil)
-        node.received(from: ids[1], Message(rackId: rackId, kind: .share(1, short)))
+        node.received(from: ids[1], message: Message(rackId: rackId, kind: .share(1, short)))
         let alarms = node.drainOutput().alarms
         #expect(alarms.count == 1 && alarms.first?.name == "RackSecretReconstructionFailed")
     }

@@ -177,13 +177,17 @@ public final class Simulator {
     }
 
     /// Applies a recorded event list (from ``log``) to a fresh simulator and
-    /// reports as a run would, without generating or healing anything.
+    /// reports as a run would, without generating or healing anything;
+    /// liveness is whether the final state is settled.
     public static func replay(_ options: SimulationOptions, events: [SimulationEvent]) -> (
         SimulationReport, Simulator
     ) {
         let simulator = Simulator(options: options)
         for event in events where simulator.violations.isEmpty { simulator.apply(event) }
-        return (simulator.report(liveness: false, detail: "replay"), simulator)
+        // The logged run ends with its healing phase: check that the state it
+        // reached is settled (every member committed and loaded the last epoch).
+        let problem = simulator.violations.isEmpty ? simulator.unsettled() : "stopped at a violation"
+        return (simulator.report(liveness: problem == nil, detail: problem), simulator)
     }
 
     func report(liveness: Bool, detail: String?) -> SimulationReport {

@@ -408,6 +408,84 @@ struct NodeTests {
         #expect(alarms.count == 1 && alarms.first?.name == "RackSecretReconstructionFailed")
     }
 
+    @Test("a Prepare from someone other than its coordinator, or with a share that is not ours, is ignored")
+    func badPrepares() throws {
+        var rack = Harness(count: 4)
+        rack.connectAll()
+        try rack.reconfigure(rack.ids[0], epoch: 1, last: nil, members: rack.ids)
+        let prepares = rack.inFlight
+        rack.inFlight.removeAll()
+        let toOne = try #require(prepares.first { $0.to == rack.ids[1] })
+        let toTwo = try #require(prepares.first { $0.to == rack.ids[2] })
+        // Relayed by a non-coordinator.
+        rack.nodes[rack.ids[1]]!.received(from: rack.ids[3], message: toOne.message)
+        #expect(rack.nodes[rack.ids[1]]!.drainOutput().isEmpty)
+        // Node 2's share handed to node 1.
+        rack.nodes[rack.ids[1]]!.received(from: rack.ids[0], message: toTwo.message)
+        #expect(rack.nodes[rack.ids[1]]!.drainOutput().isEmpty)
+        #expect(rack.nodes[rack.ids[1]]!.rejectedShares == 1)
+        rack.nodes[rack.ids[1]]!.received(from: rack.ids[0], message: toOne.message)
+        #expect(rack.nodes[rack.ids[1]]!.drainOutput().messages.map(\.message.kind) == [.prepareAck(1)])
+    }
+
+    @Test("GetShare: a non-member of the latest epoch is expunged; an unknown epoch is ignored")
+    func getShareAnswers() throws {
+        var rack = Harness(count: 4)
+        try rack.setUp()
+        let node = rack.ids[0]
+        let stranger = Harness.id(77)
+        rack.nodes[node]!.received(from: stranger, message: Message(rackId: rack.rackId, kind: .getShare(1)))
+        #expect(rack.nodes[node]!.drainOutput().messages.map(\.message.kind) == [.expunged(1)])
+        rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .getShare(9)))
+        #expect(rack.nodes[node]!.drainOutput().isEmpty)
+    }
+
+    @Test("CommitAdvance that does not list us, and Expunged for a past epoch, are ignored")
+    func ignoredAdvances() throws {
+        var rack = Harness(count: 5)
+        try rack.setUp()
+        let without = Array(rack.ids.prefix(4))
+        try rack.reconfigure(rack.ids[0], epoch: 2, last: 1, members: without)
+        rack.deliverAll(dropping: [rack.ids[4]])
+        let config = rack.nodes[rack.ids[0]]!.persistentState.configurations[2]!
+        rack.nodes[rack.ids[4]]!.received(
+            from: rack.ids[0],
+            message: Message(rackId: rack.rackId, kind: .commitAdvance(config))
+        )
+        #expect(rack.nodes[rack.ids[4]]!.drainOutput().isEmpty)
+        #expect(rack.nodes[rack.ids[4]]!.persistentState.latestCommittedEpoch == 1)
+        rack.nodes[rack.ids[1]]!.received(from: rack.ids[0], message: Message(rackId: rack.rackId, kind: .expunged(1)))
+        #expect(rack.nodes[rack.ids[1]]!.persistentState.expunged == nil)
+    }
+
+    @Test("the coordinator stops coordinating when its epoch is committed")
+    func coordinatorCommit() throws {
+        var rack = Harness(count: 3)
+        try rack.setUp()
+        try rack.reconfigure(rack.ids[1], epoch: 2, last: 1, members: rack.ids)
+        rack.deliverAll()
+        #expect(rack.nodes[rack.ids[1]]!.isCoordinating)
+        try rack.nodes[rack.ids[1]]!.commit(2)
+        #expect(!rack.nodes[rack.ids[1]]!.isCoordinating)
+        #expect(rack.nodes[rack.ids[1]]!.coordinatorStatus == nil)
+    }
+
+    @Test("a coordinator told the last epoch was committed commits it itself if its commit was lost")
+    func implicitCommitOfLastEpoch() throws {
+        var rack = Harness(count: 3)
+        rack.connectAll()
+        try rack.reconfigure(rack.ids[0], epoch: 1, last: nil, members: rack.ids)
+        rack.deliverAll()
+        // The control plane committed epoch 1 but node 2 never got the message.
+        try rack.nodes[rack.ids[0]]!.commit(1)
+        try rack.nodes[rack.ids[1]]!.commit(1)
+        #expect(rack.nodes[rack.ids[2]]!.persistentState.latestCommittedEpoch == nil)
+        try rack.reconfigure(rack.ids[2], epoch: 2, last: 1, members: rack.ids)
+        #expect(rack.nodes[rack.ids[2]]!.persistentState.latestCommittedEpoch == 1)
+        rack.deliverAll()
+        #expect(rack.nodes[rack.ids[2]]!.coordinatorStatus?.acked == Set(rack.ids))
+    }
+
     @Test("descriptions never contain secret bytes")
     func redaction() throws {
         var rack = Harness(count: 3)

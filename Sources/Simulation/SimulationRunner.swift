@@ -19,8 +19,9 @@ public enum SimulationRunner {
         public var eventsPerSecond: Double { seconds > 0 ? Double(report.events) / seconds : 0 }
 
         /// One JSON object: events, events_per_sec, epochs_committed, alarms,
-        /// violations, liveness, and some context.
-        public var json: String {
+        /// violations, liveness, and some context (`log`: where the event log
+        /// was written, if it was).
+        public func json(logPath: String? = nil) -> String {
             var object: [String: Any] = [
                 "events": report.events,
                 "events_per_sec": (eventsPerSecond * 10).rounded() / 10,
@@ -40,6 +41,7 @@ public enum SimulationRunner {
                 "messages_sent": report.messagesSent,
             ]
             if let detail = report.livenessDetail { object["liveness_detail"] = detail }
+            if let logPath { object["log"] = logPath }
             let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             return String(decoding: data, as: UTF8.self)
         }

@@ -87,10 +87,13 @@ public enum WireFormat {
         return writer.bytes
     }
 
-    /// The frame of `message`: length prefix and payload.
-    public static func encodeFrame(_ message: Message) -> [UInt8] {
+    /// The frame of `message`: length prefix and payload. A payload over
+    /// ``maximumFrameLength`` (a chain of about 26,000 epochs) is refused.
+    public static func encodeFrame(_ message: Message) throws(WireError) -> [UInt8] {
         let payload = encodePayload(message)
-        precondition(payload.count <= maximumFrameLength, "message larger than a frame")
+        guard payload.count <= maximumFrameLength else {
+            throw WireError(code: .frameTooLarge, reason: "\(payload.count) bytes, the limit is \(maximumFrameLength)")
+        }
         return UInt32(payload.count).bigEndianBytes + payload
     }
 

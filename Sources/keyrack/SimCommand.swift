@@ -76,10 +76,9 @@ struct SimCommand: ParsableCommand {
             outcome = SimulationRunner.run(options)
         }
         let failed = !outcome.report.violations.isEmpty || !outcome.report.liveness
-        if let path = log ?? (failed && replay == nil ? "keyrack-sim-\(seed).jsonl" : nil) {
-            try outcome.logText().write(toFile: path, atomically: true, encoding: .utf8)
-        }
-        print(outcome.json)
+        let path = log ?? (failed && replay == nil ? "keyrack-sim-\(seed).jsonl" : nil)
+        if let path { try outcome.logText().write(toFile: path, atomically: true, encoding: .utf8) }
+        print(outcome.json(logPath: path))
         if failed { throw ExitCode.failure }
     }
 }

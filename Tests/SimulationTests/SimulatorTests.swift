@@ -55,7 +55,7 @@ struct SimulatorTests {
     func runnerJSON() throws {
         let outcome = SimulationRunner.run(SimulationOptions(nodes: 4, seed: 3, events: 500))
         let object = try #require(
-            try JSONSerialization.jsonObject(with: Data(outcome.json.utf8)) as? [String: Any]
+            try JSONSerialization.jsonObject(with: Data(outcome.json().utf8)) as? [String: Any]
         )
         for key in ["events", "events_per_sec", "epochs_committed", "alarms", "violations", "liveness"] {
             #expect(object[key] != nil, "missing \(key)")

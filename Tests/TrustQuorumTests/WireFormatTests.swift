@@ -37,7 +37,7 @@ struct WireFormatTests {
     @Test("every message survives a frame round trip")
     func roundTrip() throws {
         for message in Self.allMessages {
-            let frame = WireFormat.encodeFrame(message)
+            let frame = try WireFormat.encodeFrame(message)
             let decoded = try #require(try WireFormat.decodeFrame(frame))
             #expect(decoded.0 == message)
             #expect(decoded.1 == frame.count)
@@ -45,9 +45,27 @@ struct WireFormatTests {
         }
     }
 
+    @Test("a message larger than a frame is refused when encoding")
+    func oversizeEncode() {
+        let huge = try! Configuration(
+            rackId: Self.rack,
+            epoch: 1,
+            coordinator: PlatformId(part: "913", serial: "S0"),
+            members: Self.configuration().members,
+            threshold: 2,
+            encryptedRackSecrets: EncryptedRackSecrets(
+                salt: [UInt8](repeating: 0, count: 32),
+                ciphertext: [UInt8](repeating: 0, count: WireFormat.maximumFrameLength)
+            )
+        )
+        #expect(throws: WireError.self) {
+            try WireFormat.encodeFrame(Message(rackId: Self.rack, kind: .commitAdvance(huge)))
+        }
+    }
+
     @Test("an incomplete frame is not an error, just not ready")
     func incompleteFrame() throws {
-        let frame = WireFormat.encodeFrame(Self.allMessages[0])
+        let frame = try WireFormat.encodeFrame(Self.allMessages[0])
         for cut in [0, 3, 4, frame.count - 1] { #expect(try WireFormat.decodeFrame(frame.prefix(cut)) == nil) }
     }
 
@@ -92,7 +110,7 @@ struct WireFormatTests {
     @Test("garbage never crashes the decoder: random bytes, truncations and bit flips")
     func fuzz() {
         var random = SeededRandomSource(seed: 2024)
-        let frames = Self.allMessages.map { WireFormat.encodeFrame($0) }
+        let frames = Self.allMessages.map { try! WireFormat.encodeFrame($0) }
         var decodedOK = 0
         for round in 0..<20_000 {
             var bytes: [UInt8]

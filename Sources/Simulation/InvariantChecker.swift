@@ -18,6 +18,9 @@ public enum Invariant: String, Sendable, Codable, CaseIterable {
     case noShareOutsideMembership = "no-share-outside-membership"
     /// Every secret loaded for an epoch, by any node, is the same.
     case rackSecretsAgree = "rack-secrets-agree"
+    /// Every message the nodes send survives the wire format (checked when
+    /// ``SimulationOptions/wireEncoding`` is on).
+    case wireFormat = "wire-format"
     /// At the end, with faults healed, every member commits the last
     /// configuration and loads the same secret, and older epochs' secrets are readable.
     case liveness = "liveness"

@@ -15,6 +15,9 @@ public struct SimulationOptions: Sendable, Equatable, Codable {
     public var spareNodes: Int
     /// Control-plane ticks without progress before a reconfiguration is retried.
     public var stallTicks: Int
+    /// Whether every message goes through the wire format (encoded into a
+    /// frame and decoded again) on its way, as it would on a real network.
+    public var wireEncoding: Bool
 
     /// Options for a run; `nodes` must be 3…32.
     public init(
@@ -23,7 +26,8 @@ public struct SimulationOptions: Sendable, Equatable, Codable {
         events: Int,
         faults: FaultSet = .all,
         spareNodes: Int = 4,
-        stallTicks: Int = 25
+        stallTicks: Int = 25,
+        wireEncoding: Bool = false
     ) {
         self.nodes = nodes
         self.seed = seed
@@ -31,6 +35,24 @@ public struct SimulationOptions: Sendable, Equatable, Codable {
         self.faults = faults
         self.spareNodes = spareNodes
         self.stallTicks = stallTicks
+        self.wireEncoding = wireEncoding
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case nodes, seed, events, faults, spareNodes, stallTicks, wireEncoding
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            nodes: try container.decode(Int.self, forKey: .nodes),
+            seed: try container.decode(UInt64.self, forKey: .seed),
+            events: try container.decode(Int.self, forKey: .events),
+            faults: try container.decode(FaultSet.self, forKey: .faults),
+            spareNodes: try container.decode(Int.self, forKey: .spareNodes),
+            stallTicks: try container.decode(Int.self, forKey: .stallTicks),
+            wireEncoding: try container.decodeIfPresent(Bool.self, forKey: .wireEncoding) ?? false
+        )
     }
 }
 
@@ -426,7 +448,28 @@ public final class Simulator {
         for outgoing in output.messages {
             messagesSent += 1
             guard let to = indexOf[outgoing.to], linkUp[index * nodes.count + to] else { continue }
-            push(outgoing.message, index, to)
+            var message = outgoing.message
+            if options.wireEncoding {
+                let problem: String?
+                do {
+                    let frame = try WireFormat.encodeFrame(message)
+                    if let (decoded, used) = try WireFormat.decodeFrame(frame), used == frame.count, decoded == message
+                    {
+                        message = decoded
+                        problem = nil
+                    } else {
+                        problem = "the decoded message differs"
+                    }
+                } catch {
+                    problem = error.description
+                }
+                if let problem {
+                    violations.append(
+                        Violation(.wireFormat, eventIndex: log.count - 1, detail: "\(message): \(problem)"))
+                    continue
+                }
+            }
+            push(message, index, to)
         }
     }
 

@@ -47,6 +47,9 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Print a measurement instead of running: messages, catch-up.")
     var measure: String?
 
+    @Flag(help: "Send every message through the binary wire format (slower).")
+    var wire = false
+
     @Flag(help: "Print JSON (the only output format; accepted for clarity).")
     var json = false
 
@@ -72,7 +75,12 @@ struct SimCommand: ParsableCommand {
             outcome = try SimulationRunner.replay(logText: text)
         } else {
             let options = SimulationOptions(
-                nodes: nodes, seed: seed, events: events, faults: FaultSet(parsing: faults)!)
+                nodes: nodes,
+                seed: seed,
+                events: events,
+                faults: FaultSet(parsing: faults)!,
+                wireEncoding: wire
+            )
             outcome = SimulationRunner.run(options)
         }
         let failed = !outcome.report.violations.isEmpty || !outcome.report.liveness

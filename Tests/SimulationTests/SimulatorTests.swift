@@ -167,7 +167,13 @@ struct SimulatorTests {
         var total = 0
         for (offset, nodes) in sizes.enumerated() {
             for seed in UInt64(1)...3 {
-                let options = SimulationOptions(nodes: nodes, seed: seed * 1000 + UInt64(offset), events: budget)
+                // One run in three sends every message through the wire format.
+                let options = SimulationOptions(
+                    nodes: nodes,
+                    seed: seed * 1000 + UInt64(offset),
+                    events: budget,
+                    wireEncoding: seed == 1
+                )
                 let report = Simulator.run(options)
                 total += report.events
                 #expect(report.violations.isEmpty, "nodes \(nodes) seed \(options.seed): \(report.violations)")

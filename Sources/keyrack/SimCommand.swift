@@ -47,6 +47,9 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Print a measurement instead of running: messages, catch-up.")
     var measure: String?
 
+    @Option(help: "Control-plane ticks without progress before a reconfiguration is retried at the next epoch.")
+    var stallTicks: Int = 25
+
     @Flag(help: "Send every message through the binary wire format (slower).")
     var wire = false
 
@@ -56,6 +59,7 @@ struct SimCommand: ParsableCommand {
     func validate() throws {
         guard (3...32).contains(nodes) else { throw ValidationError("--nodes must be 3…32") }
         guard events >= 0 else { throw ValidationError("--events must not be negative") }
+        guard stallTicks >= 1 else { throw ValidationError("--stall-ticks must be at least 1") }
         guard FaultSet(parsing: faults) != nil else {
             throw ValidationError("--faults takes drop,reorder,duplicate,partition,crash, all or none")
         }
@@ -79,6 +83,7 @@ struct SimCommand: ParsableCommand {
                 seed: seed,
                 events: events,
                 faults: FaultSet(parsing: faults)!,
+                stallTicks: stallTicks,
                 wireEncoding: wire
             )
             outcome = SimulationRunner.run(options)

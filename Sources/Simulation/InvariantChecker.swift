@@ -285,6 +285,22 @@ public struct InvariantChecker: Sendable {
         return Violation(.rackSecretsAgree, detail: "\(node) loaded a different secret for epoch \(epoch)")
     }
 
+    /// Sends `message` through the wire format: the decoded message, or the
+    /// violation if it cannot be encoded or does not come back identical.
+    public static func checkWireRoundTrip(_ message: Message) -> Result<Message, Violation> {
+        let problem: String
+        do {
+            let frame = try WireFormat.encodeFrame(message)
+            if let (decoded, used) = try WireFormat.decodeFrame(frame), used == frame.count, decoded == message {
+                return .success(decoded)
+            }
+            problem = "the decoded message differs"
+        } catch {
+            problem = error.description
+        }
+        return .failure(Violation(.wireFormat, detail: "\(message): \(problem)"))
+    }
+
     /// Whether a node prepared `epoch`, or has moved past it (committed or
     /// been expunged at a later epoch, which prunes older shares).
     static func hasPassed(_ state: PersistentState, _ epoch: Epoch) -> Bool {

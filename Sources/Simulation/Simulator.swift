@@ -450,22 +450,12 @@ public final class Simulator {
             guard let to = indexOf[outgoing.to], linkUp[index * nodes.count + to] else { continue }
             var message = outgoing.message
             if options.wireEncoding {
-                let problem: String?
-                do {
-                    let frame = try WireFormat.encodeFrame(message)
-                    if let (decoded, used) = try WireFormat.decodeFrame(frame), used == frame.count, decoded == message
-                    {
-                        message = decoded
-                        problem = nil
-                    } else {
-                        problem = "the decoded message differs"
-                    }
-                } catch {
-                    problem = error.description
-                }
-                if let problem {
-                    violations.append(
-                        Violation(.wireFormat, eventIndex: log.count - 1, detail: "\(message): \(problem)"))
+                switch InvariantChecker.checkWireRoundTrip(message) {
+                case .success(let decoded):
+                    message = decoded
+                case .failure(var violation):
+                    violation.eventIndex = log.count - 1
+                    violations.append(violation)
                     continue
                 }
             }

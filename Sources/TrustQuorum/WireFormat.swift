@@ -52,8 +52,20 @@ public enum WireFormat {
         case lrtqShare = 8
     }
 
-    /// The payload of `message`, without the frame header.
-    public static func encodePayload(_ message: Message) -> [UInt8] {
+    /// The largest share value a message can carry, in bytes.
+    public static let maximumShareLength = Int(UInt16.max)
+
+    /// The payload of `message`, without the frame header. A share longer
+    /// than ``maximumShareLength`` is refused.
+    public static func encodePayload(_ message: Message) throws(WireError) -> [UInt8] {
+        switch message.kind {
+        case .prepare(_, let share), .share(_, let share), .lrtqShare(let share):
+            guard share.count <= maximumShareLength else {
+                throw WireError(code: .invalidField, reason: "a share of \(share.count) bytes is too long to encode")
+            }
+        default:
+            break
+        }
         var writer = ByteWriter()
         writer.write(version)
         writer.write(message.rackId.bytes)
@@ -90,7 +102,7 @@ public enum WireFormat {
     /// The frame of `message`: length prefix and payload. A payload over
     /// ``maximumFrameLength`` (a chain of about 26,000 epochs) is refused.
     public static func encodeFrame(_ message: Message) throws(WireError) -> [UInt8] {
-        let payload = encodePayload(message)
+        let payload = try encodePayload(message)
         guard payload.count <= maximumFrameLength else {
             throw WireError(code: .frameTooLarge, reason: "\(payload.count) bytes, the limit is \(maximumFrameLength)")
         }

@@ -145,6 +145,19 @@ struct InvariantCheckerTests {
         )
     }
 
+    @Test("caught: a message that does not survive the wire format")
+    func wireFormat() throws {
+        let good = Message(rackId: Self.rack, kind: .getShare(3))
+        #expect((try? InvariantChecker.checkWireRoundTrip(good).get()) == good)
+        let long = try Share(x: 1, y: SecretBytes([UInt8](repeating: 1, count: 70_000)))
+        let bad = Message(rackId: Self.rack, kind: .share(1, long))
+        guard case .failure(let violation) = InvariantChecker.checkWireRoundTrip(bad) else {
+            Issue.record("an oversize share was not caught")
+            return
+        }
+        #expect(violation.invariant == .wireFormat)
+    }
+
     @Test("caught: liveness fails while a member has not committed or loaded the last configuration")
     func liveness() {
         let simulator = Simulator(options: SimulationOptions(nodes: 4, seed: 1, events: 0, faults: []))

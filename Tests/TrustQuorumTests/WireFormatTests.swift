@@ -63,6 +63,14 @@ struct WireFormatTests {
         }
     }
 
+    @Test("a share too long for its length field is refused when encoding")
+    func oversizeShare() throws {
+        let long = try Share(x: 1, y: SecretBytes([UInt8](repeating: 1, count: WireFormat.maximumShareLength + 1)))
+        #expect(throws: WireError.self) {
+            try WireFormat.encodePayload(Message(rackId: Self.rack, kind: .lrtqShare(long)))
+        }
+    }
+
     @Test("an incomplete frame is not an error, just not ready")
     func incompleteFrame() throws {
         let frame = try WireFormat.encodeFrame(Self.allMessages[0])
@@ -77,7 +85,7 @@ struct WireFormatTests {
         } catch {
             #expect(error.code == .frameTooLarge)
         }
-        var payload = WireFormat.encodePayload(Self.allMessages[1])
+        var payload = try! WireFormat.encodePayload(Self.allMessages[1])
         func code(_ bytes: [UInt8]) -> WireError.Code? {
             do {
                 _ = try WireFormat.decodePayload(bytes)
@@ -90,10 +98,10 @@ struct WireFormatTests {
         #expect(code([2] + payload.dropFirst()) == .unsupportedVersion)
         payload[17] = 200
         #expect(code(payload) == .unknownMessage)
-        #expect(code(WireFormat.encodePayload(Self.allMessages[1]) + [0]) == .trailingBytes)
-        #expect(code(Array(WireFormat.encodePayload(Self.allMessages[1]).dropLast())) == .truncated)
+        #expect(code(try! WireFormat.encodePayload(Self.allMessages[1]) + [0]) == .trailingBytes)
+        #expect(code(Array(try! WireFormat.encodePayload(Self.allMessages[1]).dropLast())) == .truncated)
         // Swap the first two members of a Prepare: no longer strictly increasing.
-        let prepare = WireFormat.encodePayload(Self.allMessages[0])
+        let prepare = try! WireFormat.encodePayload(Self.allMessages[0])
         var reader = prepare
         let memberStart = 1 + 16 + 1 + 16 + 8 + (1 + 3 + 1 + 2) + 1 + 1
         let memberLength = 1 + 3 + 1 + 2 + 32
@@ -151,7 +159,7 @@ struct WireFormatTests {
                 encryptedRackSecrets: nil
             )
             let message = Message(rackId: Self.rack, kind: .commitAdvance(config))
-            let decoded = try? WireFormat.decodePayload(WireFormat.encodePayload(message))
+            let decoded = try? WireFormat.decodePayload(try! WireFormat.encodePayload(message))
             #expect(decoded == message)
             let json = try! JSONEncoder().encode(config)
             #expect((try? JSONDecoder().decode(Configuration.self, from: json)) == config)

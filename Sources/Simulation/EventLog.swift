@@ -60,6 +60,9 @@ public enum EventLog {
             events.append(entry.event)
         }
         guard let options else { throw ParseError(line: 1, reason: "empty log") }
+        guard (3...32).contains(options.nodes), (0...32).contains(options.spareNodes), options.stallTicks >= 1,
+            options.events >= 0
+        else { throw ParseError(line: 1, reason: "options out of range") }
         return (options, events)
     }
 }

@@ -372,7 +372,8 @@ public final class Simulator {
         case .crashForEpochs(let node, let epochs):
             guard valid(node) else { break }
             crash(node)
-            nodes[node].downUntilEpoch = Epoch(controlPlane.highestEpoch.value + UInt64(max(0, epochs)))
+            let span = UInt64(min(max(0, epochs), 1_000_000))
+            nodes[node].downUntilEpoch = Epoch(controlPlane.highestEpoch.value &+ span)
         case .restart(let node):
             guard valid(node), !nodes[node].up else { break }
             nodes[node].node = Node(platformId: ids[node], rackId: rackId, persistentState: nodes[node].persisted)

@@ -49,6 +49,19 @@ struct SimulatorTests {
         let good = EventLog.encode(options: SimulationOptions(nodes: 3, seed: 1, events: 1), events: [.tick, .rotate])
         let bad = good.replacingOccurrences(of: "\"index\":1", with: "\"index\":5")
         #expect(throws: EventLog.ParseError.self) { try EventLog.decode(bad) }
+        let tooMany = good.replacingOccurrences(of: "\"nodes\":3", with: "\"nodes\":300")
+        #expect(throws: EventLog.ParseError(line: 1, reason: "options out of range")) {
+            try EventLog.decode(tooMany)
+        }
+        // Events naming nodes or epochs that do not exist are no-ops, not crashes.
+        let (report, _) = Simulator.replay(
+            SimulationOptions(nodes: 3, seed: 1, events: 0),
+            events: [
+                .rotate, .deliver(from: 99, to: -1), .crashForEpochs(node: 1, epochs: Int.max), .restart(node: 1),
+                .loadSecret(node: 7, epoch: .max), .addNode(node: 40), .removeNode(node: -3), .partition(mask: .max),
+            ]
+        )
+        #expect(report.violations.isEmpty)
     }
 
     @Test("the runner prints one JSON object with the documented keys, and replays its own log")

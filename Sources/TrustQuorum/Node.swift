@@ -302,6 +302,13 @@ public struct Node: Sendable {
                 output.alarms.append(.mismatchedConfigurations(epoch: epoch, from: from))
             } else if persistentState.shares[epoch] != nil {
                 send(.prepareAck(epoch), to: from)  // a resend: our ack was lost
+            } else if config.validates(share, from: platformId) {
+                // We committed this epoch without preparing and are computing
+                // our share: the coordinator's late Prepare carries it.
+                persistentState.shares[epoch] = share
+                output.persistentStateChanged = true
+                if computingShareEpoch == epoch { state = .idle }
+                send(.prepareAck(epoch), to: from)
             }
             return
         }

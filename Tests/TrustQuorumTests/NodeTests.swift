@@ -486,6 +486,31 @@ struct NodeTests {
         #expect(rack.nodes[rack.ids[2]]!.coordinatorStatus?.acked == Set(rack.ids))
     }
 
+    @Test("a late Prepare gives a member computing its share the share directly")
+    func latePrepareCompletesComputation() throws {
+        var rack = Harness(count: 4)
+        try rack.setUp()
+        let late = rack.ids[3]
+        try rack.reconfigure(rack.ids[0], epoch: 2, last: 1, members: rack.ids)
+        rack.deliverAll(dropping: [late])
+        let prepare = try #require(
+            rack.sent.first {
+                if case .prepare(let config, _) = $0.message.kind { return $0.to == late && config.epoch == 2 }
+                return false
+            }
+        )
+        let config = rack.nodes[rack.ids[0]]!.persistentState.configurations[2]!
+        try rack.nodes[late]!.prepareAndCommit(config)
+        _ = rack.nodes[late]!.drainOutput()  // its GetShares are lost
+        #expect(rack.nodes[late]!.computingShareEpoch == 2)
+        rack.nodes[late]!.received(from: prepare.from, message: prepare.message)
+        let output = rack.nodes[late]!.drainOutput()
+        #expect(output.persistentStateChanged)
+        #expect(output.messages.map(\.message.kind) == [.prepareAck(2)])
+        #expect(rack.nodes[late]!.computingShareEpoch == nil)
+        #expect(rack.nodes[late]!.persistentState.hasPrepared(2))
+    }
+
     @Test("descriptions never contain secret bytes")
     func redaction() throws {
         var rack = Harness(count: 3)

@@ -18,7 +18,7 @@ struct SimCommand: ParsableCommand {
 
             Prints one JSON object: events, events_per_sec, epochs_committed, alarms, \
             violations, liveness. Exits 0 only if there was no violation and liveness \
-            holds. On a violation the event log (JSON lines, enough to replay the run \
+            holds. On a violation or a liveness failure the event log (JSON lines, enough to replay the run \
             exactly) is written to --log, or to keyrack-sim-<seed>.jsonl.
 
             --replay FILE re-runs a logged event list instead of generating one. \

@@ -79,6 +79,20 @@ var targets: [Target] = [
         ],
         swiftSettings: strict
     ),
+    .target(
+        name: "TrustQuorum",
+        dependencies: [
+            "SecretSharing",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]
+    ),
+    .target(
+        name: "Simulation",
+        dependencies: [
+            "TrustQuorum",
+            "SecretSharing",
+        ]
+    ),
     .executableTarget(
         name: "keyrack",
         dependencies: [
@@ -86,6 +100,8 @@ var targets: [Target] = [
             "Attestation",
             "KeyRelease",
             .product(name: "Logging", package: "swift-log"),
+            "TrustQuorum",
+            "Simulation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ],
         swiftSettings: strict
@@ -157,6 +173,24 @@ var targets: [Target] = [
         swiftSettings: strict
     ),
     .testTarget(
+        name: "TrustQuorumTests",
+        dependencies: [
+            "TrustQuorum",
+            "SecretSharing",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ]
+    ),
+    .testTarget(
+        name: "SimulationTests",
+        dependencies: [
+            "Simulation",
+            "TrustQuorum",
+            "SecretSharing",
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ]
+    ),
+    .testTarget(
         name: "KeyrackCLITests",
         dependencies: [
             "keyrack",
@@ -193,6 +227,8 @@ let package = Package(
         .executable(name: "keyrack", targets: ["keyrack"]),
         .library(name: "SecretSharing", targets: ["SecretSharing"]),
         .library(name: "Attestation", targets: ["Attestation"]),
+        .library(name: "TrustQuorum", targets: ["TrustQuorum"]),
+        .library(name: "Simulation", targets: ["Simulation"]),
     ],
     dependencies: dependencies,
     targets: targets,

@@ -1,0 +1,285 @@
+/// What the control plane asks of a node.
+public enum ControlPlaneAction: Sendable, Equatable, CustomStringConvertible {
+    /// Ask `coordinator` to coordinate this reconfiguration.
+    case reconfigure(coordinator: PlatformId, ReconfigureRequest)
+    /// Tell a member that prepared the epoch to commit it.
+    case commit(PlatformId, Epoch)
+    /// Tell a member that did not (or may not have) prepared to commit this configuration.
+    case prepareAndCommit(PlatformId, Configuration)
+
+    /// The node the action is for.
+    public var target: PlatformId {
+        switch self {
+        case .reconfigure(let coordinator, _): return coordinator
+        case .commit(let node, _): return node
+        case .prepareAndCommit(let node, _): return node
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .reconfigure(let coordinator, let request):
+            return "reconfigure(epoch: \(request.epoch), coordinator: \(coordinator), N: \(request.members.count))"
+        case .commit(let node, let epoch): return "commit(\(epoch)) → \(node)"
+        case .prepareAndCommit(let node, let config): return "prepareAndCommit(\(config.epoch)) → \(node)"
+        }
+    }
+}
+
+/// Why the control plane refused an operator's request.
+public struct ControlPlaneError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The stable code callers match on.
+    public enum Code: String, Sendable, Equatable {
+        /// A reconfiguration is still in progress.
+        case reconfigurationInProgress = "TQ-CP-BUSY"
+        /// N or K is out of range.
+        case invalidMembership = "TQ-CP-MEMBERSHIP"
+    }
+
+    /// What went wrong.
+    public let code: Code
+    /// A sentence for people.
+    public let reason: String
+
+    public var description: String { "\(code.rawValue): \(reason)" }
+}
+
+/// Tunables of the control plane.
+public struct ControlPlaneOptions: Sendable, Equatable {
+    /// Ticks without progress after which a reconfiguration is aborted and
+    /// retried at the next epoch.
+    public var stallTicks: Int
+    /// The largest N allowed (as for nodes).
+    public var maximumMembers: Int
+
+    /// Options: abort after `stallTicks` ticks without progress.
+    public init(stallTicks: Int = 20, maximumMembers: Int = 32) {
+        self.stallTicks = stallTicks
+        self.maximumMembers = maximumMembers
+    }
+}
+
+/// The control plane's role in reconfigurations, as a sans-I/O component.
+///
+/// It picks a coordinator among the members that committed the last epoch,
+/// polls it (``coordinatorReported(_:from:)``), commits once K + Z members
+/// acknowledged (``commitQuorum(threshold:memberCount:)``), sending `commit`
+/// to those that prepared and `prepareAndCommit` to the rest, and keeps
+/// delivering commits to members that were unreachable. Time is a tick the
+/// caller supplies: a reconfiguration whose coordinator becomes unavailable
+/// or that makes no progress for ``ControlPlaneOptions/stallTicks`` ticks is
+/// aborted and retried at the next epoch with another coordinator.
+public struct ControlPlane: Sendable {
+    /// The rack.
+    public let rackId: RackId
+    /// Tunables.
+    public let options: ControlPlaneOptions
+    /// The last configuration the control plane committed.
+    public private(set) var lastCommitted: Configuration?
+    /// Members of ``lastCommitted`` that confirmed their commit.
+    public private(set) var committedMembers: Set<PlatformId> = []
+    /// The highest epoch ever handed out.
+    public private(set) var highestEpoch = Epoch(0)
+    /// How many configurations were committed.
+    public private(set) var epochsCommitted = 0
+    /// Every committed epoch, in order.
+    public private(set) var committedEpochs: [Epoch] = []
+
+    private var state: State = .idle
+    /// Members of ``lastCommitted`` that acked its prepare (get `commit`, not `prepareAndCommit`).
+    private var preparedMembers: Set<PlatformId> = []
+
+    private enum State: Sendable {
+        case idle
+        /// Wanted, but no coordinator was available yet.
+        case waiting(Target)
+        case reconfiguring(Attempt)
+    }
+
+    /// What the operator asked for.
+    struct Target: Sendable {
+        let members: Set<PlatformId>
+        let threshold: Int
+    }
+
+    /// One try at reaching the target, at one epoch with one coordinator.
+    struct Attempt: Sendable {
+        let target: Target
+        let request: ReconfigureRequest
+        let coordinator: PlatformId
+        var ticksWithoutProgress = 0
+        var bestAckCount = 0
+    }
+
+    /// A control plane for `rackId` that has committed nothing yet.
+    public init(rackId: RackId, options: ControlPlaneOptions = ControlPlaneOptions()) {
+        self.rackId = rackId
+        self.options = options
+    }
+
+    /// Z, the safety margin over K: 0 for N ≤ 4, 1 for 5–8, 2 for 9–15, 3 for 16–23, 4 above.
+    public static func safetyMargin(memberCount n: Int) -> Int {
+        switch n {
+        case ...4: return 0
+        case 5...8: return 1
+        case 9...15: return 2
+        case 16...23: return 3
+        default: return 4
+        }
+    }
+
+    /// K + Z acknowledgements (at most N) before the control plane commits.
+    public static func commitQuorum(threshold: Int, memberCount: Int) -> Int {
+        min(threshold + safetyMargin(memberCount: memberCount), memberCount)
+    }
+
+    /// Whether a reconfiguration is wanted or under way.
+    public var isReconfiguring: Bool {
+        if case .idle = state { return false }
+        return true
+    }
+
+    /// The reconfiguration under way: its epoch and coordinator.
+    public var currentAttempt: (epoch: Epoch, coordinator: PlatformId)? {
+        guard case .reconfiguring(let attempt) = state else { return nil }
+        return (attempt.request.epoch, attempt.coordinator)
+    }
+
+    /// Members of the last committed configuration that have not confirmed their commit.
+    public var pendingCommits: Set<PlatformId> {
+        guard let lastCommitted else { return [] }
+        return Set(lastCommitted.members.keys).subtracting(committedMembers)
+    }
+
+    /// The operator asks for a configuration with `members` (and K, by
+    /// default N/2 + 1). Returns the request to send, or `nil` if no
+    /// coordinator is available yet (the control plane retries on ``tick(available:)``).
+    public mutating func startReconfiguration(
+        members: Set<PlatformId>,
+        threshold: Int? = nil,
+        available: Set<PlatformId>
+    ) throws(ControlPlaneError) -> ControlPlaneAction? {
+        guard !isReconfiguring else {
+            throw ControlPlaneError(code: .reconfigurationInProgress, reason: "a reconfiguration is under way")
+        }
+        let k = threshold ?? ReconfigureRequest.defaultThreshold(memberCount: members.count)
+        guard (3...options.maximumMembers).contains(members.count), k >= 2, k < members.count else {
+            throw ControlPlaneError(
+                code: .invalidMembership,
+                reason: "N = \(members.count), K = \(k): need 3 ≤ N ≤ \(options.maximumMembers), 2 ≤ K < N"
+            )
+        }
+        let target = Target(members: members, threshold: k)
+        return attempt(target, available: available, excluding: nil)
+    }
+
+    /// Starts an attempt at the next epoch, or waits if nobody can coordinate.
+    private mutating func attempt(
+        _ target: Target,
+        available: Set<PlatformId>,
+        excluding previous: PlatformId?
+    ) -> ControlPlaneAction? {
+        var eligible = target.members.intersection(available)
+        if lastCommitted != nil { eligible.formIntersection(committedMembers) }
+        if eligible.count > 1, let previous { eligible.remove(previous) }
+        guard !eligible.isEmpty else {
+            state = .waiting(target)
+            return nil
+        }
+        let sorted = eligible.sorted()
+        let epoch = highestEpoch.next
+        highestEpoch = epoch
+        let coordinator = sorted[Int(epoch.value % UInt64(sorted.count))]
+        let request = ReconfigureRequest(
+            rackId: rackId,
+            epoch: epoch,
+            lastCommittedEpoch: lastCommitted?.epoch,
+            members: target.members,
+            threshold: target.threshold
+        )
+        state = .reconfiguring(Attempt(target: target, request: request, coordinator: coordinator))
+        return .reconfigure(coordinator: coordinator, request)
+    }
+
+    /// The coordinator's answer to a poll. Once K + Z members acknowledged,
+    /// the configuration is committed and the returned actions deliver it to
+    /// the members in `available`.
+    public mutating func coordinatorReported(
+        _ status: CoordinatorStatus,
+        from: PlatformId,
+        available: Set<PlatformId>
+    ) -> [ControlPlaneAction] {
+        guard case .reconfiguring(var attempt) = state, attempt.coordinator == from,
+            attempt.request.epoch == status.epoch
+        else { return [] }
+        let acked = status.acked.intersection(attempt.target.members)
+        if acked.count > attempt.bestAckCount {
+            attempt.bestAckCount = acked.count
+            attempt.ticksWithoutProgress = 0
+        }
+        guard let config = status.configuration, config.epoch == status.epoch,
+            acked.count >= Self.commitQuorum(threshold: config.threshold, memberCount: config.memberCount)
+        else {
+            state = .reconfiguring(attempt)
+            return []
+        }
+        lastCommitted = config
+        committedMembers = []
+        preparedMembers = acked
+        epochsCommitted += 1
+        committedEpochs.append(config.epoch)
+        state = .idle
+        return commitActions(available: available)
+    }
+
+    /// A node confirmed that it committed `epoch`.
+    public mutating func commitConfirmed(by node: PlatformId, epoch: Epoch) {
+        guard let lastCommitted, lastCommitted.epoch == epoch, lastCommitted.members[node] != nil else { return }
+        committedMembers.insert(node)
+    }
+
+    /// A node refused `commit`: it gets `prepareAndCommit` next time.
+    public mutating func commitRefused(by node: PlatformId) {
+        preparedMembers.remove(node)
+    }
+
+    /// The coordinator refused the request (it has not acked, or has seen a
+    /// newer epoch): retry at the next epoch with another coordinator.
+    public mutating func reconfigurationRefused(by node: PlatformId, available: Set<PlatformId>) -> ControlPlaneAction?
+    {
+        guard case .reconfiguring(let attempt) = state, attempt.coordinator == node else { return nil }
+        return self.attempt(attempt.target, available: available, excluding: node)
+    }
+
+    /// Time passes. Aborts a stalled reconfiguration (its coordinator is not
+    /// in `available`, or it made no progress for too long) and retries at
+    /// the next epoch; retries a waiting one; re-sends commits to members
+    /// that have not confirmed and are available.
+    public mutating func tick(available: Set<PlatformId>) -> [ControlPlaneAction] {
+        var actions: [ControlPlaneAction] = []
+        switch state {
+        case .idle:
+            break
+        case .waiting(let target):
+            if let action = attempt(target, available: available, excluding: nil) { actions.append(action) }
+        case .reconfiguring(var attempt):
+            attempt.ticksWithoutProgress += 1
+            if !available.contains(attempt.coordinator) || attempt.ticksWithoutProgress > options.stallTicks {
+                if let action = self.attempt(attempt.target, available: available, excluding: attempt.coordinator) {
+                    actions.append(action)
+                }
+            } else {
+                state = .reconfiguring(attempt)
+            }
+        }
+        return commitActions(available: available) + actions
+    }
+
+    private func commitActions(available: Set<PlatformId>) -> [ControlPlaneAction] {
+        guard let lastCommitted else { return [] }
+        return pendingCommits.intersection(available).sorted().map { member in
+            preparedMembers.contains(member)
+                ? .commit(member, lastCommitted.epoch) : .prepareAndCommit(member, lastCommitted)
+        }
+    }
+}

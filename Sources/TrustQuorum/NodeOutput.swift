@@ -1,0 +1,116 @@
+/// A message a node wants sent.
+public struct OutgoingMessage: Sendable, Equatable, CustomStringConvertible {
+    /// The peer to send it to.
+    public let to: PlatformId
+    /// The message.
+    public let message: Message
+
+    /// A message for `to`.
+    public init(to: PlatformId, message: Message) {
+        self.to = to
+        self.message = message
+    }
+
+    public var description: String { "\(message) → \(to)" }
+}
+
+/// What a node asks its caller to do after an input. Drain it with
+/// ``Node/drainOutput()`` after every input.
+///
+/// Order matters: if ``persistentStateChanged`` is set, the caller writes
+/// ``Node/persistentState`` durably **before** sending ``messages``, so that
+/// an acknowledgement never runs ahead of what is on disk.
+public struct NodeOutput: Sendable, Equatable {
+    /// Messages to send, in order.
+    public var messages: [OutgoingMessage] = []
+    /// Whether ``Node/persistentState`` must be written before sending.
+    public var persistentStateChanged = false
+    /// Alarms raised.
+    public var alarms: [Alarm] = []
+
+    /// Nothing to do.
+    public init() {}
+
+    /// Whether there is nothing to do.
+    public var isEmpty: Bool { messages.isEmpty && !persistentStateChanged && alarms.isEmpty }
+}
+
+/// What a coordinator reports to the control plane when polled.
+public struct CoordinatorStatus: Sendable, Equatable {
+    /// The epoch being coordinated.
+    public let epoch: Epoch
+    /// The new configuration, once built (`nil` while the shares of the last
+    /// committed epoch are being collected).
+    public let configuration: Configuration?
+    /// The members that acknowledged the `Prepare` (the coordinator included).
+    public let acked: Set<PlatformId>
+
+    /// A status from its parts.
+    public init(epoch: Epoch, configuration: Configuration?, acked: Set<PlatformId>) {
+        self.epoch = epoch
+        self.configuration = configuration
+        self.acked = acked
+    }
+}
+
+/// Why a `commit` or `prepareAndCommit` from the control plane was refused.
+public struct CommitError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The stable code callers match on.
+    public enum Code: String, Sendable, Equatable {
+        /// `commit(epoch)` for an epoch this node has not prepared: the
+        /// control plane should send `prepareAndCommit` instead.
+        case notPrepared = "TQ-COMMIT-NOT-PREPARED"
+        /// The configuration does not list this node.
+        case notMember = "TQ-COMMIT-NOT-MEMBER"
+        /// The configuration is for another rack.
+        case rackIdMismatch = "TQ-COMMIT-RACK-ID"
+        /// This node holds a different configuration for the epoch (an alarm was raised).
+        case mismatchedConfiguration = "TQ-COMMIT-MISMATCH"
+        /// This node was expunged.
+        case expunged = "TQ-COMMIT-EXPUNGED"
+    }
+
+    /// The rule that was broken.
+    public let code: Code
+    /// The epoch concerned.
+    public let epoch: Epoch
+
+    public var description: String { "\(code.rawValue): epoch \(epoch)" }
+}
+
+/// Why `loadRackSecret` cannot return a secret (as opposed to "not yet").
+public struct LoadRackSecretError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The stable code callers match on.
+    public enum Code: String, Sendable, Equatable {
+        /// The node has not committed any configuration.
+        case noCommittedConfiguration = "TQ-LOAD-NO-COMMITTED"
+        /// The epoch is newer than the node's latest committed epoch.
+        case notCommitted = "TQ-LOAD-NOT-COMMITTED"
+        /// The epoch is older than the latest committed one and not in its
+        /// chain (it was never committed, or predates the rack).
+        case unavailable = "TQ-LOAD-UNAVAILABLE"
+        /// Reconstruction or decryption failed; an alarm was raised.
+        case failed = "TQ-LOAD-FAILED"
+        /// This node was expunged.
+        case expunged = "TQ-LOAD-EXPUNGED"
+    }
+
+    /// What went wrong.
+    public let code: Code
+    /// The epoch asked for.
+    public let epoch: Epoch
+
+    public var description: String { "\(code.rawValue): epoch \(epoch)" }
+}
+
+/// Tunables of a node.
+public struct NodeOptions: Sendable, Equatable {
+    /// The largest N a reconfiguration may ask for: 32 by default, at most 255.
+    public var maximumMembers: Int
+
+    /// Options with the production default of 32 members at most.
+    public init(maximumMembers: Int = 32) {
+        precondition((3...255).contains(maximumMembers), "maximumMembers must be 3…255")
+        self.maximumMembers = maximumMembers
+    }
+}

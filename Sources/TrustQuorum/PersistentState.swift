@@ -1,0 +1,156 @@
+import SecretSharing
+
+/// What a node keeps on disk. The caller persists it, atomically, whenever a
+/// node's output says it changed, and before sending that output's messages.
+///
+/// Encoded with `Codable` under a version number; the ledger around it
+/// (generation numbers, two locations, write–fsync–rename) belongs to the
+/// node agent. Shares are stored in the clear here: at rest they are
+/// encrypted under a key held by the root of trust.
+public struct PersistentState: Sendable, Equatable, Codable {
+    /// The version this code writes.
+    public static let currentVersion = 1
+
+    /// Reserved for the legacy (LRTQ) mode: the node's LRTQ share and the
+    /// digests of all 255 LRTQ shares. Always `nil` until the upgrade exists.
+    public var lrtq: LrtqState?
+    /// The configurations this node knows, by epoch (the latest committed one
+    /// and any prepared after it; older ones are pruned on commit).
+    public var configurations: [Epoch: Configuration]
+    /// This node's shares, by epoch (pruned like the configurations).
+    public var shares: [Epoch: Share]
+    /// Every epoch this node has committed.
+    public var committedEpochs: Set<Epoch> {
+        didSet { latestCommittedEpoch = committedEpochs.max() }
+    }
+    /// The highest committed epoch (kept up to date with ``committedEpochs``).
+    public private(set) var latestCommittedEpoch: Epoch?
+    /// Set once the node learns it was removed; it then ignores everything.
+    public var expunged: ExpungedMetadata?
+
+    /// A node that has never been part of a configuration.
+    public static let empty = PersistentState(
+        lrtq: nil,
+        configurations: [:],
+        shares: [:],
+        committedEpochs: [],
+        expunged: nil
+    )
+
+    /// A state from its parts.
+    public init(
+        lrtq: LrtqState?,
+        configurations: [Epoch: Configuration],
+        shares: [Epoch: Share],
+        committedEpochs: Set<Epoch>,
+        expunged: ExpungedMetadata?
+    ) {
+        self.lrtq = lrtq
+        self.configurations = configurations
+        self.shares = shares
+        self.committedEpochs = committedEpochs
+        self.latestCommittedEpoch = committedEpochs.max()
+        self.expunged = expunged
+    }
+
+    /// The configuration of the highest committed epoch.
+    public var latestCommittedConfiguration: Configuration? {
+        latestCommittedEpoch.flatMap { configurations[$0] }
+    }
+
+    /// The highest epoch this node has any configuration for.
+    public var latestKnownEpoch: Epoch? {
+        [configurations.keys.max(), latestCommittedEpoch].compactMap { $0 }.max()
+    }
+
+    /// Whether this node holds its share of `epoch` (it prepared, or computed it).
+    public func hasPrepared(_ epoch: Epoch) -> Bool {
+        configurations[epoch] != nil && shares[epoch] != nil
+    }
+
+    // MARK: Codable
+
+    private enum CodingKeys: String, CodingKey {
+        case version
+        case lrtq
+        case configurations
+        case shares
+        case committedEpochs
+        case expunged
+    }
+
+    private struct StoredShare: Codable {
+        var epoch: Epoch
+        var x: UInt8
+        var y: String
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let version = try container.decode(Int.self, forKey: .version)
+        guard version == Self.currentVersion else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .version,
+                in: container,
+                debugDescription: "persistent state version \(version) is not supported"
+            )
+        }
+        lrtq = try container.decodeIfPresent(LrtqState.self, forKey: .lrtq)
+        let configList = try container.decode([Configuration].self, forKey: .configurations)
+        configurations = Dictionary(configList.map { ($0.epoch, $0) }, uniquingKeysWith: { first, _ in first })
+        var shares: [Epoch: Share] = [:]
+        for stored in try container.decode([StoredShare].self, forKey: .shares) {
+            guard let y = SecretBytes(hex: stored.y), let share = try? Share(x: stored.x, y: y) else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .shares,
+                    in: container,
+                    debugDescription: "a stored share is malformed"
+                )
+            }
+            shares[stored.epoch] = share
+        }
+        self.shares = shares
+        committedEpochs = Set(try container.decode([Epoch].self, forKey: .committedEpochs))
+        latestCommittedEpoch = committedEpochs.max()
+        expunged = try container.decodeIfPresent(ExpungedMetadata.self, forKey: .expunged)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(Self.currentVersion, forKey: .version)
+        try container.encodeIfPresent(lrtq, forKey: .lrtq)
+        try container.encode(configurations.keys.sorted().map { configurations[$0]! }, forKey: .configurations)
+        let stored = shares.keys.sorted().map { epoch in
+            let share = shares[epoch]!
+            return StoredShare(epoch: epoch, x: share.x, y: share.y.withUnsafeBytes { $0.hexString })
+        }
+        try container.encode(stored, forKey: .shares)
+        try container.encode(committedEpochs.sorted(), forKey: .committedEpochs)
+        try container.encodeIfPresent(expunged, forKey: .expunged)
+    }
+}
+
+/// Reserved for the legacy (LRTQ) mode, whose issue comes later: what a node
+/// upgraded from LRTQ keeps. Declared now so that the persistent format has
+/// room for it.
+public struct LrtqState: Sendable, Equatable, Codable {
+    /// The digests of every LRTQ share (up to 255).
+    public var shareDigests: [ShareDigest]
+
+    /// A state from the digests of every LRTQ share.
+    public init(shareDigests: [ShareDigest]) { self.shareDigests = shareDigests }
+}
+
+/// Recorded when a node learns it is no longer a member.
+public struct ExpungedMetadata: Sendable, Equatable, Codable {
+    /// The epoch of the configuration that does not list this node.
+    public let epoch: Epoch
+    /// The peer that said so.
+    public let from: PlatformId
+
+    /// Metadata from the epoch and the peer.
+    public init(epoch: Epoch, from: PlatformId) {
+        self.epoch = epoch
+        self.from = from
+    }
+}

@@ -1,0 +1,373 @@
+import SecretSharing
+import Testing
+
+@testable import TrustQuorum
+
+@Suite("ValidatedReconfigureRequest")
+struct ValidationTests {
+    static let rack = RackId(bytes: Array(0..<16))!
+    static let ids = (0..<40).map { PlatformId(part: "913", serial: "S\(100 + $0)") }
+    static let me = ids[0]
+
+    static func request(
+        epoch: Epoch = 2,
+        last: Epoch? = 1,
+        members: Int = 5,
+        threshold: Int = 3,
+        rack: RackId = rack,
+        including: PlatformId = me
+    ) -> ReconfigureRequest {
+        var set = Set(ids.dropFirst().prefix(members - 1))
+        set.insert(including)
+        return ReconfigureRequest(
+            rackId: rack,
+            epoch: epoch,
+            lastCommittedEpoch: last,
+            members: set,
+            threshold: threshold
+        )
+    }
+
+    /// A node that committed epoch 1 with its share.
+    static var committedState: PersistentState {
+        var state = PersistentState.empty
+        var members: [PlatformId: ShareDigest] = [:]
+        for id in ids.prefix(5) { members[id] = ShareDigest(bytes: [UInt8](repeating: 1, count: 32))! }
+        let config = try! Configuration(
+            rackId: rack,
+            epoch: 1,
+            coordinator: me,
+            members: members,
+            threshold: 3,
+            encryptedRackSecrets: nil
+        )
+        state.configurations[1] = config
+        state.shares[1] = try! Share(x: 1, y: SecretBytes([UInt8](repeating: 2, count: 32)))
+        state.committedEpochs = [1]
+        return state
+    }
+
+    static func code(
+        _ request: ReconfigureRequest,
+        state: PersistentState = committedState,
+        seen: Epoch? = 1,
+        maximum: Int = 32
+    ) -> ReconfigureError.Code? {
+        do {
+            _ = try ValidatedReconfigureRequest(
+                request,
+                coordinator: me,
+                rackId: rack,
+                state: state,
+                highestEpochSeen: seen,
+                maximumMembers: maximum
+            )
+            return nil
+        } catch {
+            return error.code
+        }
+    }
+
+    @Test("a good request validates")
+    func accepted() throws {
+        #expect(Self.code(Self.request()) == nil)
+        #expect(Self.code(Self.request(epoch: 1, last: nil), state: .empty, seen: nil) == nil)
+        let validated = try ValidatedReconfigureRequest(
+            Self.request(),
+            coordinator: Self.me,
+            rackId: Self.rack,
+            state: Self.committedState,
+            highestEpochSeen: 1
+        )
+        #expect(validated.lastCommitted?.epoch == 1)
+        #expect(validated.members.count == 5)
+    }
+
+    @Test("rack id must match")
+    func rackId() {
+        #expect(Self.code(Self.request(rack: RackId(bytes: [UInt8](repeating: 9, count: 16))!)) == .rackIdMismatch)
+    }
+
+    @Test("the epoch must be newer than every epoch seen and than the last committed")
+    func epochOrdering() {
+        #expect(Self.code(Self.request(epoch: 1)) == .epochNotNewer)
+        #expect(Self.code(Self.request(epoch: 5), seen: 5) == .epochNotNewer)
+        #expect(Self.code(Self.request(epoch: 1, last: 1), seen: nil) == .epochNotNewer)
+    }
+
+    @Test("the last committed epoch must be this node's")
+    func lastCommitted() {
+        #expect(Self.code(Self.request(epoch: 3, last: nil)) == .lastCommittedEpochMismatch)
+        var later = Self.committedState
+        later.committedEpochs.insert(2)
+        later.configurations[2] = later.configurations[1]
+        #expect(Self.code(Self.request(epoch: 3, last: 1), state: later, seen: 2) == .lastCommittedEpochMismatch)
+    }
+
+    @Test("3 ≤ N ≤ 32 by default, configurable up to 255")
+    func memberCount() {
+        #expect(Self.code(Self.request(members: 2, threshold: 2)) == .memberCountOutOfRange)
+        #expect(Self.code(Self.request(members: 33, threshold: 17)) == .memberCountOutOfRange)
+        #expect(Self.code(Self.request(members: 33, threshold: 17), maximum: 40) == nil)
+        #expect(Self.code(Self.request(members: 32, threshold: 17)) == nil)
+        #expect(Self.code(Self.request(members: 3, threshold: 2)) == nil)
+    }
+
+    @Test("2 ≤ K < N")
+    func threshold() {
+        #expect(Self.code(Self.request(threshold: 1)) == .thresholdOutOfRange)
+        #expect(Self.code(Self.request(threshold: 5)) == .thresholdOutOfRange)
+        #expect(Self.code(Self.request(threshold: 4)) == nil)
+        #expect(Self.code(Self.request(threshold: 2)) == nil)
+    }
+
+    @Test("the coordinator is a member")
+    func coordinatorMember() {
+        var request = Self.request()
+        request.members.remove(Self.me)
+        request.members.insert(Self.ids[30])
+        #expect(Self.code(request) == .coordinatorNotMember)
+    }
+
+    @Test("the coordinator acked the last committed epoch (holds its share)")
+    func coordinatorAcked() {
+        var computing = Self.committedState
+        computing.shares[1] = nil
+        #expect(Self.code(Self.request(), state: computing) == .coordinatorHasNotAcked)
+        #expect(Self.code(Self.request(epoch: 8, last: 7), seen: 1) == .coordinatorHasNotAcked)
+    }
+
+    @Test("an expunged node refuses")
+    func expunged() {
+        var state = Self.committedState
+        state.expunged = ExpungedMetadata(epoch: 2, from: Self.ids[1])
+        #expect(Self.code(Self.request(epoch: 3), state: state) == .expunged)
+    }
+
+    @Test("platform ids must be non-empty and short")
+    func platformIds() {
+        var request = Self.request()
+        request.members.remove(Self.ids[1])
+        request.members.insert(PlatformId(part: "", serial: "x"))
+        #expect(Self.code(request) == .invalidPlatformId)
+    }
+
+    @Test("every error code is covered by a test above")
+    func coverage() {
+        #expect(ReconfigureError.Code.allCases.count == 9)
+    }
+}
+
+@Suite("ControlPlane")
+struct ControlPlaneTests {
+    static let rack = RackId(bytes: Array(0..<16))!
+    static let ids = (0..<10).map { PlatformId(part: "913", serial: "S\(100 + $0)") }
+
+    static func config(_ epoch: Epoch, members: [PlatformId], threshold: Int) -> Configuration {
+        var digests: [PlatformId: ShareDigest] = [:]
+        for id in members { digests[id] = ShareDigest(bytes: [UInt8](repeating: 3, count: 32))! }
+        return try! Configuration(
+            rackId: rack,
+            epoch: epoch,
+            coordinator: members[0],
+            members: digests,
+            threshold: threshold,
+            encryptedRackSecrets: nil
+        )
+    }
+
+    @Test("Z is 0, 1, 2, 3, 4 for N ≤ 4, 5–8, 9–15, 16–23, above")
+    func safetyMargin() {
+        let expected: [(Int, Int)] = [
+            (3, 0), (4, 0), (5, 1), (8, 1), (9, 2), (15, 2), (16, 3), (23, 3), (24, 4), (32, 4),
+        ]
+        for (n, z) in expected { #expect(ControlPlane.safetyMargin(memberCount: n) == z) }
+        #expect(ControlPlane.commitQuorum(threshold: 3, memberCount: 5) == 4)
+        #expect(ControlPlane.commitQuorum(threshold: 4, memberCount: 5) == 5)  // capped at N
+    }
+
+    /// Drives the initial setup of `members` to commit, all confirmed.
+    static func committed(_ members: [PlatformId]) -> (ControlPlane, Configuration) {
+        var cp = ControlPlane(rackId: rack, options: ControlPlaneOptions(stallTicks: 3))
+        let action = try! cp.startReconfiguration(members: Set(members), available: Set(members))!
+        guard case .reconfigure(let coordinator, let request) = action else { fatalError() }
+        let config = config(request.epoch, members: members, threshold: request.threshold)
+        let actions = cp.coordinatorReported(
+            CoordinatorStatus(epoch: request.epoch, configuration: config, acked: Set(members)),
+            from: coordinator,
+            available: Set(members)
+        )
+        for action in actions { cp.commitConfirmed(by: action.target, epoch: request.epoch) }
+        return (cp, config)
+    }
+
+    @Test("commits after K + Z acks: commit to the prepared, prepareAndCommit to the others")
+    func commitRule() throws {
+        let members = Array(Self.ids.prefix(5))
+        var cp = ControlPlane(rackId: Self.rack)
+        let action = try #require(try cp.startReconfiguration(members: Set(members), available: Set(members)))
+        guard case .reconfigure(let coordinator, let request) = action else {
+            Issue.record("expected reconfigure")
+            return
+        }
+        #expect(request.epoch == 1 && request.lastCommittedEpoch == nil && request.threshold == 3)
+        let config = Self.config(1, members: members, threshold: 3)
+        // K + Z = 4: three acks are not enough.
+        let three = Set(members.prefix(3))
+        #expect(
+            cp.coordinatorReported(
+                CoordinatorStatus(epoch: 1, configuration: config, acked: three),
+                from: coordinator,
+                available: Set(members)
+            ).isEmpty
+        )
+        // A report from someone else, or for another epoch, is ignored.
+        #expect(
+            cp.coordinatorReported(
+                CoordinatorStatus(epoch: 1, configuration: config, acked: Set(members)),
+                from: members.first { $0 != coordinator }!,
+                available: Set(members)
+            ).isEmpty
+        )
+        let four = Set(members.prefix(4))
+        let actions = cp.coordinatorReported(
+            CoordinatorStatus(epoch: 1, configuration: config, acked: four),
+            from: coordinator,
+            available: Set(members.prefix(4))  // the fifth is down
+        )
+        #expect(actions == members.prefix(4).map { .commit($0, 1) })
+        #expect(cp.lastCommitted == config && cp.epochsCommitted == 1)
+        for member in members.prefix(4) { cp.commitConfirmed(by: member, epoch: 1) }
+        #expect(cp.pendingCommits == [members[4]])
+        // When the fifth comes back it gets prepareAndCommit.
+        #expect(cp.tick(available: Set(members)) == [.prepareAndCommit(members[4], config)])
+        cp.commitConfirmed(by: members[4], epoch: 1)
+        #expect(cp.pendingCommits.isEmpty)
+        #expect(cp.tick(available: Set(members)).isEmpty)
+    }
+
+    @Test("a refused commit falls back to prepareAndCommit")
+    func refusedCommit() throws {
+        let members = Array(Self.ids.prefix(3))
+        var cp = ControlPlane(rackId: Self.rack)
+        guard
+            case .reconfigure(let coordinator, _) = try cp.startReconfiguration(
+                members: Set(members),
+                available: Set(members)
+            )
+        else { return }
+        let config = Self.config(1, members: members, threshold: 2)
+        _ = cp.coordinatorReported(
+            CoordinatorStatus(epoch: 1, configuration: config, acked: Set(members)),
+            from: coordinator,
+            available: []
+        )
+        cp.commitRefused(by: members[1])
+        #expect(cp.tick(available: [members[1]]) == [.prepareAndCommit(members[1], config)])
+    }
+
+    @Test("the coordinator is a member that committed the last epoch")
+    func coordinatorChoice() throws {
+        let members = Array(Self.ids.prefix(5))
+        var (cp, _) = Self.committed(members)
+        // Only ids[3] is available among committed members; ids[7] is new.
+        let action = try cp.startReconfiguration(
+            members: Set(members + [Self.ids[7]]),
+            available: [Self.ids[3], Self.ids[7]]
+        )
+        guard case .reconfigure(let coordinator, let request) = action else {
+            Issue.record("expected reconfigure")
+            return
+        }
+        #expect(coordinator == Self.ids[3])
+        #expect(request.lastCommittedEpoch == 1 && request.epoch == 2)
+        #expect(throws: ControlPlaneError.self) {
+            try cp.startReconfiguration(members: Set(members), available: Set(members))
+        }
+    }
+
+    @Test("no eligible coordinator: wait, then start when one is available")
+    func waiting() throws {
+        let members = Array(Self.ids.prefix(4))
+        var (cp, _) = Self.committed(members)
+        #expect(try cp.startReconfiguration(members: Set(members), available: [Self.ids[8]]) == nil)
+        #expect(cp.isReconfiguring)
+        #expect(cp.tick(available: []).isEmpty)
+        let actions = cp.tick(available: [members[2]])
+        #expect(actions.count == 1)
+        #expect(actions.first?.target == members[2])
+    }
+
+    @Test("a dead coordinator aborts the attempt and the next epoch is tried with another")
+    func abortOnDeadCoordinator() throws {
+        let members = Array(Self.ids.prefix(5))
+        var (cp, _) = Self.committed(members)
+        guard
+            case .reconfigure(let first, let request) = try cp.startReconfiguration(
+                members: Set(members),
+                available: Set(members)
+            )
+        else { return }
+        let actions = cp.tick(available: Set(members).subtracting([first]))
+        guard case .reconfigure(let second, let retry) = actions.first else {
+            Issue.record("expected a retry")
+            return
+        }
+        #expect(second != first)
+        #expect(retry.epoch == request.epoch.next)
+        #expect(retry.lastCommittedEpoch == 1)
+    }
+
+    @Test("a stalled reconfiguration is retried after stallTicks; progress resets the count")
+    func stall() throws {
+        let members = Array(Self.ids.prefix(5))
+        var (cp, _) = Self.committed(members)
+        guard
+            case .reconfigure(let coordinator, let request) = try cp.startReconfiguration(
+                members: Set(members),
+                available: Set(members)
+            )
+        else { return }
+        let all = Set(members)
+        for _ in 0..<3 { #expect(cp.tick(available: all).isEmpty) }
+        _ = cp.coordinatorReported(
+            CoordinatorStatus(epoch: request.epoch, configuration: nil, acked: [coordinator, members[4]]),
+            from: coordinator,
+            available: all
+        )
+        for _ in 0..<3 { #expect(cp.tick(available: all).isEmpty) }
+        let retry = cp.tick(available: all)
+        guard case .reconfigure(_, let next) = retry.first else {
+            Issue.record("expected a retry")
+            return
+        }
+        #expect(next.epoch == request.epoch.next)
+    }
+
+    @Test("a refused request is retried at the next epoch with another coordinator")
+    func refusedRequest() throws {
+        let members = Array(Self.ids.prefix(5))
+        var (cp, _) = Self.committed(members)
+        guard
+            case .reconfigure(let first, let request) = try cp.startReconfiguration(
+                members: Set(members),
+                available: Set(members)
+            )
+        else { return }
+        #expect(cp.reconfigurationRefused(by: members.first { $0 != first }!, available: Set(members)) == nil)
+        let retry = cp.reconfigurationRefused(by: first, available: Set(members))
+        #expect(retry?.target != first)
+        if case .reconfigure(_, let next) = retry { #expect(next.epoch == request.epoch.next) }
+    }
+
+    @Test("invalid membership is refused")
+    func invalidMembership() {
+        var cp = ControlPlane(rackId: Self.rack)
+        #expect(throws: ControlPlaneError.self) {
+            try cp.startReconfiguration(members: Set(Self.ids.prefix(2)), available: Set(Self.ids))
+        }
+        #expect(throws: ControlPlaneError.self) {
+            try cp.startReconfiguration(members: Set(Self.ids.prefix(4)), threshold: 4, available: Set(Self.ids))
+        }
+    }
+}

@@ -1,0 +1,233 @@
+import Foundation
+import PropertyBased
+import SecretSharing
+import Testing
+
+@testable import TrustQuorum
+
+@Suite("Wire format and persistent state")
+struct WireFormatTests {
+    static let rack = RackId(bytes: Array(0..<16))!
+
+    static func configuration(epoch: Epoch = 3, count: Int = 5, chain: Bool = true) -> Configuration {
+        var members: [PlatformId: ShareDigest] = [:]
+        for index in 0..<count {
+            members[PlatformId(part: "913", serial: "S\(index)")] = ShareDigest(
+                bytes: [UInt8](repeating: UInt8(index), count: 32)
+            )!
+        }
+        return try! Configuration(
+            rackId: rack,
+            epoch: epoch,
+            coordinator: PlatformId(part: "913", serial: "S0"),
+            members: members,
+            threshold: count / 2 + 1,
+            encryptedRackSecrets: chain
+                ? EncryptedRackSecrets(salt: [UInt8](repeating: 1, count: 32), ciphertext: Array(0..<56)) : nil
+        )
+    }
+
+    static let share = try! Share(x: 2, y: SecretBytes(Array(100..<132)))
+
+    static let allMessages: [Message] = [
+        .prepare(configuration(), share), .prepareAck(3), .getShare(3), .share(3, share),
+        .commitAdvance(configuration(chain: false)), .expunged(9), .getLrtqShare, .lrtqShare(share),
+    ].map { Message(rackId: rack, kind: $0) }
+
+    @Test("every message survives a frame round trip")
+    func roundTrip() throws {
+        for message in Self.allMessages {
+            let frame = try WireFormat.encodeFrame(message)
+            let decoded = try #require(try WireFormat.decodeFrame(frame))
+            #expect(decoded.0 == message)
+            #expect(decoded.1 == frame.count)
+            #expect(Int(frame[0]) << 24 | Int(frame[1]) << 16 | Int(frame[2]) << 8 | Int(frame[3]) == frame.count - 4)
+        }
+    }
+
+    @Test("a message larger than a frame is refused when encoding")
+    func oversizeEncode() {
+        let huge = try! Configuration(
+            rackId: Self.rack,
+            epoch: 1,
+            coordinator: PlatformId(part: "913", serial: "S0"),
+            members: Self.configuration().members,
+            threshold: 2,
+            encryptedRackSecrets: EncryptedRackSecrets(
+                salt: [UInt8](repeating: 0, count: 32),
+                ciphertext: [UInt8](repeating: 0, count: WireFormat.maximumFrameLength)
+            )
+        )
+        #expect(throws: WireError.self) {
+            try WireFormat.encodeFrame(Message(rackId: Self.rack, kind: .commitAdvance(huge)))
+        }
+    }
+
+    @Test("a share too long for its length field is refused when encoding")
+    func oversizeShare() throws {
+        let long = try Share(x: 1, y: SecretBytes([UInt8](repeating: 1, count: WireFormat.maximumShareLength + 1)))
+        #expect(throws: WireError.self) {
+            try WireFormat.encodePayload(Message(rackId: Self.rack, kind: .lrtqShare(long)))
+        }
+    }
+
+    @Test("an incomplete frame is not an error, just not ready")
+    func incompleteFrame() throws {
+        let frame = try WireFormat.encodeFrame(Self.allMessages[0])
+        for cut in [0, 3, 4, frame.count - 1] { #expect(try WireFormat.decodeFrame(frame.prefix(cut)) == nil) }
+    }
+
+    @Test("typed errors: too large, version, unknown tag, trailing bytes, truncation, non-canonical members")
+    func typedErrors() throws {
+        #expect(throws: WireError.self) { try WireFormat.decodeFrame([0x00, 0x10, 0x00, 0x01]) }
+        do {
+            _ = try WireFormat.decodeFrame([0x00, 0x10, 0x00, 0x01])
+        } catch {
+            #expect(error.code == .frameTooLarge)
+        }
+        var payload = try! WireFormat.encodePayload(Self.allMessages[1])
+        func code(_ bytes: [UInt8]) -> WireError.Code? {
+            do {
+                _ = try WireFormat.decodePayload(bytes)
+                return nil
+            } catch {
+                return error.code
+            }
+        }
+        #expect(code(payload) == nil)
+        #expect(code([2] + payload.dropFirst()) == .unsupportedVersion)
+        payload[17] = 200
+        #expect(code(payload) == .unknownMessage)
+        #expect(code(try! WireFormat.encodePayload(Self.allMessages[1]) + [0]) == .trailingBytes)
+        #expect(code(Array(try! WireFormat.encodePayload(Self.allMessages[1]).dropLast())) == .truncated)
+        // Swap the first two members of a Prepare: no longer strictly increasing.
+        let prepare = try! WireFormat.encodePayload(Self.allMessages[0])
+        var reader = prepare
+        let memberStart = 1 + 16 + 1 + 16 + 8 + (1 + 3 + 1 + 2) + 1 + 1
+        let memberLength = 1 + 3 + 1 + 2 + 32
+        let first = Array(reader[memberStart..<(memberStart + memberLength)])
+        let second = Array(reader[(memberStart + memberLength)..<(memberStart + 2 * memberLength)])
+        reader.replaceSubrange(memberStart..<(memberStart + 2 * memberLength), with: second + first)
+        #expect(code(reader) == .invalidField)
+        // Threshold 0 is refused by the configuration's rules.
+        var badThreshold = prepare
+        badThreshold[memberStart - 2] = 0
+        #expect(code(badThreshold) == .invalidField)
+    }
+
+    @Test("garbage never crashes the decoder: random bytes, truncations and bit flips")
+    func fuzz() {
+        var random = SeededRandomSource(seed: 2024)
+        let frames = Self.allMessages.map { try! WireFormat.encodeFrame($0) }
+        var decodedOK = 0
+        for round in 0..<20_000 {
+            var bytes: [UInt8]
+            switch round % 3 {
+            case 0:
+                bytes = random.bytes(Int(random.next() % 200))
+            case 1:
+                let frame = frames[Int(random.next() % UInt64(frames.count))]
+                bytes = Array(frame.prefix(Int(random.next() % UInt64(frame.count + 1))))
+            default:
+                bytes = frames[Int(random.next() % UInt64(frames.count))]
+                for _ in 0..<(1 + random.next() % 4) {
+                    bytes[Int(random.next() % UInt64(bytes.count))] ^= UInt8(truncatingIfNeeded: random.next() | 1)
+                }
+            }
+            if (try? WireFormat.decodeFrame(bytes)) != nil { decodedOK += 1 }
+            if (try? WireFormat.decodePayload(bytes)) != nil { decodedOK += 1 }
+        }
+        // Some flips land in share values and still decode; most inputs must not.
+        #expect(decodedOK < 20_000)
+    }
+
+    @Test("property: configurations of any size round-trip through the wire and JSON")
+    func configurationProperty() async {
+        await propertyCheck(count: 100, input: Gen.int(in: 2...255), Gen.uint64()) { count, epoch in
+            var members: [PlatformId: ShareDigest] = [:]
+            for index in 0..<count {
+                members[PlatformId(part: "p\(index % 7)", serial: "s\(index)")] = ShareDigest(
+                    bytes: [UInt8](repeating: UInt8(truncatingIfNeeded: index &* 31), count: 32)
+                )!
+            }
+            let config = try! Configuration(
+                rackId: Self.rack,
+                epoch: Epoch(epoch),
+                coordinator: members.keys.min()!,
+                members: members,
+                threshold: max(2, count / 2),
+                encryptedRackSecrets: nil
+            )
+            let message = Message(rackId: Self.rack, kind: .commitAdvance(config))
+            let decoded = try? WireFormat.decodePayload(try! WireFormat.encodePayload(message))
+            #expect(decoded == message)
+            let json = try! JSONEncoder().encode(config)
+            #expect((try? JSONDecoder().decode(Configuration.self, from: json)) == config)
+            #expect(config.xCoordinate(of: config.sortedMembers[count - 1]) == UInt8(count))
+        }
+    }
+
+    @Test("persistent state round-trips through JSON and refuses other versions")
+    func persistentState() throws {
+        var state = PersistentState.empty
+        state.configurations[3] = Self.configuration()
+        state.shares[3] = Self.share
+        state.committedEpochs = [1, 3]
+        state.expunged = ExpungedMetadata(epoch: 4, from: PlatformId(part: "913", serial: "S1"))
+        let data = try JSONEncoder().encode(state)
+        #expect(try JSONDecoder().decode(PersistentState.self, from: data) == state)
+        var text = String(decoding: data, as: UTF8.self)
+        text = text.replacingOccurrences(of: "\"version\":1", with: "\"version\":2")
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(PersistentState.self, from: Data(text.utf8)) }
+    }
+
+    @Test("configuration rules are enforced at construction")
+    func configurationRules() {
+        let members = Self.configuration().members
+        let coordinator = PlatformId(part: "913", serial: "S0")
+        func code(_ build: () throws -> Configuration) -> ConfigurationError.Code? {
+            do {
+                _ = try build()
+                return nil
+            } catch {
+                return (error as? ConfigurationError)?.code
+            }
+        }
+        #expect(
+            code {
+                try Configuration(
+                    rackId: Self.rack,
+                    epoch: 1,
+                    coordinator: coordinator,
+                    members: members,
+                    threshold: 1,
+                    encryptedRackSecrets: nil
+                )
+            } == .thresholdOutOfRange
+        )
+        #expect(
+            code {
+                try Configuration(
+                    rackId: Self.rack,
+                    epoch: 1,
+                    coordinator: PlatformId(part: "x", serial: "y"),
+                    members: members,
+                    threshold: 2,
+                    encryptedRackSecrets: nil
+                )
+            } == .coordinatorNotMember
+        )
+        #expect(
+            code {
+                try Configuration(
+                    rackId: Self.rack,
+                    epoch: 1,
+                    coordinator: coordinator,
+                    members: [coordinator: members[coordinator]!],
+                    threshold: 2,
+                    encryptedRackSecrets: nil
+                )
+            } == .memberCountOutOfRange
+        )
+    }
+}

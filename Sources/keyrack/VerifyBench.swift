@@ -1,5 +1,5 @@
 import ArgumentParser
-import Attestation
+@_spi(Benchmark) import Attestation
 import Foundation
 
 /// `keyrack bench verify`: median time of one quote verification with empty
@@ -25,6 +25,7 @@ struct VerifyBench: ParsableCommand {
     @Option(help: "Verify as of this Unix time.") var now: Int64
     @Option(help: "How many timed samples (the median is over these).") var samples = 201
     @Flag(help: "Print one JSON object.") var json = false
+    @Flag(help: .hidden) var breakdown = false
 
     func run() throws {
         try reportingFailures {
@@ -36,6 +37,12 @@ struct VerifyBench: ParsableCommand {
                 _ = try QuoteVerifier(trustAnchor: anchor).verify(quote: bytes, collateral: collateral, now: now)
             } catch {
                 throw CommandFailure("the quote does not verify: \(error)")
+            }
+            if breakdown {
+                for (name, part) in try BenchmarkParts.parts(quote: bytes, collateral: collateral) {
+                    let ns = try medianNanoseconds(samples: 51, batch: 8) { try part() }
+                    try writeStandardOutput("\(name): \(ns / 1000) µs\n")
+                }
             }
             var sink = 0
             let cold = try medianNanoseconds(samples: samples, batch: 1) {

@@ -30,7 +30,8 @@ enum ChainVerifier {
         var ders = ders
         if ders.count > 1, ders.last == anchor.der { ders.removeLast() }
         guard !ders.isEmpty else {
-            throw AttestationError(.untrustedChain, step: step, "the \(name) chain holds no certificate below the trust anchor")
+            throw AttestationError(
+                .untrustedChain, step: step, "the \(name) chain holds no certificate below the trust anchor")
         }
         var certificates: [Certificate] = []
         certificates.reserveCapacity(ders.count)
@@ -38,7 +39,8 @@ enum ChainVerifier {
             do {
                 certificates.append(try Certificate(derEncoded: der))
             } catch {
-                throw AttestationError(.decodingFailed, step: step, "certificate \(index) of the \(name) chain does not parse")
+                throw AttestationError(
+                    .decodingFailed, step: step, "certificate \(index) of the \(name) chain does not parse")
             }
         }
         var notBefore = Int64(anchor.certificate.notValidBefore.timeIntervalSince1970)
@@ -61,28 +63,47 @@ enum ChainVerifier {
                 throw AttestationError(.untrustedChain, step: step, "the issuer of \(what) is not a CA")
             }
             guard certificate.signatureAlgorithm == .ecdsaWithSHA256,
-                Certificate.PublicKey(issuerKey).isValidSignature(certificate.signature, for: certificate)
+                let signature = Self.signature(ofCertificate: ders[index]),
+                cache.isValid(
+                    signature: signature, digest: SHA256.hash(data: certificate.tbsCertificateBytes), key: issuerKey)
             else {
                 throw AttestationError(.invalidSignature, step: step, "the signature on \(what) does not verify")
             }
+            notBefore = max(notBefore, Int64(certificate.notValidBefore.timeIntervalSince1970))
+            notAfter = min(notAfter, Int64(certificate.notValidAfter.timeIntervalSince1970))
+        }
+        // Revocation, once every link is known to be sound.
+        for (index, certificate) in certificates.enumerated() {
+            let what = "certificate \(index) of the \(name) chain"
+            let issuerKey =
+                index + 1 < certificates.count
+                ? P256.Signing.PublicKey(certificates[index + 1].publicKey) ?? anchor.key : anchor.key
             guard let crl = crls.first(where: { $0.issuer == certificate.issuer }) else {
                 throw AttestationError(.crlMissing, step: step, "no CRL from the issuer of \(what)")
             }
-            guard let crlSignature = try? P256.Signing.ECDSASignature(derRepresentation: crl.signature),
-                cache.isValid(signature: crlSignature, digest: SHA256.hash(data: crl.tbsBytes), key: issuerKey)
-            else {
-                throw AttestationError(.invalidSignature, step: .crl, "the CRL from the issuer of \(what) is not signed by it")
+            guard crl.isSigned(by: issuerKey, cache: cache) else {
+                throw AttestationError(
+                    .crlMissing, step: step,
+                    "no CRL signed by the issuer of \(what) (one from another key has its name)")
             }
             guard !crl.isRevoked(serial: certificate.serialNumber.bytes) else {
                 throw AttestationError(.certificateRevoked, step: step, "\(what) is revoked")
             }
-            notBefore = max(notBefore, Int64(certificate.notValidBefore.timeIntervalSince1970))
-            notAfter = min(notAfter, Int64(certificate.notValidAfter.timeIntervalSince1970))
         }
         guard let leafKey = P256.Signing.PublicKey(certificates[0].publicKey) else {
             throw AttestationError(.unsupported, step: step, "the \(name) leaf does not have a P-256 key")
         }
         return VerifiedChain(
             leaf: certificates[0], leafKey: leafKey, notBefore: notBefore, notAfter: notAfter, pckExtensions: nil)
+    }
+
+    /// The ECDSA signature of a DER certificate (its third field).
+    static func signature(ofCertificate der: [UInt8]) -> P256.Signing.ECDSASignature? {
+        guard let root = try? DER.parse(der), case .constructed(let nodes) = root.content else { return nil }
+        var iterator = nodes.makeIterator()
+        _ = iterator.next()
+        _ = iterator.next()
+        guard let node = iterator.next(), let bits = try? ASN1BitString(derEncoded: node) else { return nil }
+        return try? P256.Signing.ECDSASignature(derRepresentation: bits.bytes)
     }
 }

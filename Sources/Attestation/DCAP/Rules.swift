@@ -96,7 +96,8 @@ struct QEReportSignatureRule: DCAPRule {
             e.cache.isValid(signature: signature, digest: SHA256.hash(data: data.qeReport.bytes), key: e.pck.leafKey)
         else {
             return .failsToMeetPolicy(
-                AttestationError(.invalidSignature, step: .qeReportSignature, "the QE report is not signed by the PCK key"))
+                AttestationError(
+                    .invalidSignature, step: .qeReportSignature, "the QE report is not signed by the PCK key"))
         }
         return .meetsPolicy
     }
@@ -161,7 +162,8 @@ struct QuoteSignatureRule: DCAPRule {
             key.isValidSignature(signature, for: SHA256.hash(data: e.quote.signedBytes))
         else {
             return .failsToMeetPolicy(
-                AttestationError(.invalidSignature, step: .quoteSignature, "the quote is not signed by the attestation key"))
+                AttestationError(
+                    .invalidSignature, step: .quoteSignature, "the quote is not signed by the attestation key"))
         }
         return .meetsPolicy
     }
@@ -174,7 +176,8 @@ struct TDAttributesRule: DCAPRule {
             return .failsToMeetPolicy(
                 AttestationError(
                     .debugTD, step: .tdAttributes,
-                    "the TD runs in debug mode (TDATTRIBUTES 0x\(String(e.quote.report.tdAttributesValue, radix: 16)))"))
+                    "the TD runs in debug mode (TDATTRIBUTES 0x\(String(e.quote.report.tdAttributesValue, radix: 16)))")
+            )
         }
         return .meetsPolicy
     }

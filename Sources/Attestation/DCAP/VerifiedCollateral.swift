@@ -18,14 +18,14 @@ struct VerifiedCollateral: Sendable {
         -> VerifiedCollateral
     {
         let rootCRL = try RevocationList(der: collateral.rootCACRL)
-        guard rootCRL.issuer == anchor.certificate.subject, rootCRL.isSigned(by: anchor.key) else {
+        guard rootCRL.issuer == anchor.certificate.subject, rootCRL.isSigned(by: anchor.key, cache: cache) else {
             throw AttestationError(.invalidSignature, step: .crl, "the root CA CRL is not signed by the trust anchor")
         }
         let pckCRLChain = try chain(
             collateral.pckCRLIssuerChain, anchor: anchor, crls: [rootCRL], cache: cache, step: .crl,
             name: "PCK CRL issuer")
         let pckCRL = try RevocationList(der: collateral.pckCRL)
-        guard pckCRL.issuer == pckCRLChain.leaf.subject, pckCRL.isSigned(by: pckCRLChain.leafKey) else {
+        guard pckCRL.issuer == pckCRLChain.leaf.subject, pckCRL.isSigned(by: pckCRLChain.leafKey, cache: cache) else {
             throw AttestationError(.invalidSignature, step: .crl, "the PCK CRL is not signed by its issuer chain")
         }
         let crls = [rootCRL, pckCRL]

@@ -68,7 +68,8 @@ public struct SoftwareTEE: Sendable {
     public init(directory: URL) throws {
         func read(_ name: String) throws -> Data {
             guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent(name).path) else {
-                throw SoftwareTEEError("\(directory.path)/\(name) is missing: run `keyrack tee init --dir \(directory.path)`")
+                throw SoftwareTEEError(
+                    "\(directory.path)/\(name) is missing: run `keyrack tee init --dir \(directory.path)`")
             }
             return data
         }

@@ -130,13 +130,15 @@ public struct TestPKI: Sendable {
             ppid: Array(SHA256.hash(data: Array(keys.pck.publicKey.rawRepresentation)).prefix(16)),
             tcbComponents: TestPlatform.sgxComponents, pceSVN: TestPlatform.pceSVN, cpuSVN: TestPlatform.sgxComponents,
             pceID: TestPlatform.pceID, fmspc: TestPlatform.fmspc, sgxType: 0)
-        let sgxExtension = Certificate.Extension(oid: PCKExtensions.oid, critical: false, value: try sgx.derEncoded()[...])
+        let sgxExtension = Certificate.Extension(
+            oid: PCKExtensions.oid, critical: false, value: try sgx.derEncoded()[...])
 
         root = try certificate(keys.root, subject: rootName, issuer: rootName, issuerKey: keys.root, ca: true)
         pckCA = try certificate(keys.pckCA, subject: pckCAName, issuer: rootName, issuerKey: keys.root, ca: true)
         pck = try certificate(
             keys.pck, subject: pckName, issuer: pckCAName, issuerKey: keys.pckCA, ca: false, extra: [sgxExtension])
-        tcbSigning = try certificate(keys.tcbSigning, subject: tcbName, issuer: rootName, issuerKey: keys.root, ca: false)
+        tcbSigning = try certificate(
+            keys.tcbSigning, subject: tcbName, issuer: rootName, issuerKey: keys.root, ca: false)
 
         let crlThis = now - 3_600
         let crlNext = now + 30 * 86_400
@@ -240,7 +242,8 @@ public struct TestPKI: Sendable {
     private static func level(
         sgx: [UInt8], pceSVN: UInt16, tdx: [UInt8], status: TCBStatus, advisories: [String]
     ) -> String {
-        let ids = advisories.isEmpty ? "" : ",\"advisoryIDs\":[" + advisories.map { "\"\($0)\"" }.joined(separator: ",") + "]"
+        let ids =
+            advisories.isEmpty ? "" : ",\"advisoryIDs\":[" + advisories.map { "\"\($0)\"" }.joined(separator: ",") + "]"
         return
             "{\"tcb\":{\"sgxtcbcomponents\":\(components(sgx)),\"pcesvn\":\(pceSVN),\"tdxtcbcomponents\":\(components(tdx))},\"tcbDate\":\"2024-03-13T00:00:00Z\",\"tcbStatus\":\"\(status.rawValue)\"\(ids)}"
     }

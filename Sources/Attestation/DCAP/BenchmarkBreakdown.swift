@@ -11,9 +11,9 @@ public enum BenchmarkParts {
         let ders = try PEM.certificates(pemBytes, step: .pckChain)
         let leaf = try Certificate(derEncoded: ders[0])
         let ca = try Certificate(derEncoded: ders[1])
-        let key = try require(P256.Signing.PublicKey(ca.publicKey))
+        let key = try unwrap(P256.Signing.PublicKey(ca.publicKey))
         let signature = try P256.Signing.ECDSASignature(rawRepresentation: parsed.signatureData.qeReportSignature)
-        let leafKey = try require(P256.Signing.PublicKey(leaf.publicKey))
+        let leafKey = try unwrap(P256.Signing.PublicKey(leaf.publicKey))
         let digest = SHA256.hash(data: parsed.signatureData.qeReport.bytes)
         return [
             ("parse quote", { _ = try Quote(bytes: quote) }),
@@ -45,7 +45,7 @@ public enum BenchmarkParts {
 }
 
 struct MissingValue: Error {}
-func `require`<T>(_ value: T?) throws -> T {
+func unwrap<T>(_ value: T?) throws -> T {
     guard let value else { throw MissingValue() }
     return value
 }

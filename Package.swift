@@ -110,10 +110,11 @@ if enableBenchmarks {
 }
 
 if enableFuzzing {
+    targets.append(.target(name: "CFuzzerDriver", path: "Fuzz/CFuzzerDriver"))
     targets.append(
         .executableTarget(
             name: "AttestationFuzz",
-            dependencies: ["Attestation"],
+            dependencies: ["Attestation", "CFuzzerDriver"],
             path: "Fuzz/AttestationFuzz",
             swiftSettings: strict
         )

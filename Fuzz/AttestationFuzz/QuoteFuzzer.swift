@@ -10,6 +10,7 @@
 // PCK extension parser and, when KEYRACK_FUZZ_COLLATERAL names a collateral
 // file, through full verification. Any trap or sanitizer report is a bug.
 import Attestation
+import CFuzzerDriver
 import Foundation
 
 private let collateral: Collateral? = {
@@ -21,9 +22,18 @@ private let collateral: Collateral? = {
 
 private let verifier = QuoteVerifier()
 
+/// SwiftPM links executables with `main` renamed to `<target>_main`, so the
+/// program starts here and hands over to libFuzzer's driver.
+@_cdecl("AttestationFuzz_main")
+public func fuzzerMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var argc = argc
+    var argv = argv
+    return LLVMFuzzerRunDriver(&argc, &argv) { data, count in fuzz(data, count) }
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
-    let bytes = start.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: count)) } ?? []
+public func fuzz(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
+    let bytes = start.map { [UInt8](UnsafeBufferPointer(start: $0, count: count)) } ?? []
     guard let quote = try? Quote(bytes: bytes) else { return 0 }
     _ = try? quote.unverifiedPCKExtensions()
     if let collateral {

@@ -218,6 +218,12 @@ struct DCAPRuleTests {
             issuer: lab.pki.root.subject, key: lab.keys.root, thisUpdate: now - 3_600, nextUpdate: now + 86_400,
             revoked: [lab.pki.pckCA.serialNumber.bytes])
         lab.expectFailure(try lab.collateral(rootCRL: revokeCA), .certificateRevoked, .crl, "revoked platform CA")
+
+        // The root CRL lists the root itself.
+        let revokeRoot = try TestPKI.crl(
+            issuer: lab.pki.root.subject, key: lab.keys.root, thisUpdate: now - 3_600, nextUpdate: now + 86_400,
+            revoked: [lab.pki.root.serialNumber.bytes])
+        lab.expectFailure(try lab.collateral(rootCRL: revokeRoot), .certificateRevoked, .crl, "revoked root")
     }
 
     @Test("signed JSON that does not decode is refused after its signature checks")

@@ -21,6 +21,9 @@ struct VerifiedCollateral: Sendable {
         guard rootCRL.issuer == anchor.certificate.subject, rootCRL.isSigned(by: anchor.key, cache: cache) else {
             throw AttestationError(.invalidSignature, step: .crl, "the root CA CRL is not signed by the trust anchor")
         }
+        guard !rootCRL.isRevoked(serial: anchor.certificate.serialNumber.bytes) else {
+            throw AttestationError(.certificateRevoked, step: .crl, "the trust anchor is on its own CRL")
+        }
         let pckCRLChain = try chain(
             collateral.pckCRLIssuerChain, anchor: anchor, crls: [rootCRL], cache: cache, step: .crl,
             name: "PCK CRL issuer")

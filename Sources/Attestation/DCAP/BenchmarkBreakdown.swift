@@ -5,7 +5,12 @@ import X509
 @_spi(Benchmark)
 public enum BenchmarkParts {
     /// Named closures, each doing one part of a cold verification once.
-    public static func parts(quote: [UInt8], collateral: Collateral) throws -> [(String, () throws -> Void)] {
+    public static func parts(quote: [UInt8], collateral: Collateral, anchor: TrustAnchor) throws -> [(
+        String, () throws -> Void
+    )] {
+        let collateralKey = Digest(parts: [collateral.digest.bytes[...], anchor.digest[...]])
+        let verifiedCollateral = try VerifiedCollateral.verify(
+            collateral, key: collateralKey, anchor: anchor, cache: VerificationCache())
         let parsed = try Quote(bytes: quote)
         let pemBytes = Array(parsed.signatureData.pckChainPEM)
         let ders = try PEM.certificates(pemBytes, step: .pckChain)
@@ -16,7 +21,29 @@ public enum BenchmarkParts {
         let leafKey = try unwrap(P256.Signing.PublicKey(leaf.publicKey))
         let digest = SHA256.hash(data: parsed.signatureData.qeReport.bytes)
         return [
+            (
+                "stage: verify collateral, cold",
+                {
+                    _ = try VerifiedCollateral.verify(
+                        collateral, key: collateralKey, anchor: anchor, cache: VerificationCache())
+                }
+            ),
+            (
+                "stage: PCK chain decode+verify+extensions, cold",
+                {
+                    let chain = try ChainVerifier.decode(
+                        parsed.signatureData.pckChainPEM, step: .pckChain, name: "PCK", anchor: anchor)
+                    let verified = try ChainVerifier.verify(
+                        chain: chain, anchor: anchor, crls: verifiedCollateral.crls, cache: VerificationCache(),
+                        step: .pckChain, name: "PCK")
+                    _ = try PCKExtensions(derEncoded: verified.leaf.extensions[oid: PCKExtensions.oid]!.value)
+                }
+            ),
             ("parse quote", { _ = try Quote(bytes: quote) }),
+            ("key x963Representation", { _ = leafKey.x963Representation }),
+            ("basicConstraints", { _ = try ca.extensions.basicConstraints }),
+            ("DN ==", { _ = leaf.issuer == ca.subject }),
+            ("SHA-256 of TCB info", { _ = SHA256.hash(data: Array(collateral.tcbInfo.utf8)) }),
             ("PEM decode PCK chain", { _ = try PEM.certificates(pemBytes, step: .pckChain) }),
             ("X509 parse 1 certificate", { _ = try Certificate(derEncoded: ders[0]) }),
             (

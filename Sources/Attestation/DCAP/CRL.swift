@@ -110,9 +110,9 @@ public struct RevocationList: Sendable {
     }
 
     /// ``isSigned(by:)``, answered from `cache` when this CRL was already checked under `key`.
-    func isSigned(by key: P256.Signing.PublicKey, cache: VerificationCache) -> Bool {
+    func isSigned(by key: P256.Signing.PublicKey, keyID: Digest, cache: VerificationCache) -> Bool {
         guard let signature = try? P256.Signing.ECDSASignature(derRepresentation: signature) else { return false }
-        return cache.isValid(signature: signature, digest: SHA256.hash(data: tbsBytes), key: key)
+        return cache.isValid(signature: signature, digest: SHA256.hash(data: tbsBytes), key: key, keyID: keyID)
     }
 
     /// Whether `serial` (the certificate's serial number as a big-endian

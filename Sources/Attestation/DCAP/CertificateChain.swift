@@ -2,12 +2,28 @@ import Crypto
 import SwiftASN1
 import X509
 
+/// A certificate with its DER.
+struct ParsedCertificate: Sendable {
+    let der: [UInt8]
+    let certificate: Certificate
+    /// SHA-256 of ``der``: identifies the certificate and its key in the cache.
+    let id: Digest
+
+    init(der: [UInt8], certificate: Certificate) {
+        self.der = der
+        self.certificate = certificate
+        self.id = Digest(SHA256.hash(data: der))
+    }
+}
+
 /// A certificate chain that was checked, time aside, up to the trust anchor.
 struct VerifiedChain: Sendable {
     /// The leaf certificate.
     let leaf: Certificate
     /// The leaf's key.
     let leafKey: P256.Signing.PublicKey
+    /// Identifies the leaf key in the signature cache.
+    let leafKeyID: Digest
     /// The latest `notBefore` and the earliest `notAfter` over the chain and
     /// the anchor, Unix seconds: the chain is valid at `now` iff
     /// `notBefore ≤ now ≤ notAfter`.
@@ -23,26 +39,38 @@ struct VerifiedChain: Sendable {
 /// or issued by it; no certificate is on its issuer's CRL, and every issuer
 /// has supplied a CRL signed with its key.
 enum ChainVerifier {
-    static func verify(
-        ders: [[UInt8]], anchor: TrustAnchor, crls: [RevocationList], cache: VerificationCache,
-        step: AttestationError.Step, name: String
-    ) throws(AttestationError) -> VerifiedChain {
-        var ders = ders
-        if ders.count > 1, ders.last == anchor.der { ders.removeLast() }
-        guard !ders.isEmpty else {
-            throw AttestationError(
-                .untrustedChain, step: step, "the \(name) chain holds no certificate below the trust anchor")
-        }
-        var certificates: [Certificate] = []
-        certificates.reserveCapacity(ders.count)
+    /// Decodes a PEM chain into DER and certificates.
+    /// A last certificate equal to `anchor` is dropped unparsed: the chain ends at the anchor.
+    static func decode(
+        _ pem: some Collection<UInt8>, step: AttestationError.Step, name: String, anchor: TrustAnchor? = nil
+    ) throws(AttestationError) -> [ParsedCertificate] {
+        var ders = try PEM.certificates(pem, step: step)
+        if let anchor, ders.count > 1, ders.last == anchor.der { ders.removeLast() }
+        var parsed: [ParsedCertificate] = []
         for (index, der) in ders.enumerated() {
             do {
-                certificates.append(try Certificate(derEncoded: der))
+                parsed.append(ParsedCertificate(der: der, certificate: try Certificate(derEncoded: der)))
             } catch {
                 throw AttestationError(
                     .decodingFailed, step: step, "certificate \(index) of the \(name) chain does not parse")
             }
         }
+        return parsed
+    }
+
+    static func verify(
+        chain: [ParsedCertificate], anchor: TrustAnchor, crls: [RevocationList], cache: VerificationCache,
+        step: AttestationError.Step, name: String
+    ) throws(AttestationError) -> VerifiedChain {
+        var chain = chain
+        if chain.count > 1, chain.last?.der == anchor.der { chain.removeLast() }
+        guard !chain.isEmpty else {
+            throw AttestationError(
+                .untrustedChain, step: step, "the \(name) chain holds no certificate below the trust anchor")
+        }
+        let certificates = chain.map(\.certificate)
+        let ders = chain.map(\.der)
+        let keyIDs = chain.dropFirst().map(\.id) + [anchor.id]
         var notBefore = Int64(anchor.certificate.notValidBefore.timeIntervalSince1970)
         var notAfter = Int64(anchor.certificate.notValidAfter.timeIntervalSince1970)
         for (index, certificate) in certificates.enumerated() {
@@ -65,7 +93,8 @@ enum ChainVerifier {
             guard certificate.signatureAlgorithm == .ecdsaWithSHA256,
                 let signature = Self.signature(ofCertificate: ders[index]),
                 cache.isValid(
-                    signature: signature, digest: SHA256.hash(data: certificate.tbsCertificateBytes), key: issuerKey)
+                    signature: signature, digest: SHA256.hash(data: certificate.tbsCertificateBytes), key: issuerKey,
+                    keyID: keyIDs[index])
             else {
                 throw AttestationError(.invalidSignature, step: step, "the signature on \(what) does not verify")
             }
@@ -81,7 +110,7 @@ enum ChainVerifier {
             guard let crl = crls.first(where: { $0.issuer == certificate.issuer }) else {
                 throw AttestationError(.crlMissing, step: step, "no CRL from the issuer of \(what)")
             }
-            guard crl.isSigned(by: issuerKey, cache: cache) else {
+            guard crl.isSigned(by: issuerKey, keyID: keyIDs[index], cache: cache) else {
                 throw AttestationError(
                     .crlMissing, step: step,
                     "no CRL signed by the issuer of \(what) (one from another key has its name)")
@@ -94,7 +123,8 @@ enum ChainVerifier {
             throw AttestationError(.unsupported, step: step, "the \(name) leaf does not have a P-256 key")
         }
         return VerifiedChain(
-            leaf: certificates[0], leafKey: leafKey, notBefore: notBefore, notAfter: notAfter, pckExtensions: nil)
+            leaf: certificates[0], leafKey: leafKey, leafKeyID: chain[0].id, notBefore: notBefore, notAfter: notAfter,
+            pckExtensions: nil)
     }
 
     /// The ECDSA signature of a DER certificate (its third field).

@@ -51,7 +51,7 @@ public struct CollateralDirectory: Sendable {
                     throw AttestationError(.decodingFailed, step: .parseCollateral, "unreadable")
                 }
                 let collateral = try Collateral(json: data)
-                let info = try TCBInfo(json: collateral.tcbInfo)
+                let info = try collateral.decoded.tcbInfo.get()
                 let fmspc = info.fmspc.map { ($0 < 16 ? "0" : "") + String($0, radix: 16, uppercase: true) }.joined()
                 if let existing = found[fmspc], existing.1 >= info.issueDate { continue }
                 found[fmspc] = (collateral, info.issueDate)

@@ -63,7 +63,8 @@ public struct QuoteVerifier: Sendable {
         if let known = cache.collateral(collateralKey) {
             verifiedCollateral = known
         } else {
-            verifiedCollateral = try VerifiedCollateral.verify(collateral, anchor: trustAnchor, cache: cache)
+            verifiedCollateral = try VerifiedCollateral.verify(
+                collateral, key: collateralKey, anchor: trustAnchor, cache: cache)
             cache.store(verifiedCollateral, for: collateralKey)
         }
         let pck = try pckChain(quote, collateralKey: collateralKey, collateral: verifiedCollateral)
@@ -101,14 +102,15 @@ public struct QuoteVerifier: Sendable {
         let pem = quote.signatureData.pckChainPEM
         let key = Digest(parts: [pem, collateralKey.bytes[...]])
         if let known = cache.chain(key) { return known }
-        let ders = try PEM.certificates(pem, step: .pckChain)
+        let parsed = try ChainVerifier.decode(pem, step: .pckChain, name: "PCK", anchor: trustAnchor)
         let chain = try ChainVerifier.verify(
-            ders: ders, anchor: trustAnchor, crls: collateral.crls, cache: cache, step: .pckChain, name: "PCK")
+            chain: parsed, anchor: trustAnchor, crls: collateral.crls, cache: cache, step: .pckChain, name: "PCK")
         guard let ext = chain.leaf.extensions[oid: PCKExtensions.oid] else {
             throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate has no SGX extension")
         }
         let verified = VerifiedChain(
-            leaf: chain.leaf, leafKey: chain.leafKey, notBefore: chain.notBefore, notAfter: chain.notAfter,
+            leaf: chain.leaf, leafKey: chain.leafKey, leafKeyID: chain.leafKeyID, notBefore: chain.notBefore,
+            notAfter: chain.notAfter,
             pckExtensions: try PCKExtensions(derEncoded: ext.value))
         cache.store(verified, for: key)
         return verified

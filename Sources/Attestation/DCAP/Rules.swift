@@ -93,7 +93,9 @@ struct QEReportSignatureRule: DCAPRule {
     func evaluate(_ e: Evidence) -> RuleResult {
         let data = e.quote.signatureData
         guard let signature = try? P256.Signing.ECDSASignature(rawRepresentation: data.qeReportSignature),
-            e.cache.isValid(signature: signature, digest: SHA256.hash(data: data.qeReport.bytes), key: e.pck.leafKey)
+            e.cache.isValid(
+                signature: signature, digest: SHA256.hash(data: data.qeReport.bytes), key: e.pck.leafKey,
+                keyID: e.pck.leafKeyID)
         else {
             return .failsToMeetPolicy(
                 AttestationError(

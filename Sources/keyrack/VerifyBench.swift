@@ -28,6 +28,8 @@ struct VerifyBench: ParsableCommand {
     @Option(help: "How many timed samples (the median is over these).") var samples = 201
     @Flag(help: "Print one JSON object.") var json = false
     @Flag(help: .hidden) var breakdown = false
+    @Flag(help: "Let cold verifications check the PCK chain on a second core (QuoteVerifier's parallel option).")
+    var parallel = false
 
     func run() throws {
         try reportingFailures {
@@ -48,7 +50,7 @@ struct VerifyBench: ParsableCommand {
             }
             var sink = 0
             let cold = try medianNanoseconds(samples: samples, batch: 1) {
-                let verifier = QuoteVerifier(trustAnchor: anchor, cache: VerificationCache())
+                let verifier = QuoteVerifier(trustAnchor: anchor, cache: VerificationCache(), parallel: parallel)
                 sink &+= try verifier.verify(quote: bytes, collateral: collateral, now: now).advisoryIDs.count + 1
             }
             let collateralJSON = collateral.jsonData()
@@ -65,7 +67,7 @@ struct VerifyBench: ParsableCommand {
             if json {
                 try writeStandardOutput(
                     """
-                    {"benchmark":"verify","samples":\(samples),"build":"\(buildConfiguration)",\
+                    {"benchmark":"verify","samples":\(samples),"build":"\(buildConfiguration)","parallel":\(parallel),\
                     "cold_us":\(Int(coldUs)),"warm_us":\(Int(warmUs)),\
                     "collateral_decode_us":\(Int((Double(decode) / 1000).rounded()))}
 

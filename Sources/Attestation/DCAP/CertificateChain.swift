@@ -127,13 +127,35 @@ enum ChainVerifier {
             pckExtensions: nil)
     }
 
-    /// The ECDSA signature of a DER certificate (its third field).
+    /// The ECDSA signature of a DER certificate (its third field), found by
+    /// skipping the first two fields' TLVs (the certificate was already
+    /// parsed, so its structure is known to be sound).
     static func signature(ofCertificate der: [UInt8]) -> P256.Signing.ECDSASignature? {
-        guard let root = try? DER.parse(der), case .constructed(let nodes) = root.content else { return nil }
-        var iterator = nodes.makeIterator()
-        _ = iterator.next()
-        _ = iterator.next()
-        guard let node = iterator.next(), let bits = try? ASN1BitString(derEncoded: node) else { return nil }
-        return try? P256.Signing.ECDSASignature(derRepresentation: bits.bytes)
+        var index = 0
+        func header() -> (tag: UInt8, length: Int)? {
+            guard index + 2 <= der.count else { return nil }
+            let tag = der[index]
+            var length = Int(der[index + 1])
+            index += 2
+            if length & 0x80 != 0 {
+                let count = length & 0x7F
+                guard count >= 1, count <= 3, index + count <= der.count else { return nil }
+                length = 0
+                for _ in 0..<count {
+                    length = length << 8 | Int(der[index])
+                    index += 1
+                }
+            }
+            guard length <= der.count - index else { return nil }
+            return (tag, length)
+        }
+        guard let outer = header(), outer.tag == 0x30 else { return nil }
+        for _ in 0..<2 {
+            guard let field = header() else { return nil }
+            index += field.length
+        }
+        // BIT STRING: a zero unused-bits byte, then the DER ECDSA-Sig-Value.
+        guard let bits = header(), bits.tag == 0x03, bits.length >= 1, der[index] == 0 else { return nil }
+        return try? P256.Signing.ECDSASignature(derRepresentation: der[(index + 1)..<(index + bits.length)])
     }
 }

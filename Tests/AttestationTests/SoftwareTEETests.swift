@@ -48,6 +48,9 @@ struct SoftwareTEETests {
         let attributes = try FileManager.default.attributesOfItem(
             atPath: tee.directory.appendingPathComponent("tee.json").path)
         #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+        // Descriptions never show key material.
+        #expect(!String(describing: tee).contains(try #require(try jsonStateKey(tee))))
+        #expect(String(describing: TestPKIKeys()).contains("redacted"))
         // Reopening gives the same collateral and anchor.
         let reopened = try SoftwareTEE(directory: tee.directory)
         #expect(reopened.collateral == tee.collateral)
@@ -115,4 +118,10 @@ struct SoftwareTEETests {
         }
         #expect(error?.description.contains("keyrack tee init") == true)
     }
+}
+
+/// The hex of the attestation private key in `tee.json`.
+func jsonStateKey(_ tee: SoftwareTEE) throws -> String? {
+    let data = try Data(contentsOf: tee.directory.appendingPathComponent("tee.json"))
+    return (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["attestationKey"] as? String
 }

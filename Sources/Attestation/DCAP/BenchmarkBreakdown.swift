@@ -36,7 +36,8 @@ public enum BenchmarkParts {
                     let verified = try ChainVerifier.verify(
                         chain: chain, anchor: anchor, crls: verifiedCollateral.crls, cache: VerificationCache(),
                         step: .pckChain, name: "PCK")
-                    _ = try PCKExtensions(derEncoded: verified.leaf.extensions[oid: PCKExtensions.oid]!.value)
+                    _ = try PCKExtensions(
+                        derEncoded: try unwrap(verified.leaf.extensions[oid: PCKExtensions.oid]).value)
                 }
             ),
             ("parse quote", { _ = try Quote(bytes: quote) }),

@@ -115,3 +115,8 @@ public struct SoftwareTEEError: Error, CustomStringConvertible {
     public let description: String
     init(_ description: String) { self.description = description }
 }
+
+extension SoftwareTEE: CustomStringConvertible {
+    /// The directory only: the keys are never printed.
+    public var description: String { "SoftwareTEE(\(directory.path))" }
+}

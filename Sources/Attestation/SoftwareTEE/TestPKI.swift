@@ -42,6 +42,11 @@ public struct TestPKIKeys: Sendable {
     }
 }
 
+extension TestPKIKeys: CustomStringConvertible {
+    /// Redacted: private keys are never printed.
+    public var description: String { "TestPKIKeys(<5 private keys, redacted>)" }
+}
+
 /// What the software TEE's collateral says about its platform: the bad
 /// cases tests need are options here.
 public struct TestPlatformOptions: Sendable, Hashable, Codable {

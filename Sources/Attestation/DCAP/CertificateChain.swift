@@ -64,7 +64,8 @@ enum ChainVerifier {
     ) throws(AttestationError) -> VerifiedChain {
         var chain = chain
         if chain.count > 1, chain.last?.der == anchor.der { chain.removeLast() }
-        guard !chain.isEmpty else {
+        // The anchor ends a chain; it is never the leaf or an intermediate.
+        guard !chain.contains(where: { $0.der == anchor.der }) else {
             throw AttestationError(
                 .untrustedChain, step: step, "the \(name) chain holds no certificate below the trust anchor")
         }

@@ -2,6 +2,12 @@ import Foundation
 import X509
 
 extension Quote {
+    /// The PCK certificate chain the quote carries, leaf first, parsed but
+    /// not verified.
+    public func pckCertificates() throws(AttestationError) -> [Certificate] {
+        try ChainVerifier.decode(signatureData.pckChainPEM, step: .pckChain, name: "PCK").map(\.certificate)
+    }
+
     /// The SGX extensions of the PCK leaf certificate the quote carries,
     /// without verifying anything: for choosing collateral by FMSPC before
     /// verification (which checks them).

@@ -188,7 +188,7 @@ public struct TestPKI: Sendable {
 
     /// A v2 CRL with a CRL number, signed with `key`.
     static func crl(
-        issuer: DistinguishedName, key: P256.Signing.PrivateKey, thisUpdate: Int64, nextUpdate: Int64,
+        issuer: DistinguishedName, key: P256.Signing.PrivateKey, thisUpdate: Int64, nextUpdate: Int64?,
         revoked: [ArraySlice<UInt8>]
     ) throws -> [UInt8] {
         func time(_ seconds: Int64) throws -> UTCTime {
@@ -205,7 +205,7 @@ public struct TestPKI: Sendable {
             try algorithm(&s)
             try s.serialize(issuer)
             try s.serialize(try time(thisUpdate))
-            try s.serialize(try time(nextUpdate))
+            if let nextUpdate { try s.serialize(try time(nextUpdate)) }
             if !revoked.isEmpty {
                 try s.appendConstructedNode(identifier: .sequence) { s in
                     for serial in revoked {

@@ -70,6 +70,51 @@ struct ChainErrorTests {
         lab.expectFailure(lab.pki.collateral, quote: quote, .invalidSignature, .pckChain, "forged leaf")
     }
 
+    @Test("P-384 keys in the PCK chain: an intermediate's, and the leaf's")
+    func p384Keys() throws {
+        let lab = try Lab()
+        let caKey = P384.Signing.PrivateKey()
+        let ca = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: .init(caKey.publicKey),
+            notValidBefore: Date(timeIntervalSince1970: TimeInterval(lab.now - 86_400)),
+            notValidAfter: Date(timeIntervalSince1970: TimeInterval(lab.now + 86_400)), issuer: lab.pki.root.subject,
+            subject: lab.pki.pckCA.subject, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+            }, issuerPrivateKey: .init(lab.keys.root))
+        let leaf = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: .init(lab.keys.pck.publicKey),
+            notValidBefore: Date(timeIntervalSince1970: TimeInterval(lab.now - 86_400)),
+            notValidAfter: Date(timeIntervalSince1970: TimeInterval(lab.now + 86_400)), issuer: lab.pki.pckCA.subject,
+            subject: lab.pki.pck.subject, signatureAlgorithm: .ecdsaWithSHA384, extensions: Certificate.Extensions(),
+            issuerPrivateKey: .init(caKey))
+        lab.expectFailure(
+            lab.pki.collateral, quote: try Self.quote(lab, chain: [leaf, ca, lab.pki.root]), .unsupported, .pckChain,
+            "P-384 intermediate")
+
+        let leafKey = P384.Signing.PrivateKey()
+        let p384Leaf = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: .init(leafKey.publicKey),
+            notValidBefore: Date(timeIntervalSince1970: TimeInterval(lab.now - 86_400)),
+            notValidAfter: Date(timeIntervalSince1970: TimeInterval(lab.now + 86_400)), issuer: lab.pki.pckCA.subject,
+            subject: lab.pki.pck.subject, signatureAlgorithm: .ecdsaWithSHA256, extensions: Certificate.Extensions(),
+            issuerPrivateKey: .init(lab.keys.pckCA))
+        lab.expectFailure(
+            lab.pki.collateral, quote: try Self.quote(lab, chain: [p384Leaf, lab.pki.pckCA, lab.pki.root]),
+            .unsupported, .pckChain, "P-384 leaf")
+    }
+
+    @Test("a certificate that is valid PEM but not a certificate")
+    func notACertificate() throws {
+        let lab = try Lab()
+        let pem = PEM.encode([[0x30, 0x03, 0x02, 0x01, 0x00]])
+        let quote = try QuoteWriter.quote(
+            keys: lab.keys, pckChainPEM: pem, reportData: sampleReportData,
+            measurements: SoftwareTEE.fixedMeasurements, debug: false)
+        lab.expectFailure(lab.pki.collateral, quote: quote, .decodingFailed, .pckChain, "not a certificate")
+        #expect(throws: AttestationError.self) { try Quote(bytes: quote).unverifiedPCKExtensions() }
+    }
+
     @Test("a CRL without nextUpdate is refused")
     func crlWithoutNextUpdate() throws {
         let lab = try Lab()

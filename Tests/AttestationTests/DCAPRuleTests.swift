@@ -335,9 +335,11 @@ struct DCAPRuleTests {
         try Data(try TestData.bytes(TestData.v4Collateral)).write(to: dir.appendingPathComponent("intel.json"))
         try Data("{\"not\":\"collateral\"}".utf8).write(to: dir.appendingPathComponent("policy.json"))
         try Data("ignored".utf8).write(to: dir.appendingPathComponent("notes.txt"))
+        try FileManager.default.createDirectory(
+            at: dir.appendingPathComponent("folder.json"), withIntermediateDirectories: true)
         let loaded = try CollateralDirectory(directory: dir)
         #expect(Set(loaded.byFMSPC.keys) == ["00906ED50000", "B0C06F000000"])
-        #expect(loaded.skipped.map(\.file) == ["policy.json"])
+        #expect(loaded.skipped.map(\.file) == ["folder.json", "policy.json"])
         #expect(try loaded.collateral(for: try Quote(bytes: lab.quote)) == lab.pki.collateral)
         let intel = try Quote(bytes: try TestData.bytes(TestData.v4Quote))
         #expect(try loaded.collateral(for: intel).fmspc() == "B0C06F000000")

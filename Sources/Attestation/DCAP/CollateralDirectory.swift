@@ -12,14 +12,7 @@ extension Quote {
     /// without verifying anything: for choosing collateral by FMSPC before
     /// verification (which checks them).
     public func unverifiedPCKExtensions() throws(AttestationError) -> PCKExtensions {
-        let ders = try PEM.certificates(signatureData.pckChainPEM, step: .pckChain)
-        let leaf: Certificate
-        do {
-            leaf = try Certificate(derEncoded: ders[0])
-        } catch {
-            throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate does not parse")
-        }
-        guard let ext = leaf.extensions[oid: PCKExtensions.oid] else {
+        guard let leaf = try pckCertificates().first, let ext = leaf.extensions[oid: PCKExtensions.oid] else {
             throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate has no SGX extension")
         }
         return try PCKExtensions(derEncoded: ext.value)

@@ -19,7 +19,7 @@ struct TamperingTests {
         let s = quote.signatureData
         var regions: [(String, Int, AttestationError.Step)] = [
             ("header: QE SVN", 8, .quoteSignature),
-            ("header: QE vendor id", 20, .quoteSignature),
+            ("header: QE vendor id", 20, .qeIdentityMatch),
             ("header: user data", 30, .quoteSignature),
             ("TEE_TCB_SVN", r.teeTCBSVN.startIndex + 3, .quoteSignature),
             ("MRSEAM", r.mrSeam.startIndex + 5, .quoteSignature),

@@ -226,6 +226,30 @@ struct DCAPRuleTests {
         lab.expectFailure(try lab.collateral(rootCRL: revokeRoot), .certificateRevoked, .crl, "revoked root")
     }
 
+    @Test("TCB info and QE identity signed by a PCK CA or a PCK key (chaining to the root) are refused")
+    func signerMustBeTCBSigning() throws {
+        let lab = try Lab()
+        let c = lab.pki.collateral
+        let pckCAChain = PEM.encode([try TestPKI.der(lab.pki.pckCA), try TestPKI.der(lab.pki.root)])
+        let pckChain = try lab.pki.pckChainPEM()
+        // An "UpToDate" TCB info signed by a platform's own keys.
+        for (name, key, chain) in [("PCK CA", lab.keys.pckCA, pckCAChain), ("PCK leaf", lab.keys.pck, pckChain)] {
+            let forgedTCB = Collateral(
+                pckCRLIssuerChain: c.pckCRLIssuerChain, rootCACRL: c.rootCACRL, pckCRL: c.pckCRL,
+                tcbInfoIssuerChain: chain, tcbInfo: c.tcbInfo,
+                tcbInfoSignature: Array(try key.signature(for: Array(c.tcbInfo.utf8)).rawRepresentation),
+                qeIdentityIssuerChain: c.qeIdentityIssuerChain, qeIdentity: c.qeIdentity,
+                qeIdentitySignature: c.qeIdentitySignature)
+            lab.expectFailure(forgedTCB, .untrustedChain, .tcbInfo, "TCB info signed by the \(name)")
+            let forgedQE = Collateral(
+                pckCRLIssuerChain: c.pckCRLIssuerChain, rootCACRL: c.rootCACRL, pckCRL: c.pckCRL,
+                tcbInfoIssuerChain: c.tcbInfoIssuerChain, tcbInfo: c.tcbInfo, tcbInfoSignature: c.tcbInfoSignature,
+                qeIdentityIssuerChain: chain, qeIdentity: c.qeIdentity,
+                qeIdentitySignature: Array(try key.signature(for: Array(c.qeIdentity.utf8)).rawRepresentation))
+            lab.expectFailure(forgedQE, .untrustedChain, .qeIdentity, "QE identity signed by the \(name)")
+        }
+    }
+
     @Test("signed JSON that does not decode is refused after its signature checks")
     func undecodableJSON() throws {
         let lab = try Lab()

@@ -24,6 +24,8 @@ struct VerifiedChain: Sendable {
     let leafKey: P256.Signing.PublicKey
     /// Identifies the leaf key in the signature cache.
     let leafKeyID: Digest
+    /// How many certificates the chain holds below the trust anchor.
+    let length: Int
     /// The latest `notBefore` and the earliest `notAfter` over the chain and
     /// the anchor, Unix seconds: the chain is valid at `now` iff
     /// `notBefore ≤ now ≤ notAfter`.
@@ -124,7 +126,8 @@ enum ChainVerifier {
             throw AttestationError(.unsupported, step: step, "the \(name) leaf does not have a P-256 key")
         }
         return VerifiedChain(
-            leaf: certificates[0], leafKey: leafKey, leafKeyID: chain[0].id, notBefore: notBefore, notAfter: notAfter,
+            leaf: certificates[0], leafKey: leafKey, leafKeyID: chain[0].id, length: chain.count,
+            notBefore: notBefore, notAfter: notAfter,
             pckExtensions: nil)
     }
 

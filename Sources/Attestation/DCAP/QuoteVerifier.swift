@@ -140,7 +140,8 @@ public struct QuoteVerifier: Sendable {
             throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate has no SGX extension")
         }
         let verified = VerifiedChain(
-            leaf: chain.leaf, leafKey: chain.leafKey, leafKeyID: chain.leafKeyID, notBefore: chain.notBefore,
+            leaf: chain.leaf, leafKey: chain.leafKey, leafKeyID: chain.leafKeyID, length: chain.length,
+            notBefore: chain.notBefore,
             notAfter: chain.notAfter,
             pckExtensions: try PCKExtensions(derEncoded: ext.value))
         cache.store(verified, for: key)

@@ -41,6 +41,7 @@ struct VerifiedCollateral: Sendable {
         let tcbInfoChain = try chain(
             collateralKey, decoded.tcbInfoIssuerChain, anchor: anchor, crls: crls, cache: cache,
             step: .tcbInfo, name: "TCB info issuer")
+        try checkSigner(tcbInfoChain, step: .tcbInfo, what: "TCB info")
         try checkSignature(
             collateral.tcbInfoSignature, over: collateral.tcbInfo, key: tcbInfoChain.leafKey, step: .tcbInfo,
             what: "TCB info")
@@ -49,6 +50,7 @@ struct VerifiedCollateral: Sendable {
         let qeIdentityChain = try chain(
             collateralKey, decoded.qeIdentityIssuerChain, anchor: anchor, crls: crls, cache: cache,
             step: .qeIdentity, name: "QE identity issuer")
+        try checkSigner(qeIdentityChain, step: .qeIdentity, what: "QE identity")
         try checkSignature(
             collateral.qeIdentitySignature, over: collateral.qeIdentity, key: qeIdentityChain.leafKey,
             step: .qeIdentity, what: "QE identity")
@@ -77,6 +79,26 @@ struct VerifiedCollateral: Sendable {
             chain: parsed, anchor: anchor, crls: crls, cache: cache, step: step, name: name)
         cache.store(verified, for: key)
         return verified
+    }
+
+    /// TCB info and QE identity are signed by a TCB signing certificate: an
+    /// end entity issued by the trust anchor itself. A PCK CA (a CA) or a PCK
+    /// certificate (two levels down) chains to the same root but must never
+    /// be able to vouch for a platform's TCB.
+    private static func checkSigner(_ chain: VerifiedChain, step: AttestationError.Step, what: String)
+        throws(AttestationError)
+    {
+        let isCA: Bool
+        if case .some(.isCertificateAuthority) = try? chain.leaf.extensions.basicConstraints {
+            isCA = true
+        } else {
+            isCA = false
+        }
+        guard chain.length == 1, !isCA else {
+            throw AttestationError(
+                .untrustedChain, step: step,
+                "the \(what) signer is not a TCB signing certificate (an end entity issued by the trust anchor)")
+        }
     }
 
     private static func checkSignature(

@@ -10,6 +10,11 @@ import class Foundation.ProcessInfo
 /// is set, so ordinary builds and CI stay fast.
 let enableBenchmarks = ProcessInfo.processInfo.environment["ENABLE_BENCHMARKS"] != nil
 
+/// The libFuzzer target for the quote parser (Fuzz/AttestationFuzz) is only
+/// part of the package when `ENABLE_FUZZING` is set: it must be built with
+/// `-Xswiftc -sanitize=fuzzer`, which ordinary builds do not pass.
+let enableFuzzing = ProcessInfo.processInfo.environment["ENABLE_FUZZING"] != nil
+
 /// Our own targets build with every warning an error, locally and in CI;
 /// dependencies are not affected.
 let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
@@ -216,6 +221,18 @@ if enableBenchmarks {
             plugins: [
                 .plugin(name: "BenchmarkPlugin", package: "benchmark")
             ]
+        )
+    )
+}
+
+if enableFuzzing {
+    targets.append(.target(name: "CFuzzerDriver", path: "Fuzz/CFuzzerDriver"))
+    targets.append(
+        .executableTarget(
+            name: "AttestationFuzz",
+            dependencies: ["Attestation", "CFuzzerDriver"],
+            path: "Fuzz/AttestationFuzz",
+            swiftSettings: strict
         )
     )
 }

@@ -102,7 +102,7 @@ public struct AttestationError: Error, Hashable, Sendable, CustomStringConvertib
 }
 
 /// The result of one DCAP rule, as in swift-certificates' `PolicyEvaluationResult`.
-public enum RuleResult: Sendable, Equatable {
+enum RuleResult: Sendable, Equatable {
     /// The rule holds.
     case meetsPolicy
     /// The rule does not hold; the error names the step and the reason.

@@ -123,7 +123,8 @@ func verdictJSON(_ outcome: Result<VerifiedQuote, AttestationError>, report: TDR
         if let svn2 = report.teeTCBSVN2, let service = report.mrServiceTD {
             items += [("teeTcbSvn2", svn2), ("mrServiceTd", service)]
         }
-        fields.append(("tdReport", "{" + items.map { "\"\($0.0)\":\"\($0.1.hexString)\"" }.joined(separator: ",") + "}"))
+        fields.append(
+            ("tdReport", "{" + items.map { "\"\($0.0)\":\"\($0.1.hexString)\"" }.joined(separator: ",") + "}"))
     } else {
         fields.append(("tdReport", "null"))
     }

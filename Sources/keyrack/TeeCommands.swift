@@ -38,7 +38,8 @@ struct TeeCommand: ParsableCommand {
             try reportingFailures {
                 guard let status = TCBStatus(rawValue: tcbStatus) else {
                     throw CommandFailure(
-                        "unknown TCB status \(tcbStatus); one of: \(TCBStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+                        "unknown TCB status \(tcbStatus); one of: \(TCBStatus.allCases.map(\.rawValue).joined(separator: ", "))"
+                    )
                 }
                 let directory = URL(fileURLWithPath: dir)
                 try SoftwareTEE.initialize(

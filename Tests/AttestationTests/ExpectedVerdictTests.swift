@@ -52,29 +52,38 @@ struct ExpectedVerdictTests {
         return nil
     }
 
-    @Test("verdict at each of the three instants", arguments: tdxCases)
-    func verdicts(name: String) throws {
+    @Test(
+        "verdict at each of the three instants, sequential and with the parallel cold path",
+        arguments: tdxCases, [false, true])
+    func verdicts(name: String, parallel: Bool) throws {
         let expected = try #require(try TestData.expected()[name] as? [String: Any])
         let bytes = try TestData.bytes(try #require(expected["quote"] as? String))
         let collateral = try TestData.collateral(try #require(expected["collateral"] as? String))
         let instants = try #require(expected["verify"] as? [[String: Any]])
         #expect(instants.count == 3)
-        let verifier = QuoteVerifier()
         for instant in instants {
-            let now = Int64(try #require(instant["now"] as? Int))
-            let label = instant["label"] as? String ?? "?"
-            if instant["result"] as? String == "ok" {
-                let verified = try verifier.verify(quote: bytes, collateral: collateral, now: now)
-                #expect(verified.status.rawValue == instant["status"] as? String, "\(name) \(label)")
-                #expect(verified.advisoryIDs == instant["advisory_ids"] as? [String], "\(name) \(label)")
-            } else {
-                let text = try #require(instant["error"] as? String)
-                let wanted = try #require(Self.expectedError(text), "unmapped dcap-qvl error: \(text)")
-                let error = #expect(throws: AttestationError.self, "\(name) \(label)") {
-                    try verifier.verify(quote: bytes, collateral: collateral, now: now)
-                }
-                #expect(error == wanted, "\(name) \(label): \(String(describing: error)) vs \(text)")
+            // A fresh cache per instant, so that each one is a cold verification.
+            let verifier = QuoteVerifier(parallel: parallel)
+            try check(instant, name: name, bytes: bytes, collateral: collateral, verifier: verifier)
+        }
+    }
+
+    private func check(
+        _ instant: [String: Any], name: String, bytes: [UInt8], collateral: Collateral, verifier: QuoteVerifier
+    ) throws {
+        let now = Int64(try #require(instant["now"] as? Int))
+        let label = instant["label"] as? String ?? "?"
+        if instant["result"] as? String == "ok" {
+            let verified = try verifier.verify(quote: bytes, collateral: collateral, now: now)
+            #expect(verified.status.rawValue == instant["status"] as? String, "\(name) \(label)")
+            #expect(verified.advisoryIDs == instant["advisory_ids"] as? [String], "\(name) \(label)")
+        } else {
+            let text = try #require(instant["error"] as? String)
+            let wanted = try #require(Self.expectedError(text), "unmapped dcap-qvl error: \(text)")
+            let error = #expect(throws: AttestationError.self, "\(name) \(label)") {
+                try verifier.verify(quote: bytes, collateral: collateral, now: now)
             }
+            #expect(error == wanted, "\(name) \(label): \(String(describing: error)) vs \(text)")
         }
     }
 

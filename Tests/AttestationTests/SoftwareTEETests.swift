@@ -36,7 +36,8 @@ struct SoftwareTEETests {
     @Test("the directory holds root.der and collateral.json in the shared test data's format")
     func files() throws {
         let tee = try makeSoftwareTEE()
-        let root = try #require(FileManager.default.contents(atPath: tee.directory.appendingPathComponent("root.der").path))
+        let root = try #require(
+            FileManager.default.contents(atPath: tee.directory.appendingPathComponent("root.der").path))
         #expect(try TrustAnchor(bytes: [UInt8](root)) == tee.trustAnchor)
         let json = try #require(
             FileManager.default.contents(atPath: tee.directory.appendingPathComponent("collateral.json").path))
@@ -44,8 +45,12 @@ struct SoftwareTEETests {
         let shared = try #require(
             try JSONSerialization.jsonObject(with: Data(try TestData.bytes(TestData.v4Collateral))) as? [String: Any])
         #expect(Set(object.keys) == Set(shared.keys))
-        let attributes = try FileManager.default.attributesOfItem(atPath: tee.directory.appendingPathComponent("tee.json").path)
+        let attributes = try FileManager.default.attributesOfItem(
+            atPath: tee.directory.appendingPathComponent("tee.json").path)
         #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+        // Descriptions never show key material.
+        #expect(!String(describing: tee).contains(try #require(try jsonStateKey(tee))))
+        #expect(String(describing: TestPKIKeys()).contains("redacted"))
         // Reopening gives the same collateral and anchor.
         let reopened = try SoftwareTEE(directory: tee.directory)
         #expect(reopened.collateral == tee.collateral)
@@ -75,7 +80,10 @@ struct SoftwareTEETests {
     @Test(
         "bad cases are refused at the right step",
         arguments: [
-            (TestPlatformOptions(revokedPCK: true), false, AttestationError.Code.certificateRevoked, AttestationError.Step.pckChain),
+            (
+                TestPlatformOptions(revokedPCK: true), false, AttestationError.Code.certificateRevoked,
+                AttestationError.Step.pckChain
+            ),
             (TestPlatformOptions(expiredCollateral: true), false, .collateralExpired, .tcbInfo),
             (TestPlatformOptions(tcbStatus: .revoked), false, .tcbRevoked, .tcbStatus),
             (TestPlatformOptions(), true, .debugTD, .tdAttributes),
@@ -86,7 +94,8 @@ struct SoftwareTEETests {
         let tee = try makeSoftwareTEE(options)
         let bytes = try tee.quote(reportData: sampleReportData, debug: debug)
         let error = #expect(throws: AttestationError.self) {
-            try QuoteVerifier(trustAnchor: tee.trustAnchor).verify(quote: bytes, collateral: tee.collateral, now: teeNow)
+            try QuoteVerifier(trustAnchor: tee.trustAnchor).verify(
+                quote: bytes, collateral: tee.collateral, now: teeNow)
         }
         #expect(error?.code == code)
         #expect(error?.step == step)
@@ -109,4 +118,10 @@ struct SoftwareTEETests {
         }
         #expect(error?.description.contains("keyrack tee init") == true)
     }
+}
+
+/// The hex of the attestation private key in `tee.json`.
+func jsonStateKey(_ tee: SoftwareTEE) throws -> String? {
+    let data = try Data(contentsOf: tee.directory.appendingPathComponent("tee.json"))
+    return (try JSONSerialization.jsonObject(with: data) as? [String: Any])?["attestationKey"] as? String
 }

@@ -14,8 +14,8 @@ public struct RevocationList: Sendable {
     public let thisUpdate: Int64
     /// `nextUpdate`, Unix seconds (required here: a CRL without one is never fresh).
     public let nextUpdate: Int64
-    /// Serial numbers of revoked certificates (big-endian bytes, as in the certificate).
-    public let revokedSerials: Set<ArraySlice<UInt8>>
+    /// Serial numbers of revoked certificates (big-endian magnitudes without leading zeros).
+    public let revokedSerials: [ArraySlice<UInt8>]
     let tbsBytes: ArraySlice<UInt8>
     let signature: ArraySlice<UInt8>
 
@@ -27,7 +27,7 @@ public struct RevocationList: Sendable {
             let root = try DER.parse(der)
             var parsed:
                 (
-                    DistinguishedName, Int64, Int64?, Set<ArraySlice<UInt8>>, ArraySlice<UInt8>, ArraySlice<UInt8>
+                    DistinguishedName, Int64, Int64?, [ArraySlice<UInt8>], ArraySlice<UInt8>, ArraySlice<UInt8>
                 )?
             try DER.sequence(root, identifier: .sequence) { outer in
                 guard let tbs = outer.next(), let algorithm = outer.next(), let signatureNode = outer.next() else {
@@ -39,20 +39,23 @@ public struct RevocationList: Sendable {
                     return try ASN1ObjectIdentifier(derEncoded: oid)
                 }
                 guard algorithmOID == Self.ecdsaWithSHA256 else {
-                    throw ASN1Error.invalidASN1Object(reason: "CRL signature algorithm \(algorithmOID) is not ecdsa-with-SHA256")
+                    throw ASN1Error.invalidASN1Object(
+                        reason: "CRL signature algorithm \(algorithmOID) is not ecdsa-with-SHA256")
                 }
                 let bits = try ASN1BitString(derEncoded: signatureNode)
                 var issuer: DistinguishedName?
                 var thisUpdate: Int64?
                 var nextUpdate: Int64?
-                var revoked = Set<ArraySlice<UInt8>>()
+                var revoked: [ArraySlice<UInt8>] = []
                 try DER.sequence(tbs, identifier: .sequence) { fields in
                     var node = fields.next()
                     if let n = node, n.identifier == .integer { node = fields.next() }  // version
                     guard node != nil else { throw ASN1Error.invalidASN1Object(reason: "CRL without signature field") }
                     guard let issuerNode = fields.next() else { throw ASN1Error.invalidASN1Object(reason: "no issuer") }
                     issuer = try DistinguishedName(derEncoded: issuerNode)
-                    guard let thisNode = fields.next() else { throw ASN1Error.invalidASN1Object(reason: "no thisUpdate") }
+                    guard let thisNode = fields.next() else {
+                        throw ASN1Error.invalidASN1Object(reason: "no thisUpdate")
+                    }
                     thisUpdate = try Self.time(thisNode)
                     var next = fields.next()
                     if let n = next, n.identifier == .utcTime || n.identifier == .generalizedTime {
@@ -68,7 +71,7 @@ public struct RevocationList: Sendable {
                                     else { throw ASN1Error.invalidASN1Object(reason: "bad revoked entry") }
                                     // A negative serial (invalid in certificates) matches nothing.
                                     if let first = bytes.first, first < 0x80 {
-                                        revoked.insert(Self.normalizedSerial(bytes))
+                                        revoked.append(Self.normalizedSerial(bytes))
                                     }
                                     while parts.next() != nil {}
                                 }
@@ -106,14 +109,23 @@ public struct RevocationList: Sendable {
         return key.isValidSignature(signature, for: SHA256.hash(data: tbsBytes))
     }
 
+    /// ``isSigned(by:)``, answered from `cache` when this CRL was already checked under `key`.
+    func isSigned(by key: P256.Signing.PublicKey, keyID: Digest, cache: VerificationCache) -> Bool {
+        guard let signature = try? P256.Signing.ECDSASignature(derRepresentation: signature) else { return false }
+        return cache.isValid(signature: signature, digest: SHA256.hash(data: tbsBytes), key: key, keyID: keyID)
+    }
+
     /// Whether `serial` (the certificate's serial number as a big-endian
     /// magnitude, leading zeros optional) is listed.
-    public func isRevoked(serial: ArraySlice<UInt8>) -> Bool { revokedSerials.contains(Self.normalizedSerial(serial)) }
+    public func isRevoked(serial: ArraySlice<UInt8>) -> Bool {
+        let wanted = Self.normalizedSerial(serial)
+        return revokedSerials.contains { $0.elementsEqual(wanted) }
+    }
 
     static func normalizedSerial(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
         var start = bytes.startIndex
         while start < bytes.endIndex - 1, bytes[start] == 0 { start += 1 }
-        return ArraySlice(bytes[start...])
+        return bytes[start...]
     }
 
     static func time(_ node: ASN1Node) throws -> Int64 {

@@ -11,6 +11,9 @@ import SecretSharing
 /// ``QuoteVerifier``. The signed JSON is kept byte for byte, because the
 /// signatures cover exactly those bytes.
 public struct Collateral: Sendable, Hashable {
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.digest == rhs.digest }
+    public func hash(into hasher: inout Hasher) { hasher.combine(digest) }
+
     /// The PCK CRL issuer chain, PEM.
     public let pckCRLIssuerChain: String
     /// The root CA's CRL, DER.
@@ -31,6 +34,8 @@ public struct Collateral: Sendable, Hashable {
     public let qeIdentitySignature: [UInt8]
     /// SHA-256 over all of the above: the cache key of the verified collateral.
     let digest: Digest
+    /// The parts decoded (not verified) once, when the collateral is loaded.
+    let decoded: DecodedCollateral
 
     /// Creates collateral from its parts.
     public init(
@@ -51,22 +56,26 @@ public struct Collateral: Sendable, Hashable {
             Array(tcbInfo.utf8)[...], tcbInfoSignature[...], Array(qeIdentityIssuerChain.utf8)[...],
             Array(qeIdentity.utf8)[...], qeIdentitySignature[...],
         ])
+        self.decoded = DecodedCollateral(
+            rootCACRL: rootCACRL, pckCRL: pckCRL, pckCRLIssuerChain: pckCRLIssuerChain,
+            tcbInfoIssuerChain: tcbInfoIssuerChain, tcbInfo: tcbInfo, qeIdentityIssuerChain: qeIdentityIssuerChain,
+            qeIdentity: qeIdentity)
     }
 
     /// Decodes a dcap-qvl collateral JSON document.
     /// - Throws: ``AttestationError`` with step ``AttestationError/Step/parseCollateral``.
     public init(json: some DataProtocol) throws(AttestationError) {
-        let object: Any
+        let root: JSON
         do {
-            object = try JSONSerialization.jsonObject(with: Data(json))
+            root = try JSON.parse(String(decoding: Array(json), as: UTF8.self))
         } catch {
-            throw AttestationError(.decodingFailed, step: .parseCollateral, "collateral is not JSON")
+            throw AttestationError(.decodingFailed, step: .parseCollateral, "collateral is not JSON: \(error)")
         }
-        guard let fields = object as? [String: Any] else {
+        guard case .object = root else {
             throw AttestationError(.decodingFailed, step: .parseCollateral, "collateral is not a JSON object")
         }
         func string(_ key: String) throws(AttestationError) -> String {
-            guard let value = fields[key] as? String else {
+            guard let value = root[key]?.string else {
                 throw AttestationError(
                     .decodingFailed, step: .parseCollateral, "collateral field \(key) is missing or not a string")
             }
@@ -101,6 +110,45 @@ public struct Collateral: Sendable, Hashable {
     /// The FMSPC of the TCB info, upper-case hex, without checking the
     /// signature: the key a collateral directory is indexed by.
     public func fmspc() throws(AttestationError) -> String {
-        try TCBInfo(json: tcbInfo).fmspc.hexString.uppercased()
+        try decoded.tcbInfo.get().fmspc.hexString.uppercased()
+    }
+}
+
+/// The collateral's parts decoded when it is loaded — CRLs, certificate
+/// chains, TCB info and QE identity — so that verification starts from
+/// values. Nothing here is verified, and a part that does not decode keeps
+/// its error, which verification reports at that part's step.
+final class DecodedCollateral: Sendable {
+    let rootCACRL: Result<RevocationList, AttestationError>
+    let pckCRL: Result<RevocationList, AttestationError>
+    let pckCRLIssuerChain: Result<[ParsedCertificate], AttestationError>
+    let tcbInfoIssuerChain: Result<[ParsedCertificate], AttestationError>
+    let tcbInfo: Result<TCBInfo, AttestationError>
+    let qeIdentityIssuerChain: Result<[ParsedCertificate], AttestationError>
+    let qeIdentity: Result<QEIdentity, AttestationError>
+
+    init(
+        rootCACRL: [UInt8], pckCRL: [UInt8], pckCRLIssuerChain: String, tcbInfoIssuerChain: String, tcbInfo: String,
+        qeIdentityIssuerChain: String, qeIdentity: String
+    ) {
+        self.rootCACRL = Result { () throws(AttestationError) in try RevocationList(der: rootCACRL) }
+        self.pckCRL = Result { () throws(AttestationError) in try RevocationList(der: pckCRL) }
+        self.pckCRLIssuerChain = Result { () throws(AttestationError) in
+            try ChainVerifier.decode(Array(pckCRLIssuerChain.utf8), step: .crl, name: "PCK CRL issuer")
+        }
+        let tcbChain = Result { () throws(AttestationError) in
+            try ChainVerifier.decode(Array(tcbInfoIssuerChain.utf8), step: .tcbInfo, name: "TCB info issuer")
+        }
+        self.tcbInfoIssuerChain = tcbChain
+        self.tcbInfo = Result { () throws(AttestationError) in try TCBInfo(json: tcbInfo) }
+        if qeIdentityIssuerChain == tcbInfoIssuerChain, case .success = tcbChain {
+            self.qeIdentityIssuerChain = tcbChain
+        } else {
+            self.qeIdentityIssuerChain = Result { () throws(AttestationError) in
+                try ChainVerifier.decode(
+                    Array(qeIdentityIssuerChain.utf8), step: .qeIdentity, name: "QE identity issuer")
+            }
+        }
+        self.qeIdentity = Result { () throws(AttestationError) in try QEIdentity(json: qeIdentity) }
     }
 }

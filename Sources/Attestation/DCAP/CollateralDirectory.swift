@@ -2,18 +2,17 @@ import Foundation
 import X509
 
 extension Quote {
+    /// The PCK certificate chain the quote carries, leaf first, parsed but
+    /// not verified.
+    public func pckCertificates() throws(AttestationError) -> [Certificate] {
+        try ChainVerifier.decode(signatureData.pckChainPEM, step: .pckChain, name: "PCK").map(\.certificate)
+    }
+
     /// The SGX extensions of the PCK leaf certificate the quote carries,
     /// without verifying anything: for choosing collateral by FMSPC before
     /// verification (which checks them).
     public func unverifiedPCKExtensions() throws(AttestationError) -> PCKExtensions {
-        let ders = try PEM.certificates(signatureData.pckChainPEM, step: .pckChain)
-        let leaf: Certificate
-        do {
-            leaf = try Certificate(derEncoded: ders[0])
-        } catch {
-            throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate does not parse")
-        }
-        guard let ext = leaf.extensions[oid: PCKExtensions.oid] else {
+        guard let leaf = try pckCertificates().first, let ext = leaf.extensions[oid: PCKExtensions.oid] else {
             throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate has no SGX extension")
         }
         return try PCKExtensions(derEncoded: ext.value)
@@ -51,7 +50,7 @@ public struct CollateralDirectory: Sendable {
                     throw AttestationError(.decodingFailed, step: .parseCollateral, "unreadable")
                 }
                 let collateral = try Collateral(json: data)
-                let info = try TCBInfo(json: collateral.tcbInfo)
+                let info = try collateral.decoded.tcbInfo.get()
                 let fmspc = info.fmspc.map { ($0 < 16 ? "0" : "") + String($0, radix: 16, uppercase: true) }.joined()
                 if let existing = found[fmspc], existing.1 >= info.issueDate { continue }
                 found[fmspc] = (collateral, info.issueDate)

@@ -37,11 +37,28 @@ public struct QuoteVerifier: Sendable {
     public let trustAnchor: TrustAnchor
     /// Verified intermediate results.
     public let cache: VerificationCache
+    /// Whether a cold verification checks the PCK chain's signatures on a
+    /// second core while it verifies the collateral (see ``init(trustAnchor:cache:parallel:)``).
+    public let parallel: Bool
 
     /// A verifier under `trustAnchor` (Intel's SGX root CA by default).
-    public init(trustAnchor: TrustAnchor = .intelSGXRootCA, cache: VerificationCache = VerificationCache()) {
+    ///
+    /// With `parallel`, a verification that finds nothing in
+    /// the cache decodes the quote's PCK chain and checks its signatures and
+    /// the QE report signature on a Dispatch global queue while the calling
+    /// thread verifies the collateral, then waits for it. This only fills
+    /// the signature cache early: verdicts, failing steps and their order are
+    /// the same either way. Warm verifications run on the calling thread only.
+    /// It shortens cold verifications when a core is idle (about 470 → 370 µs
+    /// for the v4 test quote on the 2-core development machine) and lengthens
+    /// them when both cores are busy, so it is off by default.
+    public init(
+        trustAnchor: TrustAnchor = .intelSGXRootCA, cache: VerificationCache = VerificationCache(),
+        parallel: Bool = false
+    ) {
         self.trustAnchor = trustAnchor
         self.cache = cache
+        self.parallel = parallel
     }
 
     /// Parses and verifies `quote` at `now` (Unix seconds).
@@ -60,13 +77,22 @@ public struct QuoteVerifier: Sendable {
     public func verify(quote: Quote, collateral: Collateral, now: Int64) throws(AttestationError) -> VerifiedQuote {
         let collateralKey = Digest(parts: [collateral.digest.bytes[...], trustAnchor.digest[...]])
         let verifiedCollateral: VerifiedCollateral
+        var prefetch: PCKPrefetch? = nil
         if let known = cache.collateral(collateralKey) {
             verifiedCollateral = known
         } else {
-            verifiedCollateral = try VerifiedCollateral.verify(collateral, anchor: trustAnchor, cache: cache)
+            if parallel { prefetch = PCKPrefetch(quote: quote, anchor: trustAnchor, cache: cache) }
+            do {
+                verifiedCollateral = try VerifiedCollateral.verify(
+                    collateral, key: collateralKey, anchor: trustAnchor, cache: cache)
+            } catch {
+                _ = prefetch?.chain()
+                throw error
+            }
             cache.store(verifiedCollateral, for: collateralKey)
         }
-        let pck = try pckChain(quote, collateralKey: collateralKey, collateral: verifiedCollateral)
+        let pck = try pckChain(
+            quote, collateralKey: collateralKey, collateral: verifiedCollateral, decoded: prefetch?.chain())
         guard let extensions = pck.pckExtensions else {
             throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate has no SGX extension")
         }
@@ -95,20 +121,28 @@ public struct QuoteVerifier: Sendable {
         QuoteSignatureRule(),
     ]
 
-    private func pckChain(_ quote: Quote, collateralKey: Digest, collateral: VerifiedCollateral)
-        throws(AttestationError) -> VerifiedChain
-    {
+    private func pckChain(
+        _ quote: Quote, collateralKey: Digest, collateral: VerifiedCollateral,
+        decoded: Result<[ParsedCertificate], AttestationError>?
+    ) throws(AttestationError) -> VerifiedChain {
         let pem = quote.signatureData.pckChainPEM
         let key = Digest(parts: [pem, collateralKey.bytes[...]])
         if let known = cache.chain(key) { return known }
-        let ders = try PEM.certificates(pem, step: .pckChain)
+        let parsed: [ParsedCertificate]
+        if case .success(let chain) = decoded {
+            parsed = chain
+        } else {
+            parsed = try ChainVerifier.decode(pem, step: .pckChain, name: "PCK", anchor: trustAnchor)
+        }
         let chain = try ChainVerifier.verify(
-            ders: ders, anchor: trustAnchor, crls: collateral.crls, cache: cache, step: .pckChain, name: "PCK")
+            chain: parsed, anchor: trustAnchor, crls: collateral.crls, cache: cache, step: .pckChain, name: "PCK")
         guard let ext = chain.leaf.extensions[oid: PCKExtensions.oid] else {
             throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate has no SGX extension")
         }
         let verified = VerifiedChain(
-            leaf: chain.leaf, leafKey: chain.leafKey, notBefore: chain.notBefore, notAfter: chain.notAfter,
+            leaf: chain.leaf, leafKey: chain.leafKey, leafKeyID: chain.leafKeyID, length: chain.length,
+            notBefore: chain.notBefore,
+            notAfter: chain.notAfter,
             pckExtensions: try PCKExtensions(derEncoded: ext.value))
         cache.store(verified, for: key)
         return verified

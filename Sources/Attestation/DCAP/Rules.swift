@@ -1,4 +1,5 @@
 import Crypto
+import SecretSharing
 
 /// What the DCAP rules look at: the parsed quote, collateral and PCK chain
 /// that passed the time-independent checks, and the instant of verification.
@@ -93,10 +94,13 @@ struct QEReportSignatureRule: DCAPRule {
     func evaluate(_ e: Evidence) -> RuleResult {
         let data = e.quote.signatureData
         guard let signature = try? P256.Signing.ECDSASignature(rawRepresentation: data.qeReportSignature),
-            e.cache.isValid(signature: signature, digest: SHA256.hash(data: data.qeReport.bytes), key: e.pck.leafKey)
+            e.cache.isValid(
+                signature: signature, digest: SHA256.hash(data: data.qeReport.bytes), key: e.pck.leafKey,
+                keyID: e.pck.leafKeyID)
         else {
             return .failsToMeetPolicy(
-                AttestationError(.invalidSignature, step: .qeReportSignature, "the QE report is not signed by the PCK key"))
+                AttestationError(
+                    .invalidSignature, step: .qeReportSignature, "the QE report is not signed by the PCK key"))
         }
         return .meetsPolicy
     }
@@ -121,14 +125,18 @@ struct AttestationKeyBindingRule: DCAPRule {
     }
 }
 
-/// The QE report must match the QE identity: id `TD_QE`, MRSIGNER, ISVPRODID,
-/// masked MISCSELECT and ATTRIBUTES, and an ISVSVN that some TCB level covers.
+/// The QE must be Intel's (the header's QE vendor id) and its report must
+/// match the QE identity: id `TD_QE`, MRSIGNER, ISVPRODID, masked MISCSELECT
+/// and ATTRIBUTES, and an ISVSVN that some TCB level covers.
 struct QEIdentityRule: DCAPRule {
     func evaluate(_ e: Evidence) -> RuleResult {
         let identity = e.collateral.qeIdentity
         let report = e.quote.signatureData.qeReport
         func fail(_ code: AttestationError.Code, _ reason: String) -> RuleResult {
             .failsToMeetPolicy(AttestationError(code, step: .qeIdentityMatch, reason))
+        }
+        guard Array(e.quote.header.qeVendorID) == QuoteHeader.intelQEVendorID else {
+            return fail(.mismatch, "the QE vendor id \(e.quote.header.qeVendorID.hexString) is not Intel's")
         }
         guard identity.id == "TD_QE", identity.version == 2 || identity.version == 3 else {
             return fail(.mismatch, "QE identity \(identity.id) version \(identity.version) is not a TD_QE identity")
@@ -161,7 +169,8 @@ struct QuoteSignatureRule: DCAPRule {
             key.isValidSignature(signature, for: SHA256.hash(data: e.quote.signedBytes))
         else {
             return .failsToMeetPolicy(
-                AttestationError(.invalidSignature, step: .quoteSignature, "the quote is not signed by the attestation key"))
+                AttestationError(
+                    .invalidSignature, step: .quoteSignature, "the quote is not signed by the attestation key"))
         }
         return .meetsPolicy
     }
@@ -174,7 +183,8 @@ struct TDAttributesRule: DCAPRule {
             return .failsToMeetPolicy(
                 AttestationError(
                     .debugTD, step: .tdAttributes,
-                    "the TD runs in debug mode (TDATTRIBUTES 0x\(String(e.quote.report.tdAttributesValue, radix: 16)))"))
+                    "the TD runs in debug mode (TDATTRIBUTES 0x\(String(e.quote.report.tdAttributesValue, radix: 16)))")
+            )
         }
         return .meetsPolicy
     }

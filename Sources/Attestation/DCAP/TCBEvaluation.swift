@@ -32,7 +32,8 @@ struct TCBStatusRule {
                 "the PCK certificate's FMSPC \(hex(ext.fmspc)) is not the TCB info's \(hex(info.fmspc))")
         }
         guard ext.pceID == info.pceID else {
-            throw fail(.mismatch, "the PCK certificate's PCE-ID \(hex(ext.pceID)) is not the TCB info's \(hex(info.pceID))")
+            throw fail(
+                .mismatch, "the PCK certificate's PCE-ID \(hex(ext.pceID)) is not the TCB info's \(hex(info.pceID))")
         }
         let teeTCBSVN = Array(report.teeTCBSVN)
         guard
@@ -55,7 +56,8 @@ struct TCBStatusRule {
             try checkModule(identity, report: report, fail: fail)
             guard let moduleLevel = identity.tcbLevels.first(where: { Int(teeTCBSVN[0]) >= $0.isvSVN }) else {
                 throw fail(
-                    .noMatchingTCBLevel, "no TCB level of TDX module identity \(moduleID) covers ISVSVN \(teeTCBSVN[0])")
+                    .noMatchingTCBLevel, "no TCB level of TDX module identity \(moduleID) covers ISVSVN \(teeTCBSVN[0])"
+                )
             }
             moduleStatus = moduleLevel.status
             status = status.merged(with: moduleLevel.status)
@@ -68,7 +70,8 @@ struct TCBStatusRule {
 
         let qe = e.quote.signatureData.qeReport
         guard let qeLevel = e.collateral.qeIdentity.tcbLevels.first(where: { Int(qe.isvSVN) >= $0.isvSVN }) else {
-            throw AttestationError(.noMatchingTCBLevel, step: .qeIdentityMatch, "no QE identity TCB level covers the QE")
+            throw AttestationError(
+                .noMatchingTCBLevel, step: .qeIdentityMatch, "no QE identity TCB level covers the QE")
         }
         status = status.merged(with: qeLevel.status)
         advisories += qeLevel.advisoryIDs

@@ -111,89 +111,128 @@ public struct TCBInfo: Sendable, Hashable {
 
     /// Decodes TCB info JSON.
     public init(json: String) throws(AttestationError) {
-        let raw: Raw
+        func fail(_ reason: String) -> AttestationError {
+            AttestationError(.decodingFailed, step: .tcbInfo, "TCB info JSON does not decode: \(reason)")
+        }
+        let root: JSON
         do {
-            raw = try JSONDecoder().decode(Raw.self, from: Data(json.utf8))
+            root = try JSON.parse(json)
         } catch {
-            throw AttestationError(.decodingFailed, step: .tcbInfo, "TCB info JSON does not decode: \(error)")
+            throw fail(error.description)
         }
-        func bytes(_ hex: String, _ count: Int, _ field: String) throws(AttestationError) -> [UInt8] {
-            guard let value = [UInt8](hex: hex), value.count == count else {
-                throw AttestationError(.decodingFailed, step: .tcbInfo, "TCB info \(field) is not \(count) bytes of hex")
-            }
-            return value
-        }
-        guard let issue = parseISO8601(raw.issueDate), let next = parseISO8601(raw.nextUpdate) else {
-            throw AttestationError(.decodingFailed, step: .tcbInfo, "TCB info dates are not ISO 8601")
-        }
-        func module(_ m: Raw.Module, id: String) throws(AttestationError) -> ModuleIdentity {
+        let d = CollateralFields(root, fail: fail)
+        guard let issue = parseISO8601(try d.string("issueDate")), let next = parseISO8601(try d.string("nextUpdate"))
+        else { throw fail("dates are not ISO 8601") }
+        func module(_ m: JSON, id: String) throws(AttestationError) -> ModuleIdentity {
+            let f = CollateralFields(m, fail: fail)
             var levels: [ModuleLevel] = []
-            for l in m.tcbLevels ?? [] {
-                levels.append(ModuleLevel(isvSVN: l.tcb.isvsvn, status: l.tcbStatus, advisoryIDs: l.advisoryIDs ?? []))
+            for l in try f.optionalArray("tcbLevels") {
+                let lf = CollateralFields(l, fail: fail)
+                levels.append(
+                    ModuleLevel(
+                        isvSVN: try CollateralFields(try lf.field("tcb"), fail: fail).int("isvsvn"),
+                        status: try lf.status("tcbStatus"), advisoryIDs: try lf.strings("advisoryIDs")))
             }
             return ModuleIdentity(
-                id: id, mrSigner: try bytes(m.mrsigner, 48, "mrsigner"), attributes: try bytes(m.attributes, 8, "attributes"),
-                attributesMask: try bytes(m.attributesMask, 8, "attributesMask"), tcbLevels: levels)
+                id: id, mrSigner: try f.hex("mrsigner", 48), attributes: try f.hex("attributes", 8),
+                attributesMask: try f.hex("attributesMask", 8), tcbLevels: levels)
         }
         var levels: [Level] = []
-        for l in raw.tcbLevels {
-            let sgx = l.tcb.sgxtcbcomponents.map(\.svn)
-            let tdx = (l.tcb.tdxtcbcomponents ?? []).map(\.svn)
+        for l in try d.array("tcbLevels") {
+            let lf = CollateralFields(l, fail: fail)
+            let tcb = CollateralFields(try lf.field("tcb"), fail: fail)
+            let sgx = try tcb.components("sgxtcbcomponents")
+            let tdx = try tcb.optionalArray("tdxtcbcomponents").isEmpty ? [] : try tcb.components("tdxtcbcomponents")
             guard sgx.count == 16, tdx.count == 16 || tdx.isEmpty else {
-                throw AttestationError(.decodingFailed, step: .tcbInfo, "a TCB level does not have 16 components")
+                throw fail("a TCB level does not have 16 components")
             }
             levels.append(
                 Level(
-                    sgxComponents: sgx, pceSVN: l.tcb.pcesvn, tdxComponents: tdx, status: l.tcbStatus,
-                    advisoryIDs: l.advisoryIDs ?? []))
+                    sgxComponents: sgx, pceSVN: try tcb.int("pcesvn"), tdxComponents: tdx,
+                    status: try lf.status("tcbStatus"), advisoryIDs: try lf.strings("advisoryIDs")))
         }
         var identities: [ModuleIdentity] = []
-        for m in raw.tdxModuleIdentities ?? [] { identities.append(try module(m, id: m.id ?? "")) }
-        self.id = raw.id
-        self.version = raw.version
+        for m in try d.optionalArray("tdxModuleIdentities") {
+            identities.append(try module(m, id: try CollateralFields(m, fail: fail).string("id")))
+        }
+        self.id = try d.string("id")
+        self.version = try d.int("version")
         self.issueDate = issue
         self.nextUpdate = next
-        self.fmspc = try bytes(raw.fmspc, 6, "fmspc")
-        self.pceID = try bytes(raw.pceId, 2, "pceId")
-        self.tdxModule = try raw.tdxModule.map { (m) throws(AttestationError) in try module(m, id: "") }
+        self.fmspc = try d.hex("fmspc", 6)
+        self.pceID = try d.hex("pceId", 2)
+        if let m = root["tdxModule"] { self.tdxModule = try module(m, id: "") } else { self.tdxModule = nil }
         self.tdxModuleIdentities = identities
         self.tcbLevels = levels
     }
+}
 
-    private struct Raw: Decodable {
-        struct Component: Decodable { let svn: UInt8 }
-        struct TCB: Decodable {
-            let sgxtcbcomponents: [Component]
-            let pcesvn: Int
-            let tdxtcbcomponents: [Component]?
+/// Typed access to the fields of a collateral JSON object, failing with the
+/// step's error.
+struct CollateralFields {
+    let value: JSON
+    let fail: (String) -> AttestationError
+
+    init(_ value: JSON, fail: @escaping (String) -> AttestationError) {
+        self.value = value
+        self.fail = fail
+    }
+
+    func field(_ key: String) throws(AttestationError) -> JSON {
+        guard let field = value[key] else { throw fail("missing \(key)") }
+        return field
+    }
+
+    func string(_ key: String) throws(AttestationError) -> String {
+        guard let s = try field(key).string else { throw fail("\(key) is not a string") }
+        return s
+    }
+
+    func int(_ key: String) throws(AttestationError) -> Int {
+        guard let i = try field(key).integer else { throw fail("\(key) is not an integer") }
+        return i
+    }
+
+    func array(_ key: String) throws(AttestationError) -> [JSON] {
+        guard let a = try field(key).array else { throw fail("\(key) is not an array") }
+        return a
+    }
+
+    func optionalArray(_ key: String) throws(AttestationError) -> [JSON] {
+        value[key] == nil ? [] : try array(key)
+    }
+
+    func hex(_ key: String, _ count: Int) throws(AttestationError) -> [UInt8] {
+        guard let bytes = [UInt8](hex: try string(key)), bytes.count == count else {
+            throw fail("\(key) is not \(count) bytes of hex")
         }
-        struct Level: Decodable {
-            let tcb: TCB
-            let tcbStatus: TCBStatus
-            let advisoryIDs: [String]?
+        return bytes
+    }
+
+    func status(_ key: String) throws(AttestationError) -> TCBStatus {
+        let text = try string(key)
+        guard let status = TCBStatus(rawValue: text) else { throw fail("unknown TCB status \(text)") }
+        return status
+    }
+
+    func strings(_ key: String) throws(AttestationError) -> [String] {
+        var out: [String] = []
+        for element in try optionalArray(key) {
+            guard let s = element.string else { throw fail("\(key) holds a non-string") }
+            out.append(s)
         }
-        struct ModuleTCB: Decodable { let isvsvn: Int }
-        struct ModuleLevel: Decodable {
-            let tcb: ModuleTCB
-            let tcbStatus: TCBStatus
-            let advisoryIDs: [String]?
+        return out
+    }
+
+    func components(_ key: String) throws(AttestationError) -> [UInt8] {
+        var out: [UInt8] = []
+        for element in try array(key) {
+            guard let svn = element["svn"]?.integer, (0...255).contains(svn) else {
+                throw fail("\(key) holds a component without an 8-bit svn")
+            }
+            out.append(UInt8(svn))
         }
-        struct Module: Decodable {
-            let id: String?
-            let mrsigner: String
-            let attributes: String
-            let attributesMask: String
-            let tcbLevels: [ModuleLevel]?
-        }
-        let id: String
-        let version: Int
-        let issueDate: String
-        let nextUpdate: String
-        let fmspc: String
-        let pceId: String
-        let tdxModule: Module?
-        let tdxModuleIdentities: [Module]?
-        let tcbLevels: [Level]
+        return out
     }
 }
 
@@ -225,60 +264,41 @@ public struct QEIdentity: Sendable, Hashable {
 
     /// Decodes QE identity JSON.
     public init(json: String) throws(AttestationError) {
-        let raw: Raw
+        func fail(_ reason: String) -> AttestationError {
+            AttestationError(.decodingFailed, step: .qeIdentity, "QE identity JSON does not decode: \(reason)")
+        }
+        let root: JSON
         do {
-            raw = try JSONDecoder().decode(Raw.self, from: Data(json.utf8))
+            root = try JSON.parse(json)
         } catch {
-            throw AttestationError(.decodingFailed, step: .qeIdentity, "QE identity JSON does not decode: \(error)")
+            throw fail(error.description)
         }
-        func bytes(_ hex: String, _ count: Int, _ field: String) throws(AttestationError) -> [UInt8] {
-            guard let value = [UInt8](hex: hex), value.count == count else {
-                throw AttestationError(
-                    .decodingFailed, step: .qeIdentity, "QE identity \(field) is not \(count) bytes of hex")
-            }
-            return value
-        }
-        guard let issue = parseISO8601(raw.issueDate), let next = parseISO8601(raw.nextUpdate) else {
-            throw AttestationError(.decodingFailed, step: .qeIdentity, "QE identity dates are not ISO 8601")
-        }
-        guard (0...Int(UInt16.max)).contains(raw.isvprodid) else {
-            throw AttestationError(.decodingFailed, step: .qeIdentity, "QE identity isvprodid is out of range")
-        }
-        let misc = try bytes(raw.miscselect, 4, "miscselect")
-        let miscMask = try bytes(raw.miscselectMask, 4, "miscselectMask")
+        let d = CollateralFields(root, fail: fail)
+        guard let issue = parseISO8601(try d.string("issueDate")), let next = parseISO8601(try d.string("nextUpdate"))
+        else { throw fail("dates are not ISO 8601") }
+        let prodID = try d.int("isvprodid")
+        guard (0...Int(UInt16.max)).contains(prodID) else { throw fail("isvprodid is out of range") }
+        let misc = try d.hex("miscselect", 4)
+        let miscMask = try d.hex("miscselectMask", 4)
         func le32(_ b: [UInt8]) -> UInt32 { UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24 }
-        self.id = raw.id
-        self.version = raw.version
+        var levels: [TCBInfo.ModuleLevel] = []
+        for l in try d.array("tcbLevels") {
+            let lf = CollateralFields(l, fail: fail)
+            levels.append(
+                TCBInfo.ModuleLevel(
+                    isvSVN: try CollateralFields(try lf.field("tcb"), fail: fail).int("isvsvn"),
+                    status: try lf.status("tcbStatus"), advisoryIDs: try lf.strings("advisoryIDs")))
+        }
+        self.id = try d.string("id")
+        self.version = try d.int("version")
         self.issueDate = issue
         self.nextUpdate = next
         self.miscSelect = le32(misc)
         self.miscSelectMask = le32(miscMask)
-        self.attributes = try bytes(raw.attributes, 16, "attributes")
-        self.attributesMask = try bytes(raw.attributesMask, 16, "attributesMask")
-        self.mrSigner = try bytes(raw.mrsigner, 32, "mrsigner")
-        self.isvProdID = UInt16(raw.isvprodid)
-        self.tcbLevels = raw.tcbLevels.map {
-            TCBInfo.ModuleLevel(isvSVN: $0.tcb.isvsvn, status: $0.tcbStatus, advisoryIDs: $0.advisoryIDs ?? [])
-        }
-    }
-
-    private struct Raw: Decodable {
-        struct TCB: Decodable { let isvsvn: Int }
-        struct Level: Decodable {
-            let tcb: TCB
-            let tcbStatus: TCBStatus
-            let advisoryIDs: [String]?
-        }
-        let id: String
-        let version: Int
-        let issueDate: String
-        let nextUpdate: String
-        let miscselect: String
-        let miscselectMask: String
-        let attributes: String
-        let attributesMask: String
-        let mrsigner: String
-        let isvprodid: Int
-        let tcbLevels: [Level]
+        self.attributes = try d.hex("attributes", 16)
+        self.attributesMask = try d.hex("attributesMask", 16)
+        self.mrSigner = try d.hex("mrsigner", 32)
+        self.isvProdID = UInt16(prodID)
+        self.tcbLevels = levels
     }
 }

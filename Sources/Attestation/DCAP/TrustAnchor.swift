@@ -14,6 +14,8 @@ public struct TrustAnchor: Sendable, Hashable {
     /// SHA-256 of der: part of every cache key, so results verified under
     /// one anchor are never reused under another.
     public let digest: [UInt8]
+    /// ``digest`` as a cache key part.
+    let id: Digest
 
     /// Reads a root certificate, DER or PEM.
     public init(bytes: [UInt8]) throws(AttestationError) {
@@ -33,7 +35,9 @@ public struct TrustAnchor: Sendable, Hashable {
         self.der = der
         self.certificate = certificate
         self.key = key
-        self.digest = Array(SHA256.hash(data: der))
+        let hash = SHA256.hash(data: der)
+        self.digest = Array(hash)
+        self.id = Digest(hash)
     }
 
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.digest == rhs.digest }

@@ -60,5 +60,6 @@ func formatISO8601(_ seconds: Int64) -> String {
         let s = String(v)
         return String(repeating: "0", count: max(0, n - s.count)) + s
     }
-    return "\(pad(c.year, 4))-\(pad(c.month, 2))-\(pad(c.day, 2))T\(pad(c.hour, 2)):\(pad(c.minute, 2)):\(pad(c.second, 2))Z"
+    return
+        "\(pad(c.year, 4))-\(pad(c.month, 2))-\(pad(c.day, 2))T\(pad(c.hour, 2)):\(pad(c.minute, 2)):\(pad(c.second, 2))Z"
 }

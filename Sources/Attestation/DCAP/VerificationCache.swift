@@ -73,12 +73,16 @@ public final class VerificationCache: Sendable {
         }
     }
 
-    /// Whether `signature` over `message` by `key` verifies, remembering successes.
+    /// Whether `signature` over `message` by `key` verifies, remembering
+    /// successes. `keyID` must identify `key` (the SHA-256 of the
+    /// certificate that holds it), so that no serialization of the key is
+    /// needed per call.
     func isValid(
-        signature: P256.Signing.ECDSASignature, digest message: SHA256Digest, key: P256.Signing.PublicKey
+        signature: P256.Signing.ECDSASignature, digest message: SHA256Digest, key: P256.Signing.PublicKey,
+        keyID: Digest
     ) -> Bool {
         var hasher = SHA256()
-        hasher.update(data: key.x963Representation)
+        hasher.update(data: keyID.bytes)
         hasher.update(data: Array(message))
         hasher.update(data: signature.rawRepresentation)
         let entry = Digest(hasher.finalize())

@@ -64,7 +64,8 @@ public struct QuoteSignatureData: Sendable, Hashable {
         guard size == reader.remaining else {
             throw AttestationError(
                 size > reader.remaining ? .truncated : .malformed, step: .parseQuote,
-                "certification data size \(size) does not match the \(reader.remaining) bytes left in the signature data")
+                "certification data size \(size) does not match the \(reader.remaining) bytes left in the signature data"
+            )
         }
         qeReport = EnclaveReport(bytes: try reader.take(EnclaveReport.size, "qe_report"))
         qeReportSignature = try reader.take(64, "qe_report_signature")

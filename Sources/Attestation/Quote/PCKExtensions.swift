@@ -20,7 +20,16 @@ public struct PCKExtensions: Sendable, Hashable {
     public let sgxType: Int
 
     /// The SGX extension's OID.
-    public static let oid: ASN1ObjectIdentifier = [1, 2, 840, 113741, 1, 13, 1]
+    public static let oid: ASN1ObjectIdentifier = "1.2.840.113741.1.13.1"
+    private static let ppidOID: ASN1ObjectIdentifier = "1.2.840.113741.1.13.1.1"
+    private static let tcbOID: ASN1ObjectIdentifier = "1.2.840.113741.1.13.1.2"
+    private static let pceIDOID: ASN1ObjectIdentifier = "1.2.840.113741.1.13.1.3"
+    private static let fmspcOID: ASN1ObjectIdentifier = "1.2.840.113741.1.13.1.4"
+    private static let sgxTypeOID: ASN1ObjectIdentifier = "1.2.840.113741.1.13.1.5"
+    /// `…13.1.2.1` … `…13.1.2.18`.
+    private static let tcbEntryOIDs: [ASN1ObjectIdentifier] = (1...18).map {
+        ASN1ObjectIdentifier(stringLiteral: "1.2.840.113741.1.13.1.2.\($0)")
+    }
 
     /// Creates the value from its parts (the software TEE uses this to issue certificates).
     public init(
@@ -54,11 +63,11 @@ public struct PCKExtensions: Sendable, Hashable {
                         while pair.next() != nil {}
                         let oid = try ASN1ObjectIdentifier(derEncoded: oidNode)
                         switch oid {
-                        case Self.oid + "1": ppid = try Self.octets(valueNode, count: 16)
-                        case Self.oid + "2": tcb = try Self.parseTCB(valueNode)
-                        case Self.oid + "3": pceID = try Self.octets(valueNode, count: 2)
-                        case Self.oid + "4": fmspc = try Self.octets(valueNode, count: 6)
-                        case Self.oid + "5":
+                        case Self.ppidOID: ppid = try Self.octets(valueNode, count: 16)
+                        case Self.tcbOID: tcb = try Self.parseTCB(valueNode)
+                        case Self.pceIDOID: pceID = try Self.octets(valueNode, count: 2)
+                        case Self.fmspcOID: fmspc = try Self.octets(valueNode, count: 6)
+                        case Self.sgxTypeOID:
                             guard case .primitive(let bytes) = valueNode.content, valueNode.identifier == .enumerated
                             else { throw ASN1Error.invalidASN1Object(reason: "SGX type is not ENUMERATED") }
                             sgxType = try Int(derIntegerBytes: bytes)
@@ -102,10 +111,8 @@ public struct PCKExtensions: Sendable, Hashable {
                         throw ASN1Error.invalidASN1Object(reason: "TCB entry without a value")
                     }
                     let oid = try ASN1ObjectIdentifier(derEncoded: oidNode)
-                    let arcs = oid.oidComponents
-                    let prefix = (Self.oid + "2").oidComponents
-                    guard arcs.count == prefix.count + 1, Array(arcs.prefix(prefix.count)) == prefix else { return }
-                    let index = Int(arcs[prefix.count])
+                    guard let position = Self.tcbEntryOIDs.firstIndex(of: oid) else { return }
+                    let index = position + 1
                     switch index {
                     case 1...16:
                         components[index - 1] = try UInt8(derEncoded: valueNode)
@@ -134,7 +141,9 @@ public struct PCKExtensions: Sendable, Hashable {
                         try Self.entry(&t, Self.oid + "2.\(i + 1)") { try $0.serialize(Int(svn)) }
                     }
                     try Self.entry(&t, Self.oid + "2.17") { try $0.serialize(Int(pceSVN)) }
-                    try Self.entry(&t, Self.oid + "2.18") { try $0.serialize(ASN1OctetString(contentBytes: cpuSVN[...])) }
+                    try Self.entry(&t, Self.oid + "2.18") {
+                        try $0.serialize(ASN1OctetString(contentBytes: cpuSVN[...]))
+                    }
                 }
             }
             try Self.entry(&s, Self.oid + "3") { try $0.serialize(ASN1OctetString(contentBytes: pceID[...])) }

@@ -48,7 +48,9 @@ enum PEM {
                 guard lineEnd(&index) else { throw fail("PEM certificate block without an END line") }
             }
             index += end.count
-            if index < count { guard lineEnd(&index) else { throw fail("PEM END line is not followed by a line break") } }
+            if index < count {
+                guard lineEnd(&index) else { throw fail("PEM END line is not followed by a line break") }
+            }
             guard let der = base64Decode(body[...]), !der.isEmpty else {
                 throw fail("PEM certificate block is not canonical base64")
             }

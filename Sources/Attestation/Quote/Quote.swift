@@ -40,7 +40,8 @@ public struct Quote: Sendable, Hashable {
             let kind = header.teeType == QuoteHeader.teeTypeSGX ? " (SGX)" : ""
             throw AttestationError(
                 .notTDXQuote, step: .parseQuote,
-                "not a TDX quote: TEE type 0x\(String(header.teeType, radix: 16))\(kind), quote version \(header.version)")
+                "not a TDX quote: TEE type 0x\(String(header.teeType, radix: 16))\(kind), quote version \(header.version)"
+            )
         }
         guard header.version == 4 || header.version == 5 else {
             throw AttestationError(
@@ -60,13 +61,16 @@ public struct Quote: Sendable, Hashable {
             case 2: kind = .td10
             case 3: kind = .td15
             case 1:
-                throw AttestationError(.notTDXQuote, step: .parseQuote, "not a TDX quote: v5 body type 1 (SGX enclave report)")
+                throw AttestationError(
+                    .notTDXQuote, step: .parseQuote, "not a TDX quote: v5 body type 1 (SGX enclave report)")
             default:
-                throw AttestationError(.unsupported, step: .parseQuote, "v5 body type \(type) is not supported (2 or 3 are)")
+                throw AttestationError(
+                    .unsupported, step: .parseQuote, "v5 body type \(type) is not supported (2 or 3 are)")
             }
             guard size == kind.size else {
                 throw AttestationError(
-                    .malformed, step: .parseQuote, "v5 body size \(size) does not match body type \(type) (\(kind.size))")
+                    .malformed, step: .parseQuote,
+                    "v5 body size \(size) does not match body type \(type) (\(kind.size))")
             }
             bodyType = type
         }
@@ -83,7 +87,8 @@ public struct Quote: Sendable, Hashable {
         let paddingStart = reader.offset + signatureLength
         for index in paddingStart..<bytes.count where bytes[index] != 0 {
             throw AttestationError(
-                .malformed, step: .parseQuote, "non-zero byte at offset \(index) in the padding after the signature data")
+                .malformed, step: .parseQuote,
+                "non-zero byte at offset \(index) in the padding after the signature data")
         }
         self.bytes = bytes
         self.header = header

@@ -68,7 +68,8 @@ public struct SoftwareTEE: Sendable {
     public init(directory: URL) throws {
         func read(_ name: String) throws -> Data {
             guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent(name).path) else {
-                throw SoftwareTEEError("\(directory.path)/\(name) is missing: run `keyrack tee init --dir \(directory.path)`")
+                throw SoftwareTEEError(
+                    "\(directory.path)/\(name) is missing: run `keyrack tee init --dir \(directory.path)`")
             }
             return data
         }
@@ -113,4 +114,9 @@ public struct SoftwareTEEError: Error, CustomStringConvertible {
     /// What is wrong.
     public let description: String
     init(_ description: String) { self.description = description }
+}
+
+extension SoftwareTEE: CustomStringConvertible {
+    /// The directory only: the keys are never printed.
+    public var description: String { "SoftwareTEE(\(directory.path))" }
 }

@@ -42,6 +42,11 @@ public struct TestPKIKeys: Sendable {
     }
 }
 
+extension TestPKIKeys: CustomStringConvertible {
+    /// Redacted: private keys are never printed.
+    public var description: String { "TestPKIKeys(<5 private keys, redacted>)" }
+}
+
 /// What the software TEE's collateral says about its platform: the bad
 /// cases tests need are options here.
 public struct TestPlatformOptions: Sendable, Hashable, Codable {
@@ -130,13 +135,15 @@ public struct TestPKI: Sendable {
             ppid: Array(SHA256.hash(data: Array(keys.pck.publicKey.rawRepresentation)).prefix(16)),
             tcbComponents: TestPlatform.sgxComponents, pceSVN: TestPlatform.pceSVN, cpuSVN: TestPlatform.sgxComponents,
             pceID: TestPlatform.pceID, fmspc: TestPlatform.fmspc, sgxType: 0)
-        let sgxExtension = Certificate.Extension(oid: PCKExtensions.oid, critical: false, value: try sgx.derEncoded()[...])
+        let sgxExtension = Certificate.Extension(
+            oid: PCKExtensions.oid, critical: false, value: try sgx.derEncoded()[...])
 
         root = try certificate(keys.root, subject: rootName, issuer: rootName, issuerKey: keys.root, ca: true)
         pckCA = try certificate(keys.pckCA, subject: pckCAName, issuer: rootName, issuerKey: keys.root, ca: true)
         pck = try certificate(
             keys.pck, subject: pckName, issuer: pckCAName, issuerKey: keys.pckCA, ca: false, extra: [sgxExtension])
-        tcbSigning = try certificate(keys.tcbSigning, subject: tcbName, issuer: rootName, issuerKey: keys.root, ca: false)
+        tcbSigning = try certificate(
+            keys.tcbSigning, subject: tcbName, issuer: rootName, issuerKey: keys.root, ca: false)
 
         let crlThis = now - 3_600
         let crlNext = now + 30 * 86_400
@@ -181,7 +188,7 @@ public struct TestPKI: Sendable {
 
     /// A v2 CRL with a CRL number, signed with `key`.
     static func crl(
-        issuer: DistinguishedName, key: P256.Signing.PrivateKey, thisUpdate: Int64, nextUpdate: Int64,
+        issuer: DistinguishedName, key: P256.Signing.PrivateKey, thisUpdate: Int64, nextUpdate: Int64?,
         revoked: [ArraySlice<UInt8>]
     ) throws -> [UInt8] {
         func time(_ seconds: Int64) throws -> UTCTime {
@@ -198,7 +205,7 @@ public struct TestPKI: Sendable {
             try algorithm(&s)
             try s.serialize(issuer)
             try s.serialize(try time(thisUpdate))
-            try s.serialize(try time(nextUpdate))
+            if let nextUpdate { try s.serialize(try time(nextUpdate)) }
             if !revoked.isEmpty {
                 try s.appendConstructedNode(identifier: .sequence) { s in
                     for serial in revoked {
@@ -240,7 +247,8 @@ public struct TestPKI: Sendable {
     private static func level(
         sgx: [UInt8], pceSVN: UInt16, tdx: [UInt8], status: TCBStatus, advisories: [String]
     ) -> String {
-        let ids = advisories.isEmpty ? "" : ",\"advisoryIDs\":[" + advisories.map { "\"\($0)\"" }.joined(separator: ",") + "]"
+        let ids =
+            advisories.isEmpty ? "" : ",\"advisoryIDs\":[" + advisories.map { "\"\($0)\"" }.joined(separator: ",") + "]"
         return
             "{\"tcb\":{\"sgxtcbcomponents\":\(components(sgx)),\"pcesvn\":\(pceSVN),\"tdxtcbcomponents\":\(components(tdx))},\"tcbDate\":\"2024-03-13T00:00:00Z\",\"tcbStatus\":\"\(status.rawValue)\"\(ids)}"
     }

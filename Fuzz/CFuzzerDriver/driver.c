@@ -1,0 +1,3 @@
+// The declaration in include/CFuzzerDriver.h is all this target provides;
+// libFuzzer itself is linked by -sanitize=fuzzer.
+#include "CFuzzerDriver.h"

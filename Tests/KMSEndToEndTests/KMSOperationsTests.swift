@@ -152,7 +152,7 @@ struct KMSOperationsTests {
         // Open every connection first, then fire all requests at once.
         var connections: [HTTPConnection] = []
         for index in 0..<1000 { connections.append(try await HTTPConnection.connect(to: replicas[index % 2].endpoint)) }
-        defer { connections.forEach { $0.close() } }
+        defer { for connection in connections { connection.close() } }
         let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
             for connection in connections {
                 group.addTask { try await connection.request(.POST, "/get-key", body: Array(body)).status }

@@ -136,3 +136,65 @@ struct PeerIDCommand: ParsableCommand {
         }
     }
 }
+
+struct KMSBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kms",
+        abstract: "Load a KMS with the whole key-release flow from many peers at once.",
+        discussion: """
+            Each client has its own peer identity and keep-alive connection and repeats \
+            challenge, quote, signature, get-key until --duration is up. Latency is per \
+            key release. Run a release build of both the KMS and this command.
+            """
+    )
+
+    @Option(help: "The KMS, http://host:port.") var url: String
+    @Option(help: "Concurrent clients.") var concurrency = 64
+    @Option(help: "Seconds to run.") var duration = 10
+    @Option(help: "software:DIR | dstack:SOCKET | tdx") var tee: String
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() async throws {
+        try await reportingAsyncFailures {
+            guard concurrency > 0, duration > 0 else {
+                throw CommandFailure("--concurrency and --duration must be positive")
+            }
+            guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host
+            else {
+                throw CommandFailure("--url must be http://host:port")
+            }
+            let source: any QuoteSource
+            if tee.hasPrefix("software:") {
+                source = try SoftwareTEEQuoteSource(directory: URL(fileURLWithPath: String(tee.dropFirst(9))))
+            } else if tee.hasPrefix("dstack:") {
+                source = DstackQuoteSource(socketPath: String(tee.dropFirst(7)))
+            } else if tee == "tdx" {
+                source = ConfigfsTSMQuoteSource()
+            } else {
+                throw CommandFailure("--tee must be software:DIR, dstack:SOCKET or tdx")
+            }
+            let report = await LoadGenerator.run(
+                endpoint: .tcp(host: host, port: components.port ?? 80),
+                concurrency: concurrency,
+                duration: .seconds(duration),
+                quotes: source
+            )
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                try writeStandardOutput(String(decoding: try encoder.encode(report), as: UTF8.self) + "\n")
+            } else {
+                try writeStandardOutput(
+                    """
+                    \(report.requests) key releases in \(report.durationSeconds) s: \(report.rps)/s, \
+                    p50 \(report.p50Ms) ms, p99 \(report.p99Ms) ms, \(report.errors) errors
+
+                    """
+                )
+            }
+            if buildConfiguration != "release" {
+                writeStandardError("keyrack: warning: this is a debug build; figures are not representative\n")
+            }
+        }
+    }
+}

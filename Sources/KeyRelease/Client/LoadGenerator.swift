@@ -1,0 +1,115 @@
+import Foundation
+import Histogram
+
+/// Drives the whole key-release flow against a KMS from many peers at once:
+/// each virtual client has its own identity and keep-alive connection and
+/// repeats challenge → quote → signature → key until the time is up.
+public enum LoadGenerator {
+    /// What a run measured. Latency is per key release (both requests and
+    /// the client's quote and signature).
+    public struct Report: Codable, Sendable {
+        public let requests: Int
+        public let rps: Double
+        public let p50Ms: Double
+        public let p99Ms: Double
+        public let maxMs: Double
+        public let errors: Int
+        public let concurrency: Int
+        public let durationSeconds: Double
+        public let firstError: String?
+
+        enum CodingKeys: String, CodingKey {
+            case requests, rps, errors, concurrency
+            case p50Ms = "p50_ms"
+            case p99Ms = "p99_ms"
+            case maxMs = "max_ms"
+            case durationSeconds = "duration_s"
+            case firstError = "first_error"
+        }
+    }
+
+    private struct ClientResult: Sendable {
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+        var completed = 0
+        var errors = 0
+        var firstError: String?
+    }
+
+    /// Runs `concurrency` clients for `duration`.
+    public static func run(
+        endpoint: HTTPConnection.Endpoint,
+        concurrency: Int,
+        duration: Duration,
+        quotes: any QuoteSource
+    ) async -> Report {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let deadline = start + duration
+        let results = await withTaskGroup(of: ClientResult.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    await client(endpoint: endpoint, quotes: quotes, until: deadline, clock: clock)
+                }
+            }
+            var merged = ClientResult()
+            for await result in group {
+                merged.histogram.add(result.histogram)
+                merged.completed += result.completed
+                merged.errors += result.errors
+                merged.firstError = merged.firstError ?? result.firstError
+            }
+            return merged
+        }
+        let elapsed = clock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let histogram = results.histogram
+        func milliseconds(_ percentile: Double) -> Double {
+            results.completed == 0 ? 0 : Double(histogram.valueAtPercentile(percentile)) / 1000
+        }
+        return Report(
+            requests: results.completed,
+            rps: (Double(results.completed) / seconds * 10).rounded() / 10,
+            p50Ms: milliseconds(50),
+            p99Ms: milliseconds(99),
+            maxMs: results.completed == 0 ? 0 : Double(histogram.max) / 1000,
+            errors: results.errors,
+            concurrency: concurrency,
+            durationSeconds: (seconds * 100).rounded() / 100,
+            firstError: results.firstError
+        )
+    }
+
+    private static func client(
+        endpoint: HTTPConnection.Endpoint,
+        quotes: any QuoteSource,
+        until deadline: ContinuousClock.Instant,
+        clock: ContinuousClock
+    ) async -> ClientResult {
+        var result = ClientResult()
+        let client = KeyReleaseClient(endpoint: endpoint, identity: .generate(), quotes: quotes)
+        var connection: HTTPConnection?
+        while clock.now < deadline {
+            do {
+                if connection?.isActive != true {
+                    connection = try await HTTPConnection.connect(to: endpoint)
+                }
+                let started = clock.now
+                _ = try await client.fetchKey(over: connection!)
+                let elapsed = clock.now - started
+                let microseconds =
+                    elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+                _ = result.histogram.record(UInt64(max(0, microseconds)))
+                result.completed += 1
+            } catch {
+                result.errors += 1
+                result.firstError = result.firstError ?? "\(error)"
+                connection?.close()
+                connection = nil
+                // Do not spin on a dead server.
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        connection?.close()
+        return result
+    }
+}

@@ -35,16 +35,26 @@ public final class RedisClient: Sendable {
 
     /// Sends one command on a pooled connection and returns the reply.
     public func send(_ command: [RESPArgument]) async throws(RedisError) -> RESPValue {
-        let connection = try await lease()
-        do {
-            let reply = try await connection.send(command)
-            giveBack(connection)
-            return reply
-        } catch {
-            // A server error reply leaves the connection usable.
-            if case .server = error { giveBack(connection) } else { discard(connection) }
-            throw error
+        // A pooled connection can close between the lease and the write; the
+        // command was then never sent, and one more try on another
+        // connection is safe. Any other failure is reported as it is.
+        for attempt in 1...2 {
+            let connection = try await lease()
+            do {
+                let reply = try await connection.send(command)
+                giveBack(connection)
+                return reply
+            } catch {
+                // A server error reply leaves the connection usable.
+                if case .server = error { giveBack(connection) } else { discard(connection) }
+                if case .notSent(let reason) = error {
+                    if attempt == 1 { continue }
+                    throw .unavailable(reason)
+                }
+                throw error
+            }
         }
+        throw .unavailable("unreachable")
     }
 
     /// Runs a Lua script with `EVALSHA`, loading it first (and again after

@@ -11,6 +11,9 @@ public enum RedisError: Error, Equatable, Sendable, CustomStringConvertible {
     case server(String)
     /// The reply could not be parsed.
     case protocolError(String)
+    /// The connection closed before the command could be written: the
+    /// server never saw it, so it is safe to send again.
+    case notSent(String)
 
     public var description: String {
         switch self {
@@ -18,6 +21,7 @@ public enum RedisError: Error, Equatable, Sendable, CustomStringConvertible {
         case .timeout: return "Redis did not answer in time"
         case .server(let message): return "Redis error: \(message)"
         case .protocolError(let reason): return "Redis protocol error: \(reason)"
+        case .notSent(let reason): return "Redis unavailable: \(reason)"
         }
     }
 }
@@ -160,7 +164,7 @@ public final class RedisConnection: Sendable {
         // at once rather than at the timeout.
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { error in
-            promise.fail(RedisError.unavailable("write failed: \(error)"))
+            promise.fail(RedisError.notSent("write failed: \(error)"))
         }
         channel.writeAndFlush((command: command, promise: promise), promise: written)
         let value: RESPValue

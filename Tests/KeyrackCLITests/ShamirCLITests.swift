@@ -96,7 +96,7 @@ struct ShamirCLITests {
 
 @Suite("keyrack demo and bench, through the real binary")
 struct DemoCLITests {
-    @Test("demo runs on embedded defaults, shows every step succeed, and prints no secret")
+    @Test("demo runs on embedded defaults: secret sharing, a real KMS over loopback, the simulator; no secret printed")
     func demo() throws {
         let result = try runKeyrack(["demo"])
         #expect(result.status == 0, "\(result.standardError)")
@@ -106,6 +106,13 @@ struct DemoCLITests {
         #expect(result.output.contains("refused"))
         #expect(!result.output.contains("MISMATCH"))
         #expect(!result.output.contains("(bad!)"))
+        // Part 2: a real KMS releases a deterministic key and refuses other software.
+        #expect(result.output.contains("(deterministic)."))
+        #expect(result.output.contains("HTTP 403 PolicyViolation"))
+        // Part 3: the simulator ran with faults, no violation, liveness.
+        #expect(result.output.contains("0 invariant violations"))
+        #expect(result.output.contains("loads the same secret: yes"))
+        #expect(result.output.contains("Not built yet"))
     }
 
     @Test("bench shamir --json prints one JSON object with the three medians")

@@ -69,14 +69,6 @@ struct KMSEndToEndTests {
 
 /// Runs keyrack to completion; output is stdout and stderr together.
 func runKeyrackToEnd(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = try keyrackExecutable()
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    let result = try runToCompletion(try keyrackExecutable(), arguments)
+    return (result.status, result.output + result.errors)
 }

@@ -58,18 +58,12 @@ struct DstackKeyProviderTests {
             print(response.key)
             print(len(response.decode_signature_chain()))
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: findExecutable("python3") ?? "/usr/bin/python3")
-        process.arguments = ["-c", script, agent.socketPath, "keyrack/storage/\(peer)"]
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        process.waitUntilExit()
-        let stdout = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        try #require(process.terminationStatus == 0, "python dstack-sdk failed: \(stderr)")
+        let result = try runToCompletion(
+            URL(fileURLWithPath: findExecutable("python3") ?? "/usr/bin/python3"),
+            ["-c", script, agent.socketPath, "keyrack/storage/\(peer)"]
+        )
+        try #require(result.status == 0, "python dstack-sdk failed: \(result.errors)")
+        let stdout = result.output
         let lines = stdout.split(separator: "\n")
         let expected = DstackStandIn.expectedKey(root: agent.root, path: "keyrack/storage/\(peer)")
         #expect(lines.first.map(String.init) == expected.hexString)

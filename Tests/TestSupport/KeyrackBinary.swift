@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The `keyrack` executable built beside the test bundle.
 public func keyrackExecutable() throws -> URL {
@@ -49,4 +50,34 @@ public final class KeyrackProcess: @unchecked Sendable {
         stop()
         try? FileManager.default.removeItem(at: logFile)
     }
+}
+
+/// Runs `executable` to completion and returns its status and output
+/// (standard output and standard error, each whole).
+public func runToCompletion(
+    _ executable: URL,
+    _ arguments: [String],
+    environment: [String: String] = [:]
+) throws -> (status: Int32, output: String, errors: String) {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let output = Pipe()
+    let errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    try process.run()
+    // Read standard error on another thread so neither pipe can fill up and block the child.
+    let errorData = Mutex(Data())
+    let reader = Thread { errorData.withLock { $0 = errors.fileHandleForReading.readDataToEndOfFile() } }
+    reader.start()
+    let outputData = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    while reader.isExecuting || !reader.isFinished { usleep(1000) }
+    return (
+        process.terminationStatus,
+        String(decoding: outputData, as: UTF8.self),
+        String(decoding: errorData.withLock { $0 }, as: UTF8.self)
+    )
 }

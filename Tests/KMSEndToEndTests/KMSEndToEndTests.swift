@@ -36,6 +36,66 @@ struct KMSEndToEndTests {
         #expect(log.contains("outcome=Released"))
         #expect(log.contains(identity.peerId.string))
         #expect(!log.contains(fromFirst.withUnsafeBytes { Data($0).base64EncodedString() }))
+        #expect(first.process.stop() == 0)
+        #expect(second.process.stop() == 0)
+    }
+
+    @Test("TLS_CERT and TLS_KEY: the KMS serves HTTPS (checked with curl), and stops cleanly on SIGTERM")
+    func tls() async throws {
+        let platform = try Platform()
+        guard let openssl = findExecutable("openssl"), let curl = findExecutable("curl") else {
+            Issue.record("openssl and curl are needed: run `apt-get install -y openssl curl`")
+            return
+        }
+        let certificate = platform.directory.appendingPathComponent("kms.crt").path
+        let key = platform.directory.appendingPathComponent("kms.key").path
+        let made = try runToCompletion(
+            URL(fileURLWithPath: openssl),
+            [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", certificate,
+            ]
+        )
+        try #require(made.status == 0, "\(made.errors)")
+        let port = try freeLoopbackPort()
+        let process = try KeyrackProcess(
+            ["kms", "serve"],
+            environment: platform.environment(port: port, extra: ["TLS_CERT": certificate, "TLS_KEY": key])
+        )
+        var answered = ""
+        for _ in 0..<200 {
+            let probe = try runToCompletion(
+                URL(fileURLWithPath: curl),
+                ["-s", "--cacert", certificate, "https://127.0.0.1:\(port)/healthz"]
+            )
+            if probe.status == 0 {
+                answered = probe.output
+                break
+            }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(answered.contains("ok"), "\(process.log)")
+        // Plain HTTP on the TLS port is not served.
+        let plain = try runToCompletion(
+            URL(fileURLWithPath: curl), ["-s", "-m", "3", "http://127.0.0.1:\(port)/healthz"])
+        #expect(!plain.output.contains("\"ok\""))
+        #expect(process.stop() == 0)
+    }
+
+    @Test("bad settings stop start-up with a message naming the variable")
+    func badSettings() throws {
+        let result = runKeyrackToEnd(["kms", "serve"], environment: ["CHALLENGE_TTL_SECS": "soon"])
+        #expect(result.status == 2)
+        #expect(result.output.contains("CHALLENGE_TTL_SECS"))
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("loose-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        #expect(
+            FileManager.default.createFile(
+                atPath: root, contents: Data(count: 32), attributes: [.posixPermissions: 0o644]))
+        let loose = runKeyrackToEnd(
+            ["kms", "serve"], environment: ["KEY_ROOT_FILE": root, "LISTEN_ADDR": "127.0.0.1:0"])
+        #expect(loose.status == 2)
+        #expect(loose.output.contains("chmod 600"))
     }
 
     @Test("the CLI: peer-id new, then kms get-key --tee software:DIR --out FILE")
@@ -44,9 +104,9 @@ struct KMSEndToEndTests {
         let kms = try await KMS.start(platform)
         let identityFile = platform.directory.appendingPathComponent("node.id").path
         let keyFile = platform.directory.appendingPathComponent("storage.key").path
-        let created = try runKeyrackToEnd(["peer-id", "new", "--out", identityFile])
+        let created = runKeyrackToEnd(["peer-id", "new", "--out", identityFile])
         #expect(created.status == 0)
-        let fetched = try runKeyrackToEnd([
+        let fetched = runKeyrackToEnd([
             "kms", "get-key", "--url", "http://127.0.0.1:\(kms.port)", "--identity", identityFile,
             "--tee", "software:\(platform.teeDirectory.path)", "--out", keyFile,
         ])
@@ -59,7 +119,7 @@ struct KMSEndToEndTests {
         let root = try LocalKeyProvider(rootFile: platform.directory.appendingPathComponent("root.key").path)
         #expect(root.deriveKey(namespace: "keyrack/storage", peerId: peer).unsafeCopiedBytes == Array(key))
 
-        let refused = try runKeyrackToEnd([
+        let refused = runKeyrackToEnd([
             "kms", "get-key", "--url", "http://127.0.0.1:\(kms.port)", "--identity", identityFile, "--tee", "nope",
         ])
         #expect(refused.status == 1)
@@ -68,7 +128,11 @@ struct KMSEndToEndTests {
 }
 
 /// Runs keyrack to completion; output is stdout and stderr together.
-func runKeyrackToEnd(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let result = try runToCompletion(try keyrackExecutable(), arguments)
-    return (result.status, result.output + result.errors)
+func runKeyrackToEnd(_ arguments: [String], environment: [String: String] = [:]) -> (status: Int32, output: String) {
+    do {
+        let result = try runToCompletion(try keyrackExecutable(), arguments, environment: environment)
+        return (result.status, result.output + result.errors)
+    } catch {
+        return (-1, "\(error)")
+    }
 }

@@ -95,6 +95,12 @@ struct KMSErrorTests {
         var unknown = request
         unknown["challengeId"] = UUID().uuidString
         expectError(try await kms.post("/get-key", unknown), 400, "InvalidChallenge")
+        // Logs never carry the nonce, the signature or the quote.
+        let log = kms.process.log
+        #expect(log.contains("InvalidChallenge"))
+        #expect(!log.contains(challenge.nonce))
+        #expect(!log.contains(request["signature"]!))
+        #expect(!log.contains(String(request["quote"]!.prefix(40))))
     }
 
     @Test("a wrong signature, or a signature by another peer: 401 InvalidSignature")

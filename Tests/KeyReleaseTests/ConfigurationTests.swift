@@ -87,3 +87,16 @@ struct ConfigurationTests {
         #expect(throws: IdentityError.self) { try PeerIdentity.read(from: path) }
     }
 }
+
+@Suite("RFC 3339 timestamps")
+struct TimestampTests {
+    @Test("the hand-written form equals Foundation's ISO 8601 formatter with fractional seconds")
+    func matchesFoundation() {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        for seconds in [0, 1, 951_782_400.5, 1_750_332_747.123, 1_800_000_000.999, 4_102_444_799.25] as [Double] {
+            let date = Date(timeIntervalSince1970: seconds)
+            #expect(date.rfc3339 == formatter.string(from: date), "\(seconds)")
+        }
+    }
+}

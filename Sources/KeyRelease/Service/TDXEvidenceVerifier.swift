@@ -1,5 +1,7 @@
 import Attestation
+import Crypto
 import Foundation
+import Synchronization
 
 /// The production quote checks: TDX quote parsing and DCAP verification from
 /// the `Attestation` module, with collateral read once from `COLLATERAL_DIR`
@@ -9,6 +11,11 @@ public struct TDXEvidenceVerifier: EvidenceVerifier {
 
     let verifier: QuoteVerifier
     let collateral: Result<CollateralDirectory, EvidenceFailure>
+    /// Which collateral a PCK chain needs, by the chain's SHA-256: finding
+    /// the FMSPC means decoding the PCK certificate, which a platform seen
+    /// before should not pay again. The chain fixes the FMSPC, so the entry
+    /// never goes stale; the table is emptied when it grows past 4,096.
+    private let collateralByChain = CollateralLookupCache()
 
     /// A verifier under `trustAnchor` with the collateral of `collateralDirectory`.
     public init(trustAnchor: TrustAnchor = .intelSGXRootCA, collateralDirectory: URL?) {
@@ -47,9 +54,17 @@ public struct TDXEvidenceVerifier: EvidenceVerifier {
     public func verify(_ quote: Quote, now: Date) throws(EvidenceFailure) -> MeasuredState {
         let directory = try collateral.get()
         do {
+            let chainDigest = Array(SHA256.hash(data: quote.signatureData.pckChainPEM))
+            let platformCollateral: Collateral
+            if let known = collateralByChain.lookup(chainDigest) {
+                platformCollateral = known
+            } else {
+                platformCollateral = try directory.collateral(for: quote)
+                collateralByChain.store(platformCollateral, for: chainDigest)
+            }
             let verified = try verifier.verify(
                 quote: quote,
-                collateral: try directory.collateral(for: quote),
+                collateral: platformCollateral,
                 now: Int64(now.timeIntervalSince1970)
             )
             return MeasuredState(
@@ -65,5 +80,19 @@ public struct TDXEvidenceVerifier: EvidenceVerifier {
     public func notReadyReason() -> String? {
         if case .failure(let failure) = collateral { return failure.reason }
         return nil
+    }
+}
+
+/// A bounded map from PCK chain digests to collateral.
+final class CollateralLookupCache: Sendable {
+    private let table = Mutex([[UInt8]: Collateral]())
+
+    func lookup(_ digest: [UInt8]) -> Collateral? { table.withLock { $0[digest] } }
+
+    func store(_ collateral: Collateral, for digest: [UInt8]) {
+        table.withLock { table in
+            if table.count >= 4096 { table.removeAll() }
+            table[digest] = collateral
+        }
     }
 }

@@ -26,7 +26,7 @@ public struct RedisConfiguration: Sendable, Equatable {
         database: Int = 0,
         user: String? = nil,
         password: String? = nil,
-        maximumConnections: Int = 16,
+        maximumConnections: Int = 64,
         connectTimeout: TimeAmount = .seconds(1),
         commandTimeout: TimeAmount = .seconds(2)
     ) {

@@ -20,7 +20,8 @@ public struct TDMeasurements: Sendable, Hashable, Codable {
 /// PCK key, QE auth data and the PCK chain.
 enum QuoteWriter {
     static func quote(
-        keys: TestPKIKeys, pckChainPEM: String, reportData: [UInt8], measurements: TDMeasurements, debug: Bool
+        keys: TestPKIKeys, pckChainPEM: String, reportData: [UInt8], measurements: TDMeasurements, debug: Bool,
+        certification precomputed: [UInt8]? = nil
     ) throws(AttestationError) -> [UInt8] {
         func bad(_ reason: String) -> AttestationError { AttestationError(.malformed, step: .parseQuote, reason) }
         guard reportData.count == 64 else { throw bad("report data must be 64 bytes, not \(reportData.count)") }
@@ -63,6 +64,29 @@ enum QuoteWriter {
             throw AttestationError(.invalidSignature, step: .quoteSignature, "signing the quote failed")
         }
         let attestationKey = Array(keys.attestation.publicKey.rawRepresentation)
+        let certification: [UInt8]
+        if let precomputed {
+            certification = precomputed
+        } else {
+            certification = try certificationData(keys: keys, pckChainPEM: pckChainPEM)
+        }
+
+        var signatureData: [UInt8] = signature + attestationKey
+        signatureData += [UInt8(QuoteSignatureData.certificationTypeQEReport), 0]
+        for i in 0..<4 { signatureData.append(UInt8(truncatingIfNeeded: certification.count >> (8 * i))) }
+        signatureData += certification
+
+        u32(UInt32(signatureData.count))
+        out += signatureData
+        return out
+    }
+
+    /// The certification data (QE report, its PCK signature, QE auth data and
+    /// the PCK chain). It does not depend on the quote, so a software TEE
+    /// makes it once, as a real quoting enclave's report is fixed per
+    /// attestation key.
+    static func certificationData(keys: TestPKIKeys, pckChainPEM: String) throws(AttestationError) -> [UInt8] {
+        let attestationKey = Array(keys.attestation.publicKey.rawRepresentation)
         let authData = Array(SHA256.hash(data: Array("keyrack software TEE".utf8)))
 
         // QE report.
@@ -94,13 +118,6 @@ enum QuoteWriter {
         for i in 0..<4 { certification.append(UInt8(truncatingIfNeeded: chain.count >> (8 * i))) }
         certification += chain
 
-        var signatureData: [UInt8] = signature + attestationKey
-        signatureData += [UInt8(QuoteSignatureData.certificationTypeQEReport), 0]
-        for i in 0..<4 { signatureData.append(UInt8(truncatingIfNeeded: certification.count >> (8 * i))) }
-        signatureData += certification
-
-        u32(UInt32(signatureData.count))
-        out += signatureData
-        return out
+        return certification
     }
 }

@@ -26,6 +26,8 @@ public struct SoftwareTEE: Sendable {
     private let pck: P256.Signing.PrivateKey
     private let attestation: P256.Signing.PrivateKey
     private let pckChainPEM: String
+    /// The QE report, its signature, auth data and chain: fixed per TEE, made once.
+    private let certification: [UInt8]
 
     /// The default measurements: fixed values, SHA-384 of a label each.
     public static let fixedMeasurements = TDMeasurements(
@@ -91,6 +93,10 @@ public struct SoftwareTEE: Sendable {
         self.defaultMeasurements = TDMeasurements(mrTD: mrtd, rtmrs: rtmrs)
         self.trustAnchor = try TrustAnchor(bytes: [UInt8](try read("root.der")))
         self.collateral = try Collateral(json: try read("collateral.json"))
+        self.certification = try QuoteWriter.certificationData(
+            keys: TestPKIKeys(root: pck, pckCA: pck, pck: pck, tcbSigning: pck, attestation: attestation),
+            pckChainPEM: chain
+        )
     }
 
     /// A v4 quote over `reportData` (64 bytes) with the given measurements
@@ -105,7 +111,8 @@ public struct SoftwareTEE: Sendable {
         }
         let keys = TestPKIKeys(root: pck, pckCA: pck, pck: pck, tcbSigning: pck, attestation: attestation)
         return try QuoteWriter.quote(
-            keys: keys, pckChainPEM: pckChainPEM, reportData: reportData, measurements: measurements, debug: debug)
+            keys: keys, pckChainPEM: pckChainPEM, reportData: reportData, measurements: measurements, debug: debug,
+            certification: certification)
     }
 }
 

@@ -47,6 +47,15 @@ var targets: [Target] = [
         swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]
     ),
     .target(
+        name: "NodeAgent",
+        dependencies: [
+            "SecretSharing",
+            "TrustQuorum",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ],
+        swiftSettings: strict
+    ),
+    .target(
         name: "RedisClient",
         dependencies: [
             .product(name: "NIOCore", package: "swift-nio"),
@@ -163,6 +172,16 @@ var targets: [Target] = [
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1"),
             .product(name: "PropertyBased", package: "swift-property-based"),
+        ],
+        swiftSettings: strict
+    ),
+    .testTarget(
+        name: "NodeAgentTests",
+        dependencies: [
+            "NodeAgent",
+            "TrustQuorum",
+            "SecretSharing",
+            .product(name: "Crypto", package: "swift-crypto"),
         ],
         swiftSettings: strict
     ),

@@ -1,0 +1,170 @@
+import Crypto
+import Foundation
+import TrustQuorum
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A node's durable state: the trust-quorum ``PersistentState`` sealed by the
+/// node's root of trust and written, generation after generation, to two
+/// directories.
+///
+/// A write goes to a temporary file in each directory, is fsynced, renamed
+/// over `ledger`, and the directory is fsynced, so a crash leaves either the
+/// old or the new generation in each place, never a torn file. At load both
+/// copies are opened; the highest valid generation wins, and a copy that is
+/// corrupt, truncated or sealed by another root of trust is reported and the
+/// other used.
+///
+/// File format: `KRLG` ‖ version (1 byte, 1) ‖ generation (8 bytes, big
+/// endian) ‖ ChaCha20-Poly1305 sealed box (12-byte nonce ‖ ciphertext ‖
+/// 16-byte tag) of the JSON-encoded state, with the first 13 bytes as
+/// authenticated data. The whole state is encrypted, shares included, so the
+/// files alone reveal no share; the key never leaves the root of trust.
+public struct Ledger: Sendable {
+    /// The two directories.
+    public let directories: [URL]
+    let key: SymmetricKey
+
+    static let magic = Array("KRLG".utf8)
+    static let version: UInt8 = 1
+    static let fileName = "ledger"
+
+    /// A ledger in `directories` (two, on different disks in production)
+    /// sealed by `rootOfTrust`.
+    public init(directories: [URL], rootOfTrust: any RootOfTrust) throws(LedgerError) {
+        guard directories.count == 2, directories[0].standardizedFileURL != directories[1].standardizedFileURL else {
+            throw LedgerError("a ledger needs two different directories")
+        }
+        for directory in directories {
+            do {
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            } catch {
+                throw LedgerError("cannot create the ledger directory \(directory.path)")
+            }
+        }
+        self.directories = directories
+        self.key = rootOfTrust.sealingKey(purpose: "keyrack-ledger-v1")
+    }
+
+    /// What loading found.
+    public struct Loaded: Sendable {
+        /// The state of the highest valid generation, or nil if no copy exists.
+        public let state: PersistentState?
+        /// That generation (0 when nothing was found).
+        public let generation: UInt64
+        /// Copies that exist but could not be used, with the reason.
+        public let problems: [(path: String, reason: String)]
+    }
+
+    /// Opens both copies and returns the newest valid state. Throws only when
+    /// copies exist and none of them can be opened (nothing is silently lost).
+    public func load() throws(LedgerError) -> Loaded {
+        var best: (generation: UInt64, state: PersistentState)?
+        var problems: [(String, String)] = []
+        var existing = 0
+        for directory in directories {
+            let path = directory.appendingPathComponent(Self.fileName).path
+            guard let bytes = FileManager.default.contents(atPath: path) else { continue }
+            existing += 1
+            do {
+                let (generation, state) = try open(Array(bytes))
+                if best.map({ generation > $0.generation }) ?? true { best = (generation, state) }
+            } catch {
+                problems.append((path, error.reason))
+            }
+        }
+        if existing > 0 && best == nil {
+            throw LedgerError(
+                "no ledger copy can be opened: " + problems.map { "\($0.0): \($0.1)" }.joined(separator: "; ")
+            )
+        }
+        return Loaded(state: best?.state, generation: best?.generation ?? 0, problems: problems)
+    }
+
+    /// Seals `state` as `generation` and writes it to both directories
+    /// (atomically in each). Call before sending any message that depends on it.
+    public func write(_ state: PersistentState, generation: UInt64) throws(LedgerError) {
+        let sealed = try seal(state, generation: generation)
+        for directory in directories {
+            try Self.atomicWrite(sealed, to: directory)
+        }
+    }
+
+    func seal(_ state: PersistentState, generation: UInt64) throws(LedgerError) -> [UInt8] {
+        var header = Self.magic + [Self.version]
+        for shift in stride(from: 56, through: 0, by: -8) {
+            header.append(UInt8(truncatingIfNeeded: generation >> UInt64(shift)))
+        }
+        do {
+            let encoded = try JSONEncoder().encode(state)
+            let box = try ChaChaPoly.seal(encoded, using: key, authenticating: header)
+            return header + Array(box.combined)
+        } catch {
+            throw LedgerError("cannot seal the state")
+        }
+    }
+
+    func open(_ bytes: [UInt8]) throws(LedgerError) -> (UInt64, PersistentState) {
+        guard bytes.count >= 13 + 12 + 16 else { throw LedgerError("truncated (\(bytes.count) bytes)") }
+        guard Array(bytes.prefix(4)) == Self.magic else { throw LedgerError("not a keyrack ledger") }
+        guard bytes[4] == Self.version else { throw LedgerError("unsupported ledger version \(bytes[4])") }
+        let generation = bytes[5..<13].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let plaintext: Data
+        do {
+            let box = try ChaChaPoly.SealedBox(combined: bytes[13...])
+            plaintext = try ChaChaPoly.open(box, using: key, authenticating: bytes[0..<13])
+        } catch {
+            throw LedgerError("does not open: corrupt, truncated, or sealed by another node's root of trust")
+        }
+        do {
+            return (generation, try JSONDecoder().decode(PersistentState.self, from: plaintext))
+        } catch {
+            throw LedgerError("opens but does not decode as trust-quorum state")
+        }
+    }
+
+    static func atomicWrite(_ bytes: [UInt8], to directory: URL) throws(LedgerError) {
+        let final = directory.appendingPathComponent(fileName).path
+        let temporary = final + ".tmp-\(getpid())"
+        let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw LedgerError("cannot create \(temporary): errno \(errno)") }
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes {
+                Glibc.write(descriptor, $0.baseAddress! + offset, bytes.count - offset)
+            }
+            if written < 0 {
+                if errno == EINTR { continue }
+                close(descriptor)
+                unlink(temporary)
+                throw LedgerError("cannot write \(temporary): errno \(errno)")
+            }
+            offset += written
+        }
+        guard fsync(descriptor) == 0 else {
+            close(descriptor)
+            unlink(temporary)
+            throw LedgerError("cannot fsync \(temporary): errno \(errno)")
+        }
+        close(descriptor)
+        guard rename(temporary, final) == 0 else {
+            unlink(temporary)
+            throw LedgerError("cannot rename \(temporary) to \(final): errno \(errno)")
+        }
+        // The rename itself must survive a crash.
+        let directoryDescriptor = Glibc.open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directoryDescriptor >= 0 {
+            _ = fsync(directoryDescriptor)
+            close(directoryDescriptor)
+        }
+    }
+}
+
+/// A ledger that could not be written or opened.
+public struct LedgerError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}

@@ -1,0 +1,163 @@
+import Crypto
+import Foundation
+import SecretSharing
+import Testing
+import TrustQuorum
+
+@testable import NodeAgent
+
+/// Two ledger directories in a fresh temporary folder.
+final class LedgerFixture: @unchecked Sendable {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)")
+    var directories: [URL] { [root.appendingPathComponent("m2a"), root.appendingPathComponent("m2b")] }
+    let rootOfTrust: SoftwareRootOfTrust
+    let share: Share
+    let state: PersistentState
+
+    init() throws {
+        var random = SeededRandomSource(seed: 99)
+        rootOfTrust = try SoftwareRootOfTrust(seed: random.secretBytes(32))
+        let shares = try Shamir.split(random.secretBytes(32), threshold: 2, shares: 3, using: &random)
+        share = shares[1]
+        var state = PersistentState.empty
+        state.shares[1] = share
+        self.state = state
+    }
+
+    func ledger(_ rootOfTrust: (any RootOfTrust)? = nil) throws -> Ledger {
+        try Ledger(directories: directories, rootOfTrust: rootOfTrust ?? self.rootOfTrust)
+    }
+
+    func file(_ index: Int) -> URL { directories[index].appendingPathComponent("ledger") }
+
+    deinit { try? FileManager.default.removeItem(at: root) }
+}
+
+@Suite("Durable ledger")
+struct LedgerTests {
+    @Test("write then load gives the state back; nothing on disk is an empty ledger")
+    func roundTrip() throws {
+        let fixture = try LedgerFixture()
+        let ledger = try fixture.ledger()
+        #expect(try ledger.load().state == nil)
+        try ledger.write(fixture.state, generation: 1)
+        let loaded = try ledger.load()
+        #expect(loaded.state == fixture.state)
+        #expect(loaded.generation == 1)
+        #expect(loaded.problems.isEmpty)
+        let attributes = try FileManager.default.attributesOfItem(atPath: fixture.file(0).path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    }
+
+    @Test("the higher valid generation wins")
+    func generations() throws {
+        let fixture = try LedgerFixture()
+        let ledger = try fixture.ledger()
+        try ledger.write(PersistentState.empty, generation: 1)
+        let old = try Data(contentsOf: fixture.file(1))
+        try ledger.write(fixture.state, generation: 2)
+        // One copy is stale (a crash between the two writes).
+        try old.write(to: fixture.file(1))
+        let loaded = try ledger.load()
+        #expect(loaded.generation == 2)
+        #expect(loaded.state == fixture.state)
+    }
+
+    @Test(
+        "a corrupt or truncated copy is reported and the other used",
+        arguments: ["flip", "truncate", "garbage", "empty"])
+    func damagedCopy(kind: String) throws {
+        let fixture = try LedgerFixture()
+        let ledger = try fixture.ledger()
+        try ledger.write(fixture.state, generation: 7)
+        var bytes = try Data(contentsOf: fixture.file(0))
+        switch kind {
+        case "flip": bytes[bytes.count / 2] ^= 0x01
+        case "truncate": bytes = bytes.prefix(bytes.count - 5)
+        case "garbage": bytes = Data("not a ledger at all, not even close".utf8)
+        default: bytes = Data()
+        }
+        try bytes.write(to: fixture.file(0))
+        let loaded = try ledger.load()
+        #expect(loaded.state == fixture.state)
+        #expect(loaded.generation == 7)
+        #expect(loaded.problems.count == 1)
+        #expect(loaded.problems.first?.path == fixture.file(0).path)
+    }
+
+    @Test("both copies unusable: an error, never an empty state")
+    func bothDamaged() throws {
+        let fixture = try LedgerFixture()
+        let ledger = try fixture.ledger()
+        try ledger.write(fixture.state, generation: 3)
+        for index in 0..<2 { try Data("broken".utf8).write(to: fixture.file(index)) }
+        #expect(throws: LedgerError.self) { try ledger.load() }
+    }
+
+    @Test("the files alone reveal no share, and another node's root of trust cannot open them")
+    func sealed() throws {
+        let fixture = try LedgerFixture()
+        try fixture.ledger().write(fixture.state, generation: 1)
+        let bytes = [UInt8](try Data(contentsOf: fixture.file(0)))
+        let share = fixture.share.y.unsafeCopiedBytes
+        let hex = Array(share.hexString.utf8)
+        #expect(!contains(bytes, share.prefix(16)))
+        #expect(!contains(bytes, hex.prefix(32)))
+        var random = SeededRandomSource(seed: 100)
+        let other = try SoftwareRootOfTrust(seed: random.secretBytes(32))
+        #expect {
+            try fixture.ledger(other).load()
+        } throws: { error in
+            (error as? LedgerError)?.reason.contains("another node's root of trust") == true
+        }
+    }
+
+    @Test("a leftover temporary file from a crash mid-write is ignored")
+    func crashLeftovers() throws {
+        let fixture = try LedgerFixture()
+        let ledger = try fixture.ledger()
+        try ledger.write(fixture.state, generation: 4)
+        try Data("half written".utf8).write(to: fixture.directories[0].appendingPathComponent("ledger.tmp-12345"))
+        #expect(try ledger.load().generation == 4)
+    }
+
+    @Test("two distinct directories are required")
+    func directories() throws {
+        let fixture = try LedgerFixture()
+        #expect(throws: LedgerError.self) {
+            try Ledger(directories: [fixture.directories[0], fixture.directories[0]], rootOfTrust: fixture.rootOfTrust)
+        }
+        #expect(throws: LedgerError.self) {
+            try Ledger(directories: [fixture.directories[0]], rootOfTrust: fixture.rootOfTrust)
+        }
+    }
+}
+
+@Suite("Software root of trust")
+struct RootOfTrustTests {
+    @Test("the key file is created 0600, reopened to the same key, and signs verifiably")
+    func keyFile() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rot-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let first = try SoftwareRootOfTrust(keyFile: path)
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let second = try SoftwareRootOfTrust(keyFile: path)
+        #expect(first.publicKey == second.publicKey)
+        let signature = try first.sign([1, 2, 3])
+        let key = try Curve25519.Signing.PublicKey(rawRepresentation: second.publicKey)
+        #expect(key.isValidSignature(signature, for: [1, 2, 3] as [UInt8]))
+        // Sealing keys differ by purpose.
+        let a = first.sealingKey(purpose: "a").withUnsafeBytes { Array($0) }
+        let b = first.sealingKey(purpose: "b").withUnsafeBytes { Array($0) }
+        #expect(a != b)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+        #expect(throws: RootOfTrustError.self) { try SoftwareRootOfTrust(keyFile: path) }
+    }
+}
+
+func contains(_ haystack: [UInt8], _ needle: some Collection<UInt8>) -> Bool {
+    let needle = Array(needle)
+    guard !needle.isEmpty, haystack.count >= needle.count else { return false }
+    return (0...(haystack.count - needle.count)).contains { Array(haystack[$0..<($0 + needle.count)]) == needle }
+}

@@ -52,6 +52,9 @@ var targets: [Target] = [
             "SecretSharing",
             "TrustQuorum",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
         ],
         swiftSettings: strict
     ),
@@ -115,7 +118,9 @@ var targets: [Target] = [
             "SecretSharing",
             "Attestation",
             "KeyRelease",
+            "NodeAgent",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "X509", package: "swift-certificates"),
             "TrustQuorum",
             "Simulation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -182,6 +187,7 @@ var targets: [Target] = [
             "TrustQuorum",
             "SecretSharing",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "X509", package: "swift-certificates"),
         ],
         swiftSettings: strict
     ),

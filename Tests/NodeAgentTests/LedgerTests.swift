@@ -3,6 +3,7 @@ import Foundation
 import SecretSharing
 import Testing
 import TrustQuorum
+import X509
 
 @testable import NodeAgent
 
@@ -135,22 +136,30 @@ struct LedgerTests {
 
 @Suite("Software root of trust")
 struct RootOfTrustTests {
-    @Test("the key file is created 0600, reopened to the same key, and signs verifiably")
-    func keyFile() throws {
+    @Test(
+        "the key file is created 0600, reopened to the same key, and signs verifiably",
+        arguments: DeviceKeyType.allCases)
+    func keyFile(type: DeviceKeyType) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("rot-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let first = try SoftwareRootOfTrust(keyFile: path)
+        #expect(throws: RootOfTrustError.self) { try SoftwareRootOfTrust(keyFile: path) }
+        let first = try SoftwareRootOfTrust.create(keyFile: path, type: type)
         let attributes = try FileManager.default.attributesOfItem(atPath: path)
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
         let second = try SoftwareRootOfTrust(keyFile: path)
         #expect(first.publicKey == second.publicKey)
+        #expect(throws: RootOfTrustError.self) { try SoftwareRootOfTrust.create(keyFile: path, type: type) }
         let signature = try first.sign([1, 2, 3])
-        let key = try Curve25519.Signing.PublicKey(rawRepresentation: second.publicKey)
-        #expect(key.isValidSignature(signature, for: [1, 2, 3] as [UInt8]))
-        // Sealing keys differ by purpose.
+        if type == .ed25519 {
+            let key = try #require(Curve25519.Signing.PublicKey(second.publicKey))
+            #expect(key.isValidSignature(signature, for: [1, 2, 3] as [UInt8]))
+        } else {
+            #expect(signature.count == 512)
+        }
+        // Sealing keys differ by purpose and are the same after reopening.
         let a = first.sealingKey(purpose: "a").withUnsafeBytes { Array($0) }
-        let b = first.sealingKey(purpose: "b").withUnsafeBytes { Array($0) }
-        #expect(a != b)
+        #expect(a != first.sealingKey(purpose: "b").withUnsafeBytes { Array($0) })
+        #expect(a == second.sealingKey(purpose: "a").withUnsafeBytes { Array($0) })
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
         #expect(throws: RootOfTrustError.self) { try SoftwareRootOfTrust(keyFile: path) }
     }

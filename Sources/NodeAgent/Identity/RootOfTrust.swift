@@ -1,6 +1,8 @@
 import Crypto
 import Foundation
 import SecretSharing
+import X509
+import _CryptoExtras
 
 #if canImport(Glibc)
     import Glibc
@@ -11,13 +13,19 @@ import SecretSharing
 /// ``SoftwareRootOfTrust`` keeps the key in a file; a TPM or a hardware root
 /// of trust can take its place behind this protocol.
 public protocol RootOfTrust: Sendable {
-    /// The device's public signing key (Ed25519, raw 32 bytes).
-    var publicKey: [UInt8] { get }
-    /// Signs `message` with the device key.
+    /// The device key as swift-certificates needs it to sign a CSR or a TLS
+    /// handshake.
+    var certificatePrivateKey: Certificate.PrivateKey { get }
+    /// Signs `message` with the device key (Ed25519, or RSA-PSS SHA-256).
     func sign(_ message: [UInt8]) throws(RootOfTrustError) -> [UInt8]
     /// A 256-bit key for sealing data at rest for `purpose`; it never leaves
     /// the node, and another root of trust derives another key.
     func sealingKey(purpose: String) -> SymmetricKey
+}
+
+extension RootOfTrust {
+    /// The device's public key.
+    public var publicKey: Certificate.PublicKey { certificatePrivateKey.publicKey }
 }
 
 /// A root of trust that failed or could not be opened.
@@ -27,53 +35,124 @@ public struct RootOfTrustError: Error, Equatable, Sendable, CustomStringConverti
     public var description: String { reason }
 }
 
-/// The software root of trust: an Ed25519 seed in a file of mode 0600,
-/// created on first use, never exported.
-public struct SoftwareRootOfTrust: RootOfTrust {
-    private let signingKey: Curve25519.Signing.PrivateKey
-    private let seed: SecretBytes
+/// The kinds of device key.
+public enum DeviceKeyType: String, Sendable, CaseIterable {
+    /// Ed25519 (the default).
+    case ed25519
+    /// RSA-4096, as the manufacturing flow of the seed document uses.
+    case rsa4096
+}
 
-    /// Opens the key at `path`, creating it (mode 0600) if missing.
+/// The software root of trust: the device key in a file of mode 0600 —
+/// 32 raw bytes for an Ed25519 seed, PEM for RSA — never exported.
+public struct SoftwareRootOfTrust: RootOfTrust {
+    private enum Key: Sendable {
+        case ed25519(Curve25519.Signing.PrivateKey)
+        case rsa(_RSA.Signing.PrivateKey)
+    }
+
+    private let key: Key
+    /// The key material the sealing keys are derived from.
+    private let material: SecretBytes
+
+    /// Creates a new device key at `path` (never overwriting one).
+    public static func create(keyFile path: String, type: DeviceKeyType = .ed25519) throws(RootOfTrustError)
+        -> SoftwareRootOfTrust
+    {
+        let bytes: SecretBytes
+        switch type {
+        case .ed25519:
+            var random = SystemRandomSource()
+            bytes = random.secretBytes(32)
+        case .rsa4096:
+            do {
+                bytes = SecretBytes(Array(try _RSA.Signing.PrivateKey(keySize: .bits4096).pemRepresentation.utf8))
+            } catch {
+                throw RootOfTrustError("cannot generate an RSA-4096 key")
+            }
+        }
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw RootOfTrustError(
+                errno == EEXIST
+                    ? "\(path) already exists; refusing to overwrite a device key"
+                    : "cannot create \(path): errno \(errno)"
+            )
+        }
+        defer { close(descriptor) }
+        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        guard written == bytes.count, fsync(descriptor) == 0 else {
+            unlink(path)
+            throw RootOfTrustError("cannot write \(path)")
+        }
+        return try SoftwareRootOfTrust(material: bytes)
+    }
+
+    /// Opens the device key at `path`.
     public init(keyFile path: String) throws(RootOfTrustError) {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        if descriptor < 0 {
-            guard errno == ENOENT else { throw RootOfTrustError("cannot open the device key \(path): errno \(errno)") }
-            try self.init(seed: Self.create(path))
-            return
+        guard descriptor >= 0 else {
+            throw RootOfTrustError(
+                errno == ENOENT
+                    ? "no device key at \(path): run `keyrack device init`" : "cannot open \(path): errno \(errno)"
+            )
         }
         defer { close(descriptor) }
         var status = stat()
         guard fstat(descriptor, &status) == 0, status.st_mode & 0o077 == 0 else {
             throw RootOfTrustError("the device key \(path) must be readable by its owner only (chmod 600)")
         }
-        guard status.st_size == 32 else { throw RootOfTrustError("the device key \(path) must be 32 bytes") }
+        let size = Int(status.st_size)
+        guard size > 0, size <= 16_384 else { throw RootOfTrustError("\(path) is not a device key") }
         var ok = false
-        let seed = SecretBytes(count: 32) { ok = read(descriptor, $0.baseAddress, 32) == 32 }
-        guard ok else { throw RootOfTrustError("cannot read the device key \(path)") }
-        try self.init(seed: seed)
+        let bytes = SecretBytes(count: size) { ok = read(descriptor, $0.baseAddress, size) == size }
+        guard ok else { throw RootOfTrustError("cannot read \(path)") }
+        try self.init(material: bytes)
     }
 
-    /// A root of trust from a seed (tests).
+    /// A root of trust over an Ed25519 seed (tests).
     public init(seed: SecretBytes) throws(RootOfTrustError) {
-        guard seed.count == 32,
-            let key = seed.withUnsafeBytes({ try? Curve25519.Signing.PrivateKey(rawRepresentation: $0) })
-        else { throw RootOfTrustError("a device seed is 32 bytes") }
-        signingKey = key
-        self.seed = seed
+        guard seed.count == 32 else { throw RootOfTrustError("a device seed is 32 bytes") }
+        try self.init(material: seed)
     }
 
-    public var publicKey: [UInt8] { Array(signingKey.publicKey.rawRepresentation) }
+    private init(material: SecretBytes) throws(RootOfTrustError) {
+        if material.count == 32 {
+            guard let key = material.withUnsafeBytes({ try? Curve25519.Signing.PrivateKey(rawRepresentation: $0) })
+            else {
+                throw RootOfTrustError("the Ed25519 device seed is invalid")
+            }
+            self.key = .ed25519(key)
+        } else {
+            let pem = material.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+            guard let key = try? _RSA.Signing.PrivateKey(pemRepresentation: pem), key.keySizeInBits >= 2048 else {
+                throw RootOfTrustError("the device key is neither an Ed25519 seed nor an RSA private key in PEM")
+            }
+            self.key = .rsa(key)
+        }
+        self.material = material
+    }
+
+    public var certificatePrivateKey: Certificate.PrivateKey {
+        switch key {
+        case .ed25519(let key): return .init(key)
+        case .rsa(let key): return .init(key)
+        }
+    }
 
     public func sign(_ message: [UInt8]) throws(RootOfTrustError) -> [UInt8] {
         do {
-            return Array(try signingKey.signature(for: message))
+            switch key {
+            case .ed25519(let key): return Array(try key.signature(for: message))
+            case .rsa(let key): return Array(try key.signature(for: message, padding: .PSS).rawRepresentation)
+            }
         } catch {
             throw RootOfTrustError("signing failed")
         }
     }
 
     public func sealingKey(purpose: String) -> SymmetricKey {
-        seed.withUnsafeBytes { bytes in
+        material.withUnsafeBytes { bytes in
             HKDF<SHA256>.deriveKey(
                 inputKeyMaterial: SymmetricKey(data: bytes),
                 salt: Array("keyrack-rot-v1".utf8),
@@ -81,19 +160,5 @@ public struct SoftwareRootOfTrust: RootOfTrust {
                 outputByteCount: 32
             )
         }
-    }
-
-    private static func create(_ path: String) throws(RootOfTrustError) -> SecretBytes {
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw RootOfTrustError("cannot create the device key \(path): errno \(errno)") }
-        defer { close(descriptor) }
-        var random = SystemRandomSource()
-        let seed = random.secretBytes(32)
-        let written = seed.withUnsafeBytes { write(descriptor, $0.baseAddress, 32) }
-        guard written == 32, fsync(descriptor) == 0 else {
-            unlink(path)
-            throw RootOfTrustError("cannot write the device key \(path)")
-        }
-        return seed
     }
 }

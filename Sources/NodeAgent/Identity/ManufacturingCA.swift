@@ -1,0 +1,193 @@
+import Crypto
+import Foundation
+import SwiftASN1
+import TrustQuorum
+import X509
+import _CryptoExtras
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The manufacturing certificate authority: a root and an intermediate that
+/// issue device certificates binding a device key to a platform id.
+///
+/// `keyrack ca init --dir D` writes `root.pem`, `intermediate.pem` and the
+/// two private keys (mode 0600). `keyrack ca sign --dir D --csr F` checks a
+/// device's certificate signing request (its signature and its platform id)
+/// and issues the device certificate under the intermediate.
+public struct ManufacturingCA: Sendable {
+    public let root: Certificate
+    public let intermediate: Certificate
+    let intermediateKey: Certificate.PrivateKey
+
+    /// Creates a new root and intermediate in `directory` (refusing to
+    /// overwrite an existing CA).
+    public static func create(in directory: URL, now: Date = Date()) throws(IdentityFileError) -> ManufacturingCA {
+        let rootPath = directory.appendingPathComponent("root.pem")
+        guard !FileManager.default.fileExists(atPath: rootPath.path) else {
+            throw IdentityFileError("\(directory.path) already holds a CA; refusing to overwrite it")
+        }
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let rootKey = Curve25519.Signing.PrivateKey()
+            let intermediateKey = Curve25519.Signing.PrivateKey()
+            let rootName = try DistinguishedName {
+                OrganizationName("Keyrack")
+                CommonName("Keyrack manufacturing root")
+            }
+            let intermediateName = try DistinguishedName {
+                OrganizationName("Keyrack")
+                CommonName("Keyrack manufacturing intermediate")
+            }
+            let root = try Certificate(
+                version: .v3,
+                serialNumber: .init(),
+                publicKey: .init(rootKey.publicKey),
+                notValidBefore: now.addingTimeInterval(-3600),
+                notValidAfter: now.addingTimeInterval(20 * 365 * 86400),
+                issuer: rootName,
+                subject: rootName,
+                signatureAlgorithm: .ed25519,
+                extensions: try Certificate.Extensions {
+                    Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 1))
+                    Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+                },
+                issuerPrivateKey: .init(rootKey)
+            )
+            let intermediate = try Certificate(
+                version: .v3,
+                serialNumber: .init(),
+                publicKey: .init(intermediateKey.publicKey),
+                notValidBefore: now.addingTimeInterval(-3600),
+                notValidAfter: now.addingTimeInterval(15 * 365 * 86400),
+                issuer: rootName,
+                subject: intermediateName,
+                signatureAlgorithm: .ed25519,
+                extensions: try Certificate.Extensions {
+                    Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+                    Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+                },
+                issuerPrivateKey: .init(rootKey)
+            )
+            try writeSecret(rootKey.rawRepresentation, to: directory.appendingPathComponent("root.key"))
+            try writeSecret(intermediateKey.rawRepresentation, to: directory.appendingPathComponent("intermediate.key"))
+            try root.serializeAsPEM().pemString.write(to: rootPath, atomically: true, encoding: .utf8)
+            try intermediate.serializeAsPEM().pemString.write(
+                to: directory.appendingPathComponent("intermediate.pem"),
+                atomically: true,
+                encoding: .utf8
+            )
+            return ManufacturingCA(root: root, intermediate: intermediate, intermediateKey: .init(intermediateKey))
+        } catch let error as IdentityFileError {
+            throw error
+        } catch {
+            throw IdentityFileError("cannot create the CA in \(directory.path): \(error)")
+        }
+    }
+
+    /// Opens the CA in `directory`.
+    public init(directory: URL) throws(IdentityFileError) {
+        do {
+            root = try Certificate(
+                pemEncoded: String(contentsOf: directory.appendingPathComponent("root.pem"), encoding: .utf8))
+            intermediate = try Certificate(
+                pemEncoded: String(contentsOf: directory.appendingPathComponent("intermediate.pem"), encoding: .utf8)
+            )
+            let raw = try readSecret(directory.appendingPathComponent("intermediate.key"))
+            intermediateKey = .init(try Curve25519.Signing.PrivateKey(rawRepresentation: raw))
+        } catch let error as IdentityFileError {
+            throw error
+        } catch {
+            throw IdentityFileError("\(directory.path) is not a CA made by `keyrack ca init`: \(error)")
+        }
+    }
+
+    init(root: Certificate, intermediate: Certificate, intermediateKey: Certificate.PrivateKey) {
+        self.root = root
+        self.intermediate = intermediate
+        self.intermediateKey = intermediateKey
+    }
+
+    /// Checks `csr` (its self-signature and its platform id) and issues the
+    /// device certificate.
+    public func sign(_ csr: CertificateSigningRequest, now: Date = Date()) throws(IdentityFileError) -> Certificate {
+        guard csr.publicKey.isValidSignature(csr.signature, for: csr) else {
+            throw IdentityFileError("the CSR's signature does not verify: refusing to sign")
+        }
+        let platform = try PlatformIdentity.platformId(of: csr.subject)
+        do {
+            return try Certificate(
+                version: .v3,
+                serialNumber: .init(),
+                publicKey: csr.publicKey,
+                notValidBefore: now.addingTimeInterval(-3600),
+                notValidAfter: now.addingTimeInterval(10 * 365 * 86400),
+                issuer: intermediate.subject,
+                subject: try PlatformIdentity.subject(for: platform),
+                signatureAlgorithm: .ed25519,
+                extensions: try Certificate.Extensions {
+                    Critical(BasicConstraints.notCertificateAuthority)
+                    Critical(KeyUsage(digitalSignature: true))
+                    try ExtendedKeyUsage([.serverAuth, .clientAuth])
+                },
+                issuerPrivateKey: intermediateKey
+            )
+        } catch {
+            throw IdentityFileError("cannot issue the device certificate: \(error)")
+        }
+    }
+}
+
+/// How a platform id is written into certificate subjects:
+/// `O=Keyrack, CN=<part>:<serial>`.
+public enum PlatformIdentity {
+    public static func subject(for platform: PlatformId) throws(IdentityFileError) -> DistinguishedName {
+        do {
+            return try DistinguishedName {
+                OrganizationName("Keyrack")
+                CommonName("\(platform.part):\(platform.serial)")
+            }
+        } catch {
+            throw IdentityFileError("cannot encode the platform id")
+        }
+    }
+
+    /// The platform id a subject names; anything else is refused.
+    public static func platformId(of subject: DistinguishedName) throws(IdentityFileError) -> PlatformId {
+        let commonNames = subject.flatMap { $0 }.filter { $0.type == .RDNAttributeType.commonName }
+        guard commonNames.count == 1, let name = String(commonNames[0].value),
+            let colon = name.firstIndex(of: ":"), colon != name.startIndex, name.index(after: colon) != name.endIndex
+        else { throw IdentityFileError("the subject does not name a platform (CN=<part>:<serial>)") }
+        return PlatformId(part: String(name[..<colon]), serial: String(name[name.index(after: colon)...]))
+    }
+}
+
+/// A CA, device key or certificate file that could not be made or read.
+public struct IdentityFileError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+func writeSecret(_ bytes: some DataProtocol, to url: URL) throws(IdentityFileError) {
+    let descriptor = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+    guard descriptor >= 0 else { throw IdentityFileError("cannot create \(url.path): errno \(errno)") }
+    defer { close(descriptor) }
+    let data = Array(bytes)
+    let written = data.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+    guard written == data.count, fsync(descriptor) == 0 else {
+        unlink(url.path)
+        throw IdentityFileError("cannot write \(url.path)")
+    }
+}
+
+func readSecret(_ url: URL) throws(IdentityFileError) -> [UInt8] {
+    var status = stat()
+    guard stat(url.path, &status) == 0 else { throw IdentityFileError("cannot read \(url.path)") }
+    guard status.st_mode & 0o077 == 0 else { throw IdentityFileError("\(url.path) must be readable by its owner only") }
+    guard let data = FileManager.default.contents(atPath: url.path) else {
+        throw IdentityFileError("cannot read \(url.path)")
+    }
+    return Array(data)
+}

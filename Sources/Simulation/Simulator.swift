@@ -293,8 +293,8 @@ public final class Simulator {
         if controlPlane.inLrtq {
             // LRTQ has no rotation and no removal; nodes may be added, and
             // the rack may be upgraded.
-            table.append((3, .upgrade))
-            table.append((1, .add))
+            table.append((1, .upgrade))
+            table.append((2, .add))
         } else {
             table.append((3, .rotate))
             // Membership drifts around the initial size.
@@ -626,7 +626,8 @@ public final class Simulator {
             }
             process(donor)
             guard let package else { return }
-            let state = PersistentState(lrtq: package, configurations: [:], shares: [:], committedEpochs: [], expunged: nil)
+            let state = PersistentState(
+                lrtq: package, configurations: [:], shares: [:], committedEpochs: [], expunged: nil)
             nodes[node].persisted = state
             nodes[node].node = Node(platformId: ids[node], rackId: rackId, persistentState: state)
             loadedBy[node] = nil

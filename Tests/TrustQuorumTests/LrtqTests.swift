@@ -25,7 +25,8 @@ extension Harness {
         return setup.secret
     }
 
-    mutating func upgrade(_ coordinator: PlatformId, epoch: Epoch, members: [PlatformId]? = nil) throws(ReconfigureError)
+    mutating func upgrade(_ coordinator: PlatformId, epoch: Epoch, members: [PlatformId]? = nil)
+        throws(ReconfigureError)
     {
         let group = members ?? ids
         let request = UpgradeFromLrtqRequest(
@@ -98,7 +99,9 @@ struct LrtqSetupTests {
         #expect(Lrtq.open(spare, secret: setup.secret, rackId: RackId(bytes: Array(1...16))!) == nil)
         var bytes = spare.ciphertext
         bytes[0] ^= 1
-        #expect(Lrtq.open(EncryptedLrtqShare(x: spare.x, ciphertext: bytes)!, secret: setup.secret, rackId: Self.rack) == nil)
+        #expect(
+            Lrtq.open(EncryptedLrtqShare(x: spare.x, ciphertext: bytes)!, secret: setup.secret, rackId: Self.rack)
+                == nil)
         #expect(EncryptedLrtqShare(x: 0, ciphertext: bytes) == nil)
         #expect(EncryptedLrtqShare(x: 9, ciphertext: Array(bytes.prefix(16))) == nil)
     }
@@ -136,11 +139,15 @@ struct LrtqSetupTests {
         let text = String(decoding: data, as: UTF8.self)
         let badShare = text.replacingOccurrences(of: "\"shareX\":3", with: "\"shareX\":0")
         #expect(badShare != text)
-        #expect(throws: DecodingError.self) { try JSONDecoder().decode(PersistentState.self, from: Data(badShare.utf8)) }
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(PersistentState.self, from: Data(badShare.utf8))
+        }
         let cipher = setup.states[Self.ids[2]]!.spareShares[0].ciphertext.hexString
         let badSpare = text.replacingOccurrences(of: cipher, with: "00")
         #expect(badSpare != text)
-        #expect(throws: DecodingError.self) { try JSONDecoder().decode(PersistentState.self, from: Data(badSpare.utf8)) }
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(PersistentState.self, from: Data(badSpare.utf8))
+        }
     }
 }
 
@@ -183,7 +190,8 @@ struct LrtqUnlockTests {
         rack.nodes[rack.ids[1]]!.received(from: asker, message: Message(rackId: rack.rackId, kind: .getLrtqShare))
         let output = rack.nodes[rack.ids[1]]!.drainOutput()
         #expect(output.warnings == [.lrtqDeprecated(.answeredShareRequest)])
-        #expect(output.messages.map(\.message.kind) == [.lrtqShare(rack.nodes[rack.ids[1]]!.persistentState.lrtq!.share)])
+        #expect(
+            output.messages.map(\.message.kind) == [.lrtqShare(rack.nodes[rack.ids[1]]!.persistentState.lrtq!.share)])
         #expect("\(output.warnings[0])".contains("deprecated"))
 
         var fresh = Node(platformId: Harness.id(9), rackId: rack.rackId)
@@ -201,15 +209,19 @@ struct LrtqUnlockTests {
         #expect(try rack.nodes[node]!.loadRackSecret(1) == nil)
         _ = rack.nodes[node]!.drainOutput()
         let peerShare = rack.nodes[rack.ids[1]]!.persistentState.lrtq!.share
-        rack.nodes[node]!.received(from: rack.ids[2], message: Message(rackId: rack.rackId, kind: .lrtqShare(forgedShare)))
+        rack.nodes[node]!.received(
+            from: rack.ids[2], message: Message(rackId: rack.rackId, kind: .lrtqShare(forgedShare)))
         #expect(rack.nodes[node]!.rejectedShares == 1)
-        rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .lrtqShare(peerShare)))
+        rack.nodes[node]!.received(
+            from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .lrtqShare(peerShare)))
         // ids[3] replays ids[1]'s share: a duplicate x-coordinate.
-        rack.nodes[node]!.received(from: rack.ids[3], message: Message(rackId: rack.rackId, kind: .lrtqShare(peerShare)))
+        rack.nodes[node]!.received(
+            from: rack.ids[3], message: Message(rackId: rack.rackId, kind: .lrtqShare(peerShare)))
         #expect(rack.nodes[node]!.rejectedShares == 2)
         #expect(try rack.nodes[node]!.loadRackSecret(1) == nil)  // 2 of 3
         // A resend by a sender already counted is ignored, not rejected.
-        rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .lrtqShare(peerShare)))
+        rack.nodes[node]!.received(
+            from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .lrtqShare(peerShare)))
         #expect(rack.nodes[node]!.rejectedShares == 2)
         let third = rack.nodes[rack.ids[4]]!.persistentState.lrtq!.share
         rack.nodes[node]!.received(from: rack.ids[4], message: Message(rackId: rack.rackId, kind: .lrtqShare(third)))
@@ -324,7 +336,8 @@ struct LrtqUpgradeTests {
         let secret = try rack.setUpLrtq()
         let coordinator = rack.ids[2]
         try rack.upgrade(coordinator, epoch: 2)
-        #expect(rack.nodes[coordinator]!.coordinatorStatus == CoordinatorStatus(epoch: 2, configuration: nil, acked: []))
+        #expect(
+            rack.nodes[coordinator]!.coordinatorStatus == CoordinatorStatus(epoch: 2, configuration: nil, acked: []))
         #expect(rack.warnings[coordinator]?.last == .lrtqDeprecated(.upgrading))
         #expect(rack.sent.filter { $0.message.kind == .getLrtqShare }.count == 4)
         rack.deliverAll()
@@ -346,7 +359,8 @@ struct LrtqUpgradeTests {
         }
         #expect(rack.allAlarms.isEmpty)
         // The chain opens to exactly epoch 1 → the LRTQ secret.
-        let opened = try RackSecretChain.open(config.encryptedRackSecrets!, with: latest!, rackId: rack.rackId, epoch: 2)
+        let opened = try RackSecretChain.open(
+            config.encryptedRackSecrets!, with: latest!, rackId: rack.rackId, epoch: 2)
         #expect(opened == [1: secret])
 
         // Afterwards the rack reconfigures normally, and epoch 1 stays readable.
@@ -380,7 +394,8 @@ struct LrtqUpgradeTests {
         #expect(rack.nodes[prepared]!.drainOutput().messages.map(\.message.kind) == [.expunged(2)])
         // An LRTQ share arriving after the commit is ignored.
         let stray = rack.nodes[rack.ids[3]]!.persistentState.lrtq!.share
-        rack.nodes[prepared]!.received(from: rack.ids[3], message: Message(rackId: rack.rackId, kind: .lrtqShare(stray)))
+        rack.nodes[prepared]!.received(
+            from: rack.ids[3], message: Message(rackId: rack.rackId, kind: .lrtqShare(stray)))
         #expect(rack.nodes[prepared]!.drainOutput().isEmpty)
         #expect(rack.nodes[prepared]!.rejectedShares == 0)
     }
@@ -475,7 +490,8 @@ struct LrtqUpgradeTests {
         try rack.upgrade(coordinator, epoch: 2)
         rack.inFlight.removeAll()
         func deliver(_ from: PlatformId, _ share: Share) {
-            rack.nodes[coordinator]!.received(from: from, message: Message(rackId: rack.rackId, kind: .lrtqShare(share)))
+            rack.nodes[coordinator]!.received(
+                from: from, message: Message(rackId: rack.rackId, kind: .lrtqShare(share)))
             rack.drain(coordinator)
         }
         deliver(rack.ids[1], forgedShare)

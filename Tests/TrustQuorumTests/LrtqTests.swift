@@ -598,6 +598,36 @@ struct LrtqUpgradeTests {
         #expect("\(actions[0])".hasPrefix("upgradeFromLrtq(epoch: 2"))
     }
 
+    @Test("LRTQ shares that match their digests but cannot be combined raise RackSecretReconstructionFailed")
+    func reconstructionFails() throws {
+        var rack = Harness(count: 3)
+        _ = try rack.setUpLrtq(connect: false)
+        let node = rack.ids[0]
+        // A corrupted digest set admits a 16-byte share at x = 2.
+        let short = try Share(x: 2, y: SecretBytes([UInt8](repeating: 9, count: 16)))
+        var state = rack.nodes[node]!.persistentState
+        state.lrtq!.shareDigests[1] = short.digest
+        let message = Message(rackId: rack.rackId, kind: .lrtqShare(short))
+
+        rack.nodes[node] = Node(platformId: node, rackId: rack.rackId, persistentState: state)
+        #expect(try rack.nodes[node]!.loadRackSecret(1) == nil)
+        rack.nodes[node]!.received(from: rack.ids[1], message: message)
+        #expect(
+            rack.nodes[node]!.drainOutput().alarms.map(\.name) == ["RackSecretReconstructionFailed"]
+        )
+        #expect(rack.nodes[node]!.rejectedShares == 0)
+
+        rack.nodes[node] = Node(platformId: node, rackId: rack.rackId, persistentState: state)
+        try rack.upgrade(node, epoch: 2)
+        #expect(rack.nodes[node]!.isCoordinating)
+        rack.nodes[node]!.received(from: rack.ids[1], message: message)
+        #expect(
+            rack.nodes[node]!.drainOutput().alarms.map(\.name) == ["RackSecretReconstructionFailed"]
+        )
+        #expect(!rack.nodes[node]!.isCoordinating)
+        #expect(rack.nodes[node]!.persistentState.configurations.isEmpty)
+    }
+
     @Test("a refused upgrade is retried at the next epoch with another coordinator")
     func refusedUpgrade() throws {
         let rack = RackId(bytes: Array(0..<16))!

@@ -81,6 +81,8 @@ public struct SimulationReport: Sendable, Equatable, Codable {
     public var messagesSent: Int
     /// Warnings the nodes raised (LRTQ deprecation warnings).
     public var warnings: Int
+    /// Nodes added under LRTQ, each with a spare share.
+    public var lrtqNodesAdded: Int
     /// For a run started in LRTQ: whether the upgrade committed and every
     /// member of the last configuration read the LRTQ secret as epoch 1.
     /// `nil` for a run that did not start in LRTQ, or stopped early.
@@ -109,6 +111,8 @@ public final class Simulator {
     public private(set) var alarmCount = 0
     /// Warnings raised so far (LRTQ deprecation warnings, one per use).
     public private(set) var warningCount = 0
+    /// Nodes added under LRTQ (each handed a spare share) so far.
+    public private(set) var lrtqNodesAdded = 0
 
     let rackId: RackId
     let ids: [PlatformId]
@@ -255,6 +259,7 @@ public final class Simulator {
             livenessDetail: detail,
             messagesSent: messagesSent,
             warnings: warningCount,
+            lrtqNodesAdded: lrtqNodesAdded,
             lrtqSecretReadable: lrtqSecretReadable
         )
     }
@@ -633,6 +638,7 @@ public final class Simulator {
             loadedBy[node] = nil
             markDirty(node)
             targetMembers.insert(node)
+            lrtqNodesAdded += 1
             if nodes[node].up {
                 process(node)
                 updateConnectivity(bouncing: node)

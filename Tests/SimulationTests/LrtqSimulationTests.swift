@@ -61,6 +61,7 @@ struct LrtqSimulationTests {
         #expect(package != nil)
         #expect(package?.spareShares.isEmpty == true)
         #expect(simulator.nodes[0].persisted.lrtq?.spareShares.count == 62)
+        #expect(simulator.lrtqNodesAdded == 1)
         simulator.settle(after: .loadSecret(node: 4, epoch: 1))
         simulator.settle(after: .upgradeFromLrtq)
         #expect(simulator.controlPlane.lastCommitted?.memberCount == 5)
@@ -123,6 +124,7 @@ struct LrtqSimulationTests {
         #expect(object["start"] as? String == "lrtq")
         #expect((object["warnings"] as? Int ?? 0) > 0)
         #expect(object["lrtq_secret_readable_as_epoch_1"] as? Bool == true)
+        #expect(object["lrtq_nodes_added"] as? Int == outcome.report.lrtqNodesAdded)
         #expect(object["liveness"] as? Bool == true)
         let plain = SimulationRunner.run(SimulationOptions(nodes: 3, seed: 5, events: 100))
         let plainObject = try #require(
@@ -130,6 +132,7 @@ struct LrtqSimulationTests {
         )
         #expect(plainObject["start"] as? String == "tq")
         #expect(plainObject["lrtq_secret_readable_as_epoch_1"] == nil)
+        #expect(plainObject["lrtq_nodes_added"] == nil)
     }
 
     @Test("caught: a node that committed a trust-quorum configuration still holds LRTQ state")

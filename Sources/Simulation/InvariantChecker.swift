@@ -16,8 +16,12 @@ public enum Invariant: String, Sendable, Codable, CaseIterable {
     case expungedKnowsOrListed = "expunged-knows-or-listed"
     /// An expunged node never holds a share of an epoch it is not a member of.
     case noShareOutsideMembership = "no-share-outside-membership"
-    /// Every secret loaded for an epoch, by any node, is the same.
+    /// Every secret loaded for an epoch, by any node, is the same (epoch 1
+    /// included: the LRTQ secret, before and after the upgrade).
     case rackSecretsAgree = "rack-secrets-agree"
+    /// A node that committed a trust-quorum configuration holds no LRTQ
+    /// state: nothing goes back to LRTQ.
+    case neverBackToLrtq = "never-back-to-lrtq"
     /// Every message the nodes send survives the wire format (checked when
     /// ``SimulationOptions/wireEncoding`` is on).
     case wireFormat = "wire-format"
@@ -253,6 +257,18 @@ public struct InvariantChecker: Sendable {
                         .expungedKnowsOrListed,
                         detail:
                             "\(node.id)'s last committed configuration (\(latest)) does not list it and it does not know"
+                    )
+                )
+            }
+        }
+
+        for position in changed {
+            let state = nodes[position].state
+            if let committed = state.latestCommittedEpoch, state.lrtq != nil {
+                violations.append(
+                    Violation(
+                        .neverBackToLrtq,
+                        detail: "\(nodes[position].id) committed epoch \(committed) and still holds LRTQ state"
                     )
                 )
             }

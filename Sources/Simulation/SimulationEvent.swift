@@ -83,4 +83,6 @@ public enum SimulationEvent: Sendable, Equatable, Codable {
     case removeNode(node: Int)
     /// A node loads the rack secret of an epoch.
     case loadSecret(node: Int, epoch: UInt64)
+    /// The operator upgrades the rack from LRTQ to the trust quorum (same members).
+    case upgradeFromLrtq
 }

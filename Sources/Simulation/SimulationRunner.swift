@@ -19,8 +19,10 @@ public enum SimulationRunner {
         public var eventsPerSecond: Double { seconds > 0 ? Double(report.events) / seconds : 0 }
 
         /// One JSON object: events, events_per_sec, epochs_committed, alarms,
-        /// violations, liveness, and some context (`log`: where the event log
-        /// was written, if it was).
+        /// violations, liveness, and some context (`start`: tq or lrtq;
+        /// `warnings`: LRTQ deprecation warnings; for an LRTQ start,
+        /// `lrtq_secret_readable_as_epoch_1` and `lrtq_nodes_added`; `log`:
+        /// where the event log was written, if it was).
         public func json(logPath: String? = nil) -> String {
             var object: [String: Any] = [
                 "events": report.events,
@@ -39,8 +41,14 @@ public enum SimulationRunner {
                 "seed": options.seed,
                 "faults": options.faults.names,
                 "messages_sent": report.messagesSent,
+                "start": options.startInLrtq ? "lrtq" : "tq",
+                "warnings": report.warnings,
             ]
             if let detail = report.livenessDetail { object["liveness_detail"] = detail }
+            if let readable = report.lrtqSecretReadable {
+                object["lrtq_secret_readable_as_epoch_1"] = readable
+                object["lrtq_nodes_added"] = report.lrtqNodesAdded
+            }
             if let logPath { object["log"] = logPath }
             let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             return String(decoding: data, as: UTF8.self)

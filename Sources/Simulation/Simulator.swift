@@ -18,6 +18,9 @@ public struct SimulationOptions: Sendable, Equatable, Codable {
     /// Whether every message goes through the wire format (encoded into a
     /// frame and decoded again) on its way, as it would on a real network.
     public var wireEncoding: Bool
+    /// Whether the rack starts in the legacy mode (LRTQ), set up by a dealer,
+    /// with the upgrade to the trust quorum among the random actions.
+    public var startInLrtq: Bool
 
     /// Options for a run; `nodes` must be 3…32.
     public init(
@@ -27,7 +30,8 @@ public struct SimulationOptions: Sendable, Equatable, Codable {
         faults: FaultSet = .all,
         spareNodes: Int = 4,
         stallTicks: Int = 25,
-        wireEncoding: Bool = false
+        wireEncoding: Bool = false,
+        startInLrtq: Bool = false
     ) {
         self.nodes = nodes
         self.seed = seed
@@ -36,10 +40,11 @@ public struct SimulationOptions: Sendable, Equatable, Codable {
         self.spareNodes = spareNodes
         self.stallTicks = stallTicks
         self.wireEncoding = wireEncoding
+        self.startInLrtq = startInLrtq
     }
 
     private enum CodingKeys: String, CodingKey {
-        case nodes, seed, events, faults, spareNodes, stallTicks, wireEncoding
+        case nodes, seed, events, faults, spareNodes, stallTicks, wireEncoding, startInLrtq
     }
 
     public init(from decoder: any Decoder) throws {
@@ -51,7 +56,8 @@ public struct SimulationOptions: Sendable, Equatable, Codable {
             faults: try container.decode(FaultSet.self, forKey: .faults),
             spareNodes: try container.decode(Int.self, forKey: .spareNodes),
             stallTicks: try container.decode(Int.self, forKey: .stallTicks),
-            wireEncoding: try container.decodeIfPresent(Bool.self, forKey: .wireEncoding) ?? false
+            wireEncoding: try container.decodeIfPresent(Bool.self, forKey: .wireEncoding) ?? false,
+            startInLrtq: try container.decodeIfPresent(Bool.self, forKey: .startInLrtq) ?? false
         )
     }
 }
@@ -73,6 +79,14 @@ public struct SimulationReport: Sendable, Equatable, Codable {
     public var livenessDetail: String?
     /// Messages the nodes sent.
     public var messagesSent: Int
+    /// Warnings the nodes raised (LRTQ deprecation warnings).
+    public var warnings: Int
+    /// Nodes added under LRTQ, each with a spare share.
+    public var lrtqNodesAdded: Int
+    /// For a run started in LRTQ: whether the upgrade committed and every
+    /// member of the last configuration read the LRTQ secret as epoch 1.
+    /// `nil` for a run that did not start in LRTQ, or stopped early.
+    public var lrtqSecretReadable: Bool?
 }
 
 /// A deterministic simulation of a rack: nodes, the control plane, a
@@ -95,6 +109,10 @@ public final class Simulator {
     public private(set) var messagesSent = 0
     /// Alarms raised so far.
     public private(set) var alarmCount = 0
+    /// Warnings raised so far (LRTQ deprecation warnings, one per use).
+    public private(set) var warningCount = 0
+    /// Nodes added under LRTQ (each handed a spare share) so far.
+    public private(set) var lrtqNodesAdded = 0
 
     let rackId: RackId
     let ids: [PlatformId]
@@ -117,6 +135,9 @@ public final class Simulator {
     private var dirtyList: [Int] = []
     private var controlPlaneChanged = true
     private var retired: Set<Int> = []
+    /// The LRTQ secret, kept from the dealer's setup to check the upgrade.
+    private var lrtqSecret: RackSecret?
+    private var lrtqSecretReadable: Bool?
 
     struct SimNode {
         var node: Node
@@ -167,13 +188,29 @@ public final class Simulator {
         for (index, id) in ids.enumerated() { indexOf[id] = index }
         self.indexOf = indexOf
         let rack = rackId
-        nodes = ids.map { id in SimNode(node: Node(platformId: id, rackId: rack), persisted: .empty) }
+        var legacy: [PlatformId: LrtqState] = [:]
+        if options.startInLrtq {
+            // 3…32 initial members: within LRTQ's limits.
+            let setup = try! Lrtq.setUp(rackId: rackId, members: Set(ids.prefix(options.nodes)), using: &setupRandom)
+            legacy = setup.states
+            lrtqSecret = setup.secret
+        }
+        nodes = ids.map { id in
+            let state = legacy[id].map {
+                PersistentState(lrtq: $0, configurations: [:], shares: [:], committedEpochs: [], expunged: nil)
+            }
+            return SimNode(
+                node: Node(platformId: id, rackId: rack, persistentState: state ?? .empty),
+                persisted: state ?? .empty
+            )
+        }
         queues = Array(repeating: LinkQueue(), count: count * count)
         activePosition = Array(repeating: -1, count: count * count)
         linkUp = Array(repeating: false, count: count * count)
         controlPlane = ControlPlane(
             rackId: rackId,
-            options: ControlPlaneOptions(stallTicks: options.stallTicks, maximumMembers: 32)
+            options: ControlPlaneOptions(stallTicks: options.stallTicks, maximumMembers: 32),
+            startingInLrtq: options.startInLrtq
         )
         targetMembers = Set(0..<options.nodes)
         available = Set(ids)
@@ -220,7 +257,10 @@ public final class Simulator {
             violations: violations,
             liveness: liveness,
             livenessDetail: detail,
-            messagesSent: messagesSent
+            messagesSent: messagesSent,
+            warnings: warningCount,
+            lrtqNodesAdded: lrtqNodesAdded,
+            lrtqSecretReadable: lrtqSecretReadable
         )
     }
 
@@ -255,10 +295,17 @@ public final class Simulator {
         if linkFault && faults.contains(.reorder) { table.append((12, .reorder)) }
         table.append((60, .tick))
         table.append((20, .load))
-        table.append((3, .rotate))
-        // Membership drifts around the initial size.
-        table.append((targetMembers.count < options.nodes ? 2 : 1, .add))
-        table.append((targetMembers.count > options.nodes ? 2 : 1, .remove))
+        if controlPlane.inLrtq {
+            // LRTQ has no rotation and no removal; nodes may be added, and
+            // the rack may be upgraded.
+            table.append((1, .upgrade))
+            table.append((2, .add))
+        } else {
+            table.append((3, .rotate))
+            // Membership drifts around the initial size.
+            table.append((targetMembers.count < options.nodes ? 2 : 1, .add))
+            table.append((targetMembers.count > options.nodes ? 2 : 1, .remove))
+        }
         if faults.contains(.partition) { table.append((partitionMask == nil ? 3 : 10, .partitionOrHeal)) }
         if faults.contains(.crash) {
             table.append((5, .crash))
@@ -280,7 +327,7 @@ public final class Simulator {
 
     private enum Kind {
         case deliver, drop, duplicate, reorder, tick, load, rotate, add, remove, partitionOrHeal, crash, crashLong,
-            restart
+            restart, upgrade
     }
 
     private func randomElement<T>(_ array: [T]) -> T? {
@@ -302,15 +349,22 @@ public final class Simulator {
         case .tick:
             return .tick
         case .load:
-            let candidates = (0..<count).filter { nodes[$0].up && nodes[$0].persisted.latestCommittedEpoch != nil }
+            let candidates = (0..<count).filter {
+                nodes[$0].up && (nodes[$0].persisted.latestCommittedEpoch != nil || nodes[$0].node.isInLrtq)
+            }
             guard let node = randomElement(candidates) else { return nil }
-            let latest = nodes[node].persisted.latestCommittedEpoch!
-            if eventRandom.next() % 4 == 0, let older = randomElement(controlPlane.committedEpochs), older <= latest {
+            guard let latest = nodes[node].persisted.latestCommittedEpoch else {
+                return .loadSecret(node: node, epoch: Epoch.lrtq.value)  // unlocking under LRTQ
+            }
+            let older = (options.startInLrtq ? [Epoch.lrtq] : []) + controlPlane.committedEpochs
+            if eventRandom.next() % 4 == 0, let older = randomElement(older), older <= latest {
                 return .loadSecret(node: node, epoch: older.value)
             }
             return .loadSecret(node: node, epoch: latest.value)
         case .rotate:
             return controlPlane.isReconfiguring ? nil : .rotate
+        case .upgrade:
+            return controlPlane.isReconfiguring ? nil : .upgradeFromLrtq
         case .add:
             guard !controlPlane.isReconfiguring, targetMembers.count < 32 else { return nil }
             let spares = (0..<count).filter { !targetMembers.contains($0) }
@@ -388,6 +442,9 @@ public final class Simulator {
             controlPlaneStep()
         case .rotate:
             startReconfiguration(targetMembers)
+        case .addNode(let node) where controlPlane.inLrtq:
+            guard valid(node), !targetMembers.contains(node), !controlPlane.isReconfiguring else { break }
+            addUnderLrtq(node)
         case .addNode(let node):
             guard valid(node), !targetMembers.contains(node), !controlPlane.isReconfiguring else { break }
             if retired.contains(node) {
@@ -406,6 +463,8 @@ public final class Simulator {
         case .loadSecret(let node, let epoch):
             guard valid(node) else { break }
             load(node, Epoch(epoch))
+        case .upgradeFromLrtq:
+            startUpgrade(targetMembers)
         }
         checkInvariants()
     }
@@ -446,6 +505,7 @@ public final class Simulator {
             nodes[index].alarms += output.alarms
             alarmCount += output.alarms.count
         }
+        warningCount += output.warnings.count
         for outgoing in output.messages {
             messagesSent += 1
             guard let to = indexOf[outgoing.to], linkUp[index * nodes.count + to] else { continue }
@@ -544,6 +604,49 @@ public final class Simulator {
         return true
     }
 
+    /// The operator asks for the upgrade from LRTQ with the current members.
+    private func startUpgrade(_ members: Set<Int>) {
+        controlPlaneChanged = true
+        let action: ControlPlaneAction?
+        do {
+            action = try controlPlane.startUpgradeFromLrtq(members: Set(members.map { ids[$0] }), available: available)
+        } catch {
+            return
+        }
+        if let action { execute([action]) }
+    }
+
+    /// Adds `node` under LRTQ: the first member that is up and has a spare
+    /// share hands one over (once it has rebuilt the LRTQ secret; until
+    /// then the event only starts that, and the operator tries again later).
+    private func addUnderLrtq(_ node: Int) {
+        for donor in targetMembers.sorted() where nodes[donor].up {
+            guard nodes[donor].node.persistentState.lrtq?.spareShares.isEmpty == false else { continue }
+            let package: LrtqState?
+            do {
+                package = try nodes[donor].node.handOutLrtqSpareShare()
+            } catch {
+                process(donor)
+                continue
+            }
+            process(donor)
+            guard let package else { return }
+            let state = PersistentState(
+                lrtq: package, configurations: [:], shares: [:], committedEpochs: [], expunged: nil)
+            nodes[node].persisted = state
+            nodes[node].node = Node(platformId: ids[node], rackId: rackId, persistentState: state)
+            loadedBy[node] = nil
+            markDirty(node)
+            targetMembers.insert(node)
+            lrtqNodesAdded += 1
+            if nodes[node].up {
+                process(node)
+                updateConnectivity(bouncing: node)
+            }
+            return
+        }
+    }
+
     private func controlPlaneStep() {
         controlPlaneChanged = true
         let available = self.available
@@ -567,6 +670,19 @@ public final class Simulator {
             case .reconfigure(let coordinator, let request):
                 do {
                     try nodes[index].node.reconfigure(request, using: &protocolRandom)
+                    process(index)
+                } catch {
+                    process(index)
+                    refusals += 1
+                    if refusals < 4,
+                        let retry = controlPlane.reconfigurationRefused(by: coordinator, available: available)
+                    {
+                        queue.append(retry)
+                    }
+                }
+            case .upgradeFromLrtq(let coordinator, let request):
+                do {
+                    try nodes[index].node.upgradeFromLrtq(request, using: &protocolRandom)
                     process(index)
                 } catch {
                     process(index)
@@ -662,6 +778,8 @@ public final class Simulator {
         apply(.reconnectAll)
         var detail = "did not settle"
         for round in 0..<200 where violations.isEmpty {
+            // A run that is still in LRTQ is upgraded while it heals.
+            if controlPlane.inLrtq && !controlPlane.isReconfiguring { apply(.upgradeFromLrtq) }
             deliverAll()
             apply(.tick)
             deliverAll()
@@ -682,6 +800,10 @@ public final class Simulator {
                 continue
             }
             if let problem = checkOlderEpochs() {
+                return report(liveness: false, detail: problem)
+            }
+            if let problem = checkLrtqSecretReadable() {
+                lrtqSecretReadable = false
                 return report(liveness: false, detail: problem)
             }
             return report(liveness: violations.isEmpty, detail: nil)
@@ -730,6 +852,29 @@ public final class Simulator {
             }
         }
         return violations.isEmpty ? nil : "violation while reading older epochs"
+    }
+}
+
+extension Simulator {
+    /// For a run started in LRTQ: every member of the last configuration
+    /// reads epoch 1 from the chain, and it is the LRTQ secret the dealer drew.
+    func checkLrtqSecretReadable() -> String? {
+        guard let expected = lrtqSecret else { return nil }
+        guard let config = controlPlane.lastCommitted, !controlPlane.inLrtq else {
+            return "the rack was never upgraded from LRTQ"
+        }
+        for member in config.sortedMembers {
+            let index = indexOf[member]!
+            for _ in 0..<3 {
+                apply(.loadSecret(node: index, epoch: Epoch.lrtq.value))
+                if lastLoad != nil { break }
+                deliverAll()
+            }
+            guard let secret = lastLoad else { return "\(member) cannot read the LRTQ secret as epoch 1" }
+            guard secret == expected else { return "\(member) reads a different secret than LRTQ's as epoch 1" }
+        }
+        lrtqSecretReadable = true
+        return violations.isEmpty ? nil : "violation while reading the LRTQ secret"
     }
 }
 

@@ -2,6 +2,8 @@
 public enum ControlPlaneAction: Sendable, Equatable, CustomStringConvertible {
     /// Ask `coordinator` to coordinate this reconfiguration.
     case reconfigure(coordinator: PlatformId, ReconfigureRequest)
+    /// Ask `coordinator` to upgrade the rack from LRTQ to the trust quorum.
+    case upgradeFromLrtq(coordinator: PlatformId, UpgradeFromLrtqRequest)
     /// Tell a member that prepared the epoch to commit it.
     case commit(PlatformId, Epoch)
     /// Tell a member that did not (or may not have) prepared to commit this configuration.
@@ -11,6 +13,7 @@ public enum ControlPlaneAction: Sendable, Equatable, CustomStringConvertible {
     public var target: PlatformId {
         switch self {
         case .reconfigure(let coordinator, _): return coordinator
+        case .upgradeFromLrtq(let coordinator, _): return coordinator
         case .commit(let node, _): return node
         case .prepareAndCommit(let node, _): return node
         }
@@ -20,6 +23,9 @@ public enum ControlPlaneAction: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .reconfigure(let coordinator, let request):
             return "reconfigure(epoch: \(request.epoch), coordinator: \(coordinator), N: \(request.members.count))"
+        case .upgradeFromLrtq(let coordinator, let request):
+            return
+                "upgradeFromLrtq(epoch: \(request.epoch), coordinator: \(coordinator), N: \(request.members.count))"
         case .commit(let node, let epoch): return "commit(\(epoch)) → \(node)"
         case .prepareAndCommit(let node, let config): return "prepareAndCommit(\(config.epoch)) → \(node)"
         }
@@ -34,6 +40,11 @@ public struct ControlPlaneError: Error, Sendable, Equatable, CustomStringConvert
         case reconfigurationInProgress = "TQ-CP-BUSY"
         /// N or K is out of range.
         case invalidMembership = "TQ-CP-MEMBERSHIP"
+        /// The rack is in LRTQ: it must be upgraded before any reconfiguration.
+        case lrtqRequiresUpgrade = "TQ-CP-LRTQ"
+        /// An upgrade from LRTQ, but the rack is not in LRTQ (it never was,
+        /// or its upgrade committed already).
+        case notInLrtq = "TQ-CP-NOT-LRTQ"
     }
 
     /// What went wrong.
@@ -84,6 +95,9 @@ public struct ControlPlane: Sendable {
     public private(set) var epochsCommitted = 0
     /// Every committed epoch, in order.
     public private(set) var committedEpochs: [Epoch] = []
+    /// Whether the rack is in the legacy mode (LRTQ): true from an LRTQ start
+    /// until the upgrade commits, and never again.
+    public private(set) var inLrtq: Bool
 
     private var state: State = .idle
     /// Members of ``lastCommitted`` that acked its prepare (get `commit`, not `prepareAndCommit`).
@@ -100,6 +114,8 @@ public struct ControlPlane: Sendable {
     struct Target: Sendable {
         let members: Set<PlatformId>
         let threshold: Int
+        /// The upgrade from LRTQ rather than a reconfiguration.
+        var upgrade = false
     }
 
     /// One try at reaching the target, at one epoch with one coordinator.
@@ -111,10 +127,15 @@ public struct ControlPlane: Sendable {
         var bestAckCount = 0
     }
 
-    /// A control plane for `rackId` that has committed nothing yet.
-    public init(rackId: RackId, options: ControlPlaneOptions = ControlPlaneOptions()) {
+    /// A control plane for `rackId` that has committed nothing yet; with
+    /// `startingInLrtq`, for a legacy rack that must be upgraded
+    /// (``startUpgradeFromLrtq(members:threshold:available:)``) before any
+    /// reconfiguration. LRTQ counts as epoch 1, so the upgrade is epoch 2 or later.
+    public init(rackId: RackId, options: ControlPlaneOptions = ControlPlaneOptions(), startingInLrtq: Bool = false) {
         self.rackId = rackId
         self.options = options
+        self.inLrtq = startingInLrtq
+        if startingInLrtq { highestEpoch = .lrtq }
     }
 
     /// Z, the safety margin over K: 0 for N ≤ 4, 1 for 5–8, 2 for 9–15, 3 for 16–23, 4 above.
@@ -159,9 +180,41 @@ public struct ControlPlane: Sendable {
         threshold: Int? = nil,
         available: Set<PlatformId>
     ) throws(ControlPlaneError) -> ControlPlaneAction? {
+        guard !inLrtq else {
+            throw ControlPlaneError(code: .lrtqRequiresUpgrade, reason: "the rack is in LRTQ: upgrade it first")
+        }
         guard !isReconfiguring else {
             throw ControlPlaneError(code: .reconfigurationInProgress, reason: "a reconfiguration is under way")
         }
+        let target = try Self.target(members: members, threshold: threshold, options: options)
+        return attempt(target, available: available, excluding: nil)
+    }
+
+    /// The operator asks to upgrade the legacy (LRTQ) rack to the trust
+    /// quorum with `members` (the LRTQ nodes) and K (by default N/2 + 1).
+    /// Returns the request to send, or `nil` if no coordinator is available
+    /// yet. Refused once the upgrade committed: nothing is upgraded twice.
+    public mutating func startUpgradeFromLrtq(
+        members: Set<PlatformId>,
+        threshold: Int? = nil,
+        available: Set<PlatformId>
+    ) throws(ControlPlaneError) -> ControlPlaneAction? {
+        guard inLrtq else {
+            throw ControlPlaneError(code: .notInLrtq, reason: "the rack is not in LRTQ (or its upgrade committed)")
+        }
+        guard !isReconfiguring else {
+            throw ControlPlaneError(code: .reconfigurationInProgress, reason: "the upgrade is under way")
+        }
+        var target = try Self.target(members: members, threshold: threshold, options: options)
+        target.upgrade = true
+        return attempt(target, available: available, excluding: nil)
+    }
+
+    private static func target(
+        members: Set<PlatformId>,
+        threshold: Int?,
+        options: ControlPlaneOptions
+    ) throws(ControlPlaneError) -> Target {
         let k = threshold ?? ReconfigureRequest.defaultThreshold(memberCount: members.count)
         guard (3...options.maximumMembers).contains(members.count), k >= 2, k < members.count else {
             throw ControlPlaneError(
@@ -169,8 +222,7 @@ public struct ControlPlane: Sendable {
                 reason: "N = \(members.count), K = \(k): need 3 ≤ N ≤ \(options.maximumMembers), 2 ≤ K < N"
             )
         }
-        let target = Target(members: members, threshold: k)
-        return attempt(target, available: available, excluding: nil)
+        return Target(members: members, threshold: k)
     }
 
     /// Starts an attempt at the next epoch, or waits if nobody can coordinate.
@@ -198,6 +250,15 @@ public struct ControlPlane: Sendable {
             threshold: target.threshold
         )
         state = .reconfiguring(Attempt(target: target, request: request, coordinator: coordinator))
+        if target.upgrade {
+            let upgrade = UpgradeFromLrtqRequest(
+                rackId: rackId,
+                epoch: epoch,
+                members: target.members,
+                threshold: target.threshold
+            )
+            return .upgradeFromLrtq(coordinator: coordinator, upgrade)
+        }
         return .reconfigure(coordinator: coordinator, request)
     }
 
@@ -224,6 +285,7 @@ public struct ControlPlane: Sendable {
             return []
         }
         lastCommitted = config
+        inLrtq = false
         committedMembers = []
         preparedMembers = acked
         epochsCommitted += 1

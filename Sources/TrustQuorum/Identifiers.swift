@@ -84,6 +84,9 @@ public struct Epoch: Sendable, Hashable, Comparable, Codable, CustomStringConver
     /// The next epoch.
     public var next: Epoch { Epoch(value + 1) }
 
+    /// The epoch the legacy (LRTQ) secret takes in the chain after the upgrade.
+    public static let lrtq: Epoch = 1
+
     public static func < (lhs: Epoch, rhs: Epoch) -> Bool { lhs.value < rhs.value }
 
     public var description: String { "\(value)" }

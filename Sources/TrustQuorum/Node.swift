@@ -30,6 +30,7 @@ public struct Node: Sendable {
     private var state: State = .idle
     private var connectedPeers: Set<PlatformId> = []
     private var loader: ShareCollector?
+    private var lrtqLoader: LrtqShareCollector?
     private var secretCache: [Epoch: RackSecret] = [:]
     private var chainOpenedAt: Epoch?
     private var highestEpochSeen: Epoch?
@@ -57,6 +58,9 @@ public struct Node: Sendable {
         self.options = options
         self.persistentState = persistentState
         highestEpochSeen = persistentState.latestKnownEpoch
+        if persistentState.expunged == nil, persistentState.lrtq != nil {
+            output.warnings.append(.lrtqDeprecated(.started))
+        }
         guard persistentState.expunged == nil, let latest = persistentState.latestCommittedEpoch else { return }
         guard let config = persistentState.configurations[latest] else {
             output.alarms.append(.committedConfigurationLost(epoch: latest))
@@ -74,7 +78,7 @@ public struct Node: Sendable {
     public var coordinatorStatus: CoordinatorStatus? {
         guard case .coordinating(let coordinator) = state else { return nil }
         switch coordinator.phase {
-        case .collectingShares:
+        case .collectingShares, .collectingLrtqShares:
             return CoordinatorStatus(epoch: coordinator.request.epoch, configuration: nil, acked: [])
         case .preparing(let preparing):
             return CoordinatorStatus(
@@ -90,6 +94,10 @@ public struct Node: Sendable {
         if case .coordinating = state { return true }
         return false
     }
+
+    /// Whether this node is in the legacy mode (LRTQ): it holds LRTQ state
+    /// and has committed no trust-quorum configuration yet.
+    public var isInLrtq: Bool { persistentState.expunged == nil && persistentState.lrtq != nil }
 
     /// The epoch whose share this node is computing, if any.
     public var computingShareEpoch: Epoch? {
@@ -127,17 +135,7 @@ public struct Node: Sendable {
             // The control plane committed it; our commit message is late.
             commit(configuration: last)
         }
-        let secret = RackSecret.random(using: &random)
-        let sortedMembers = validated.members.sorted()
-        // 3 ≤ N ≤ 255 and 2 ≤ K < N were validated, and the secret is 32 bytes.
-        let split = try! Shamir.split(
-            secret.bytes,
-            threshold: validated.threshold,
-            shares: sortedMembers.count,
-            using: &random
-        )
-        var newShares: [PlatformId: Share] = [:]
-        for (member, share) in zip(sortedMembers, split) { newShares[member] = share }
+        let (secret, newShares) = Self.drawShares(validated, using: &random)
 
         guard let last = validated.lastCommitted else {
             prepare(validated, shares: newShares, chain: nil)
@@ -157,6 +155,75 @@ public struct Node: Sendable {
         for peer in last.sortedMembers where peer != platformId && connectedPeers.contains(peer) {
             send(.getShare(last.epoch), to: peer)
         }
+    }
+
+    /// Starts coordinating the upgrade of this legacy (LRTQ) rack to the trust
+    /// quorum: collects K LRTQ shares with `GetLrtqShare` (rejecting unknown
+    /// digests and duplicates), rebuilds the LRTQ secret, puts it into the
+    /// chain as epoch 1 and prepares the configuration of `request.epoch`
+    /// (at least 2) like any reconfiguration.
+    ///
+    /// Refused with ``ReconfigureError/Code/alreadyUpgraded`` once this node
+    /// committed a trust-quorum configuration, and with
+    /// ``ReconfigureError/Code/notInLrtq`` on a node without LRTQ state.
+    public mutating func upgradeFromLrtq(
+        _ request: UpgradeFromLrtqRequest,
+        using random: inout some SecureRandomSource
+    ) throws(ReconfigureError) {
+        let validated = try ValidatedReconfigureRequest(
+            upgrade: request,
+            coordinator: platformId,
+            rackId: rackId,
+            state: persistentState,
+            highestEpochSeen: highestEpochSeen,
+            maximumMembers: options.maximumMembers
+        )
+        // Validated: the node is in LRTQ.
+        let lrtq = persistentState.lrtq!
+        highestEpochSeen = validated.epoch
+        output.warnings.append(.lrtqDeprecated(.upgrading))
+        let (secret, newShares) = Self.drawShares(validated, using: &random)
+        let salt = random.bytes(EncryptedRackSecrets.saltByteCount)
+        var collector = LrtqShareCollector(threshold: lrtq.threshold)
+        _ = collector.add(lrtq.share, from: platformId, lrtq: lrtq)
+        state = .coordinating(
+            Coordinator(
+                request: validated,
+                phase: .collectingLrtqShares(
+                    CollectingLrtqShares(collector: collector, newSecret: secret, salt: salt, newShares: newShares)
+                )
+            )
+        )
+        for peer in validated.members.sorted() where peer != platformId && connectedPeers.contains(peer) {
+            send(.getLrtqShare, to: peer)
+        }
+    }
+
+    /// Hands one of this node's spare LRTQ shares to a node being added
+    /// under LRTQ: returns the state the new node starts with (its share,
+    /// the threshold and the 255 digests, no spare shares), or `nil` while
+    /// this node is still gathering LRTQ shares to rebuild the secret that
+    /// decrypts its spares (poll again after more input).
+    ///
+    /// The spare share is removed from this node's state before it is
+    /// returned (persist before handing it over), so it is never given twice.
+    public mutating func handOutLrtqSpareShare() throws(LrtqError) -> LrtqState? {
+        guard persistentState.expunged == nil, var lrtq = persistentState.lrtq else {
+            throw LrtqError(code: .notInLrtq, reason: "this node holds no LRTQ state")
+        }
+        guard let encrypted = lrtq.spareShares.first else {
+            throw LrtqError(code: .noSpareShare, reason: "this node has handed out all its spare shares")
+        }
+        guard let secret = lrtqSecret(lrtq) else { return nil }
+        guard let share = Lrtq.open(encrypted, secret: secret, rackId: rackId), lrtq.isKnown(share) else {
+            output.alarms.append(.rackSecretDecryptionFailed(epoch: .lrtq))
+            throw LrtqError(code: .spareShareInvalid, reason: "spare share \(encrypted.x) did not open or is unknown")
+        }
+        lrtq.spareShares.removeFirst()
+        persistentState.lrtq = lrtq
+        output.persistentStateChanged = true
+        output.warnings.append(.lrtqDeprecated(.handedOutSpareShare))
+        return LrtqState(shareDigests: lrtq.shareDigests, threshold: lrtq.threshold, share: share, spareShares: [])
     }
 
     /// Commits `epoch`, which this node prepared. Committing an epoch at or
@@ -198,6 +265,11 @@ public struct Node: Sendable {
         guard persistentState.expunged == nil else { throw LoadRackSecretError(code: .expunged, epoch: epoch) }
         if let cached = secretCache[epoch] { return cached }
         guard let latestEpoch = persistentState.latestCommittedEpoch else {
+            if let lrtq = persistentState.lrtq {
+                // Legacy mode: the LRTQ secret is epoch 1.
+                guard epoch == .lrtq else { throw LoadRackSecretError(code: .notCommitted, epoch: epoch) }
+                return lrtqSecret(lrtq)
+            }
             throw LoadRackSecretError(code: .noCommittedConfiguration, epoch: epoch)
         }
         guard let latest = persistentState.configurations[latestEpoch] else {
@@ -218,6 +290,19 @@ public struct Node: Sendable {
             for peer in latest.sortedMembers where peer != platformId && connectedPeers.contains(peer) {
                 send(.getShare(latestEpoch), to: peer)
             }
+        }
+        return nil
+    }
+
+    /// The LRTQ secret if rebuilt, else starts (or continues) gathering LRTQ shares.
+    private mutating func lrtqSecret(_ lrtq: LrtqState) -> RackSecret? {
+        if let cached = secretCache[.lrtq] { return cached }
+        if lrtqLoader == nil {
+            var collector = LrtqShareCollector(threshold: lrtq.threshold)
+            _ = collector.add(lrtq.share, from: platformId, lrtq: lrtq)
+            lrtqLoader = collector
+            output.warnings.append(.lrtqDeprecated(.unlocking))
+            for peer in connectedPeers.sorted() { send(.getLrtqShare, to: peer) }
         }
         return nil
     }
@@ -260,6 +345,10 @@ public struct Node: Sendable {
                 if old.members[peer] != nil, collecting.collector.shares[peer] == nil {
                     send(.getShare(old.epoch), to: peer)
                 }
+            case .collectingLrtqShares(let collecting):
+                if coordinator.request.members.contains(peer), !collecting.collector.senders.contains(peer) {
+                    send(.getLrtqShare, to: peer)
+                }
             case .preparing(let preparing):
                 if let share = preparing.shares[peer], !preparing.acked.contains(peer) {
                     send(.prepare(preparing.configuration, share), to: peer)
@@ -272,6 +361,9 @@ public struct Node: Sendable {
         }
         if let loader, loader.configuration.members[peer] != nil, loader.shares[peer] == nil {
             send(.getShare(loader.configuration.epoch), to: peer)
+        }
+        if let lrtqLoader, !lrtqLoader.senders.contains(peer) {
+            send(.getLrtqShare, to: peer)
         }
     }
 
@@ -290,7 +382,8 @@ public struct Node: Sendable {
         case .share(let epoch, let share): receivedShare(from: from, epoch, share)
         case .commitAdvance(let config): receivedCommitAdvance(from: from, config)
         case .expunged(let epoch): receivedExpunged(from: from, epoch)
-        case .getLrtqShare, .lrtqShare: break  // LRTQ is not implemented yet: ignored
+        case .getLrtqShare: receivedGetLrtqShare(from: from)
+        case .lrtqShare(let share): receivedLrtqShare(from: from, share)
         }
     }
 
@@ -394,6 +487,51 @@ public struct Node: Sendable {
         }
     }
 
+    /// Mixed mode: a node answers LRTQ requests until its first committed
+    /// trust-quorum configuration; afterwards it points members at that
+    /// configuration (they commit it and compute their share) and tells
+    /// anyone else it was expunged.
+    private mutating func receivedGetLrtqShare(from: PlatformId) {
+        if let latest = persistentState.latestCommittedConfiguration {
+            if latest.members[from] != nil {
+                send(.commitAdvance(latest), to: from)
+            } else {
+                send(.expunged(latest.epoch), to: from)
+            }
+            return
+        }
+        guard let lrtq = persistentState.lrtq else { return }  // never in LRTQ
+        output.warnings.append(.lrtqDeprecated(.answeredShareRequest))
+        send(.lrtqShare(lrtq.share), to: from)
+    }
+
+    private mutating func receivedLrtqShare(from: PlatformId, _ share: Share) {
+        guard let lrtq = persistentState.lrtq else { return }  // left LRTQ, or never in it
+        var rejected = false
+        if case .coordinating(var coordinator) = state, case .collectingLrtqShares(var collecting) = coordinator.phase {
+            rejected = collecting.collector.add(share, from: from, lrtq: lrtq) == .rejected
+            if collecting.collector.isComplete {
+                finishCollectingLrtq(coordinator.request, collecting)
+            } else {
+                coordinator.phase = .collectingLrtqShares(collecting)
+                state = .coordinating(coordinator)
+            }
+        }
+        if var lrtqLoader {
+            rejected = lrtqLoader.add(share, from: from, lrtq: lrtq) == .rejected || rejected
+            self.lrtqLoader = lrtqLoader
+            if lrtqLoader.isComplete {
+                self.lrtqLoader = nil
+                do {
+                    secretCache[.lrtq] = try lrtqLoader.combine()
+                } catch {
+                    output.alarms.append(.rackSecretReconstructionFailed(epoch: .lrtq, reason: "\(error)"))
+                }
+            }
+        }
+        if rejected { rejectedShares += 1 }
+    }
+
     private mutating func receivedCommitAdvance(from: PlatformId, _ config: Configuration) {
         guard config.rackId == rackId else { return }
         if let existing = persistentState.configurations[config.epoch], existing != config {
@@ -406,9 +544,16 @@ public struct Node: Sendable {
     }
 
     private mutating func receivedExpunged(from: PlatformId, _ epoch: Epoch) {
-        guard let latest = persistentState.latestCommittedEpoch, epoch > latest else { return }
+        if let latest = persistentState.latestCommittedEpoch {
+            guard epoch > latest else { return }
+        } else {
+            // Still in LRTQ while the rack moved on without this node.
+            guard persistentState.lrtq != nil, epoch > .lrtq else { return }
+        }
         persistentState.expunged = ExpungedMetadata(epoch: epoch, from: from)
         persistentState.shares.removeAll()
+        persistentState.lrtq = nil
+        lrtqLoader = nil
         output.persistentStateChanged = true
         state = .idle
         loader = nil
@@ -433,6 +578,13 @@ public struct Node: Sendable {
         highestEpochSeen = max(highestEpochSeen ?? epoch, epoch)
         output.persistentStateChanged = true
         if let loading = loader?.configuration.epoch, loading < epoch { loader = nil }
+        if persistentState.lrtq != nil {
+            // The first committed trust-quorum configuration: LRTQ is left for
+            // good. Epoch 1 is read from the chain from now on.
+            persistentState.lrtq = nil
+            lrtqLoader = nil
+            secretCache[.lrtq] = nil
+        }
 
         switch state {
         case .idle:
@@ -487,6 +639,47 @@ public struct Node: Sendable {
             salt: collecting.salt
         )
         prepare(request, shares: collecting.newShares, chain: sealed)
+    }
+
+    private mutating func finishCollectingLrtq(
+        _ request: ValidatedReconfigureRequest,
+        _ collecting: CollectingLrtqShares
+    ) {
+        let lrtqSecret: RackSecret
+        do {
+            lrtqSecret = try collecting.collector.combine()
+        } catch {
+            output.alarms.append(.rackSecretReconstructionFailed(epoch: .lrtq, reason: "\(error)"))
+            state = .idle
+            return
+        }
+        let sealed = RackSecretChain.seal(
+            [.lrtq: lrtqSecret],
+            under: collecting.newSecret,
+            rackId: rackId,
+            epoch: request.epoch,
+            salt: collecting.salt
+        )
+        prepare(request, shares: collecting.newShares, chain: sealed)
+    }
+
+    /// Draws the new secret and splits it among the request's members.
+    private static func drawShares(
+        _ request: ValidatedReconfigureRequest,
+        using random: inout some SecureRandomSource
+    ) -> (RackSecret, [PlatformId: Share]) {
+        let secret = RackSecret.random(using: &random)
+        let sortedMembers = request.members.sorted()
+        // 3 ≤ N ≤ 255 and 2 ≤ K < N were validated, and the secret is 32 bytes.
+        let split = try! Shamir.split(
+            secret.bytes,
+            threshold: request.threshold,
+            shares: sortedMembers.count,
+            using: &random
+        )
+        var shares: [PlatformId: Share] = [:]
+        for (member, share) in zip(sortedMembers, split) { shares[member] = share }
+        return (secret, shares)
     }
 
     /// Builds the configuration, persists our share and sends `Prepare`s.
@@ -585,6 +778,8 @@ struct Coordinator: Sendable {
     enum Phase: Sendable {
         /// Gathering K shares of the last committed epoch.
         case collectingShares(CollectingShares)
+        /// Upgrading from LRTQ: gathering K LRTQ shares.
+        case collectingLrtqShares(CollectingLrtqShares)
         /// The new configuration is built; waiting for acknowledgements.
         case preparing(Preparing)
     }
@@ -594,6 +789,15 @@ struct Coordinator: Sendable {
 /// needed to extend the chain.
 struct CollectingShares: Sendable {
     var collector: ShareCollector
+    let newSecret: RackSecret
+    let salt: [UInt8]
+    let newShares: [PlatformId: Share]
+}
+
+/// Phase 1 of the upgrade from LRTQ: the new secret and its shares are
+/// drawn; the LRTQ secret is needed to start the chain as epoch 1.
+struct CollectingLrtqShares: Sendable {
+    var collector: LrtqShareCollector
     let newSecret: RackSecret
     let salt: [UInt8]
     let newShares: [PlatformId: Share]

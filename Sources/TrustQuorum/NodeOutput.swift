@@ -27,12 +27,45 @@ public struct NodeOutput: Sendable, Equatable {
     public var persistentStateChanged = false
     /// Alarms raised.
     public var alarms: [Alarm] = []
+    /// Warnings for the operator's log (not invariant violations).
+    public var warnings: [NodeWarning] = []
 
     /// Nothing to do.
     public init() {}
 
     /// Whether there is nothing to do.
-    public var isEmpty: Bool { messages.isEmpty && !persistentStateChanged && alarms.isEmpty }
+    public var isEmpty: Bool {
+        messages.isEmpty && !persistentStateChanged && alarms.isEmpty && warnings.isEmpty
+    }
+}
+
+/// Something the caller should log for the operator. Unlike an ``Alarm``, a
+/// warning is not an invariant violation.
+public enum NodeWarning: Sendable, Equatable, CustomStringConvertible {
+    /// The deprecated legacy trust quorum (LRTQ) was used; the rack should be
+    /// upgraded with ``Node/upgradeFromLrtq(_:using:)``.
+    case lrtqDeprecated(LrtqUse)
+
+    /// How LRTQ was used.
+    public enum LrtqUse: String, Sendable, Equatable {
+        /// The node started with LRTQ state and no trust-quorum configuration.
+        case started
+        /// The node began gathering LRTQ shares to unlock.
+        case unlocking
+        /// The node answered a peer's `GetLrtqShare`.
+        case answeredShareRequest
+        /// The node handed a spare LRTQ share to a node being added.
+        case handedOutSpareShare
+        /// The node began coordinating the upgrade to the trust quorum.
+        case upgrading
+    }
+
+    public var description: String {
+        switch self {
+        case .lrtqDeprecated(let use):
+            return "LRTQ is deprecated (\(use.rawValue)): upgrade this rack to the trust quorum"
+        }
+    }
 }
 
 /// What a coordinator reports to the control plane when polled.

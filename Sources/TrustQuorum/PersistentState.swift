@@ -11,8 +11,9 @@ public struct PersistentState: Sendable, Equatable, Codable {
     /// The version this code writes.
     public static let currentVersion = 1
 
-    /// Reserved for the legacy (LRTQ) mode: the node's LRTQ share and the
-    /// digests of all 255 LRTQ shares. Always `nil` until the upgrade exists.
+    /// The legacy (LRTQ) state: the node's LRTQ share, its spare shares and
+    /// the digests of all 255 LRTQ shares. `nil` for a node that never was in
+    /// LRTQ, and dropped at the first committed trust-quorum configuration.
     public var lrtq: LrtqState?
     /// The configurations this node knows, by epoch (the latest committed one
     /// and any prepared after it; older ones are pruned on commit).
@@ -128,17 +129,6 @@ public struct PersistentState: Sendable, Equatable, Codable {
         try container.encode(committedEpochs.sorted(), forKey: .committedEpochs)
         try container.encodeIfPresent(expunged, forKey: .expunged)
     }
-}
-
-/// Reserved for the legacy (LRTQ) mode, whose issue comes later: what a node
-/// upgraded from LRTQ keeps. Declared now so that the persistent format has
-/// room for it.
-public struct LrtqState: Sendable, Equatable, Codable {
-    /// The digests of every LRTQ share (up to 255).
-    public var shareDigests: [ShareDigest]
-
-    /// A state from the digests of every LRTQ share.
-    public init(shareDigests: [ShareDigest]) { self.shareDigests = shareDigests }
 }
 
 /// Recorded when a node learns it is no longer a member.

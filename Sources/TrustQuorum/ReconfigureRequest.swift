@@ -27,6 +27,29 @@ public struct ReconfigureRequest: Sendable, Equatable, Codable {
     public static func defaultThreshold(memberCount: Int) -> Int { memberCount / 2 + 1 }
 }
 
+/// What the control plane asks a coordinator to do to leave the legacy mode:
+/// rebuild the LRTQ secret from K LRTQ shares, put it into the chain as
+/// epoch 1, and prepare the first trust-quorum configuration at ``epoch``.
+/// Unchecked, like a ``ReconfigureRequest``.
+public struct UpgradeFromLrtqRequest: Sendable, Equatable, Codable {
+    /// The rack.
+    public var rackId: RackId
+    /// The epoch of the first trust-quorum configuration, at least 2 (LRTQ counts as epoch 1).
+    public var epoch: Epoch
+    /// The members: the nodes of the LRTQ rack.
+    public var members: Set<PlatformId>
+    /// K for the new configuration.
+    public var threshold: Int
+
+    /// A request from its parts.
+    public init(rackId: RackId, epoch: Epoch, members: Set<PlatformId>, threshold: Int) {
+        self.rackId = rackId
+        self.epoch = epoch
+        self.members = members
+        self.threshold = threshold
+    }
+}
+
 /// Why a reconfiguration request was refused.
 public struct ReconfigureError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The stable code callers match on.
@@ -50,6 +73,12 @@ public struct ReconfigureError: Error, Sendable, Equatable, CustomStringConverti
         case expunged = "TQ-RECONF-EXPUNGED"
         /// A platform id in the request is empty or longer than 255 bytes.
         case invalidPlatformId = "TQ-RECONF-PLATFORM-ID"
+        /// An upgrade from LRTQ, but this node holds no LRTQ state.
+        case notInLrtq = "TQ-RECONF-NOT-LRTQ"
+        /// An upgrade from LRTQ, but this node already committed a
+        /// trust-quorum configuration: nothing goes back to LRTQ, and nothing
+        /// is upgraded twice.
+        case alreadyUpgraded = "TQ-RECONF-ALREADY-UPGRADED"
     }
 
     /// The rule that was broken.
@@ -96,37 +125,25 @@ public struct ValidatedReconfigureRequest: Sendable, Equatable {
         maximumMembers: Int = 32
     ) throws(ReconfigureError) {
         guard state.expunged == nil else { throw ReconfigureError(code: .expunged, reason: "this node was expunged") }
-        guard request.rackId == rackId else {
-            throw ReconfigureError(code: .rackIdMismatch, reason: "request for rack \(request.rackId)")
-        }
-        let count = request.members.count
-        guard (3...min(maximumMembers, 255)).contains(count) else {
-            throw ReconfigureError(
-                code: .memberCountOutOfRange,
-                reason: "\(count) members; allowed 3…\(min(maximumMembers, 255))"
-            )
-        }
-        guard request.members.allSatisfy(Configuration.isValid) else {
-            throw ReconfigureError(code: .invalidPlatformId, reason: "a platform id field is empty or too long")
-        }
-        guard request.threshold >= 2, request.threshold < count else {
-            throw ReconfigureError(
-                code: .thresholdOutOfRange,
-                reason: "threshold \(request.threshold) with \(count) members; need 2 ≤ K < N"
-            )
-        }
-        guard request.members.contains(coordinator) else {
-            throw ReconfigureError(code: .coordinatorNotMember, reason: "\(coordinator) is not in the new members")
-        }
-        if let seen = highestEpochSeen, request.epoch <= seen {
-            throw ReconfigureError(
-                code: .epochNotNewer,
-                reason: "epoch \(request.epoch) is not greater than \(seen), already seen"
-            )
-        }
+        try Self.checkCommon(
+            rackId: request.rackId,
+            epoch: request.epoch,
+            members: request.members,
+            threshold: request.threshold,
+            coordinator: coordinator,
+            ownRackId: rackId,
+            highestEpochSeen: highestEpochSeen,
+            maximumMembers: maximumMembers
+        )
         let lastCommitted: Configuration?
         switch (request.lastCommittedEpoch, state.latestCommittedEpoch) {
         case (nil, nil):
+            guard state.lrtq == nil else {
+                throw ReconfigureError(
+                    code: .lastCommittedEpochMismatch,
+                    reason: "this node is in LRTQ: it leaves it with upgradeFromLrtq, never with a fresh setup"
+                )
+            }
             lastCommitted = nil
         case (nil, .some(let mine)):
             throw ReconfigureError(
@@ -162,5 +179,85 @@ public struct ValidatedReconfigureRequest: Sendable, Equatable {
         self.members = request.members
         self.threshold = request.threshold
         self.coordinator = coordinator
+    }
+
+    /// Checks an upgrade from LRTQ against the state of the node `coordinator`:
+    /// the node is in LRTQ and has committed no trust-quorum configuration,
+    /// and the epoch is at least 2 and greater than every epoch seen. The
+    /// result has no ``lastCommitted``: the coordinator collects LRTQ shares.
+    public init(
+        upgrade request: UpgradeFromLrtqRequest,
+        coordinator: PlatformId,
+        rackId: RackId,
+        state: PersistentState,
+        highestEpochSeen: Epoch?,
+        maximumMembers: Int = 32
+    ) throws(ReconfigureError) {
+        guard state.expunged == nil else { throw ReconfigureError(code: .expunged, reason: "this node was expunged") }
+        if let committed = state.latestCommittedEpoch {
+            throw ReconfigureError(
+                code: .alreadyUpgraded,
+                reason: "this node committed trust-quorum epoch \(committed); LRTQ is gone"
+            )
+        }
+        guard state.lrtq != nil else {
+            throw ReconfigureError(code: .notInLrtq, reason: "this node holds no LRTQ state")
+        }
+        try Self.checkCommon(
+            rackId: request.rackId,
+            epoch: request.epoch,
+            members: request.members,
+            threshold: request.threshold,
+            coordinator: coordinator,
+            ownRackId: rackId,
+            highestEpochSeen: max(highestEpochSeen ?? Epoch.lrtq, Epoch.lrtq),
+            maximumMembers: maximumMembers
+        )
+        self.rackId = rackId
+        self.epoch = request.epoch
+        self.lastCommitted = nil
+        self.members = request.members
+        self.threshold = request.threshold
+        self.coordinator = coordinator
+    }
+
+    private static func checkCommon(
+        rackId: RackId,
+        epoch: Epoch,
+        members: Set<PlatformId>,
+        threshold: Int,
+        coordinator: PlatformId,
+        ownRackId: RackId,
+        highestEpochSeen: Epoch?,
+        maximumMembers: Int
+    ) throws(ReconfigureError) {
+        guard rackId == ownRackId else {
+            throw ReconfigureError(code: .rackIdMismatch, reason: "request for rack \(rackId)")
+        }
+        let count = members.count
+        guard (3...min(maximumMembers, 255)).contains(count) else {
+            throw ReconfigureError(
+                code: .memberCountOutOfRange,
+                reason: "\(count) members; allowed 3…\(min(maximumMembers, 255))"
+            )
+        }
+        guard members.allSatisfy(Configuration.isValid) else {
+            throw ReconfigureError(code: .invalidPlatformId, reason: "a platform id field is empty or too long")
+        }
+        guard threshold >= 2, threshold < count else {
+            throw ReconfigureError(
+                code: .thresholdOutOfRange,
+                reason: "threshold \(threshold) with \(count) members; need 2 ≤ K < N"
+            )
+        }
+        guard members.contains(coordinator) else {
+            throw ReconfigureError(code: .coordinatorNotMember, reason: "\(coordinator) is not in the new members")
+        }
+        if let seen = highestEpochSeen, epoch <= seen {
+            throw ReconfigureError(
+                code: .epochNotNewer,
+                reason: "epoch \(epoch) is not greater than \(seen), already seen"
+            )
+        }
     }
 }

@@ -21,6 +21,10 @@ struct SimCommand: ParsableCommand {
             holds. On a violation or a liveness failure the event log (JSON lines, enough to replay the run \
             exactly) is written to --log, or to keyrack-sim-<seed>.jsonl.
 
+            --start lrtq starts the rack in the deprecated legacy mode (LRTQ) and adds the \
+            upgrade to the trust quorum to the random actions; after the upgrade every member \
+            must read the LRTQ secret as epoch 1.
+
             --replay FILE re-runs a logged event list instead of generating one. \
             --measure messages|catch-up prints protocol measurements instead of running.
             """
@@ -50,6 +54,9 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Control-plane ticks without progress before a reconfiguration is retried at the next epoch.")
     var stallTicks: Int = 25
 
+    @Option(help: "How the rack starts: tq (a trust-quorum setup) or lrtq (legacy mode, upgraded during the run).")
+    var start: String = "tq"
+
     @Flag(help: "Send every message through the binary wire format (slower).")
     var wire = false
 
@@ -63,6 +70,7 @@ struct SimCommand: ParsableCommand {
         guard FaultSet(parsing: faults) != nil else {
             throw ValidationError("--faults takes drop,reorder,duplicate,partition,crash, all or none")
         }
+        guard ["tq", "lrtq"].contains(start) else { throw ValidationError("--start takes tq or lrtq") }
         if let measure, !["messages", "catch-up"].contains(measure) {
             throw ValidationError("--measure takes messages or catch-up")
         }
@@ -84,7 +92,8 @@ struct SimCommand: ParsableCommand {
                 events: events,
                 faults: FaultSet(parsing: faults)!,
                 stallTicks: stallTicks,
-                wireEncoding: wire
+                wireEncoding: wire,
+                startInLrtq: start == "lrtq"
             )
             outcome = SimulationRunner.run(options)
         }

@@ -11,6 +11,7 @@ struct Harness {
     var nodes: [PlatformId: Node] = [:]
     var inFlight: [(from: PlatformId, to: PlatformId, message: Message)] = []
     var alarms: [PlatformId: [Alarm]] = [:]
+    var warnings: [PlatformId: [NodeWarning]] = [:]
     var random = SeededRandomSource(seed: 42)
     var sent: [(from: PlatformId, to: PlatformId, message: Message)] = []
 
@@ -40,6 +41,7 @@ struct Harness {
     mutating func drain(_ id: PlatformId) {
         let output = nodes[id]!.drainOutput()
         alarms[id, default: []] += output.alarms
+        warnings[id, default: []] += output.warnings
         for outgoing in output.messages {
             inFlight.append((id, outgoing.to, outgoing.message))
             sent.append((id, outgoing.to, outgoing.message))

@@ -245,16 +245,19 @@ struct NodeTests {
         #expect(rack.nodes[coordinator]!.coordinatorStatus?.acked == Set(rack.ids))
     }
 
-    @Test("messages for another rack and LRTQ messages are dropped")
+    @Test("messages for another rack and LRTQ shares at a node never in LRTQ are dropped")
     func foreignAndLegacyMessagesDropped() throws {
         var rack = Harness(count: 3)
         try rack.setUp()
         var other = SeededRandomSource(seed: 99)
         let foreign = RackId.random(using: &other)
         let node = rack.ids[0]
+        let share = rack.nodes[rack.ids[1]]!.persistentState.shares[1]!
         rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: foreign, kind: .getShare(1)))
-        rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .getLrtqShare))
+        rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: foreign, kind: .getLrtqShare))
+        rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .lrtqShare(share)))
         #expect(rack.nodes[node]!.drainOutput().isEmpty)
+        #expect(rack.nodes[node]!.rejectedShares == 0)
         rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .getShare(1)))
         #expect(rack.nodes[node]!.drainOutput().messages.count == 1)
     }

@@ -152,9 +152,72 @@ struct ValidationTests {
         #expect(Self.code(request) == .invalidPlatformId)
     }
 
+    /// A node of an LRTQ rack that has committed nothing.
+    static var lrtqState: PersistentState {
+        var state = PersistentState.empty
+        let share = try! Share(x: 1, y: SecretBytes([UInt8](repeating: 2, count: 32)))
+        state.lrtq = LrtqState(shareDigests: [share.digest], threshold: 3, share: share, spareShares: [])
+        return state
+    }
+
+    static func upgradeCode(
+        _ request: UpgradeFromLrtqRequest,
+        state: PersistentState = lrtqState,
+        seen: Epoch? = nil
+    ) -> ReconfigureError.Code? {
+        do {
+            let validated = try ValidatedReconfigureRequest(
+                upgrade: request,
+                coordinator: me,
+                rackId: rack,
+                state: state,
+                highestEpochSeen: seen
+            )
+            #expect(validated.lastCommitted == nil)
+            return nil
+        } catch {
+            return error.code
+        }
+    }
+
+    static func upgrade(epoch: Epoch = 2, members: Int = 5, threshold: Int = 3) -> UpgradeFromLrtqRequest {
+        var set = Set(ids.dropFirst().prefix(members - 1))
+        set.insert(me)
+        return UpgradeFromLrtqRequest(rackId: rack, epoch: epoch, members: set, threshold: threshold)
+    }
+
+    @Test("an upgrade from LRTQ: valid at epoch ≥ 2 on a node in LRTQ; the common rules apply")
+    func upgradeValidation() {
+        #expect(Self.upgradeCode(Self.upgrade()) == nil)
+        #expect(Self.upgradeCode(Self.upgrade(epoch: 1)) == .epochNotNewer)
+        #expect(Self.upgradeCode(Self.upgrade(epoch: 3), seen: 3) == .epochNotNewer)
+        #expect(Self.upgradeCode(Self.upgrade(members: 2, threshold: 1)) == .memberCountOutOfRange)
+        #expect(Self.upgradeCode(Self.upgrade(threshold: 5)) == .thresholdOutOfRange)
+        var foreign = Self.upgrade()
+        foreign.rackId = RackId(bytes: Array(1...16))!
+        #expect(Self.upgradeCode(foreign) == .rackIdMismatch)
+        var without = Self.upgrade()
+        without.members.remove(Self.me)
+        without.members.insert(Self.ids[30])
+        #expect(Self.upgradeCode(without) == .coordinatorNotMember)
+        var expunged = Self.lrtqState
+        expunged.expunged = ExpungedMetadata(epoch: 3, from: Self.ids[1])
+        #expect(Self.upgradeCode(Self.upgrade(), state: expunged) == .expunged)
+    }
+
+    @Test("an upgrade on a node without LRTQ state is refused")
+    func upgradeNotInLrtq() {
+        #expect(Self.upgradeCode(Self.upgrade(), state: .empty) == .notInLrtq)
+    }
+
+    @Test("an upgrade on a node that committed a trust-quorum configuration is refused")
+    func upgradeAlreadyUpgraded() {
+        #expect(Self.upgradeCode(Self.upgrade(epoch: 4), state: Self.committedState) == .alreadyUpgraded)
+    }
+
     @Test("every error code is covered by a test above")
     func coverage() {
-        #expect(ReconfigureError.Code.allCases.count == 9)
+        #expect(ReconfigureError.Code.allCases.count == 11)
     }
 }
 

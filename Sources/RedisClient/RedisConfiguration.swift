@@ -1,7 +1,7 @@
 import NIOCore
 
-/// Where and how to reach a Redis server.
-public struct RedisConfiguration: Sendable, Equatable {
+/// Where and how to reach a Redis server. Printing it never shows the password.
+public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
     /// Host name or address.
     public var host: String
     /// TCP port.
@@ -80,6 +80,16 @@ public struct RedisConfiguration: Sendable, Equatable {
         guard !host.isEmpty else { throw .init(reason: "the URL has no host") }
         self.init(host: String(host), port: port, database: database, user: user, password: password)
     }
+}
+
+extension RedisConfiguration {
+    /// `redis://[user:<redacted>@]host:port/db`.
+    public var description: String {
+        let credentials = password == nil ? "" : "\(user ?? ""):<redacted>@"
+        return "redis://\(credentials)\(host):\(port)/\(database)"
+    }
+
+    public var debugDescription: String { description }
 }
 
 /// A Redis URL that could not be understood. Never contains the password.

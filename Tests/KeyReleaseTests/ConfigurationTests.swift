@@ -100,3 +100,17 @@ struct TimestampTests {
         }
     }
 }
+
+@Suite("Peer identity printing")
+struct PeerIdentityPrintingTests {
+    @Test("an identity prints its peer id and never its private key")
+    func redacted() throws {
+        let identity = PeerIdentity.generate()
+        let seedHex = identity.privateKey.rawRepresentation.map { String(format: "%02x", $0) }.joined()
+        for text in ["\(identity)", String(reflecting: identity), "\([identity])"] {
+            #expect(text.contains(identity.peerId.string))
+            #expect(!text.contains(seedHex.prefix(12)))
+            #expect(text.contains("redacted"))
+        }
+    }
+}

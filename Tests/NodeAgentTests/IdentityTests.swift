@@ -1,4 +1,5 @@
 import Foundation
+import SecretSharing
 import Testing
 import TrustQuorum
 import X509
@@ -102,6 +103,25 @@ struct IdentityTests {
         #expect(throws: IdentityFileError.self) {
             try DeviceIdentity.initialize(
                 directory: directory.appendingPathComponent("d"), platform: PlatformId(part: "p", serial: "s"))
+        }
+    }
+}
+
+@Suite("Key holders print redacted")
+struct RedactionTests {
+    @Test("a root of trust and a CA never print their keys")
+    func redacted() throws {
+        let seed = SecretBytes(Array(repeating: 0xAB, count: 32))
+        let rootOfTrust = try SoftwareRootOfTrust(seed: seed)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("redact-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let ca = try ManufacturingCA.create(in: directory)
+        let key = try Data(contentsOf: directory.appendingPathComponent("intermediate.key"))
+        for text in ["\(rootOfTrust)", String(reflecting: rootOfTrust), "\(ca)", String(reflecting: ca)] {
+            #expect(text.contains("redacted"))
+            #expect(!text.lowercased().contains("abab"))
+            #expect(!text.contains(key.map { String(format: "%02x", $0) }.joined().prefix(16)))
+            #expect(!text.contains("171, 171"))
         }
     }
 }

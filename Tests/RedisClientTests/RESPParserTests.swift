@@ -84,6 +84,19 @@ struct RedisConfigurationTests {
         #expect(passwordOnly.password == "pw")
     }
 
+    @Test("printing a configuration, alone or inside another value, never shows the password")
+    func redacted() throws {
+        struct Holder { let redis: RedisConfiguration }
+        let configuration = try RedisConfiguration(url: "redis://alice:s3cret@10.0.0.5:6380/3")
+        for text in [
+            "\(configuration)", String(reflecting: configuration), "\(Holder(redis: configuration))",
+            String(reflecting: Holder(redis: configuration)),
+        ] {
+            #expect(!text.contains("s3cret"), "\(text)")
+        }
+        #expect(configuration.description == "redis://alice:<redacted>@10.0.0.5:6380/3")
+    }
+
     @Test(
         "bad URLs say what is wrong and never echo the password",
         arguments: [

@@ -9,7 +9,7 @@ import SecretSharing
 /// A node's libp2p identity: an Ed25519 key pair kept in a file (mode 0600)
 /// in libp2p's protobuf `PrivateKey` form: `08 01 12 40` followed by the
 /// 32-byte seed and the 32-byte public key.
-public struct PeerIdentity: Sendable {
+public struct PeerIdentity: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     let privateKey: Curve25519.Signing.PrivateKey
     /// The peer id.
     public let peerId: PeerID
@@ -19,6 +19,10 @@ public struct PeerIdentity: Sendable {
         self.privateKey = privateKey
         peerId = PeerID(publicKey: privateKey.publicKey)
     }
+
+    /// The peer id only; the private key is never printed.
+    public var description: String { "PeerIdentity(\(peerId.string), private key redacted)" }
+    public var debugDescription: String { description }
 
     /// A new random identity.
     public static func generate() -> PeerIdentity { PeerIdentity(privateKey: .init()) }

@@ -16,7 +16,7 @@ import _CryptoExtras
 /// two private keys (mode 0600). `keyrack ca sign --dir D --csr F` checks a
 /// device's certificate signing request (its signature and its platform id)
 /// and issues the device certificate under the intermediate.
-public struct ManufacturingCA: Sendable {
+public struct ManufacturingCA: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     public let root: Certificate
     public let intermediate: Certificate
     let intermediateKey: Certificate.PrivateKey
@@ -85,6 +85,12 @@ public struct ManufacturingCA: Sendable {
             throw IdentityFileError("cannot create the CA in \(directory.path): \(error)")
         }
     }
+
+    /// The subjects only; the signing key is never printed.
+    public var description: String {
+        "ManufacturingCA(root: \(root.subject), intermediate: \(intermediate.subject), key redacted)"
+    }
+    public var debugDescription: String { description }
 
     /// Opens the CA in `directory`.
     public init(directory: URL) throws(IdentityFileError) {

@@ -45,7 +45,7 @@ public enum DeviceKeyType: String, Sendable, CaseIterable {
 
 /// The software root of trust: the device key in a file of mode 0600 —
 /// 32 raw bytes for an Ed25519 seed, PEM for RSA — never exported.
-public struct SoftwareRootOfTrust: RootOfTrust {
+public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomDebugStringConvertible {
     private enum Key: Sendable {
         case ed25519(Curve25519.Signing.PrivateKey)
         case rsa(_RSA.Signing.PrivateKey)
@@ -132,6 +132,15 @@ public struct SoftwareRootOfTrust: RootOfTrust {
         }
         self.material = material
     }
+
+    /// The key type only; the key is never printed.
+    public var description: String {
+        switch key {
+        case .ed25519: return "SoftwareRootOfTrust(Ed25519, key redacted)"
+        case .rsa: return "SoftwareRootOfTrust(RSA, key redacted)"
+        }
+    }
+    public var debugDescription: String { description }
 
     public var certificatePrivateKey: Certificate.PrivateKey {
         switch key {

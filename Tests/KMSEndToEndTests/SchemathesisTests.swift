@@ -24,7 +24,9 @@ struct SchemathesisTests {
                 "--checks", "all", "--exclude-checks", "positive_data_acceptance",
                 "--max-examples", "150", "--seed", "20261121", "--workers", "2",
             ],
-            environment: ["NO_COLOR": "1"]
+            environment: ["NO_COLOR": "1"],
+            // schemathesis and hypothesis write caches into the working directory.
+            directory: platform.directory
         )
         let text = result.output + result.errors
         #expect(result.status == 0, "schemathesis found problems:\n\(text.suffix(6000))")

@@ -57,10 +57,12 @@ public final class KeyrackProcess: @unchecked Sendable {
 public func runToCompletion(
     _ executable: URL,
     _ arguments: [String],
-    environment: [String: String] = [:]
+    environment: [String: String] = [:],
+    directory: URL? = nil
 ) throws -> (status: Int32, output: String, errors: String) {
     let process = Process()
     process.executableURL = executable
+    if let directory { process.currentDirectoryURL = directory }
     process.arguments = arguments
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     let output = Pipe()

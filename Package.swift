@@ -55,6 +55,10 @@ var targets: [Target] = [
             .product(name: "_CryptoExtras", package: "swift-crypto"),
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOTLS", package: "swift-nio"),
         ],
         swiftSettings: strict
     ),
@@ -188,6 +192,7 @@ var targets: [Target] = [
             "SecretSharing",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "X509", package: "swift-certificates"),
+            .product(name: "NIOCore", package: "swift-nio"),
         ],
         swiftSettings: strict
     ),

@@ -190,6 +190,22 @@ public struct InvariantChecker: Sendable {
         for coordinator in nodes.indices {
             guard let status = nodes[coordinator].coordinatorStatus else { continue }
             let all = isChanged[coordinator]
+            // An unchanged coordinator's acks can only be broken by a changed
+            // node it counts: look at those alone (no sort, no lookups).
+            if !all {
+                for position in changed
+                where status.acked.contains(nodes[position].id) && !Self.hasPassed(nodes[position].state, status.epoch)
+                {
+                    violations.append(
+                        Violation(
+                            .ackedNodesPrepared,
+                            detail:
+                                "\(nodes[coordinator].id) counts \(nodes[position].id) as acked for epoch \(status.epoch), which it has not prepared"
+                        )
+                    )
+                }
+                continue
+            }
             for acked in status.acked.sorted() {
                 guard let other = byId[acked] else {
                     violations.append(

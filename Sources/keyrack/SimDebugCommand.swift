@@ -32,7 +32,8 @@ struct SimDebugCommand: ParsableCommand {
         }
         print("\(debugger.events.count) events; type help for the commands")
         while true {
-            FileHandle.standardOutput.write(Data("(sim) ".utf8))
+            print("(sim) ", terminator: "")
+            fflush(nil)  // the prompt before reading; nil: every output stream
             guard let line = readLine() else { break }
             let command = line.trimmingCharacters(in: .whitespaces)
             if command == "quit" || command == "q" || command == "exit" { break }

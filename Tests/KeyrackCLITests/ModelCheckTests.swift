@@ -4,7 +4,7 @@ import Testing
 /// The Promela model in `Model/` is checked exhaustively with spin: the
 /// protocol as specified must pass, and each deliberately weakened variant
 /// must be rejected, so the check is known to be able to fail.
-@Suite("The Promela model, checked exhaustively with spin")
+@Suite("The Promela model, checked exhaustively with spin", .serialized)
 struct ModelCheckTests {
     static let model = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -55,12 +55,7 @@ struct ModelCheckTests {
         let compile = try Self.run(
             cc, [optimization, "-DSAFETY", "-DMEMLIM=4096", "-o", "pan", "pan.c"], in: directory)
         guard compile.status == 0 else { throw CLITestError("cc pan.c failed: \(compile.output)") }
-        // The search takes a core for a few seconds: at low priority, so that
-        // timing-sensitive tests running beside it are not starved.
-        let pan = directory.appendingPathComponent("pan").path
-        let check =
-            try Self.findExecutable("nice").map { try Self.run($0, ["-n", "15", pan, "-m100000"], in: directory) }
-            ?? Self.run(pan, ["-m100000"], in: directory)
+        let check = try Self.run(directory.appendingPathComponent("pan").path, ["-m100000"], in: directory)
         return check.output
     }
 
@@ -74,9 +69,13 @@ struct ModelCheckTests {
     static func run(_ executable: String, _ arguments: [String], in directory: URL) throws -> (
         status: Int32, output: String
     ) {
+        // At low priority, one at a time (the suite is serialized): the
+        // verifier and its compilation take a core for a while, and
+        // timing-sensitive tests run beside them.
+        let nice = findExecutable("nice")
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
+        process.executableURL = URL(fileURLWithPath: nice ?? executable)
+        process.arguments = nice == nil ? arguments : ["-n", "19", executable] + arguments
         process.currentDirectoryURL = directory
         let pipe = Pipe()
         process.standardOutput = pipe

@@ -138,6 +138,10 @@ public final class Simulator {
     /// The LRTQ secret, kept from the dealer's setup to check the upgrade.
     private var lrtqSecret: RackSecret?
     private var lrtqSecretReadable: Bool?
+    /// A deliberately broken node variant, for tests of the checks and the
+    /// debugger only: sees each node's output before the simulator carries
+    /// it out, and may change it. `nil` in every real run.
+    public var outputTamper: (@Sendable (_ node: Int, _ output: inout NodeOutput) -> Void)?
 
     struct SimNode {
         var node: Node
@@ -485,6 +489,12 @@ public final class Simulator {
         }
     }
 
+    /// The messages waiting on the link `from → to`, oldest first (for the debugger).
+    func queuedMessages(from: Int, to: Int) -> [Message] {
+        let queue = queues[from * nodes.count + to]
+        return Array(queue.items[queue.head...])
+    }
+
     private func deactivate(_ link: Int) {
         let position = activePosition[link]
         guard position >= 0 else { return }
@@ -499,7 +509,8 @@ public final class Simulator {
     /// Carries out a node's output: persist first, then send, and record alarms.
     private func process(_ index: Int) {
         markDirty(index)
-        let output = nodes[index].node.drainOutput()
+        var output = nodes[index].node.drainOutput()
+        outputTamper?(index, &output)
         if output.persistentStateChanged { nodes[index].persisted = nodes[index].node.persistentState }
         if !output.alarms.isEmpty {
             nodes[index].alarms += output.alarms

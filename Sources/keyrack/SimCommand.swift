@@ -26,8 +26,11 @@ struct SimCommand: ParsableCommand {
             must read the LRTQ secret as epoch 1.
 
             --replay FILE re-runs a logged event list instead of generating one. \
-            --measure messages|catch-up prints protocol measurements instead of running.
-            """
+            --measure messages|catch-up prints protocol measurements instead of running. \
+            --timeline FILE.svg draws the run: one lane per node over event time. \
+            `keyrack sim debug LOG` steps through a logged run.
+            """,
+        subcommands: [SimDebugCommand.self]
     )
 
     @Option(help: "Initial number of members, 3…32.")
@@ -59,6 +62,9 @@ struct SimCommand: ParsableCommand {
 
     @Flag(help: "Send every message through the binary wire format (slower).")
     var wire = false
+
+    @Option(help: "Draw the run as an SVG timeline in this file (one lane per node).")
+    var timeline: String?
 
     @Flag(help: "Print JSON (the only output format; accepted for clarity).")
     var json = false
@@ -100,6 +106,10 @@ struct SimCommand: ParsableCommand {
         let failed = !outcome.report.violations.isEmpty || !outcome.report.liveness
         let path = log ?? (failed && replay == nil ? "keyrack-sim-\(seed).jsonl" : nil)
         if let path { try outcome.logText().write(toFile: path, atomically: true, encoding: .utf8) }
+        if let timeline {
+            let svg = Timeline.record(options: outcome.options, events: outcome.events).svg()
+            try svg.write(toFile: timeline, atomically: true, encoding: .utf8)
+        }
         print(outcome.json(logPath: path))
         if failed { throw ExitCode.failure }
     }

@@ -76,3 +76,54 @@ private func simulate(_ run: (nodes: Int, seed: Int, events: Int)) throws -> Int
     #expect((object["violations"] as? [Any])?.isEmpty == true, "nodes \(run.nodes) seed \(run.seed)")
     return object["events"] as? Int ?? 0
 }
+
+@Suite("keyrack sim debug and --timeline, through the real binary")
+struct SimDebugCLITests {
+    @Test("a scripted debugging session over a logged run, and its SVG timeline")
+    func scriptedSession() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sim-debug-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let log = directory.appendingPathComponent("run.jsonl").path
+        let svg = directory.appendingPathComponent("run.svg").path
+        let commands = directory.appendingPathComponent("commands.txt").path
+        let run = try runKeyrack([
+            "sim", "--nodes", "4", "--seed", "5", "--events", "600", "--log", log, "--timeline", svg,
+        ])
+        #expect(run.status == 0, "\(run.standardError)")
+        try """
+        # a comment
+        break event 20
+        run
+        show node 0
+        diff
+        rewind 5
+        events 14 16
+        delete
+        run
+        summary
+        """.write(toFile: commands, atomically: true, encoding: .utf8)
+        let session = try runKeyrack(["sim", "debug", log, "--commands", commands])
+        #expect(session.status == 0, "\(session.standardError)")
+        let output = session.output
+        #expect(output.contains("(sim) break event 20\nbreakpoint 1: event 20"), "\(output)")
+        #expect(output.contains("breakpoint: event 20"))
+        #expect(output.contains("node 0 (913-0000019:BRM42100) after 21 event(s)"))
+        #expect(output.contains("rewound to after event 15"))
+        #expect(output.contains("> 15: "))
+        #expect(output.contains("end of the log"))
+        #expect(output.contains("violations: none"))
+
+        let picture = try String(contentsOfFile: svg, encoding: .utf8)
+        #expect(picture.hasPrefix("<?xml"))
+        #expect(picture.components(separatedBy: "<g class=\"lane\"").count - 1 == 8)  // 4 nodes + 4 spares
+
+        // Interactive mode reads the same commands from standard input.
+        let interactive = try runKeyrack(["sim", "debug", log], text: "step 2\nsummary\nquit\n")
+        #expect(interactive.status == 0)
+        #expect(interactive.output.contains("(sim) event 0: operator: rotate the secret"))
+        #expect(interactive.output.contains("position: 2 of"))
+
+        #expect(try runKeyrack(["sim", "debug", directory.appendingPathComponent("missing").path]).status != 0)
+    }
+}

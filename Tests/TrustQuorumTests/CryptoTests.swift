@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 import SecretSharing
 import Testing
 
@@ -118,5 +119,21 @@ struct CryptoTests {
         #expect(RackSecret(SecretBytes([UInt8](repeating: 1, count: 31))) == nil)
         var random = SeededRandomSource(seed: 3)
         #expect(RackSecret.random(using: &random) != RackSecret.random(using: &random))
+    }
+}
+
+@Suite("Platform ids")
+struct PlatformIdTests {
+    @Test("encode as {part, serial}, decode to an equal id with an equal hash")
+    func codable() throws {
+        let id = PlatformId(part: "913-0000019", serial: "BRM42220004")
+        let data = try JSONEncoder().encode(id)
+        let object = try JSONSerialization.jsonObject(with: data) as? [String: String]
+        #expect(object == ["part": "913-0000019", "serial": "BRM42220004"])
+        let decoded = try JSONDecoder().decode(PlatformId.self, from: data)
+        #expect(decoded == id)
+        #expect(decoded.hashValue == id.hashValue)
+        #expect(Set([id, decoded, PlatformId(part: "913-0000019", serial: "BRM42220005")]).count == 2)
+        #expect(PlatformId(part: "a", serial: "bc") != PlatformId(part: "ab", serial: "c"))
     }
 }

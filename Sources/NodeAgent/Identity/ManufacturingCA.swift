@@ -40,36 +40,12 @@ public struct ManufacturingCA: Sendable, CustomStringConvertible, CustomDebugStr
                 OrganizationName("Keyrack")
                 CommonName("Keyrack manufacturing intermediate")
             }
-            let root = try Certificate(
-                version: .v3,
-                serialNumber: .init(),
-                publicKey: .init(rootKey.publicKey),
-                notValidBefore: now.addingTimeInterval(-3600),
-                notValidAfter: now.addingTimeInterval(20 * 365 * 86400),
-                issuer: rootName,
-                subject: rootName,
-                signatureAlgorithm: .ed25519,
-                extensions: try Certificate.Extensions {
-                    Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 1))
-                    Critical(KeyUsage(keyCertSign: true, cRLSign: true))
-                },
-                issuerPrivateKey: .init(rootKey)
-            )
-            let intermediate = try Certificate(
-                version: .v3,
-                serialNumber: .init(),
-                publicKey: .init(intermediateKey.publicKey),
-                notValidBefore: now.addingTimeInterval(-3600),
-                notValidAfter: now.addingTimeInterval(15 * 365 * 86400),
-                issuer: rootName,
-                subject: intermediateName,
-                signatureAlgorithm: .ed25519,
-                extensions: try Certificate.Extensions {
-                    Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
-                    Critical(KeyUsage(keyCertSign: true, cRLSign: true))
-                },
-                issuerPrivateKey: .init(rootKey)
-            )
+            let root = try authority(
+                key: rootKey, subject: rootName, issuer: rootName, issuerKey: rootKey, pathLength: 1, years: 20,
+                now: now)
+            let intermediate = try authority(
+                key: intermediateKey, subject: intermediateName, issuer: rootName, issuerKey: rootKey, pathLength: 0,
+                years: 15, now: now)
             try writeSecret(rootKey.rawRepresentation, to: directory.appendingPathComponent("root.key"))
             try writeSecret(intermediateKey.rawRepresentation, to: directory.appendingPathComponent("intermediate.key"))
             try root.serializeAsPEM().pemString.write(to: rootPath, atomically: true, encoding: .utf8)
@@ -91,6 +67,33 @@ public struct ManufacturingCA: Sendable, CustomStringConvertible, CustomDebugStr
         "ManufacturingCA(root: \(root.subject), intermediate: \(intermediate.subject), key redacted)"
     }
     public var debugDescription: String { description }
+
+    /// A CA certificate for `key`, valid from an hour ago for `years`.
+    private static func authority(
+        key: Curve25519.Signing.PrivateKey,
+        subject: DistinguishedName,
+        issuer: DistinguishedName,
+        issuerKey: Curve25519.Signing.PrivateKey,
+        pathLength: Int,
+        years: Double,
+        now: Date
+    ) throws -> Certificate {
+        try Certificate(
+            version: .v3,
+            serialNumber: .init(),
+            publicKey: .init(key.publicKey),
+            notValidBefore: now.addingTimeInterval(-3600),
+            notValidAfter: now.addingTimeInterval(years * 365 * 86400),
+            issuer: issuer,
+            subject: subject,
+            signatureAlgorithm: .ed25519,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: pathLength))
+                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+            },
+            issuerPrivateKey: .init(issuerKey)
+        )
+    }
 
     /// Opens the CA in `directory`.
     public init(directory: URL) throws(IdentityFileError) {

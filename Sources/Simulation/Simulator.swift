@@ -671,6 +671,27 @@ public final class Simulator {
         execute(actions)
     }
 
+    /// Hands a coordinator its reconfiguration (or upgrade) and carries out
+    /// what it says. A refusal is counted and, while fewer than four were
+    /// seen, answered with the control plane's retry, which is returned.
+    private func startCoordinating(
+        _ index: Int,
+        _ coordinator: PlatformId,
+        refusals: inout Int,
+        _ start: (inout Node, inout SeededRandomSource) throws -> Void
+    ) -> ControlPlaneAction? {
+        do {
+            try start(&nodes[index].node, &protocolRandom)
+            process(index)
+            return nil
+        } catch {
+            process(index)
+            refusals += 1
+            guard refusals < 4 else { return nil }
+            return controlPlane.reconfigurationRefused(by: coordinator, available: available)
+        }
+    }
+
     private func execute(_ actions: [ControlPlaneAction]) {
         var queue = actions
         var refusals = 0
@@ -679,30 +700,22 @@ public final class Simulator {
             guard let index = indexOf[action.target], nodes[index].up else { continue }
             switch action {
             case .reconfigure(let coordinator, let request):
-                do {
-                    try nodes[index].node.reconfigure(request, using: &protocolRandom)
-                    process(index)
-                } catch {
-                    process(index)
-                    refusals += 1
-                    if refusals < 4,
-                        let retry = controlPlane.reconfigurationRefused(by: coordinator, available: available)
+                if let retry = startCoordinating(
+                    index, coordinator, refusals: &refusals,
                     {
-                        queue.append(retry)
-                    }
+                        try $0.reconfigure(request, using: &$1)
+                    })
+                {
+                    queue.append(retry)
                 }
             case .upgradeFromLrtq(let coordinator, let request):
-                do {
-                    try nodes[index].node.upgradeFromLrtq(request, using: &protocolRandom)
-                    process(index)
-                } catch {
-                    process(index)
-                    refusals += 1
-                    if refusals < 4,
-                        let retry = controlPlane.reconfigurationRefused(by: coordinator, available: available)
+                if let retry = startCoordinating(
+                    index, coordinator, refusals: &refusals,
                     {
-                        queue.append(retry)
-                    }
+                        try $0.upgradeFromLrtq(request, using: &$1)
+                    })
+                {
+                    queue.append(retry)
                 }
             case .commit(let member, let epoch):
                 do {

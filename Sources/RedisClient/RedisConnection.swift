@@ -156,9 +156,13 @@ public final class RedisConnection: Sendable {
     /// as ``RedisError/server(_:)``.
     public func send(_ command: [RESPArgument]) async throws(RedisError) -> RESPValue {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
-        let timeout = channel.eventLoop.scheduleTask(in: commandTimeout) { [channel] in
+        let timeout = channel.eventLoop.scheduleTask(in: commandTimeout) {
             promise.fail(RedisError.timeout)
-            channel.close(promise: nil)
+        }
+        // Close only if the timeout is what ended the command: a reply that
+        // won the race leaves the connection healthy.
+        promise.futureResult.whenFailure { [channel] error in
+            if case RedisError.timeout = error { channel.close(promise: nil) }
         }
         // A write that cannot happen (the connection closed) fails the reply
         // at once rather than at the timeout.

@@ -57,11 +57,19 @@ struct KMSEndToEndTests {
             ]
         )
         try #require(made.status == 0, "\(made.errors)")
-        let port = try freeLoopbackPort()
         let process = try KeyrackProcess(
             ["kms", "serve"],
-            environment: platform.environment(port: port, extra: ["TLS_CERT": certificate, "TLS_KEY": key])
+            environment: platform.environment(port: 0, extra: ["TLS_CERT": certificate, "TLS_KEY": key])
         )
+        // Port 0: the KMS picks a free port and logs it.
+        var port = 0
+        for _ in 0..<500 where port == 0 {
+            if let range = process.log.range(of: "url=https://127.0.0.1:") {
+                port = Int(process.log[range.upperBound...].prefix { $0.isNumber }) ?? 0
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try #require(port != 0, "the KMS did not log its port:\n\(process.log)")
         var answered = ""
         for _ in 0..<200 {
             let probe = try runToCompletion(

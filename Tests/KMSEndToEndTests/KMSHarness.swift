@@ -64,10 +64,24 @@ final class KMS: @unchecked Sendable {
     let process: KeyrackProcess
     let port: Int
 
+    /// Starts `keyrack kms serve`. With LISTEN_ADDR on port 0 the KMS picks
+    /// a free port and the harness reads it from the KMS's "listening" log
+    /// line, so parallel tests can never race for a port.
     init(_ environment: [String: String]) async throws {
-        let port = Int(environment["LISTEN_ADDR"]!.split(separator: ":").last!)!
-        self.port = port
         process = try KeyrackProcess(["kms", "serve"], environment: environment)
+        var found: Int?
+        for _ in 0..<500 {
+            if let range = process.log.range(of: "url=http://127.0.0.1:"),
+                let number = Int(process.log[range.upperBound...].prefix { $0.isNumber })
+            {
+                found = number
+                break
+            }
+            if !process.process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        guard let port = found else { throw TestSupportError("the KMS did not come up:\n\(process.log)") }
+        self.port = port
         for _ in 0..<300 {
             if let connection = try? await HTTPConnection.connect(to: .tcp(host: "127.0.0.1", port: port)) {
                 defer { connection.close() }
@@ -75,12 +89,12 @@ final class KMS: @unchecked Sendable {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw TestSupportError("the KMS did not come up on port \(port):\n\(process.log)")
+        throw TestSupportError("the KMS on port \(port) does not answer /healthz:\n\(process.log)")
     }
 
     /// Starts a KMS for `platform` on a free port.
     static func start(_ platform: Platform, policy: Bool = true, extra: [String: String] = [:]) async throws -> KMS {
-        try await KMS(platform.environment(port: try freeLoopbackPort(), policy: policy, extra: extra))
+        try await KMS(platform.environment(port: 0, policy: policy, extra: extra))
     }
 
     var endpoint: HTTPConnection.Endpoint { .tcp(host: "127.0.0.1", port: port) }

@@ -37,10 +37,13 @@ public final class RedisServer: @unchecked Sendable {
     public func url(database: Int = 0) -> String { "redis://127.0.0.1:\(port)/\(database)" }
 
     /// Stops the server (as a crash would: SIGKILL).
+    ///
+    /// One signal, and only while the process is ours: after it exits and is
+    /// reaped its pid can be reused (pid_max is small in containers), and a
+    /// second signal could kill another test's server.
     public func stop() {
         guard let process else { return }
-        process.terminate()
-        kill(process.processIdentifier, SIGKILL)
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         self.process = nil
     }
@@ -77,9 +80,14 @@ public final class RedisServer: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        // Wait for it to accept connections.
+        // Wait for it to accept connections — and make sure it is this
+        // process listening: another test's server may hold the port (the
+        // port was free when chosen, not necessarily when bound).
         for _ in 0..<200 {
-            if canConnect(port: port) { return process }
+            if canConnect(port: port) {
+                if redisProcessID(port: port) == process.processIdentifier { return process }
+                break
+            }
             if !process.isRunning { break }
             usleep(10_000)
         }
@@ -138,4 +146,39 @@ public func findExecutable(_ name: String) -> String? {
 public struct TestSupportError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// The `process_id` the Redis server on 127.0.0.1:`port` reports (`INFO server`).
+func redisProcessID(port: Int) -> Int32? {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { return nil }
+    defer { close(descriptor) }
+    var timeout = timeval(tv_sec: 2, tv_usec: 0)
+    setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+        }
+    }
+    guard connected else { return nil }
+    let request = Array("*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n".utf8)
+    guard request.withUnsafeBytes({ send(descriptor, $0.baseAddress, $0.count, 0) }) == request.count else {
+        return nil
+    }
+    var reply = [UInt8]()
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while reply.count < 65_536 {
+        let got = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+        if got <= 0 { break }
+        reply += chunk[0..<got]
+        let text = String(decoding: reply, as: UTF8.self)
+        if let line = text.split(separator: "\r\n").first(where: { $0.hasPrefix("process_id:") }) {
+            return Int32(line.dropFirst("process_id:".count))
+        }
+    }
+    return nil
 }

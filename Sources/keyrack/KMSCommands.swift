@@ -92,16 +92,7 @@ struct KMSCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingAsyncFailures {
-                let source: any QuoteSource
-                if tee == "tdx" {
-                    source = ConfigfsTSMQuoteSource()
-                } else if tee.hasPrefix("software:") {
-                    source = try SoftwareTEEQuoteSource(directory: URL(fileURLWithPath: String(tee.dropFirst(9))))
-                } else if tee.hasPrefix("dstack:") {
-                    source = DstackQuoteSource(socketPath: String(tee.dropFirst(7)))
-                } else {
-                    throw CommandFailure("--tee must be software:DIR, dstack:SOCKET or tdx")
-                }
+                let source = try quoteSource(tee)
                 let client = try KeyReleaseClient(url: url, identity: PeerIdentity.read(from: identity), quotes: source)
                 let key = try await client.fetchKey()
                 if let out {
@@ -163,16 +154,7 @@ struct KMSBench: AsyncParsableCommand {
             else {
                 throw CommandFailure("--url must be http://host:port")
             }
-            let source: any QuoteSource
-            if tee.hasPrefix("software:") {
-                source = try SoftwareTEEQuoteSource(directory: URL(fileURLWithPath: String(tee.dropFirst(9))))
-            } else if tee.hasPrefix("dstack:") {
-                source = DstackQuoteSource(socketPath: String(tee.dropFirst(7)))
-            } else if tee == "tdx" {
-                source = ConfigfsTSMQuoteSource()
-            } else {
-                throw CommandFailure("--tee must be software:DIR, dstack:SOCKET or tdx")
-            }
+            let source = try quoteSource(tee)
             let report = await LoadGenerator.run(
                 endpoint: .tcp(host: host, port: components.port ?? 80),
                 concurrency: concurrency,
@@ -197,4 +179,14 @@ struct KMSBench: AsyncParsableCommand {
             }
         }
     }
+}
+
+/// The quote source a `--tee` value names: software:DIR, dstack:SOCKET or tdx.
+func quoteSource(_ tee: String) throws -> any QuoteSource {
+    if tee == "tdx" { return ConfigfsTSMQuoteSource() }
+    if tee.hasPrefix("software:") {
+        return try SoftwareTEEQuoteSource(directory: URL(fileURLWithPath: String(tee.dropFirst(9))))
+    }
+    if tee.hasPrefix("dstack:") { return DstackQuoteSource(socketPath: String(tee.dropFirst(7))) }
+    throw CommandFailure("--tee must be software:DIR, dstack:SOCKET or tdx")
 }

@@ -144,7 +144,8 @@ public struct Configuration: Sendable, Equatable, Codable, CustomStringConvertib
         self.fingerprint = Array(SHA256.hash(data: writer.bytes))
     }
 
-    static func isValid(_ id: PlatformId) -> Bool {
+    /// Whether `id`'s part and serial are each 1…255 bytes, as a member's must be.
+    public static func isValid(_ id: PlatformId) -> Bool {
         let part = id.part.utf8.count
         let serial = id.serial.utf8.count
         return (1...PlatformId.maximumFieldLength).contains(part)

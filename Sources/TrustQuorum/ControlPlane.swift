@@ -138,6 +138,29 @@ public struct ControlPlane: Sendable {
         if startingInLrtq { highestEpoch = .lrtq }
     }
 
+    /// A control plane that picks up where another left off (an operator
+    /// command re-run after an interruption), from what the nodes report:
+    /// the newest committed configuration, the members known to have
+    /// committed it, and the highest epoch any node has seen. Whatever was
+    /// under way is abandoned: the next attempt uses a fresh epoch above
+    /// `highestEpoch`, and every member not known to have committed gets
+    /// `prepareAndCommit`.
+    public init(
+        rackId: RackId,
+        options: ControlPlaneOptions = ControlPlaneOptions(),
+        resumingFrom lastCommitted: Configuration?,
+        committedMembers: Set<PlatformId>,
+        highestEpoch: Epoch
+    ) {
+        self.init(rackId: rackId, options: options)
+        self.lastCommitted = lastCommitted
+        if let lastCommitted {
+            self.committedMembers = committedMembers.intersection(lastCommitted.members.keys)
+            committedEpochs = [lastCommitted.epoch]
+        }
+        self.highestEpoch = max(highestEpoch, lastCommitted?.epoch ?? Epoch(0))
+    }
+
     /// Z, the safety margin over K: 0 for N ≤ 4, 1 for 5–8, 2 for 9–15, 3 for 16–23, 4 above.
     public static func safetyMargin(memberCount n: Int) -> Int {
         switch n {

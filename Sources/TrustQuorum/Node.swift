@@ -33,7 +33,9 @@ public struct Node: Sendable {
     private var lrtqLoader: LrtqShareCollector?
     private var secretCache: [Epoch: RackSecret] = [:]
     private var chainOpenedAt: Epoch?
-    private var highestEpochSeen: Epoch?
+    /// The highest epoch this node has seen in a request, a `Prepare` or a
+    /// configuration (an operator resuming a reconfiguration starts above it).
+    public private(set) var highestEpochSeen: Epoch?
     private var output = NodeOutput()
 
     private enum State: Sendable {

@@ -14,7 +14,7 @@ struct Keyrack: AsyncParsableCommand {
             """,
         subcommands: [
             Demo.self, ShamirCommand.self, BenchCommand.self, AttestCommand.self, TeeCommand.self, KMSCommand.self,
-            PeerIDCommand.self, SimCommand.self, CACommand.self, DeviceCommand.self,
+            PeerIDCommand.self, SimCommand.self, CACommand.self, DeviceCommand.self, NodeCommand.self, RackCommand.self,
         ]
     )
 

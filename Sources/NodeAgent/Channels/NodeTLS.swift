@@ -157,6 +157,11 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
         context.fireChannelInactive()
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // A connection that failed before it was active never sees channelInactive.
+        promise.fail(PeerChannelError("the connection ended before the channel was established"))
+    }
+
     private func fail(_ error: PeerChannelError, context: ChannelHandlerContext) {
         if case .established = state {
             context.fireErrorCaught(error)

@@ -1,0 +1,148 @@
+import Foundation
+import TrustQuorum
+
+/// A request on the admin socket: one length-prefixed JSON frame per
+/// connection, answered by one ``AdminResponse`` frame.
+public struct AdminRequest: Codable, Sendable, Equatable {
+    /// What is asked.
+    public enum Operation: String, Codable, Sendable {
+        /// The node's ``NodeStatus``.
+        case status
+        /// Coordinate a reconfiguration (``reconfigure``).
+        case reconfigure
+        /// Commit a prepared epoch (``epoch``).
+        case commit
+        /// Commit a configuration this node may not have prepared (``configuration``).
+        case prepareAndCommit
+        /// Learn where peers listen (``peers``: platform id → host:port).
+        case setPeers
+        /// A disk's key (``disk``, and ``epoch`` or the latest committed one).
+        case diskKey
+    }
+
+    /// What is asked.
+    public var operation: Operation
+    /// For ``Operation/reconfigure``.
+    public var reconfigure: ReconfigureRequest?
+    /// For ``Operation/commit`` and ``Operation/diskKey``.
+    public var epoch: Epoch?
+    /// For ``Operation/prepareAndCommit``.
+    public var configuration: Configuration?
+    /// For ``Operation/setPeers``.
+    public var peers: [String: String]?
+    /// For ``Operation/diskKey``.
+    public var disk: String?
+
+    /// A request for `operation` with its arguments.
+    public init(
+        _ operation: Operation,
+        reconfigure: ReconfigureRequest? = nil,
+        epoch: Epoch? = nil,
+        configuration: Configuration? = nil,
+        peers: [String: String]? = nil,
+        disk: String? = nil
+    ) {
+        self.operation = operation
+        self.reconfigure = reconfigure
+        self.epoch = epoch
+        self.configuration = configuration
+        self.peers = peers
+        self.disk = disk
+    }
+}
+
+/// The answer to an ``AdminRequest``.
+public struct AdminResponse: Codable, Sendable {
+    /// Set when the request failed: a stable code and a sentence.
+    public var error: AdminError?
+    /// For ``AdminRequest/Operation/status``.
+    public var status: NodeStatus?
+    /// For ``AdminRequest/Operation/diskKey``: the key in hex.
+    public var key: String?
+    /// For ``AdminRequest/Operation/diskKey``: the epoch the key belongs to.
+    public var keyEpoch: Epoch?
+
+    /// A response from its parts.
+    public init(error: AdminError? = nil, status: NodeStatus? = nil, key: String? = nil, keyEpoch: Epoch? = nil) {
+        self.error = error
+        self.status = status
+        self.key = key
+        self.keyEpoch = keyEpoch
+    }
+}
+
+/// A refused admin request.
+public struct AdminError: Error, Codable, Sendable, Equatable, CustomStringConvertible {
+    /// A stable code: the trust quorum's (`TQ-…`) or the agent's (`NODE-…`).
+    public var code: String
+    /// What went wrong, for people.
+    public var reason: String
+
+    /// An error from its parts.
+    public init(code: String, reason: String) {
+        self.code = code
+        self.reason = reason
+    }
+
+    public var description: String { "\(code): \(reason)" }
+}
+
+/// What a node reports about itself.
+public struct NodeStatus: Codable, Sendable, Equatable {
+    /// The node's platform id.
+    public var platform: PlatformId
+    /// Its rack.
+    public var rackId: RackId
+    /// Where it listens for peers.
+    public var listen: String
+    /// The latest configuration it committed.
+    public var latestCommitted: Configuration?
+    /// The highest epoch it has seen.
+    public var highestEpochSeen: Epoch?
+    /// The epoch whose rack secret it has loaded (its disks can open).
+    public var unlockedEpoch: Epoch?
+    /// The epoch whose share it is computing (it committed without preparing).
+    public var computingShareEpoch: Epoch?
+    /// What it is coordinating, if anything.
+    public var coordinating: CoordinatorReport?
+    /// Set once it learnt it was removed from the rack.
+    public var expunged: ExpungedMetadata?
+    /// Alarms raised since it started.
+    public var alarms: [String]
+    /// Peers with an attested channel up.
+    public var connected: [PlatformId]
+    /// Disks to re-key after the latest commit.
+    public var rekey: [DiskRekey]
+    /// Ledger copies that could not be used at start.
+    public var ledgerProblems: [String]
+    /// Whether peers' evidence is enforced (`false`: permissive development mode).
+    public var attestationEnforced: Bool
+
+    /// The latest committed epoch.
+    public var committedEpoch: Epoch? { latestCommitted?.epoch }
+}
+
+/// A coordinator's progress.
+public struct CoordinatorReport: Codable, Sendable, Equatable {
+    /// The epoch being coordinated.
+    public var epoch: Epoch
+    /// The new configuration once built.
+    public var configuration: Configuration?
+    /// The members that acknowledged the `Prepare`.
+    public var acked: [PlatformId]
+
+    /// The status the control plane consumes.
+    public var coordinatorStatus: CoordinatorStatus {
+        CoordinatorStatus(epoch: epoch, configuration: configuration, acked: Set(acked))
+    }
+}
+
+/// A disk whose data is keyed under an older epoch than the latest committed.
+public struct DiskRekey: Codable, Sendable, Equatable {
+    /// The disk id.
+    public var disk: String
+    /// The epoch its data is keyed under.
+    public var from: Epoch
+    /// The epoch to re-key it to.
+    public var to: Epoch
+}

@@ -1,0 +1,143 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The admin API's transport: a Unix socket, mode 0600, so only the node's
+/// owner on this machine can drive the node or read a disk key. Each
+/// connection carries one request frame and one response frame (4-byte
+/// big-endian length, JSON).
+public enum AdminSocket {
+    /// Listens at `path` (replacing a stale socket file) and answers each
+    /// request with `handle`. Returns the listener once it is bound.
+    static func listen(
+        path: String,
+        handle: @escaping @Sendable (AdminRequest) async -> AdminResponse
+    ) async throws(AdminError) -> AdminListener {
+        let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+        do {
+            server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            throw AdminError(code: "NODE-ADMIN-SOCKET", reason: "cannot listen on \(path): \(error)")
+        }
+        guard chmod(path, 0o600) == 0 else {
+            try? await server.channel.close()
+            throw AdminError(code: "NODE-ADMIN-SOCKET", reason: "cannot make \(path) private (errno \(errno))")
+        }
+        return AdminListener(server: server, handle: handle)
+    }
+
+    /// Sends `request` to the node whose admin socket is `path`.
+    public static func call(
+        _ request: AdminRequest,
+        path: String,
+        timeout: Duration = .seconds(10)
+    ) async throws(AdminError) -> AdminResponse {
+        let unreachable = { (detail: String) in
+            AdminError(code: "NODE-UNREACHABLE", reason: "cannot reach the node at \(path): \(detail)")
+        }
+        let body: Data
+        do {
+            body = try JSONEncoder().encode(request)
+        } catch {
+            throw AdminError(code: "NODE-ADMIN-REQUEST", reason: "cannot encode the request: \(error)")
+        }
+        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(unixDomainSocketPath: path) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            throw unreachable("\(error)")
+        }
+        let reply: ByteBuffer?
+        do {
+            reply = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+                group.addTask {
+                    try await channel.executeThenClose { inbound, outbound in
+                        try await outbound.write(ByteBuffer(bytes: body))
+                        var iterator = inbound.makeAsyncIterator()
+                        return try await iterator.next()
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    channel.channel.close(promise: nil)
+                    return nil
+                }
+                let first = try await group.next() ?? nil
+                group.cancelAll()
+                return first
+            }
+        } catch {
+            throw unreachable("\(error)")
+        }
+        guard let reply else { throw unreachable("no answer within \(timeout)") }
+        do {
+            return try JSONDecoder().decode(AdminResponse.self, from: Data(reply.readableBytesView))
+        } catch {
+            throw AdminError(code: "NODE-ADMIN-RESPONSE", reason: "the node at \(path) answered something unreadable")
+        }
+    }
+
+    /// Sends `request` and returns the response, or throws the node's error.
+    public static func perform(_ request: AdminRequest, path: String) async throws(AdminError) -> AdminResponse {
+        let response = try await call(request, path: path)
+        if let error = response.error { throw error }
+        return response
+    }
+}
+
+/// A bound admin socket.
+struct AdminListener: Sendable {
+    let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+    let handle: @Sendable (AdminRequest) async -> AdminResponse
+
+    /// Answers requests until the socket closes.
+    func run() async throws {
+        try await server.executeThenClose { inbound in
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await connection in inbound {
+                    group.addTask {
+                        try? await connection.executeThenClose { requests, responses in
+                            var iterator = requests.makeAsyncIterator()
+                            guard let frame = try await iterator.next() else { return }
+                            let response: AdminResponse
+                            if let request = try? JSONDecoder().decode(
+                                AdminRequest.self,
+                                from: Data(frame.readableBytesView)
+                            ) {
+                                response = await handle(request)
+                            } else {
+                                response = AdminResponse(
+                                    error: AdminError(code: "NODE-ADMIN-REQUEST", reason: "malformed admin request")
+                                )
+                            }
+                            let encoded = (try? JSONEncoder().encode(response)) ?? Data()
+                            try await responses.write(ByteBuffer(bytes: encoded))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func close() async {
+        try? await server.channel.close()
+    }
+}

@@ -1,0 +1,262 @@
+import Foundation
+import SecretSharing
+import TrustQuorum
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A rack of `keyrack node run` processes on this machine's loopback, for
+/// `keyrack demo`, `keyrack bench rack` and the multi-process tests: a
+/// manufacturing CA, one device identity, ledger pair, admin socket and
+/// configuration per node, and the processes themselves.
+///
+/// Not thread-safe: drive it from one task.
+public final class LocalRack {
+    /// One node of the rack.
+    public struct Member: Sendable {
+        /// Its position (0-based).
+        public let index: Int
+        /// Its platform id.
+        public let platform: PlatformId
+        /// Its directory.
+        public let directory: URL
+        /// Its configuration file.
+        public let configurationFile: String
+        /// Its configuration.
+        public let configuration: NodeConfiguration
+        /// Its admin socket.
+        public var socket: String { configuration.admin }
+        /// Where its process logs.
+        public var logFile: String { directory.appendingPathComponent("node.log").path }
+    }
+
+    /// The rack's directory (removed by ``destroy()``).
+    public let directory: URL
+    /// The `keyrack` executable the nodes run.
+    public let executable: String
+    /// The rack id.
+    public let rackId: RackId
+    /// The nodes, started or not.
+    public let members: [Member]
+    /// The manufacturing CA's directory.
+    public let caDirectory: URL
+    /// The attestation policy file every node appraises its peers against.
+    public let policyFile: URL
+    private var processes: [Int: Process] = [:]
+
+    /// Creates `count` node identities and configurations in `directory`
+    /// (created if missing), signed by a fresh manufacturing CA, with
+    /// `policy` as every node's attestation policy.
+    public init(
+        directory: URL,
+        executable: String,
+        count: Int,
+        keyType: DeviceKeyType = .ed25519,
+        disks: [String] = ["data0"],
+        policy: Data,
+        part: String = "kr-demo"
+    ) throws(RackOperatorError) {
+        self.directory = directory
+        self.executable = executable
+        caDirectory = directory.appendingPathComponent("ca")
+        policyFile = directory.appendingPathComponent("policy.json")
+        var random = SystemRandomSource()
+        rackId = RackId.random(using: &random)
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            try policy.write(to: policyFile)
+            let ca = try ManufacturingCA.create(in: caDirectory)
+            let platforms = (1...count).map { PlatformId(part: part, serial: String(format: "sn-%04d", $0)) }
+            let ports = try platforms.map { _ in try Self.freeLoopbackPort() }
+            var members: [Member] = []
+            for (index, platform) in platforms.enumerated() {
+                let nodeDirectory = directory.appendingPathComponent("node-\(index + 1)")
+                let identity = try DeviceIdentity.initialize(
+                    directory: nodeDirectory, platform: platform, keyType: keyType)
+                let certificate = nodeDirectory.appendingPathComponent("device.pem")
+                try (try ca.sign(identity.csr).serializeAsPEM().pemString + "\n")
+                    .write(to: certificate, atomically: true, encoding: .utf8)
+                var peers: [PlatformId: PeerAddress] = [:]
+                for (other, port) in zip(platforms, ports) where other != platform {
+                    peers[other] = PeerAddress(host: "127.0.0.1", port: port)
+                }
+                let configuration = NodeConfiguration(
+                    platform: platform,
+                    rackId: rackId,
+                    deviceKey: nodeDirectory.appendingPathComponent("device.key").path,
+                    certificate: certificate.path,
+                    intermediate: caDirectory.appendingPathComponent("intermediate.pem").path,
+                    root: caDirectory.appendingPathComponent("root.pem").path,
+                    listen: PeerAddress(host: "127.0.0.1", port: ports[index]),
+                    peers: peers,
+                    ledger: [
+                        nodeDirectory.appendingPathComponent("ledger-a").path,
+                        nodeDirectory.appendingPathComponent("ledger-b").path,
+                    ],
+                    admin: nodeDirectory.appendingPathComponent("admin.sock").path,
+                    policy: policyFile.path,
+                    disks: disks
+                )
+                let file = nodeDirectory.appendingPathComponent("node.json")
+                try configuration.json().write(to: file)
+                members.append(
+                    Member(
+                        index: index,
+                        platform: platform,
+                        directory: nodeDirectory,
+                        configurationFile: file.path,
+                        configuration: configuration
+                    ))
+            }
+            self.members = members
+        } catch let error as RackOperatorError {
+            throw error
+        } catch {
+            throw RackOperatorError("cannot create the local rack in \(directory.path): \(error)")
+        }
+    }
+
+    /// The admin sockets of `indices` (all nodes by default).
+    public func sockets(_ indices: [Int]? = nil) -> [String] {
+        (indices ?? members.map(\.index)).map { members[$0].socket }
+    }
+
+    /// Whether node `index` has a running process.
+    public func isRunning(_ index: Int) -> Bool { processes[index]?.isRunning ?? false }
+
+    /// Starts node `index` (`keyrack node run --config …`), logging to its
+    /// ``Member/logFile``, and returns once its admin socket answers.
+    public func start(
+        _ index: Int,
+        environment: [String: String] = [:],
+        executable: String? = nil,
+        timeout: Duration = .seconds(20)
+    ) async throws(RackOperatorError) {
+        try launch(index, environment: environment, executable: executable)
+        try await waitUntilAnswering(index, timeout: timeout)
+    }
+
+    /// Starts the process of node `index` without waiting for it.
+    public func launch(_ index: Int, environment: [String: String] = [:], executable: String? = nil)
+        throws(RackOperatorError)
+    {
+        guard !isRunning(index) else { return }
+        let member = members[index]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable ?? self.executable)
+        process.arguments = ["node", "run", "--config", member.configurationFile]
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        do {
+            if !FileManager.default.fileExists(atPath: member.logFile) {
+                _ = FileManager.default.createFile(atPath: member.logFile, contents: nil)
+            }
+            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: member.logFile))
+            log.seekToEndOfFile()
+            process.standardOutput = log
+            process.standardError = log
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            try? log.close()
+        } catch {
+            throw RackOperatorError("cannot start node \(index + 1): \(error)")
+        }
+        processes[index] = process
+    }
+
+    /// Waits until node `index`'s admin socket answers.
+    public func waitUntilAnswering(_ index: Int, timeout: Duration = .seconds(20)) async throws(RackOperatorError) {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if (try? await AdminSocket.perform(AdminRequest(.status), path: members[index].socket)) != nil { return }
+            if let process = processes[index], !process.isRunning {
+                throw RackOperatorError(
+                    "node \(index + 1) exited with status \(process.terminationStatus): \(logTail(index))")
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        throw RackOperatorError("node \(index + 1) did not answer within \(timeout): \(logTail(index))")
+    }
+
+    /// Stops node `index` with `signal` (SIGTERM: a clean stop; SIGKILL: a
+    /// crash) and waits for the process to end.
+    public func stop(_ index: Int, signal: Int32 = SIGTERM) async {
+        guard let process = processes.removeValue(forKey: index) else { return }
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        await Self.waitForExit(process)
+    }
+
+    /// Stops every node.
+    public func stopAll(signal: Int32 = SIGTERM) async {
+        for index in Array(processes.keys).sorted() {
+            if let process = processes[index], process.isRunning { kill(process.processIdentifier, signal) }
+        }
+        for index in Array(processes.keys).sorted() { await stop(index, signal: SIGKILL) }
+    }
+
+    /// Stops every node and removes the rack's directory.
+    public func destroy() async {
+        await stopAll()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// The node's process after it ended on its own (nil while it runs).
+    public func exitStatus(_ index: Int) -> Int32? {
+        guard let process = processes[index], !process.isRunning else { return nil }
+        return process.terminationStatus
+    }
+
+    /// Statuses of `indices` (nil for a node that does not answer).
+    public func statuses(_ indices: [Int]) async -> [NodeStatus?] {
+        await RackOperator(sockets: sockets(indices)).survey().map(\.status)
+    }
+
+    /// Waits until every node in `indices` satisfies `condition`, and returns their statuses.
+    @discardableResult
+    public func waitUntil(
+        _ indices: [Int],
+        timeout: Duration = .seconds(30),
+        _ what: String,
+        _ condition: @escaping (NodeStatus) -> Bool
+    ) async throws(RackOperatorError) -> [NodeStatus] {
+        let deadline = ContinuousClock.now + timeout
+        var last: [NodeStatus?] = []
+        while ContinuousClock.now < deadline {
+            last = await statuses(indices)
+            let ready = last.compactMap { $0 }.filter(condition)
+            if ready.count == indices.count { return ready }
+            try? await Task.sleep(for: .milliseconds(25))
+        }
+        let lagging = zip(indices, last).filter { $0.1.map { !condition($0) } ?? true }.map { "node \($0.0 + 1)" }
+        throw RackOperatorError("\(lagging.joined(separator: ", ")) not \(what) within \(timeout)")
+    }
+
+    /// The last lines of node `index`'s log.
+    public func logTail(_ index: Int, lines: Int = 8) -> String {
+        let text = (try? String(contentsOfFile: members[index].logFile, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+
+    static func waitForExit(_ process: Process) async {
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    /// A TCP port on 127.0.0.1 that was free a moment ago.
+    public static func freeLoopbackPort() throws(RackOperatorError) -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw RackOperatorError("cannot create a socket") }
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0
+            }
+        }
+        guard bound else { throw RackOperatorError("cannot find a free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}

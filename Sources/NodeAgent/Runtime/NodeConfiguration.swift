@@ -1,0 +1,282 @@
+import Foundation
+import SecretSharing
+import TrustQuorum
+
+/// What `keyrack node run --config F` reads: one JSON object.
+///
+/// ```json
+/// {
+///   "platform": "kr-1000:sn-0001",
+///   "rackId": "00112233445566778899aabbccddeeff",
+///   "identity": { "key": "device.key", "certificate": "device.pem",
+///                 "intermediate": "intermediate.pem", "root": "root.pem" },
+///   "listen": "127.0.0.1:7001",
+///   "peers": { "kr-1000:sn-0002": "127.0.0.1:7002" },
+///   "ledger": ["ledger-a", "ledger-b"],
+///   "admin": "admin.sock",
+///   "attestation": { "policy": "policy.json", "evidence": "rot" },
+///   "disks": ["data0"]
+/// }
+/// ```
+///
+/// Relative paths are relative to the file's directory. Unknown keys are
+/// refused, so a misspelt field is an error rather than a silent default.
+/// `evidence` is `rot` (a measurement log signed by the software root of
+/// trust, the default), `software-tee:DIR` (quotes from a software TEE made
+/// by `keyrack tee init`) or `tdx` (configfs-tsm inside a TD).
+public struct NodeConfiguration: Sendable, Equatable {
+    /// This node's platform id; it must match its device certificate.
+    public var platform: PlatformId
+    /// The rack this node belongs to.
+    public var rackId: RackId
+    /// The device key (software root of trust, mode 0600).
+    public var deviceKey: String
+    /// The device certificate (PEM), issued by the intermediate.
+    public var certificate: String
+    /// The manufacturing intermediate CA certificate (PEM).
+    public var intermediate: String
+    /// The manufacturing root certificate (PEM): every peer must chain to it.
+    public var root: String
+    /// The address peers connect to.
+    public var listen: PeerAddress
+    /// Where the other nodes of the rack listen, by platform id.
+    public var peers: [PlatformId: PeerAddress]
+    /// The ledger's two directories.
+    public var ledger: [String]
+    /// The admin API's Unix socket (created mode 0600).
+    public var admin: String
+    /// The measurement policy file peers are appraised against.
+    public var policy: String
+    /// How this node produces its own evidence.
+    public var evidence: String
+    /// The disks this node unlocks (their ids feed the disk-key derivation).
+    public var disks: [String]
+
+    /// A configuration from its parts.
+    public init(
+        platform: PlatformId,
+        rackId: RackId,
+        deviceKey: String,
+        certificate: String,
+        intermediate: String,
+        root: String,
+        listen: PeerAddress,
+        peers: [PlatformId: PeerAddress],
+        ledger: [String],
+        admin: String,
+        policy: String,
+        evidence: String = "rot",
+        disks: [String] = []
+    ) {
+        self.platform = platform
+        self.rackId = rackId
+        self.deviceKey = deviceKey
+        self.certificate = certificate
+        self.intermediate = intermediate
+        self.root = root
+        self.listen = listen
+        self.peers = peers
+        self.ledger = ledger
+        self.admin = admin
+        self.policy = policy
+        self.evidence = evidence
+        self.disks = disks
+    }
+
+    /// Reads and checks the file at `path`.
+    public init(contentsOf path: String) throws(NodeConfigurationError) {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw NodeConfigurationError("cannot read the node configuration \(path)")
+        }
+        let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+        try self.init(json: data, relativeTo: base)
+    }
+
+    /// Parses `json`, resolving relative paths against `base`.
+    public init(json: Data, relativeTo base: URL) throws(NodeConfigurationError) {
+        let object: [String: Any]
+        do {
+            guard let parsed = try JSONSerialization.jsonObject(with: json) as? [String: Any] else {
+                throw NodeConfigurationError("the node configuration must be a JSON object")
+            }
+            object = parsed
+        } catch let error as NodeConfigurationError {
+            throw error
+        } catch {
+            throw NodeConfigurationError("the node configuration is not valid JSON")
+        }
+        let reader = FieldReader(object: object, base: base, context: "")
+        try reader.refuseUnknown([
+            "platform", "rackId", "identity", "listen", "peers", "ledger", "admin", "attestation", "disks",
+        ])
+        platform = try Self.platformId(try reader.string("platform"), field: "platform")
+        guard let rack = [UInt8](hex: try reader.string("rackId")).flatMap({ RackId(bytes: $0) }) else {
+            throw NodeConfigurationError("rackId must be \(RackId.byteCount) bytes in hex")
+        }
+        rackId = rack
+        let identity = try reader.object("identity")
+        try identity.refuseUnknown(["key", "certificate", "intermediate", "root"])
+        deviceKey = try identity.path("key")
+        certificate = try identity.path("certificate")
+        intermediate = try identity.path("intermediate")
+        root = try identity.path("root")
+        listen = try PeerAddress(parsing: try reader.string("listen"), field: "listen")
+        var peers: [PlatformId: PeerAddress] = [:]
+        for (id, address) in try reader.optionalObject("peers") ?? [:] {
+            guard let address = address as? String else {
+                throw NodeConfigurationError("peers.\(id) must be a \"host:port\" string")
+            }
+            peers[try Self.platformId(id, field: "peers")] = try PeerAddress(parsing: address, field: "peers.\(id)")
+        }
+        peers[platform] = nil
+        self.peers = peers
+        let ledger = try reader.strings("ledger").map { reader.resolve($0) }
+        guard ledger.count == 2, ledger[0] != ledger[1] else {
+            throw NodeConfigurationError("ledger must list two different directories (on different disks)")
+        }
+        self.ledger = ledger
+        admin = try reader.path("admin")
+        let attestation = try reader.object("attestation")
+        try attestation.refuseUnknown(["policy", "evidence"])
+        policy = try attestation.path("policy")
+        let evidence = try attestation.optionalString("evidence") ?? "rot"
+        if evidence.hasPrefix("software-tee:") {
+            self.evidence = "software-tee:" + reader.resolve(String(evidence.dropFirst("software-tee:".count)))
+        } else {
+            guard evidence == "rot" || evidence == "tdx" else {
+                throw NodeConfigurationError("attestation.evidence must be rot, software-tee:DIR or tdx")
+            }
+            self.evidence = evidence
+        }
+        disks = try reader.optionalStrings("disks") ?? []
+        guard Set(disks).count == disks.count, disks.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 255 }) else {
+            throw NodeConfigurationError("disks must be distinct, non-empty ids of at most 255 bytes")
+        }
+    }
+
+    /// The file's JSON (absolute paths).
+    public func json() -> Data {
+        let object: [String: Any] = [
+            "platform": platform.description,
+            "rackId": rackId.description,
+            "identity": ["key": deviceKey, "certificate": certificate, "intermediate": intermediate, "root": root],
+            "listen": listen.description,
+            "peers": Dictionary(uniqueKeysWithValues: peers.map { ($0.key.description, $0.value.description) }),
+            "ledger": ledger,
+            "admin": admin,
+            "attestation": ["policy": policy, "evidence": evidence],
+            "disks": disks,
+        ]
+        // Only strings, arrays and dictionaries of them: serialization cannot fail.
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+    }
+
+    /// Parses `part:serial`.
+    public static func platformId(_ text: String, field: String) throws(NodeConfigurationError) -> PlatformId {
+        guard let colon = text.firstIndex(of: ":") else {
+            throw NodeConfigurationError("\(field): '\(text)' is not a platform id (part:serial)")
+        }
+        let id = PlatformId(part: String(text[..<colon]), serial: String(text[text.index(after: colon)...]))
+        guard !id.part.isEmpty, !id.serial.isEmpty, Configuration.isValid(id) else {
+            throw NodeConfigurationError("\(field): '\(text)' is not a platform id (part:serial)")
+        }
+        return id
+    }
+}
+
+/// A peer's `host:port`.
+public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
+    /// The host name or IP address.
+    public let host: String
+    /// The TCP port.
+    public let port: Int
+
+    /// An address from its parts.
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port` (IPv6 as `[addr]:port`).
+    public init(parsing text: String, field: String = "address") throws(NodeConfigurationError) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else {
+            throw NodeConfigurationError("\(field): '\(text)' is not host:port")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw NodeConfigurationError("\(field): '\(text)' has no host") }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// A node configuration that cannot be used.
+public struct NodeConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+/// Typed access to a JSON object's fields, with errors naming the field.
+private struct FieldReader {
+    let object: [String: Any]
+    let base: URL
+    let context: String
+
+    func name(_ key: String) -> String { context.isEmpty ? key : "\(context).\(key)" }
+
+    func refuseUnknown(_ known: Set<String>) throws(NodeConfigurationError) {
+        if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
+            throw NodeConfigurationError(
+                "unknown field '\(name(unknown))' (known: \(known.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    func optionalString(_ key: String) throws(NodeConfigurationError) -> String? {
+        guard let value = object[key] else { return nil }
+        guard let string = value as? String, !string.isEmpty else {
+            throw NodeConfigurationError("\(name(key)) must be a non-empty string")
+        }
+        return string
+    }
+
+    func string(_ key: String) throws(NodeConfigurationError) -> String {
+        guard let value = try optionalString(key) else { throw NodeConfigurationError("\(name(key)) is missing") }
+        return value
+    }
+
+    func resolve(_ path: String) -> String {
+        path.hasPrefix("/") ? path : base.appendingPathComponent(path).standardizedFileURL.path
+    }
+
+    func path(_ key: String) throws(NodeConfigurationError) -> String { resolve(try string(key)) }
+
+    func optionalStrings(_ key: String) throws(NodeConfigurationError) -> [String]? {
+        guard let value = object[key] else { return nil }
+        guard let strings = value as? [String] else {
+            throw NodeConfigurationError("\(name(key)) must be a list of strings")
+        }
+        return strings
+    }
+
+    func strings(_ key: String) throws(NodeConfigurationError) -> [String] {
+        guard let value = try optionalStrings(key) else { throw NodeConfigurationError("\(name(key)) is missing") }
+        return value
+    }
+
+    func optionalObject(_ key: String) throws(NodeConfigurationError) -> [String: Any]? {
+        guard let value = object[key] else { return nil }
+        guard let nested = value as? [String: Any] else {
+            throw NodeConfigurationError("\(name(key)) must be an object")
+        }
+        return nested
+    }
+
+    func object(_ key: String) throws(NodeConfigurationError) -> FieldReader {
+        guard let nested = try optionalObject(key) else { throw NodeConfigurationError("\(name(key)) is missing") }
+        return FieldReader(object: nested, base: base, context: name(key))
+    }
+}

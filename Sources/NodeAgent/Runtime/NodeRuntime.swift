@@ -1,0 +1,528 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SecretSharing
+import TrustQuorum
+import X509
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One running trust-quorum node: it feeds what arrives on its attested
+/// channels and its admin socket into ``TrustQuorum/Node`` and carries out
+/// what comes back — persisting the ledger **before** sending any message
+/// that depends on it, sending, raising alarms, and unlocking (loading the
+/// rack secret of the latest committed epoch) as soon as enough shares are in.
+///
+/// Channels: this node dials every known peer whose platform id sorts after
+/// its own, with exponential backoff, and accepts the others; a peer must
+/// chain to the manufacturing root, be in this node's address book or in a
+/// configuration it knows, and pass attestation before the state machine
+/// hears of it (`connected`).
+public actor NodeRuntime {
+    /// This node's platform id.
+    public nonisolated let platformId: PlatformId
+    let configuration: NodeConfiguration
+    let identity: NodeTLSIdentity
+    let attestation: ChannelAttestationHook
+    let ledger: Ledger
+    let logger: Logger
+    let attestationEnforced: Bool
+    let crashAfterPersist: Int?
+
+    private var node: Node
+    private var generation: UInt64
+    private var ledgerProblems: [String]
+    private var addressBook: [PlatformId: PeerAddress]
+    private var connections: [PlatformId: Connection] = [:]
+    private var nextConnectionId: UInt64 = 0
+    private var dialers: [PlatformId: Task<Void, Never>] = [:]
+    private var alarms: [String] = []
+    private var unlockedEpoch: Epoch?
+    private var loadFailure: LoadRackSecretError.Code?
+    private var persists = 0
+    private var halted: String?
+    private var random = SystemRandomSource()
+    private var listenPort: Int
+
+    private struct Connection {
+        let id: UInt64
+        let outbound: AsyncStream<ByteBuffer>.Continuation
+        let channel: any Channel
+    }
+
+    /// Backoff between connection attempts to a peer: doubling from `initial` up to `maximum`, with jitter.
+    static let initialBackoff = Duration.milliseconds(50)
+    static let maximumBackoff = Duration.milliseconds(1000)
+
+    /// A node from its configuration, opened identity and ledger. Reads the
+    /// ledger (reporting unusable copies) and throws if no copy opens.
+    public init(
+        configuration: NodeConfiguration,
+        rootOfTrust: any RootOfTrust,
+        identity: NodeTLSIdentity,
+        attestation: @escaping ChannelAttestationHook,
+        attestationEnforced: Bool,
+        logger: Logger,
+        crashAfterPersist: Int? = nil
+    ) throws(NodeRuntimeError) {
+        self.platformId = configuration.platform
+        self.configuration = configuration
+        self.identity = identity
+        self.attestation = attestation
+        self.attestationEnforced = attestationEnforced
+        self.logger = logger
+        self.crashAfterPersist = crashAfterPersist
+        do {
+            ledger = try Ledger(
+                directories: configuration.ledger.map { URL(fileURLWithPath: $0) }, rootOfTrust: rootOfTrust)
+            let loaded = try ledger.load()
+            generation = loaded.generation
+            ledgerProblems = loaded.problems.map { "\($0.path): \($0.reason)" }
+            node = Node(
+                platformId: configuration.platform, rackId: configuration.rackId,
+                persistentState: loaded.state ?? .empty)
+        } catch {
+            throw NodeRuntimeError("the ledger cannot be opened: \(error.reason)")
+        }
+        addressBook = configuration.peers
+        listenPort = configuration.listen.port
+        for problem in ledgerProblems {
+            logger.warning("a ledger copy is unusable; using the other", metadata: ["problem": "\(problem)"])
+        }
+    }
+
+    /// Runs the node: listens for peers and on the admin socket, dials
+    /// peers, and serves until cancelled.
+    public func run(onReady: @escaping @Sendable (_ port: Int) -> Void = { _ in }) async throws(NodeRuntimeError) {
+        let listener: PeerListener
+        do {
+            listener = try await PeerTransport.listen(
+                host: configuration.listen.host,
+                port: configuration.listen.port,
+                identity: identity
+            )
+        } catch {
+            throw NodeRuntimeError(error.reason)
+        }
+        listenPort = listener.port
+        let admin: AdminListener
+        do {
+            admin = try await AdminSocket.listen(path: configuration.admin) { [weak self] request in
+                guard let self else {
+                    return AdminResponse(error: AdminError(code: "NODE-STOPPING", reason: "stopping"))
+                }
+                return await self.handle(request)
+            }
+        } catch {
+            await listener.close()
+            throw NodeRuntimeError(error.reason)
+        }
+        logger.info(
+            "node started",
+            metadata: [
+                "platform": "\(platformId)", "listen": "\(configuration.listen.host):\(listenPort)",
+                "admin": "\(configuration.admin)",
+                "epoch": "\(node.persistentState.latestCommittedEpoch.map { "\($0)" } ?? "none")",
+            ]
+        )
+        flush()
+        startDialers()
+        onReady(listenPort)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try? await listener.run { [weak self] channel in await self?.serve(channel, expected: nil) }
+            }
+            group.addTask { try? await admin.run() }
+            group.addTask {
+                // Stay until cancelled, then close the sockets so the other tasks end.
+                while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+                await listener.close()
+                await admin.close()
+            }
+            await group.waitForAll()
+        }
+        stopAll()
+    }
+
+    private func stopAll() {
+        for dialer in dialers.values { dialer.cancel() }
+        dialers = [:]
+        for connection in connections.values {
+            connection.outbound.finish()
+            connection.channel.close(promise: nil)
+        }
+        connections = [:]
+        try? FileManager.default.removeItem(atPath: configuration.admin)
+    }
+
+    // MARK: - Channels
+
+    /// Whether `peer` may open a channel to this node.
+    private func isKnown(_ peer: PlatformId) -> Bool {
+        guard peer != platformId else { return false }
+        if addressBook[peer] != nil { return true }
+        return node.persistentState.configurations.values.contains { $0.members[peer] != nil }
+    }
+
+    private func startDialers() {
+        for peer in addressBook.keys where peer > platformId && dialers[peer] == nil {
+            dialers[peer] = Task { [weak self] in await self?.dial(peer) }
+        }
+    }
+
+    private func address(of peer: PlatformId) -> PeerAddress? { addressBook[peer] }
+    private func isConnected(_ peer: PlatformId) -> Bool { connections[peer] != nil }
+
+    private nonisolated func dial(_ peer: PlatformId) async {
+        var delay = Self.initialBackoff
+        var failures = 0
+        while !Task.isCancelled {
+            guard let address = await address(of: peer) else { return }
+            if await !isConnected(peer) {
+                do {
+                    let channel = try await PeerTransport.connect(
+                        host: address.host, port: address.port, identity: identity)
+                    delay = Self.initialBackoff
+                    failures = 0
+                    await serve(channel, expected: peer)
+                    continue
+                } catch {
+                    failures += 1
+                    // The first failure and then every tenth, so a peer that is down does not flood the log.
+                    if failures == 1 || failures % 10 == 0 {
+                        logger.info(
+                            "cannot reach peer; retrying with backoff",
+                            metadata: [
+                                "peer": "\(peer)", "address": "\(address)", "attempts": "\(failures)",
+                                "reason": "\(error.reason)",
+                            ]
+                        )
+                    }
+                }
+            }
+            let jitter = Double.random(in: 0.8...1.2)
+            try? await Task.sleep(for: delay * jitter)
+            delay = min(delay * 2, Self.maximumBackoff)
+        }
+    }
+
+    /// Runs one established channel: attestation, then protocol frames until it closes.
+    private nonisolated func serve(_ peerChannel: PeerChannel, expected: PlatformId?) async {
+        let peer = peerChannel.peer
+        let channel = peerChannel.channel
+        try? await channel.executeThenClose { inbound, outbound in
+            if let expected, expected != peer {
+                logger.warning(
+                    "the peer at this address is another platform; closing",
+                    metadata: ["expected": "\(expected)", "certificate": "\(peer)"]
+                )
+                return
+            }
+            guard await self.isKnown(peer) else {
+                logger.warning(
+                    "refusing a channel from a platform that is not in this rack", metadata: ["peer": "\(peer)"])
+                return
+            }
+            var iterator = inbound.makeAsyncIterator()
+            do {
+                try await attestation(peerChannel, &iterator, outbound)
+            } catch {
+                logger.warning(
+                    "attestation failed; no share moves on this channel",
+                    metadata: ["peer": "\(peer)", "reason": "\(error)"])
+                return
+            }
+            let (frames, continuation) = AsyncStream<ByteBuffer>.makeStream()
+            guard let id = await self.attach(peer, outbound: continuation, channel: channel.channel) else { return }
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await frame in frames {
+                        do { try await outbound.write(frame) } catch { break }
+                    }
+                    channel.channel.close(promise: nil)
+                }
+                do {
+                    while let frame = try await iterator.next() {
+                        guard await self.received(frame, from: peer, connection: id) else { break }
+                    }
+                } catch {
+                    logger.debug("channel error", metadata: ["peer": "\(peer)", "error": "\(error)"])
+                }
+                continuation.finish()
+                await group.waitForAll()
+            }
+            await self.detach(peer, connection: id)
+        }
+    }
+
+    private func attach(_ peer: PlatformId, outbound: AsyncStream<ByteBuffer>.Continuation, channel: any Channel)
+        -> UInt64?
+    {
+        guard halted == nil else { return nil }
+        if let old = connections[peer] {
+            // The peer reconnected (it restarted, or the old channel is half dead): the newer channel wins.
+            old.outbound.finish()
+            old.channel.close(promise: nil)
+            node.disconnected(peer)
+        }
+        nextConnectionId += 1
+        connections[peer] = Connection(id: nextConnectionId, outbound: outbound, channel: channel)
+        logger.info("peer connected and attested", metadata: ["peer": "\(peer)"])
+        node.connected(peer)
+        flush()
+        return nextConnectionId
+    }
+
+    private func detach(_ peer: PlatformId, connection id: UInt64) {
+        guard connections[peer]?.id == id else { return }
+        connections[peer] = nil
+        node.disconnected(peer)
+        logger.info("peer disconnected", metadata: ["peer": "\(peer)"])
+        flush()
+    }
+
+    /// A frame from `peer`; false closes the channel (the peer sent something malformed).
+    private func received(_ frame: ByteBuffer, from peer: PlatformId, connection id: UInt64) -> Bool {
+        guard halted == nil, connections[peer]?.id == id else { return false }
+        let message: Message
+        do {
+            message = try WireFormat.decodePayload(frame.readableBytesView)
+        } catch {
+            logger.warning(
+                "a peer sent a malformed message; closing its channel",
+                metadata: ["peer": "\(peer)", "error": "\(error.code.rawValue)"])
+            return false
+        }
+        logger.debug("received", metadata: ["peer": "\(peer)", "message": "\(message)"])
+        node.received(from: peer, message: message)
+        flush()
+        return true
+    }
+
+    // MARK: - Carrying out the node's output
+
+    /// Unlocks if possible, then persists (if asked) before sending.
+    private func flush() {
+        guard halted == nil else { return }
+        pollUnlock()
+        let output = node.drainOutput()
+        if output.persistentStateChanged {
+            do {
+                try ledger.write(node.persistentState, generation: generation + 1)
+                generation += 1
+            } catch {
+                // Nothing may be sent that depends on state that is not on disk: stop taking part.
+                halt("the ledger cannot be written (\(error.reason)); this node stops taking part until restarted")
+                return
+            }
+            persists += 1
+            if let crashAfterPersist, persists == crashAfterPersist {
+                logger.critical("test hook: crashing right after ledger write \(persists), before sending")
+                kill(getpid(), SIGKILL)
+            }
+        }
+        for alarm in output.alarms {
+            alarms.append(alarm.description)
+            logger.error("ALARM \(alarm.name)", metadata: ["alarm": "\(alarm)"])
+        }
+        for warning in output.warnings {
+            logger.warning("\(warning)")
+        }
+        for outgoing in output.messages {
+            guard let connection = connections[outgoing.to] else { continue }  // resent when it connects
+            do {
+                connection.outbound.yield(ByteBuffer(bytes: try WireFormat.encodePayload(outgoing.message)))
+                logger.debug("sent", metadata: ["peer": "\(outgoing.to)", "message": "\(outgoing.message)"])
+            } catch {
+                logger.error(
+                    "cannot encode a message", metadata: ["message": "\(outgoing.message)", "error": "\(error)"])
+            }
+        }
+        if !output.messages.isEmpty || output.persistentStateChanged { pollUnlock() }
+    }
+
+    private func halt(_ reason: String) {
+        halted = reason
+        alarms.append("NodeHalted: \(reason)")
+        logger.critical("\(reason)")
+        for connection in connections.values {
+            connection.outbound.finish()
+            connection.channel.close(promise: nil)
+        }
+        connections = [:]
+        for dialer in dialers.values { dialer.cancel() }
+        dialers = [:]
+    }
+
+    /// Loads the latest committed epoch's rack secret if it is not loaded yet.
+    private func pollUnlock() {
+        guard let latest = node.persistentState.latestCommittedEpoch, unlockedEpoch != latest else { return }
+        do {
+            guard try node.loadRackSecret(latest) != nil else { return }
+            let previous = unlockedEpoch
+            unlockedEpoch = latest
+            loadFailure = nil
+            logger.notice("unlocked: rack secret loaded", metadata: ["epoch": "\(latest)"])
+            for rekey in rekeys() where rekey.from >= (previous ?? rekey.from) {
+                logger.notice(
+                    "disk needs re-keying",
+                    metadata: ["disk": "\(rekey.disk)", "from": "\(rekey.from)", "to": "\(rekey.to)"]
+                )
+            }
+        } catch {
+            if loadFailure != error.code {
+                loadFailure = error.code
+                logger.error("cannot load the rack secret", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Disks keyed under the previous committed epoch that must move to the latest.
+    private func rekeys() -> [DiskRekey] {
+        let committed = node.persistentState.committedEpochs.sorted()
+        guard committed.count >= 2 else { return [] }
+        let from = committed[committed.count - 2]
+        let to = committed[committed.count - 1]
+        return configuration.disks.map { DiskRekey(disk: $0, from: from, to: to) }
+    }
+
+    // MARK: - Admin API
+
+    func handle(_ request: AdminRequest) -> AdminResponse {
+        if let halted, request.operation != .status {
+            return AdminResponse(error: AdminError(code: "NODE-HALTED", reason: halted))
+        }
+        switch request.operation {
+        case .status:
+            return AdminResponse(status: status())
+        case .reconfigure:
+            guard let reconfigure = request.reconfigure else { return missing("reconfigure") }
+            do {
+                try node.reconfigure(reconfigure, using: &random)
+            } catch {
+                return AdminResponse(error: AdminError(code: error.code.rawValue, reason: error.reason))
+            }
+            logger.notice(
+                "coordinating a reconfiguration",
+                metadata: [
+                    "epoch": "\(reconfigure.epoch)", "members": "\(reconfigure.members.count)",
+                    "threshold": "\(reconfigure.threshold)",
+                ]
+            )
+            flush()
+            return AdminResponse()
+        case .commit:
+            guard let epoch = request.epoch else { return missing("epoch") }
+            return committing { () throws(CommitError) in try node.commit(epoch) }
+        case .prepareAndCommit:
+            guard let configuration = request.configuration else { return missing("configuration") }
+            return committing { () throws(CommitError) in try node.prepareAndCommit(configuration) }
+        case .setPeers:
+            guard let peers = request.peers else { return missing("peers") }
+            do {
+                for (id, address) in peers {
+                    let platform = try NodeConfiguration.platformId(id, field: "peers")
+                    guard platform != platformId else { continue }
+                    addressBook[platform] = try PeerAddress(parsing: address, field: "peers.\(id)")
+                }
+            } catch {
+                return AdminResponse(error: AdminError(code: "NODE-ADMIN-REQUEST", reason: error.reason))
+            }
+            startDialers()
+            return AdminResponse()
+        case .diskKey:
+            guard let disk = request.disk else { return missing("disk") }
+            return diskKey(disk: disk, epoch: request.epoch)
+        }
+    }
+
+    private func missing(_ field: String) -> AdminResponse {
+        AdminResponse(error: AdminError(code: "NODE-ADMIN-REQUEST", reason: "the request lacks '\(field)'"))
+    }
+
+    private func committing(_ body: () throws(CommitError) -> Void) -> AdminResponse {
+        let before = node.persistentState.latestCommittedEpoch
+        do {
+            try body()
+        } catch {
+            flush()
+            return AdminResponse(error: AdminError(code: error.code.rawValue, reason: error.description))
+        }
+        if node.persistentState.latestCommittedEpoch != before {
+            logger.notice(
+                "committed", metadata: ["epoch": "\(node.persistentState.latestCommittedEpoch.map { "\($0)" } ?? "-")"])
+        }
+        flush()
+        return AdminResponse()
+    }
+
+    private func diskKey(disk: String, epoch: Epoch?) -> AdminResponse {
+        guard configuration.disks.contains(disk) else {
+            return AdminResponse(
+                error: AdminError(code: "NODE-DISK-UNKNOWN", reason: "'\(disk)' is not one of this node's disks"))
+        }
+        guard let latest = node.persistentState.latestCommittedEpoch else {
+            return AdminResponse(
+                error: AdminError(code: "NODE-NOT-COMMITTED", reason: "this node has committed no configuration"))
+        }
+        let wanted = epoch ?? latest
+        guard unlockedEpoch == latest else {
+            return AdminResponse(
+                error: AdminError(code: "NODE-LOCKED", reason: "the rack secret is not loaded yet (waiting for shares)")
+            )
+        }
+        do {
+            guard let secret = try node.loadRackSecret(wanted) else {
+                return AdminResponse(
+                    error: AdminError(code: "NODE-LOCKED", reason: "the rack secret is not loaded yet"))
+            }
+            let key = DiskKey(secret: secret, epoch: wanted, rackId: configuration.rackId, diskId: Array(disk.utf8))
+            return AdminResponse(key: key.key.withUnsafeBytes { $0.hexString }, keyEpoch: wanted)
+        } catch {
+            return AdminResponse(error: AdminError(code: error.code.rawValue, reason: error.description))
+        }
+    }
+
+    /// What this node reports about itself.
+    func status() -> NodeStatus {
+        let state = node.persistentState
+        return NodeStatus(
+            platform: platformId,
+            rackId: configuration.rackId,
+            listen: PeerAddress(host: configuration.listen.host, port: listenPort).description,
+            latestCommitted: state.latestCommittedConfiguration,
+            highestEpochSeen: [node.highestEpochSeen, state.latestKnownEpoch, node.coordinatorStatus?.epoch]
+                .compactMap { $0 }.max(),
+            unlockedEpoch: unlockedEpoch,
+            computingShareEpoch: node.computingShareEpoch,
+            coordinating: node.coordinatorStatus.map {
+                CoordinatorReport(epoch: $0.epoch, configuration: $0.configuration, acked: $0.acked.sorted())
+            },
+            expunged: state.expunged,
+            alarms: alarms,
+            connected: connections.keys.sorted(),
+            rekey: rekeys(),
+            ledgerProblems: ledgerProblems,
+            attestationEnforced: attestationEnforced
+        )
+    }
+}
+
+/// Runs attestation on a channel that was just established, before any
+/// protocol frame; throws to refuse the peer.
+public typealias ChannelAttestationHook =
+    @Sendable (
+        PeerChannel,
+        inout NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator,
+        NIOAsyncChannelOutboundWriter<ByteBuffer>
+    ) async throws(PeerChannelError) -> Void
+
+/// A node that cannot start or run.
+public struct NodeRuntimeError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}

@@ -1,0 +1,268 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import NodeAgent
+import TrustQuorum
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node",
+        abstract: "Run one trust-quorum node, and ask it for its disk keys.",
+        subcommands: [Run.self, Status.self, DiskKeyCommand.self]
+    )
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a node: attested mTLS channels to its peers, the ledger, and the admin socket.",
+            discussion: """
+                The configuration file (JSON) names the platform id, rack id, device identity \
+                (key, certificate, intermediate, root), listen address, peers' addresses, the two \
+                ledger directories, the admin socket, the attestation policy and evidence, and the \
+                disks. See the NodeAgent documentation for its format. The node unlocks (loads the \
+                rack secret of its latest committed epoch) as soon as enough peers answer, and logs \
+                to standard error. SIGTERM or SIGINT stops it; its state is on disk at every step.
+                """
+        )
+        @Option(help: "The node's configuration file (JSON).") var config: String
+        @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+
+        func run() async throws {
+            guard let level = Logger.Level(rawValue: logLevel) else {
+                writeStandardError(
+                    "keyrack: --log-level must be one of trace, debug, info, notice, warning, error, critical\n")
+                throw ExitCode(2)
+            }
+            let configuration: NodeConfiguration
+            do {
+                configuration = try NodeConfiguration(contentsOf: config)
+            } catch {
+                writeStandardError("keyrack: \(config): \(error)\n")
+                throw ExitCode(2)
+            }
+            // Everything this process creates (admin socket, ledger) is private to its owner.
+            umask(0o077)
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+            let logger = Logger(label: "keyrack.node.\(configuration.platform)")
+            let crashHook = ProcessInfo.processInfo.environment["KEYRACK_TEST_CRASH_AFTER_PERSIST"].flatMap { Int($0) }
+            let runtime: NodeRuntime
+            do {
+                runtime = try await NodeRuntime.open(
+                    configuration: configuration,
+                    logger: logger,
+                    crashAfterPersist: crashHook
+                )
+            } catch {
+                writeStandardError("keyrack: \(error)\n")
+                throw ExitCode(1)
+            }
+            let task = Task { try await runtime.run() }
+            let signals = [SIGTERM, SIGINT].map { number in
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler {
+                    logger.notice("stopping on signal \(number)")
+                    task.cancel()
+                }
+                source.resume()
+                return source
+            }
+            defer { signals.forEach { $0.cancel() } }
+            do {
+                try await task.value
+            } catch {
+                writeStandardError("keyrack: \(error)\n")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print one node's status as JSON.")
+        @Option(help: "The node's admin socket.") var admin: String
+
+        func run() async throws {
+            try await reportingAsyncFailures {
+                let response = try await AdminSocket.perform(AdminRequest(.status), path: admin)
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try writeStandardOutput(String(decoding: try encoder.encode(response.status), as: UTF8.self) + "\n")
+            }
+        }
+    }
+
+    struct DiskKeyCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "disk-key",
+            abstract: "Print a disk's key, from the node's local admin socket only.",
+            discussion: """
+                For `cryptsetup open --key-file=-` use --raw (32 bytes); the default is 64 hex \
+                digits, as `zfs load-key` with keyformat=hex reads them. --epoch gives an older \
+                epoch's key, to re-key a disk after a commit (`keyrack rack status` lists them).
+                """
+        )
+        @Option(help: "The node's admin socket.") var admin: String
+        @Option(help: "The disk id (one of the node's configured disks).") var disk: String
+        @Option(help: "The epoch (default: the latest committed).") var epoch: UInt64?
+        @Flag(help: "Write the 32 raw key bytes instead of hex.") var raw = false
+
+        func run() async throws {
+            try await reportingAsyncFailures {
+                let response = try await AdminSocket.perform(
+                    AdminRequest(.diskKey, epoch: epoch.map { Epoch($0) }, disk: disk),
+                    path: admin
+                )
+                guard let hex = response.key, var key = [UInt8](hex: hex) else {
+                    throw CommandFailure("the node answered without a key")
+                }
+                defer { for index in key.indices { key[index] = 0 } }
+                if raw {
+                    try key.withUnsafeBytes { try writeStandardOutput($0) }
+                } else {
+                    try writeStandardOutput(hex + "\n")
+                }
+            }
+        }
+    }
+}
+
+struct RackCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rack",
+        abstract: "Operator commands: set up the rack, add, remove, rotate, and show where every node stands.",
+        discussion: """
+            Each command talks to the nodes' admin sockets (--nodes, comma-separated) and \
+            drives the control plane: it picks a coordinator, waits for K + Z members to \
+            prepare, then delivers the commit. Nothing is kept between runs: an interrupted \
+            command can be run again and resumes (or retries at the next epoch).
+            """,
+        subcommands: [Init.self, Status.self, Add.self, Remove.self, Rotate.self]
+    )
+
+    struct Nodes: ParsableArguments {
+        @Option(help: "The nodes' admin sockets, comma-separated.") var nodes: String
+        @Option(help: "Give up after this many seconds (the command can be re-run).") var timeout = 60.0
+
+        var sockets: [String] { nodes.split(separator: ",").map { String($0) }.filter { !$0.isEmpty } }
+
+        func makeOperator() -> RackOperator {
+            var rackOperator = RackOperator(sockets: sockets) { line in print(line) }
+            rackOperator.timeout = .milliseconds(Int(timeout * 1000))
+            return rackOperator
+        }
+    }
+
+    static func drive(_ nodes: Nodes, _ goal: RackOperator.Goal, threshold: Int?) async throws {
+        try await reportingAsyncFailures {
+            do {
+                let committed = try await nodes.makeOperator().run(goal, threshold: threshold)
+                print(
+                    "done: epoch \(committed.epoch), \(committed.memberCount) members, threshold \(committed.threshold)"
+                )
+            } catch {
+                throw CommandFailure("\(error)")
+            }
+        }
+    }
+
+    struct Init: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set up the rack: the first configuration over every node in --nodes.")
+        @OptionGroup var nodes: Nodes
+        @Option(help: "Threshold K (default N/2 + 1).") var threshold: Int?
+        func run() async throws { try await RackCommand.drive(nodes, .initialize, threshold: threshold) }
+    }
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add nodes (their admin sockets) to the rack.")
+        @OptionGroup var nodes: Nodes
+        @Option(help: "The admin sockets of the nodes to add, comma-separated.") var add: String
+        @Option(help: "Threshold K (default N/2 + 1).") var threshold: Int?
+        func run() async throws {
+            let added = add.split(separator: ",").map { String($0) }
+            try await RackCommand.drive(nodes, .add(added), threshold: threshold)
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove nodes (platform ids) from the rack.")
+        @OptionGroup var nodes: Nodes
+        @Option(help: "The platform ids (part:serial) to remove, comma-separated.") var remove: String
+        @Option(help: "Threshold K (default N/2 + 1).") var threshold: Int?
+        func run() async throws {
+            var removed: Set<PlatformId> = []
+            for id in remove.split(separator: ",") {
+                do {
+                    removed.insert(try NodeConfiguration.platformId(String(id), field: "--remove"))
+                } catch {
+                    writeStandardError("keyrack: \(error)\n")
+                    throw ExitCode(2)
+                }
+            }
+            try await RackCommand.drive(nodes, .remove(removed), threshold: threshold)
+        }
+    }
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Rotate the rack secret (same members, new epoch).")
+        @OptionGroup var nodes: Nodes
+        func run() async throws { try await RackCommand.drive(nodes, .rotate, threshold: nil) }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Per node: epoch, committed or not, unlocked or not, peers, alarms, disks to re-key.")
+        @OptionGroup var nodes: Nodes
+        @Flag(help: "Print the statuses as JSON.") var json = false
+
+        func run() async throws {
+            let reports = await nodes.makeOperator().survey()
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                let statuses = reports.map { $0.status }
+                print(String(decoding: (try? encoder.encode(statuses)) ?? Data(), as: UTF8.self))
+                return
+            }
+            print(RackTable.render(reports))
+        }
+    }
+}
+
+/// The `rack status` table.
+enum RackTable {
+    static func render(_ reports: [RackOperator.NodeReport]) -> String {
+        let latest = reports.compactMap { $0.status?.committedEpoch }.max()
+        var rows = [["node", "epoch", "committed", "unlocked", "peers", "alarms", "re-key"]]
+        for report in reports {
+            guard let status = report.status else {
+                rows.append([report.socket, "-", "-", "-", "-", "unreachable", ""])
+                continue
+            }
+            let epoch = status.committedEpoch.map { "\($0)" } ?? "-"
+            let committed =
+                status.expunged != nil
+                ? "expunged@\(status.expunged!.epoch)"
+                : status.committedEpoch == nil ? "no" : status.committedEpoch == latest ? "yes" : "behind"
+            let unlocked = status.unlockedEpoch.map { $0 == status.committedEpoch ? "yes" : "at \($0)" } ?? "no"
+            let rekey = status.rekey.map { "\($0.disk) \($0.from)→\($0.to)" }.joined(separator: " ")
+            rows.append([
+                status.platform.description, epoch, committed, unlocked, "\(status.connected.count)",
+                status.alarms.isEmpty ? "none" : status.alarms.joined(separator: "; "), rekey,
+            ])
+        }
+        let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            zip(row, widths).map { $0.0.padding(toLength: $0.1, withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }.joined(separator: "\n")
+    }
+}

@@ -229,6 +229,17 @@ var targets: [Target] = [
         ]
     ),
     .testTarget(
+        name: "RackTests",
+        dependencies: [
+            "keyrack",
+            "NodeAgent",
+            "TrustQuorum",
+            "SecretSharing",
+            "KeyrackTestSupport",
+        ],
+        swiftSettings: strict
+    ),
+    .testTarget(
         name: "KeyrackCLITests",
         dependencies: [
             "keyrack",

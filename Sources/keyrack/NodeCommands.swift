@@ -75,7 +75,7 @@ struct NodeCommand: AsyncParsableCommand {
                 source.resume()
                 return source
             }
-            defer { signals.forEach { $0.cancel() } }
+            defer { for source in signals { source.cancel() } }
             do {
                 try await task.value
             } catch {
@@ -142,7 +142,10 @@ struct RackCommand: AsyncParsableCommand {
             Each command talks to the nodes' admin sockets (--nodes, comma-separated) and \
             drives the control plane: it picks a coordinator, waits for K + Z members to \
             prepare, then delivers the commit. Nothing is kept between runs: an interrupted \
-            command can be run again and resumes (or retries at the next epoch).
+            command can be run again and resumes (or retries at the next epoch). A member that \
+            is down when a commit is decided catches up when it next boots (it asks for its old \
+            epoch and is sent the new configuration); `rack status` shows members that are \
+            behind, and re-running the last command brings them along.
             """,
         subcommands: [Init.self, Status.self, Add.self, Remove.self, Rotate.self]
     )
@@ -150,12 +153,15 @@ struct RackCommand: AsyncParsableCommand {
     struct Nodes: ParsableArguments {
         @Option(help: "The nodes' admin sockets, comma-separated.") var nodes: String
         @Option(help: "Give up after this many seconds (the command can be re-run).") var timeout = 60.0
+        @Option(help: "Seconds to keep delivering a commit to members that were down when it was decided.")
+        var waitForDown = 3.0
 
         var sockets: [String] { nodes.split(separator: ",").map { String($0) }.filter { !$0.isEmpty } }
 
         func makeOperator() -> RackOperator {
             var rackOperator = RackOperator(sockets: sockets) { line in print(line) }
             rackOperator.timeout = .milliseconds(Int(timeout * 1000))
+            rackOperator.waitForDownMembers = .milliseconds(Int(waitForDown * 1000))
             return rackOperator
         }
     }

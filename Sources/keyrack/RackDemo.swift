@@ -150,7 +150,9 @@ final class RackDemo {
         }
         try await step("4. rotation with node 5 down, then its catch-up") {
             try await rack.start(3)
-            let rotated = try await operatorFor(rack, first).run(.rotate)
+            var rotation = operatorFor(rack, first)
+            rotation.waitForDownMembers = .zero
+            let rotated = try await rotation.run(.rotate)
             epoch = rotated.epoch
             try await rack.waitUntil([0, 1, 2, 3], "unlocked at the new epoch") { $0.unlockedEpoch == epoch }
             out.say("   node 5 comes back: it asks for shares of its old epoch and is sent the new configuration")

@@ -145,4 +145,11 @@ public struct DiskRekey: Codable, Sendable, Equatable {
     public var from: Epoch
     /// The epoch to re-key it to.
     public var to: Epoch
+
+    /// A re-key of `disk` from `from` to `to`.
+    public init(disk: String, from: Epoch, to: Epoch) {
+        self.disk = disk
+        self.from = from
+        self.to = to
+    }
 }

@@ -20,6 +20,8 @@ public struct RackOperator: Sendable {
     public var pollInterval: Duration = .milliseconds(50)
     /// Polls without progress before an attempt is abandoned for the next epoch.
     public var stallPolls = 200
+    /// How long to keep delivering the commit to members that were down when it was decided.
+    public var waitForDownMembers: Duration = .seconds(3)
 
     /// An operator for the nodes behind `sockets`.
     public init(sockets: [String], progress: @escaping @Sendable (String) -> Void = { _ in }) {
@@ -176,6 +178,7 @@ public struct RackOperator: Sendable {
         let deadline = ContinuousClock.now + timeout
         var lastAcks = -1
         var announcedCommit = false
+        var graceDeadline: ContinuousClock.Instant?
         while true {
             for action in actions {
                 try await carryOut(action, socketOf: socketOf, controlPlane: &controlPlane, reports: reports)
@@ -189,7 +192,11 @@ public struct RackOperator: Sendable {
                     }
                 }
                 let waiting = controlPlane.pendingCommits.intersection(Self.available(reports))
-                if waiting.isEmpty {
+                // Members that are down get a grace period: a node that is rebooting is told to commit
+                // when it answers again, instead of staying behind until the next operator command.
+                let graceOver = graceDeadline.map { ContinuousClock.now >= $0 } ?? false
+                if graceDeadline == nil { graceDeadline = ContinuousClock.now + waitForDownMembers }
+                if waiting.isEmpty && (controlPlane.pendingCommits.isEmpty || graceOver) {
                     let missing = controlPlane.pendingCommits.sorted()
                     if !missing.isEmpty {
                         progress(
@@ -205,10 +212,14 @@ public struct RackOperator: Sendable {
             try? await Task.sleep(for: pollInterval)
             reports = await survey()
             for report in reports { if let status = report.status { socketOf[status.platform] = report.socket } }
-            let available = Self.available(reports)
+            var available = Self.available(reports)
             if let attempt = controlPlane.currentAttempt,
                 let status = reports.first(where: { $0.status?.platform == attempt.coordinator })?.status
             {
+                if status.coordinating?.epoch != attempt.epoch, (status.committedEpoch ?? Epoch(0)) < attempt.epoch {
+                    // The coordinator restarted and forgot the attempt: retry at the next epoch now.
+                    available.remove(attempt.coordinator)
+                }
                 if let coordinating = status.coordinating, coordinating.epoch == attempt.epoch {
                     if coordinating.acked.count != lastAcks {
                         lastAcks = coordinating.acked.count

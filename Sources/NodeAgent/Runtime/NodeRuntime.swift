@@ -464,6 +464,11 @@ public actor NodeRuntime {
             return AdminResponse(
                 error: AdminError(code: "NODE-DISK-UNKNOWN", reason: "'\(disk)' is not one of this node's disks"))
         }
+        if let expunged = node.persistentState.expunged {
+            return AdminResponse(
+                error: AdminError(
+                    code: "NODE-EXPUNGED", reason: "this node was removed from the rack at epoch \(expunged.epoch)"))
+        }
         guard let latest = node.persistentState.latestCommittedEpoch else {
             return AdminResponse(
                 error: AdminError(code: "NODE-NOT-COMMITTED", reason: "this node has committed no configuration"))

@@ -1,0 +1,106 @@
+import Foundation
+import KeyrackTestSupport
+import NodeAgent
+import Testing
+import TrustQuorum
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `keyrack rack …` and `keyrack node …` as an operator runs them.
+@Suite("keyrack rack and keyrack node")
+struct RackCLITests {
+    @Test("rack init, status, rotate and node disk-key from the command line")
+    func commandLine() async throws {
+        try await withRack(count: 3) { rack in
+            for index in 0..<3 { try rack.launch(index) }
+            for index in 0..<3 { try await rack.waitUntilAnswering(index) }
+            let nodes = rack.sockets().joined(separator: ",")
+            let keyrack = try keyrackExecutable()
+            let initialized = try runToCompletion(keyrack, ["rack", "init", "--nodes", nodes, "--threshold", "2"])
+            #expect(initialized.status == 0, "\(initialized.errors)")
+            #expect(initialized.output.contains("epoch 1 committed: N=3, K=2"))
+            #expect(initialized.output.contains("done: epoch 1"))
+            try await rack.waitUntil(Array(0..<3), "unlocked") { $0.unlockedEpoch == Epoch(1) }
+
+            let status = try runToCompletion(keyrack, ["rack", "status", "--nodes", nodes])
+            #expect(status.status == 0)
+            let rows = status.output.split(separator: "\n")
+            #expect(rows.count == 4)
+            for member in rack.members {
+                let row = try #require(rows.first { $0.hasPrefix(member.platform.description) })
+                let columns = row.split(separator: " ", omittingEmptySubsequences: true)
+                #expect(Array(columns.prefix(5)) == [Substring(member.platform.description), "1", "yes", "yes", "2"])
+            }
+
+            let hex = try runToCompletion(
+                keyrack, ["node", "disk-key", "--admin", rack.members[0].socket, "--disk", "data0"])
+            #expect(hex.status == 0)
+            let key = hex.output.trimmingCharacters(in: .newlines)
+            #expect(key.count == 64 && [UInt8](hex: key) != nil)
+            // --raw writes the same key as 32 bytes (node 2 holds the same rack secret).
+            let process = Process()
+            process.executableURL = keyrack
+            process.arguments = ["node", "disk-key", "--admin", rack.members[1].socket, "--disk", "data0", "--raw"]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            try process.run()
+            let raw = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            #expect(Array(raw) == [UInt8](hex: key))
+
+            let rotated = try runToCompletion(keyrack, ["rack", "rotate", "--nodes", nodes])
+            #expect(rotated.status == 0, "\(rotated.errors)")
+            #expect(rotated.output.contains("done: epoch 2"))
+            try await rack.waitUntil(Array(0..<3), "unlocked at epoch 2") { $0.unlockedEpoch == Epoch(2) }
+            let rekeyed = try runToCompletion(keyrack, ["rack", "status", "--nodes", nodes])
+            #expect(rekeyed.output.contains("data0 1→2"))
+
+            let unknown = try runToCompletion(
+                keyrack, ["node", "disk-key", "--admin", rack.members[0].socket, "--disk", "x"])
+            #expect(unknown.status != 0)
+            #expect(unknown.errors.contains("NODE-DISK-UNKNOWN"))
+            let bad = try runToCompletion(keyrack, ["rack", "remove", "--nodes", nodes, "--remove", "nocolon"])
+            #expect(bad.status == 2)
+            #expect(bad.errors.contains("not a platform id"))
+        }
+    }
+
+    @Test("an interrupted rack command is resumed by running it again")
+    func interruptedAndResumed() async throws {
+        try await withRack(count: 4) { rack in
+            let first = try await setUp(rack, [0, 1, 2, 3], threshold: 2)
+            // Kill the operator as soon as it has asked a coordinator to start.
+            let nodes = rack.sockets().joined(separator: ",")
+            let keyrack = try keyrackExecutable()
+            let interrupted = try KeyrackProcess(["rack", "rotate", "--nodes", nodes], environment: [:])
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !interrupted.log.contains("asking"), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            interrupted.signal(SIGKILL)
+            interrupted.process.waitUntilExit()
+            let resumed = try runToCompletion(keyrack, ["rack", "rotate", "--nodes", nodes])
+            #expect(resumed.status == 0, "\(resumed.output) \(resumed.errors)")
+            let statuses = try await rack.waitUntil([0, 1, 2, 3], "unlocked") {
+                $0.unlockedEpoch == $0.committedEpoch && $0.committedEpoch! > first.epoch
+            }
+            #expect(Set(statuses.map(\.committedEpoch)).count == 1)
+        }
+    }
+
+    @Test("node run refuses a broken configuration with a clear error")
+    func brokenConfiguration() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "keyrack-cfg-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("node.json")
+        try Data(#"{"platform": "a:b", "colour": "blue"}"#.utf8).write(to: file)
+        let result = try runToCompletion(try keyrackExecutable(), ["node", "run", "--config", file.path])
+        #expect(result.status == 2)
+        #expect(result.errors.contains("unknown field 'colour'"))
+    }
+}

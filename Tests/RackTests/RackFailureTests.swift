@@ -1,0 +1,140 @@
+import Foundation
+import KeyrackTestSupport
+import NodeAgent
+import Testing
+import TrustQuorum
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Faults against real node processes: impostors, crashes at each
+/// persistence point, damaged ledgers.
+@Suite("A rack under faults")
+struct RackFailureTests {
+    @Test("a node whose certificate comes from another CA is refused by every peer")
+    func foreignCertificateRefused() async throws {
+        try await withRack(count: 4) { rack in
+            try await setUp(rack, [1, 2, 3], threshold: 2)
+            // Another manufacturer's CA issues a certificate for the same platform id as node 1.
+            try await withRack(count: 1) { other in
+                let forged = other.members[0]
+                #expect(forged.platform == rack.members[0].platform)
+                var configuration = rack.members[0].configuration
+                configuration.deviceKey = forged.configuration.deviceKey
+                configuration.certificate = forged.configuration.certificate
+                configuration.intermediate = forged.configuration.intermediate
+                configuration.root = forged.configuration.root
+                configuration.ledger = forged.configuration.ledger
+                configuration.admin = forged.configuration.admin
+                let file = other.directory.appendingPathComponent("impostor.json")
+                try configuration.json().write(to: file)
+                let impostor = try KeyrackProcess(["node", "run", "--config", file.path], environment: [:])
+                defer { impostor.stop() }
+                // It dials nodes 2–4 (their ids sort after its own) and is refused in the handshake.
+                let deadline = ContinuousClock.now + .seconds(20)
+                while !impostor.log.contains("cannot reach peer"), ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(impostor.log.contains("handshake") || impostor.log.contains("certificate"))
+                for status in await rack.statuses([1, 2, 3]) {
+                    let status = try #require(status)
+                    #expect(!status.connected.contains(rack.members[0].platform))
+                    #expect(status.connected.count == 2)
+                }
+            }
+        }
+    }
+
+    @Test(
+        "a node killed right after each ledger write of a rotation recovers, and the rotation completes",
+        arguments: [1, 2]
+    )
+    func crashAtEachPersistencePoint(point: Int) async throws {
+        try await withRack(count: 4) { rack in
+            let all = Array(0..<4)
+            var latest = try await setUp(rack, all, threshold: 2)
+            // Each node in turn (so the coordinator is among them) crashes at this persistence point.
+            for victim in all {
+                await rack.stop(victim)
+                try await rack.start(victim, environment: ["KEYRACK_TEST_CRASH_AFTER_PERSIST": "\(point)"])
+                try await rack.waitUntil([victim], "unlocked") { $0.unlockedEpoch == latest.epoch }
+                var rackOperator = RackOperator(sockets: rack.sockets())
+                rackOperator.stallPolls = 40
+                let rotation = Task { try await rackOperator.run(.rotate) }
+                // Wait for the crash (the SIGKILL the hook sends itself), then bring the node back.
+                let deadline = ContinuousClock.now + .seconds(30)
+                while rack.exitStatus(victim) == nil, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                #expect(rack.exitStatus(victim) == SIGKILL, "node \(victim + 1) did not reach ledger write \(point)")
+                await rack.stop(victim)
+                try await rack.start(victim)
+                let rotated = try await rotation.value
+                #expect(rotated.epoch > latest.epoch)
+                latest = rotated
+                let statuses = try await rack.waitUntil(all, "unlocked after the crash") {
+                    $0.unlockedEpoch == rotated.epoch
+                }
+                #expect(statuses.allSatisfy { $0.alarms.isEmpty })
+                var keys: Set<String> = []
+                for index in all { keys.insert(try await diskKey(rack, index)) }
+                #expect(keys.count == 1)
+            }
+        }
+    }
+
+    @Test("a corrupt ledger copy is reported and the other copy used; two corrupt copies stop the node")
+    func corruptLedgerCopy() async throws {
+        try await withRack(count: 3) { rack in
+            let committed = try await setUp(rack, [0, 1, 2], threshold: 2)
+            let key = try await diskKey(rack, 0)
+            await rack.stop(0)
+            let ledger = rack.members[0].configuration.ledger
+            let first = URL(fileURLWithPath: ledger[0]).appendingPathComponent("ledger")
+            var bytes = try Data(contentsOf: first)
+            bytes[bytes.count / 2] ^= 0x01
+            try bytes.write(to: first)
+            try await rack.start(0)
+            let status = try await rack.waitUntil([0], "unlocked") { $0.unlockedEpoch == committed.epoch }
+            #expect(status[0].ledgerProblems.count == 1)
+            #expect(status[0].ledgerProblems.first?.contains(first.path) == true)
+            #expect(try await diskKey(rack, 0) == key)
+
+            await rack.stop(0)
+            let second = URL(fileURLWithPath: ledger[1]).appendingPathComponent("ledger")
+            try Data(try Data(contentsOf: second).prefix(20)).write(to: second)
+            try bytes.write(to: first)
+            try rack.launch(0)
+            let deadline = ContinuousClock.now + .seconds(20)
+            while rack.exitStatus(0) == nil, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(rack.exitStatus(0) == 1)
+            #expect(rack.logTail(0).contains("no ledger copy can be opened"))
+        }
+    }
+
+    @Test("the admin socket is private to the node's owner, and a disk key is only given for the node's own disks")
+    func adminSocket() async throws {
+        try await withRack(count: 3) { rack in
+            try await setUp(rack, [0, 1, 2], threshold: 2)
+            var info = stat()
+            #expect(stat(rack.members[0].socket, &info) == 0)
+            #expect(info.st_mode & 0o777 == 0o600)
+            let unknown = await #expect(throws: AdminError.self) { try await diskKey(rack, 0, disk: "nope") }
+            #expect(unknown?.code == "NODE-DISK-UNKNOWN")
+            let future = await #expect(throws: AdminError.self) { try await diskKey(rack, 0, epoch: Epoch(99)) }
+            #expect(future?.code == "TQ-LOAD-NOT-COMMITTED")
+            let malformed = await #expect(throws: AdminError.self) {
+                try await AdminSocket.perform(AdminRequest(.commit), path: rack.members[0].socket)
+            }
+            #expect(malformed?.code == "NODE-ADMIN-REQUEST")
+            let gone = await #expect(throws: AdminError.self) {
+                try await AdminSocket.perform(
+                    AdminRequest(.status), path: rack.directory.appendingPathComponent("none.sock").path)
+            }
+            #expect(gone?.code == "NODE-UNREACHABLE")
+        }
+    }
+}

@@ -51,6 +51,7 @@ var targets: [Target] = [
         dependencies: [
             "SecretSharing",
             "TrustQuorum",
+            "Attestation",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
             .product(name: "X509", package: "swift-certificates"),
@@ -164,6 +165,7 @@ var targets: [Target] = [
         name: "KeyReleaseTests",
         dependencies: [
             "KeyRelease",
+            "Attestation",
             "RedisClient",
             "SecretSharing",
             "KeyrackTestSupport",
@@ -188,6 +190,7 @@ var targets: [Target] = [
         name: "NodeAgentTests",
         dependencies: [
             "NodeAgent",
+            "Attestation",
             "TrustQuorum",
             "SecretSharing",
             .product(name: "Crypto", package: "swift-crypto"),

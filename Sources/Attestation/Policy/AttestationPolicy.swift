@@ -120,6 +120,7 @@ public struct AttestationPolicy: Sendable {
 public struct PolicyError: Error, Equatable, Sendable, CustomStringConvertible {
     /// What is wrong.
     public let reason: String
-    init(_ reason: String) { self.reason = reason }
+    /// A policy error with its reason.
+    public init(_ reason: String) { self.reason = reason }
     public var description: String { reason }
 }

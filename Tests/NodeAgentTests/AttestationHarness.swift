@@ -82,8 +82,9 @@ func otherBuildPolicy(mode: AttestationMode = .enforce) -> NodeAttestationPolicy
 let otherBuildDigest = Array(SHA256.hash(data: Array("another build".utf8)))
 
 /// A policy that accepts the software TEE's quotes with its default measurements.
-func tdxPolicy(_ tee: SoftwareTEE) throws -> NodeAttestationPolicy {
-    try NodeAttestationPolicy.load(contentsOf: writePolicy(NodeAttestationPolicy.json(allowing: nil, softwareTEE: tee)))
+func tdxPolicy(_ tee: SoftwareTEE, mode: AttestationMode = .enforce) throws -> NodeAttestationPolicy {
+    try NodeAttestationPolicy.load(
+        contentsOf: writePolicy(NodeAttestationPolicy.json(allowing: nil, softwareTEE: tee, mode: mode)))
 }
 
 /// Writes `json` to a fresh temporary file.

@@ -41,6 +41,23 @@ struct ChannelAttestationTests {
         #expect(result.echo == "ack:ping")
     }
 
+    @Test("an attestor prints neither the device key nor the software TEE's keys")
+    func redacted() throws {
+        let rack = try Rack()
+        let tee = try rack.softwareTEE()
+        let attestor = ChannelAttestor(
+            rootOfTrust: try SoftwareRootOfTrust(seed: SecretBytes(Array(repeating: 0xAB, count: 32))),
+            evidence: .tdxQuote(SoftwareTEEQuoteProvider(tee: tee)), policy: try tdxPolicy(tee))
+        let state = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: tee.directory.appendingPathComponent("tee.json")))
+        let keys = try ["pckKey", "attestationKey"].map { try #require((state as? [String: Any])?[$0] as? String) }
+        for text in ["\(attestor)", String(reflecting: attestor)] {
+            #expect(text.contains("TDX quotes from the software TEE"))
+            #expect(!text.lowercased().contains("abab") && !text.contains("171, 171"))
+            for key in keys { #expect(!text.lowercased().contains(key.lowercased().prefix(16))) }
+        }
+    }
+
     @Test("a measurement outside the policy is refused, and both sides name the rule")
     func outsidePolicy() async throws {
         let rack = try Rack()
@@ -72,19 +89,28 @@ struct ChannelAttestationTests {
         #expect(try softwarePolicy().startupWarning == nil)
     }
 
-    @Test("a TD whose MRTD is outside the policy is refused, naming MRTD")
-    func tdxMRTD() async throws {
+    @Test(
+        "a TD whose MRTD is outside the policy is refused naming MRTD (let through and reported when permissive)",
+        arguments: [AttestationMode.enforce, .permissive])
+    func tdxMRTD(mode: AttestationMode) async throws {
         let rack = try Rack()
         let tee = try rack.softwareTEE()
-        let policy = try tdxPolicy(tee)
         var other = tee.defaultMeasurements
         other.mrTD = [UInt8](repeating: 0x42, count: 48)
         let result = try await runExchange(
-            server: try rack.tdxNode("SRV1", tee: tee, policy: policy),
-            client: try rack.tdxNode("CLI2", tee: tee, measurements: other, policy: policy))
-        let server = try #require(result.serverError)
-        #expect(server.contains("refused peer") && server.contains("MRTD"))
-        #expect(try #require(result.clientError).contains("refused this node's attestation: MRTD"))
+            server: try rack.tdxNode("SRV1", tee: tee, policy: try tdxPolicy(tee, mode: mode)),
+            client: try rack.tdxNode("CLI2", tee: tee, measurements: other, policy: try tdxPolicy(tee)))
+        switch mode {
+        case .enforce:
+            let server = try #require(result.serverError)
+            #expect(server.contains("refused peer") && server.contains("MRTD"))
+            #expect(try #require(result.clientError).contains("refused this node's attestation: MRTD"))
+        case .permissive:
+            let outcome = try result.server.get()
+            #expect(outcome.violations.map(\.rule) == ["MRTD"])
+            #expect(outcome.violations.first?.detail.contains(other.mrTD.hexString) == true)
+            #expect(result.echo == "ack:ping")
+        }
     }
 
     @Test("a TDX quote is refused by a node whose policy has no TDX section")

@@ -26,7 +26,7 @@ import X509
 /// instead of refusing the peer; evidence that cannot be trusted at all (a
 /// wrong binding, a bad signature, a quote that fails DCAP) is refused in
 /// every mode.
-public struct ChannelAttestor: Sendable {
+public struct ChannelAttestor: Sendable, CustomStringConvertible {
     let rootOfTrust: any RootOfTrust
     /// Where this node's evidence comes from.
     public let evidence: NodeEvidenceSource
@@ -55,6 +55,11 @@ public struct ChannelAttestor: Sendable {
 
     /// The policy's loud start-up warning when attestation is not enforced.
     public var startupWarning: String? { policy.startupWarning }
+
+    /// The evidence kind, mode and timeout; never the root of trust.
+    public var description: String {
+        "ChannelAttestor(\(evidence), mode: \(policy.mode.rawValue), timeout: \(timeout))"
+    }
 
     /// Runs the exchange on a channel that ``PeerTransport`` just
     /// established, as the first frames on it.
@@ -90,8 +95,9 @@ private final class Exchange: Sendable {
     let attestor: ChannelAttestor
     let channel: PeerChannel
     let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
-    /// What the exchange waits for, and whether the deadline passed.
-    let progress = Mutex<(waitingFor: String, expired: Bool)>(("nonce", false))
+    /// What the exchange waits for, whether the deadline passed, and whether
+    /// the exchange ended (after which the deadline changes nothing).
+    let progress = Mutex<(waitingFor: String, expired: Bool, ended: Bool)>(("nonce", false, false))
 
     init(attestor: ChannelAttestor, channel: PeerChannel, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) {
         self.attestor = attestor
@@ -102,19 +108,29 @@ private final class Exchange: Sendable {
     typealias Inbound = NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
 
     func run(_ inbound: inout Inbound) async -> Result<AttestationOutcome, PeerChannelError> {
+        let result: Result<AttestationOutcome, PeerChannelError>
         do throws(PeerChannelError) {
-            return .success(try await exchange(&inbound))
+            result = .success(try await exchange(&inbound))
         } catch {
-            return .failure(error)
+            result = .failure(error)
         }
+        // A success that raced the deadline is a timeout: the channel is being closed.
+        let expired = progress.withLock { state in
+            state.ended = true
+            return state.expired
+        }
+        if expired, case .success = result { return .failure(failure("")) }
+        return result
     }
 
     /// The deadline passed: tell the peer, briefly, and close the channel.
     func expire() async {
-        let waitingFor = progress.withLock { state in
+        let waitingFor: String? = progress.withLock { state in
+            guard !state.ended else { return nil }
             state.expired = true
             return state.waitingFor
         }
+        guard let waitingFor else { return }
         let outbound = self.outbound
         await withTaskGroup(of: Void.self) { group in
             group.addTask {

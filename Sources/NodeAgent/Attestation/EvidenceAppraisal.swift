@@ -64,19 +64,20 @@ extension NodeAttestationPolicy {
                 mrtd: Array(verified.report.mrTD), rtmrs: verified.report.rtmrs.map(Array.init),
                 tcbStatus: verified.status.rawValue)
             return tdx.measurements.rules.filter { !$0.allows(state) }.map { rule in
-                let value =
-                    switch rule.field {
-                    case "MRTD": state.mrtd.hexString
-                    case "tcbStatus": state.tcbStatus
-                    default:
-                        Int(rule.field.dropFirst(4)).flatMap {
-                            state.rtmrs.indices.contains($0) ? state.rtmrs[$0] : nil
-                        }?
-                        .hexString ?? "?"
-                    }
-                return AttestationViolation(rule: rule.field, detail: "the TD's value \(value) is not allowed")
+                AttestationViolation(
+                    rule: rule.field, detail: "the TD's value \(Self.value(of: rule.field, in: state)) is not allowed")
             }
         }
+    }
+
+    /// The measured value a TDX rule looked at (`MRTD`, `RTMR0`…`RTMR3`, `tcbStatus`).
+    static func value(of field: String, in state: MeasuredState) -> String {
+        if field == "MRTD" { return state.mrtd.hexString }
+        if field == "tcbStatus" { return state.tcbStatus }
+        guard field.hasPrefix("RTMR"), let index = Int(field.dropFirst(4)), state.rtmrs.indices.contains(index) else {
+            return "?"
+        }
+        return state.rtmrs[index].hexString
     }
 
     static let bindingFailure = AppraisalFailure(

@@ -2,7 +2,7 @@ import Foundation
 
 /// Where this node's attestation evidence comes from: its software root of
 /// trust (a measurement log it signs) or, in a TD, TDX quotes.
-public struct NodeEvidenceSource: Sendable {
+public struct NodeEvidenceSource: Sendable, CustomStringConvertible {
     enum Source: Sendable {
         case softwareRootOfTrust(files: [MeasuredFile], cache: MeasurementCache)
         case tdxQuote(any TDXQuoteProvider)
@@ -31,6 +31,16 @@ public struct NodeEvidenceSource: Sendable {
         switch source {
         case .softwareRootOfTrust: return .softwareRootOfTrust
         case .tdxQuote: return .tdxQuote
+        }
+    }
+
+    /// The kind and where it comes from; never key material.
+    public var description: String {
+        switch source {
+        case .softwareRootOfTrust(let files, _):
+            return "software root of trust measuring \(files.map(\.name).joined(separator: ", "))"
+        case .tdxQuote(let provider):
+            return "TDX quotes from \(provider)"
         }
     }
 

@@ -16,7 +16,7 @@ public protocol TDXQuoteProvider: Sendable {
 /// Quotes from a software TEE: real v4 quote bytes under its test PKI. A
 /// peer accepts them only when its policy's trust anchor is that TEE's
 /// `root.der`.
-public struct SoftwareTEEQuoteProvider: TDXQuoteProvider {
+public struct SoftwareTEEQuoteProvider: TDXQuoteProvider, CustomStringConvertible {
     let tee: SoftwareTEE
     let measurements: TDMeasurements?
 
@@ -37,6 +37,9 @@ public struct SoftwareTEEQuoteProvider: TDXQuoteProvider {
         self.measurements = measurements
     }
 
+    /// The TEE's directory; never its keys.
+    public var description: String { "the software TEE in \(tee.directory.path)" }
+
     public func quote(reportData: [UInt8]) throws(NodeEvidenceError) -> [UInt8] {
         do {
             return try tee.quote(
@@ -50,12 +53,15 @@ public struct SoftwareTEEQuoteProvider: TDXQuoteProvider {
 /// Quotes from the TDX module through Linux configfs-tsm: a fresh entry
 /// under `root`, report data written to its `inblob`, the quote read from
 /// its `outblob`, the entry removed.
-public struct ConfigfsTSMQuoteProvider: TDXQuoteProvider {
+public struct ConfigfsTSMQuoteProvider: TDXQuoteProvider, CustomStringConvertible {
     /// The configfs-tsm report directory.
     public let root: String
 
     /// Quotes through `root` (`/sys/kernel/config/tsm/report` by default).
     public init(root: String = "/sys/kernel/config/tsm/report") { self.root = root }
+
+    /// The interface's directory.
+    public var description: String { "configfs-tsm at \(root)" }
 
     public func quote(reportData: [UInt8]) throws(NodeEvidenceError) -> [UInt8] {
         let entry = "\(root)/keyrack-node-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"

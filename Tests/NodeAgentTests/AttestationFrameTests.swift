@@ -20,6 +20,7 @@ struct AttestationFrameTests {
             .evidence(.tdxQuote([7, 8, 9])),
             .accepted,
             .refused("measurement 'executable': not named by the policy"),
+            .aborted("timed out waiting for this node's nonce"),
         ])
     func roundTrip(frame: AttestationFrame) throws {
         #expect(try AttestationFrame(parsing: frame.buffer) == frame)

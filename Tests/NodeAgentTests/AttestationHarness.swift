@@ -25,6 +25,11 @@ struct TestNode {
     let attestor: ChannelAttestor
 }
 
+/// The exchange's deadline in tests that expect no timeout: generous,
+/// because the whole test run shares two cores and the cooperative thread
+/// pool with CPU-bound tests (a test that expects a timeout sets a short one).
+let testTimeout = Duration.seconds(60)
+
 /// Measurements of this test process's executable, cached once per process.
 let measurementCache = FileManager.default.temporaryDirectory.appendingPathComponent(
     "keyrack-test-measurements-\(getpid())")
@@ -34,12 +39,12 @@ extension Rack {
     /// measurement log of the running executable.
     func softwareNode(
         _ serial: String, keyType: DeviceKeyType = .ed25519, policy: NodeAttestationPolicy,
-        timeout: Duration = .seconds(5)
+        timeout: Duration = testTimeout, files: [MeasuredFile] = [.executable]
     ) throws -> TestNode {
         let (identity, rootOfTrust) = try member(serial, keyType: keyType)
         let attestor = ChannelAttestor(
             rootOfTrust: rootOfTrust,
-            evidence: .softwareRootOfTrust(measurementCacheDirectory: measurementCache),
+            evidence: .softwareRootOfTrust(measurementCacheDirectory: measurementCache, files: files),
             policy: policy, timeout: timeout)
         return TestNode(identity: identity, attestor: attestor)
     }
@@ -53,7 +58,7 @@ extension Rack {
         let attestor = ChannelAttestor(
             rootOfTrust: rootOfTrust,
             evidence: .tdxQuote(SoftwareTEEQuoteProvider(tee: tee, measurements: measurements)),
-            policy: policy)
+            policy: policy, timeout: testTimeout)
         return TestNode(identity: identity, attestor: attestor)
     }
 
@@ -187,7 +192,7 @@ func remainingFrames(_ inbound: inout NIOAsyncChannelInboundStream<ByteBuffer>.A
     var frames: [AttestationFrame] = []
     while let frame = try? await inbound.next() {
         if let parsed = try? AttestationFrame(parsing: frame) { frames.append(parsed) }
-        if case .refused = frames.last { break }
+        if frames.last?.isFinal == true { break }
     }
     return frames
 }

@@ -15,8 +15,10 @@ struct ChannelAttestationTests {
     func softwareAccepted(keyType: DeviceKeyType) async throws {
         let rack = try Rack()
         let policy = try softwarePolicy()
+        let node = try rack.softwareNode("SRV1", keyType: keyType, policy: policy)
+        #expect(try node.attestor.prepare() == (try MeasurementLog.current(cacheDirectory: measurementCache)))
         let result = try await runExchange(
-            server: try rack.softwareNode("SRV1", keyType: keyType, policy: policy),
+            server: node,
             client: try rack.softwareNode("CLI2", keyType: keyType, policy: policy))
         let server = try result.server.get()
         let client = try result.client.get()
@@ -123,6 +125,21 @@ struct ChannelAttestationTests {
         #expect(try #require(result.serverError).contains("evidence kind"))
     }
 
+    @Test("a node that cannot produce its evidence aborts, and the peer's error says so")
+    func cannotMeasure() async throws {
+        let rack = try Rack()
+        let broken = [MeasuredFile(name: "executable", path: rack.directory.appendingPathComponent("gone").path)]
+        let result = try await runExchange(
+            server: try rack.softwareNode("SRV1", policy: try softwarePolicy()),
+            client: try rack.softwareNode("CLI2", policy: try softwarePolicy(), files: broken))
+        let client = try #require(result.clientError)
+        #expect(client.contains("aborted: it could not produce its evidence: cannot open"))
+        #expect(throws: NodeEvidenceError.self) {
+            try rack.softwareNode("CLI3", policy: try softwarePolicy(), files: broken).attestor.prepare()
+        }
+        #expect(try #require(result.serverError).contains("peer 913-0000019:CLI2 aborted the attestation"))
+    }
+
     @Test("an evidence frame replayed from another session is refused on the channel binding")
     func replay() async throws {
         let rack = try Rack()
@@ -195,7 +212,8 @@ struct ChannelAttestationTests {
     @Test("a peer that sends garbage, a truncated frame or nothing is refused", arguments: Misbehaviour.allCases)
     func misbehaving(_ misbehaviour: Misbehaviour) async throws {
         let rack = try Rack()
-        let server = try rack.softwareNode("SRV1", policy: try softwarePolicy(), timeout: .milliseconds(500))
+        let server = try rack.softwareNode(
+            "SRV1", policy: try softwarePolicy(), timeout: misbehaviour == .nothing ? .milliseconds(500) : testTimeout)
         let intruder = try rack.node("CLI2")
         let (serverResult, seen) = try await runScripted(server: server, client: intruder) { _, inbound, outbound in
             for frame in misbehaviour.frames { try await outbound.write(frame) }

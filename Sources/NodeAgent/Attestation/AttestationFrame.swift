@@ -12,6 +12,8 @@ import NIOCore
 ///        2 TDX quote:              u32 quote length ‖ quote
 /// kind 3 accepted:  (empty)
 /// kind 4 refused:   u16 length ‖ reason (UTF-8, at most 512 bytes)
+/// kind 5 aborted:   as refused, when the sender failed on its own side
+///                   (it could not produce its evidence, or timed out)
 /// ```
 ///
 /// Integers are big-endian. Anything else, a short body or trailing bytes
@@ -21,6 +23,7 @@ enum AttestationFrame: Sendable, Hashable {
     case evidence(NodeEvidence)
     case accepted
     case refused(String)
+    case aborted(String)
 
     static let magic = Array("KRAT".utf8)
     static let version: UInt8 = 1
@@ -32,6 +35,7 @@ enum AttestationFrame: Sendable, Hashable {
         case evidence = 2
         case accepted = 3
         case refused = 4
+        case aborted = 5
     }
 
     private enum Evidence: UInt8 {
@@ -46,6 +50,7 @@ enum AttestationFrame: Sendable, Hashable {
         case .evidence: return "evidence"
         case .accepted: return "acceptance"
         case .refused: return "refusal"
+        case .aborted: return "abort"
         }
     }
 
@@ -71,8 +76,8 @@ enum AttestationFrame: Sendable, Hashable {
             out.writeBytes(quote)
         case .accepted:
             out.writeInteger(Kind.accepted.rawValue)
-        case .refused(let reason):
-            out.writeInteger(Kind.refused.rawValue)
+        case .refused(let reason), .aborted(let reason):
+            out.writeInteger((self == .refused(reason) ? Kind.refused : Kind.aborted).rawValue)
             let bytes = Array(Self.clean(reason).utf8)
             out.writeInteger(UInt16(bytes.count))
             out.writeBytes(bytes)
@@ -109,11 +114,12 @@ enum AttestationFrame: Sendable, Hashable {
             }
         case .accepted:
             self = .accepted
-        case .refused:
+        case .refused, .aborted:
             guard let length = input.readInteger(as: UInt16.self), Int(length) <= Self.maximumReason,
                 let bytes = input.readBytes(length: Int(length))
             else { throw malformed("truncated refusal") }
-            self = .refused(Self.clean(String(decoding: bytes, as: UTF8.self)))
+            let reason = Self.clean(String(decoding: bytes, as: UTF8.self))
+            self = kind == .refused ? .refused(reason) : .aborted(reason)
         }
         guard input.readableBytes == 0 else { throw malformed("\(input.readableBytes) trailing bytes") }
     }
@@ -143,6 +149,14 @@ enum AttestationFrame: Sendable, Hashable {
         guard let length = input.readInteger(as: UInt16.self), let signature = input.readBytes(length: Int(length))
         else { throw malformed("truncated signature") }
         return SoftwareEvidence(reportData: reportData, log: log, signature: signature)
+    }
+
+    /// Whether the sender ends the exchange with it.
+    var isFinal: Bool {
+        switch self {
+        case .refused, .aborted: return true
+        case .nonce, .evidence, .accepted: return false
+        }
     }
 
     /// At most ``maximumReason`` bytes, without control characters (the

@@ -56,6 +56,15 @@ public struct ChannelAttestor: Sendable, CustomStringConvertible {
     /// The policy's loud start-up warning when attestation is not enforced.
     public var startupWarning: String? { policy.startupWarning }
 
+    /// Measures this node's files now (software root of trust) and returns
+    /// the measurement log, or `nil` for TDX evidence. Call it at start-up:
+    /// the first exchange then finds the digests in the cache instead of
+    /// hashing the executable under its deadline, and a file that cannot be
+    /// measured stops the node early rather than failing every channel.
+    public func prepare() throws(NodeEvidenceError) -> MeasurementLog? {
+        try evidence.prepare()
+    }
+
     /// The evidence kind, mode and timeout; never the root of trust.
     public var description: String {
         "ChannelAttestor(\(evidence), mode: \(policy.mode.rawValue), timeout: \(timeout))"
@@ -135,7 +144,7 @@ private final class Exchange: Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 try? await outbound.write(
-                    AttestationFrame.refused("timed out waiting for this node's \(waitingFor)").buffer)
+                    AttestationFrame.aborted("timed out waiting for this node's \(waitingFor)").buffer)
             }
             group.addTask { try? await Task.sleep(for: .milliseconds(100)) }
             await group.next()
@@ -150,11 +159,11 @@ private final class Exchange: Sendable {
             let certificate = try Certificate(derEncoded: channel.localCertificateDER)
             local = (try PlatformIdentity.platformId(of: certificate.subject), certificate)
         } catch {
-            throw await refuse("this node's certificate names no platform", &inbound)
+            throw await abort("its certificate names no platform", &inbound)
         }
         if attestor.evidence.kind == .softwareRootOfTrust, attestor.rootOfTrust.publicKey != local.certificate.publicKey
         {
-            throw await refuse("this node's root of trust does not hold the key of its certificate", &inbound)
+            throw await abort("its root of trust does not hold the key of its certificate", &inbound)
         }
 
         var random = SystemRandomSource()
@@ -170,7 +179,7 @@ private final class Exchange: Sendable {
             ours = try await attestor.evidence.evidence(
                 binding: binding.value(sender: local.platform, role: channel.role), rootOfTrust: attestor.rootOfTrust)
         } catch {
-            throw await refuse("this node could not produce its evidence: \(error.reason)", &inbound)
+            throw await abort("it could not produce its evidence: \(error.reason)", &inbound)
         }
         try await send(.evidence(ours))
         guard case .evidence(let theirs) = try await receive(&inbound, "evidence") else {
@@ -225,8 +234,13 @@ private final class Exchange: Sendable {
         } catch {
             throw await refuse("\(error.reason) (waiting for the peer's \(what))", &inbound)
         }
-        if case .refused(let reason) = parsed {
+        switch parsed {
+        case .refused(let reason):
             throw PeerChannelError("peer \(channel.peer) refused this node's attestation: \(reason)")
+        case .aborted(let reason):
+            throw PeerChannelError("peer \(channel.peer) aborted the attestation: \(reason)")
+        case .nonce, .evidence, .accepted:
+            break
         }
         return parsed
     }
@@ -248,11 +262,24 @@ private final class Exchange: Sendable {
     /// error to throw.
     private func refuse(_ reason: String, _ inbound: inout Inbound) async -> PeerChannelError {
         if progress.withLock({ $0.expired }) { return failure(reason) }
-        try? await outbound.write(AttestationFrame.refused(reason).buffer)
-        while let frame = try? await inbound.next() {
-            if case .refused = try? AttestationFrame(parsing: frame) { break }
+        await end(with: .refused(reason), &inbound)
+        return PeerChannelError("refused peer \(channel.peer): \(AttestationFrame.clean(reason))")
+    }
+
+    /// Gives up because of a failure on this node's side (`reason` speaks of
+    /// this node in the third person, as the peer will read it): sends an
+    /// abort frame, then as ``refuse(_:_:)``.
+    private func abort(_ reason: String, _ inbound: inout Inbound) async -> PeerChannelError {
+        if progress.withLock({ $0.expired }) { return failure(reason) }
+        await end(with: .aborted(reason), &inbound)
+        return PeerChannelError("attestation with peer \(channel.peer) aborted: \(AttestationFrame.clean(reason))")
+    }
+
+    private func end(with frame: AttestationFrame, _ inbound: inout Inbound) async {
+        try? await outbound.write(frame.buffer)
+        while let next = try? await inbound.next() {
+            if (try? AttestationFrame(parsing: next))?.isFinal == true { break }
         }
         try? await channel.channel.channel.close()
-        return PeerChannelError("refused peer \(channel.peer): \(AttestationFrame.clean(reason))")
     }
 }

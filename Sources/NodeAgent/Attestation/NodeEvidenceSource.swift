@@ -34,6 +34,13 @@ public struct NodeEvidenceSource: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Measures the software root of trust's files now and returns the log
+    /// (`nil` for TDX quotes).
+    func prepare() throws(NodeEvidenceError) -> MeasurementLog? {
+        guard case .softwareRootOfTrust(let files, let cache) = source else { return nil }
+        return try MeasurementLog.measure(files, cache: cache)
+    }
+
     /// The kind and where it comes from; never key material.
     public var description: String {
         switch source {

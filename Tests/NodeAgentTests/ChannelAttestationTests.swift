@@ -140,6 +140,17 @@ struct ChannelAttestationTests {
         #expect(try #require(result.serverError).contains("peer 913-0000019:CLI2 aborted the attestation"))
     }
 
+    @Test("outside a TD, the configfs-tsm quote provider says so")
+    func noConfigfsTSM() {
+        let provider = ConfigfsTSMQuoteProvider(root: "/nonexistent/tsm/report")
+        #expect(
+            throws: NodeEvidenceError(
+                "no TDX quote interface at /nonexistent/tsm/report: not running in a TD (or configfs-tsm not mounted)")
+        ) {
+            try provider.quote(reportData: Array(repeating: 0, count: 64))
+        }
+    }
+
     @Test("an evidence frame replayed from another session is refused on the channel binding")
     func replay() async throws {
         let rack = try Rack()

@@ -76,13 +76,20 @@ enum AttestationFrame: Sendable, Hashable {
             out.writeBytes(quote)
         case .accepted:
             out.writeInteger(Kind.accepted.rawValue)
-        case .refused(let reason), .aborted(let reason):
-            out.writeInteger((self == .refused(reason) ? Kind.refused : Kind.aborted).rawValue)
-            let bytes = Array(Self.clean(reason).utf8)
-            out.writeInteger(UInt16(bytes.count))
-            out.writeBytes(bytes)
+        case .refused(let reason):
+            out.writeInteger(Kind.refused.rawValue)
+            Self.write(reason, to: &out)
+        case .aborted(let reason):
+            out.writeInteger(Kind.aborted.rawValue)
+            Self.write(reason, to: &out)
         }
         return out
+    }
+
+    private static func write(_ reason: String, to out: inout ByteBuffer) {
+        let bytes = Array(clean(reason).utf8)
+        out.writeInteger(UInt16(bytes.count))
+        out.writeBytes(bytes)
     }
 
     /// Parses one frame's payload.

@@ -72,7 +72,12 @@ public struct ConfigfsTSMQuoteProvider: TDXQuoteProvider, CustomStringConvertibl
                     : "cannot create \(entry): errno \(errno)")
         }
         defer { rmdir(entry) }
-        guard FileManager.default.createFile(atPath: "\(entry)/inblob", contents: Data(reportData)) else {
+        // configfs attributes are written in place (no temporary file and rename).
+        let inblob = Glibc.open("\(entry)/inblob", O_WRONLY | O_CLOEXEC)
+        guard inblob >= 0 else { throw NodeEvidenceError("cannot open \(entry)/inblob: errno \(errno)") }
+        let written = reportData.withUnsafeBytes { Glibc.write(inblob, $0.baseAddress, $0.count) }
+        close(inblob)
+        guard written == reportData.count else {
             throw NodeEvidenceError("cannot write the report data to \(entry)/inblob")
         }
         guard let quote = FileManager.default.contents(atPath: "\(entry)/outblob"), !quote.isEmpty else {

@@ -18,7 +18,8 @@ import X509
 /// 3. each appraises the other's evidence — binding, signature or DCAP
 ///    verification, then the policy's allowlists — and sends its verdict:
 ///    *accepted*, or *refused* with the reason (the rule that failed, never
-///    the allowlist), after which it closes the channel.
+///    the allowlist), after which it closes the channel. A side that fails
+///    on its own (no evidence, its deadline passed) sends *aborted* instead.
 ///
 /// ``attest(_:inbound:outbound:)`` returns once the peer accepted this node
 /// and this node accepted the peer. In permissive mode, policy violations
@@ -77,8 +78,9 @@ public struct ChannelAttestor: Sendable, CustomStringConvertible {
     /// appraised (and the peer accepted ours). Throws ``PeerChannelError``
     /// with the reason — the failed rule, never an allowlist or a secret —
     /// if the peer is refused (a refusal frame is sent and the channel
-    /// closed), if the peer refused this node (its reason is quoted), on a
-    /// malformed frame, when the connection closes, or after ``timeout``.
+    /// closed), if the peer refused this node or aborted (its reason is
+    /// quoted), if this node cannot produce its evidence, on a malformed
+    /// frame, when the connection closes, or after ``timeout``.
     /// After an error the channel is closed; do not use it for anything else.
     public func attest(
         _ channel: PeerChannel,

@@ -51,6 +51,7 @@ var targets: [Target] = [
         dependencies: [
             "SecretSharing",
             "TrustQuorum",
+            "Attestation",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
             .product(name: "X509", package: "swift-certificates"),
@@ -165,6 +166,7 @@ var targets: [Target] = [
         name: "KeyReleaseTests",
         dependencies: [
             "KeyRelease",
+            "Attestation",
             "RedisClient",
             "SecretSharing",
             "KeyrackTestSupport",
@@ -189,6 +191,7 @@ var targets: [Target] = [
         name: "NodeAgentTests",
         dependencies: [
             "NodeAgent",
+            "Attestation",
             "TrustQuorum",
             "SecretSharing",
             .product(name: "Crypto", package: "swift-crypto"),

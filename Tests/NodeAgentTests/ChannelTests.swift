@@ -19,18 +19,26 @@ final class Rack: @unchecked Sendable {
     func node(_ serial: String, keyType: DeviceKeyType = .ed25519, issuer: ManufacturingCA? = nil) throws
         -> NodeTLSIdentity
     {
+        try member(serial, keyType: keyType, issuer: issuer).identity
+    }
+
+    /// A node's TLS identity and the root of trust holding its key.
+    func member(_ serial: String, keyType: DeviceKeyType = .ed25519, issuer: ManufacturingCA? = nil) throws
+        -> (identity: NodeTLSIdentity, rootOfTrust: SoftwareRootOfTrust)
+    {
         let signer = issuer ?? ca
         let (rootOfTrust, csr) = try DeviceIdentity.initialize(
             directory: directory.appendingPathComponent(serial),
             platform: PlatformId(part: "913-0000019", serial: serial),
             keyType: keyType
         )
-        return try NodeTLSIdentity(
+        let identity = try NodeTLSIdentity(
             device: try signer.sign(csr),
             intermediate: signer.intermediate,
             root: ca.root,
             rootOfTrust: rootOfTrust
         )
+        return (identity, rootOfTrust)
     }
 
     deinit { try? FileManager.default.removeItem(at: directory) }

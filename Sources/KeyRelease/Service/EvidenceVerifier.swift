@@ -1,3 +1,4 @@
+import Attestation
 import Foundation
 
 /// The quote checks of the key-release pipeline: parse (step 3), expose the

@@ -16,6 +16,12 @@ public struct NodeTLSIdentity: Sendable {
     let chain: [NIOSSLCertificate]
     let key: NIOSSLPrivateKey
     let root: NIOSSLCertificate
+    /// The node's own leaf: its device certificate, as it presents it in
+    /// every handshake.
+    public let certificate: Certificate
+    /// ``certificate`` in DER, the bytes the peer receives (and binds
+    /// attestation evidence to).
+    public let certificateDER: [UInt8]
 
     /// An identity from the device certificate, the intermediate that issued
     /// it, the manufacturing root, and the root of trust holding the key.
@@ -32,6 +38,8 @@ public struct NodeTLSIdentity: Sendable {
                 return try NIOSSLCertificate(bytes: serializer.serializedBytes, format: .der)
             }
             chain = [try convert(device), try convert(intermediate)]
+            certificate = device
+            certificateDER = try chain[0].toDERBytes()
             self.root = try convert(root)
             let pem = try rootOfTrust.certificatePrivateKey.serializeAsPEM().pemString
             key = try NIOSSLPrivateKey(bytes: Array(pem.utf8), format: .pem)
@@ -76,8 +84,16 @@ public struct PeerChannelError: Error, Equatable, Sendable, CustomStringConverti
     public var description: String { reason }
 }
 
+/// The peer as the TLS handshake authenticated it: its platform id and its
+/// verified leaf certificate.
+struct VerifiedPeer: Sendable {
+    let platform: PlatformId
+    let certificate: Certificate
+    let certificateDER: [UInt8]
+}
+
 /// Completes when the channel is established, with the peer's platform id
-/// (from its verified certificate), or fails.
+/// and certificate (verified against the manufacturing root), or fails.
 ///
 /// Established means: the TLS handshake completed, the peer's certificate
 /// names a platform, and the peer's hello frame arrived. The hello matters
@@ -93,15 +109,15 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     private enum State {
         case handshaking
-        case awaitingHello(PlatformId, ByteBuffer)
+        case awaitingHello(VerifiedPeer, ByteBuffer)
         case established
         case failed
     }
 
-    let promise: EventLoopPromise<PlatformId>
+    let promise: EventLoopPromise<VerifiedPeer>
     private var state = State.handshaking
 
-    init(promise: EventLoopPromise<PlatformId>) { self.promise = promise }
+    init(promise: EventLoopPromise<VerifiedPeer>) { self.promise = promise }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case TLSUserEvent.handshakeCompleted = event, case .handshaking = state {
@@ -110,8 +126,11 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
                 guard let certificate = handler.peerCertificate else {
                     throw PeerChannelError("the peer presented no certificate")
                 }
-                let parsed = try Certificate(derEncoded: try certificate.toDERBytes())
-                let peer = try PlatformIdentity.platformId(of: parsed.subject)
+                let der = try certificate.toDERBytes()
+                let parsed = try Certificate(derEncoded: der)
+                let peer = VerifiedPeer(
+                    platform: try PlatformIdentity.platformId(of: parsed.subject), certificate: parsed,
+                    certificateDER: der)
                 state = .awaitingHello(peer, context.channel.allocator.buffer(capacity: 16))
                 context.writeAndFlush(NIOAny(ByteBuffer(bytes: Self.helloFrame)), promise: nil)
             } catch let error as PeerChannelError {
@@ -200,10 +219,41 @@ struct FrameEncoder: MessageToByteEncoder {
 
 /// An authenticated connection to a peer node.
 public struct PeerChannel: Sendable {
+    /// Which end of the TLS connection a node is.
+    public enum Role: UInt8, Sendable, Hashable {
+        /// The end that connected.
+        case client = 1
+        /// The end that accepted.
+        case server = 2
+    }
+
     /// The peer's platform id, from its verified certificate.
     public let peer: PlatformId
     /// Frames in and out.
     public let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    /// This node's end of the connection.
+    public let role: Role
+    /// The peer's leaf certificate, verified against the manufacturing root
+    /// in the handshake.
+    public let peerCertificate: Certificate
+    /// ``peerCertificate`` in DER, as the peer presented it.
+    public let peerCertificateDER: [UInt8]
+    /// This node's leaf certificate in DER, as it presented it.
+    public let localCertificateDER: [UInt8]
+
+    init(
+        peer verified: VerifiedPeer,
+        channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>,
+        role: Role,
+        local identity: NodeTLSIdentity
+    ) {
+        peer = verified.platform
+        self.channel = channel
+        self.role = role
+        peerCertificate = verified.certificate
+        peerCertificateDER = verified.certificateDER
+        localCertificateDER = identity.certificateDER
+    }
 }
 
 /// Listens for peer nodes and connects to them over mutually authenticated TLS 1.3.
@@ -212,7 +262,7 @@ public enum PeerTransport {
         _ channel: any Channel,
         identity: NodeTLSIdentity,
         server: Bool,
-        promise: EventLoopPromise<PlatformId>
+        promise: EventLoopPromise<VerifiedPeer>
     ) throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
         let context = try NIOSSLContext(configuration: identity.configuration(server: server))
         let tls: any ChannelHandler =
@@ -237,13 +287,13 @@ public enum PeerTransport {
                 .connectTimeout(.seconds(5))
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        let promise = channel.eventLoop.makePromise(of: PlatformId.self)
+                        let promise = channel.eventLoop.makePromise(of: VerifiedPeer.self)
                         return (try configure(channel, identity: identity, server: false, promise: promise), promise)
                     }
                 }
             do {
                 let peer = try await promise.futureResult.get()
-                return PeerChannel(peer: peer, channel: channel)
+                return PeerChannel(peer: peer, channel: channel, role: .client, local: identity)
             } catch {
                 // The wrapper must be finished even when the handshake failed.
                 try? await channel.executeThenClose { _, _ in }
@@ -269,12 +319,12 @@ public enum PeerTransport {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .bind(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        let promise = channel.eventLoop.makePromise(of: PlatformId.self)
+                        let promise = channel.eventLoop.makePromise(of: VerifiedPeer.self)
                         let wrapped = try configure(channel, identity: identity, server: true, promise: promise)
                         return (wrapped, promise.futureResult)
                     }
                 }
-            return PeerListener(server: server)
+            return PeerListener(server: server, identity: identity)
         } catch {
             throw PeerChannelError("cannot listen on \(host):\(port): \(error)")
         }
@@ -283,7 +333,8 @@ public enum PeerTransport {
 
 /// A listening socket for peer nodes.
 public struct PeerListener: Sendable {
-    let server: NIOAsyncChannel<(NIOAsyncChannel<ByteBuffer, ByteBuffer>, EventLoopFuture<PlatformId>), Never>
+    let server: NIOAsyncChannel<(NIOAsyncChannel<ByteBuffer, ByteBuffer>, EventLoopFuture<VerifiedPeer>), Never>
+    let identity: NodeTLSIdentity
 
     /// The port it listens on.
     public var port: Int { server.channel.localAddress?.port ?? 0 }
@@ -302,7 +353,7 @@ public struct PeerListener: Sendable {
                             try? await channel.executeThenClose { _, _ in }
                             return
                         }
-                        await handle(PeerChannel(peer: peer, channel: channel))
+                        await handle(PeerChannel(peer: peer, channel: channel, role: .server, local: identity))
                     }
                 }
             }

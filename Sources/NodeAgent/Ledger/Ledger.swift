@@ -126,38 +126,10 @@ public struct Ledger: Sendable {
     }
 
     static func atomicWrite(_ bytes: [UInt8], to directory: URL) throws(LedgerError) {
-        let final = directory.appendingPathComponent(fileName).path
-        let temporary = final + ".tmp-\(getpid())"
-        let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw LedgerError("cannot create \(temporary): errno \(errno)") }
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeBytes {
-                Glibc.write(descriptor, $0.baseAddress! + offset, bytes.count - offset)
-            }
-            if written < 0 {
-                if errno == EINTR { continue }
-                close(descriptor)
-                unlink(temporary)
-                throw LedgerError("cannot write \(temporary): errno \(errno)")
-            }
-            offset += written
-        }
-        guard fsync(descriptor) == 0 else {
-            close(descriptor)
-            unlink(temporary)
-            throw LedgerError("cannot fsync \(temporary): errno \(errno)")
-        }
-        close(descriptor)
-        guard rename(temporary, final) == 0 else {
-            unlink(temporary)
-            throw LedgerError("cannot rename \(temporary) to \(final): errno \(errno)")
-        }
-        // The rename itself must survive a crash.
-        let directoryDescriptor = Glibc.open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directoryDescriptor >= 0 {
-            _ = fsync(directoryDescriptor)
-            close(directoryDescriptor)
+        do {
+            try writeAtomically(bytes, to: directory, name: fileName)
+        } catch {
+            throw LedgerError(error.reason)
         }
     }
 }

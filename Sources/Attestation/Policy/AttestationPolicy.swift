@@ -46,9 +46,10 @@ public struct TCBStatusAllowlist: PolicyRule {
     public func allows(_ state: MeasuredState) -> Bool { allowed.contains(state.tcbStatus) }
 }
 
-/// The KMS's measurement policy: every rule must allow the quote; the first
-/// that does not is named in the `403 PolicyViolation` answer (the
-/// allowlists themselves are never echoed).
+/// The measurement policy for TDX quotes, used by the KMS and by
+/// trust-quorum nodes: every rule must allow the quote; the first that does
+/// not is named (in the KMS's `403 PolicyViolation` answer), the allowlists
+/// themselves never.
 public struct AttestationPolicy: Sendable {
     /// The rules, in the order they are checked: MRTD, RTMR0–3, TCB status.
     public let rules: [any PolicyRule]
@@ -120,6 +121,7 @@ public struct AttestationPolicy: Sendable {
 public struct PolicyError: Error, Equatable, Sendable, CustomStringConvertible {
     /// What is wrong.
     public let reason: String
-    init(_ reason: String) { self.reason = reason }
+    /// A policy error with its reason.
+    public init(_ reason: String) { self.reason = reason }
     public var description: String { reason }
 }

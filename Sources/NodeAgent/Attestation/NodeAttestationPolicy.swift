@@ -1,0 +1,298 @@
+import Attestation
+import Foundation
+import SecretSharing
+
+/// What a node requires of its peers' attestation evidence, from one JSON
+/// file (the format is in the NodeAgent article):
+///
+/// ```json
+/// {
+///   "mode": "enforce",
+///   "softwareRootOfTrust": { "allow": { "executable": ["<sha-256 hex>", …] } },
+///   "tdx": {
+///     "trustAnchor": "tee/root.der",
+///     "collateralDirectory": "tee",
+///     "allow": { "mrtd": […], "rtmr0": […], "rtmr1": […], "rtmr2": […], "rtmr3": […], "tcbStatus": ["UpToDate"] }
+///   }
+/// }
+/// ```
+///
+/// A section that is absent means that kind of evidence is refused. Unknown
+/// keys are refused at every level, so a misspelt field cannot silently
+/// allow everything.
+public struct NodeAttestationPolicy: Sendable {
+    /// Enforcing (the default) or permissive.
+    public let mode: AttestationMode
+    /// The allowlists for software root-of-trust evidence, if it is accepted.
+    public let softwareRootOfTrust: SoftwareMeasurementPolicy?
+    /// The trust anchor, collateral and allowlists for TDX quotes, if they are accepted.
+    public let tdx: TDXAttestationPolicy?
+
+    /// A policy from its parts.
+    public init(
+        mode: AttestationMode = .enforce,
+        softwareRootOfTrust: SoftwareMeasurementPolicy? = nil,
+        tdx: TDXAttestationPolicy? = nil
+    ) {
+        self.mode = mode
+        self.softwareRootOfTrust = softwareRootOfTrust
+        self.tdx = tdx
+    }
+
+    /// A loud warning to log at start-up when attestation is not enforced;
+    /// `nil` in enforcing mode.
+    public var startupWarning: String? {
+        guard mode == .permissive else { return nil }
+        return "WARNING: PEER ATTESTATION IS NOT ENFORCED (policy mode 'permissive'): peers whose evidence breaks "
+            + "the measurement policy are let through and will be sent shares. For development only; set "
+            + "\"mode\": \"enforce\" in the node attestation policy for any real rack."
+    }
+
+    /// Reads the policy file at `url`; relative paths in it are resolved
+    /// against the file's directory.
+    /// - Throws: ``NodeAttestationPolicyError`` naming the file and what is wrong.
+    public static func load(contentsOf url: URL) throws(NodeAttestationPolicyError) -> NodeAttestationPolicy {
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw NodeAttestationPolicyError("no node attestation policy at \(url.path)")
+        }
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw NodeAttestationPolicyError("cannot read the node attestation policy \(url.path)")
+        }
+        do {
+            return try NodeAttestationPolicy(json: data, relativeTo: url.deletingLastPathComponent())
+        } catch {
+            throw NodeAttestationPolicyError("\(url.path): \(error.reason)")
+        }
+    }
+
+    /// Parses a policy; relative paths are resolved against `base` (the
+    /// current directory if `nil`).
+    public init(json: Data, relativeTo base: URL? = nil) throws(NodeAttestationPolicyError) {
+        let object = try JSONObject(json, path: "the policy")
+        try object.refuseUnknownKeys(["mode", "softwareRootOfTrust", "tdx"])
+        switch try object.optionalString("mode") {
+        case nil, "enforce": mode = .enforce
+        case "permissive": mode = .permissive
+        case let other?:
+            throw NodeAttestationPolicyError("'mode' must be \"enforce\" or \"permissive\", not \"\(other)\"")
+        }
+        softwareRootOfTrust = try object.optionalObject("softwareRootOfTrust").map(SoftwareMeasurementPolicy.init)
+        tdx = try object.optionalObject("tdx").map { section throws(NodeAttestationPolicyError) in
+            try TDXAttestationPolicy(section, relativeTo: base)
+        }
+        guard softwareRootOfTrust != nil || tdx != nil else {
+            throw NodeAttestationPolicyError(
+                "the policy accepts no evidence: give a 'softwareRootOfTrust' or a 'tdx' section")
+        }
+    }
+
+    /// A policy file (JSON) that allows exactly the measurements of `log`
+    /// and, if given, the quotes of `softwareTEE` with its default
+    /// measurements and an up-to-date TCB. The operator tooling writes it
+    /// for the running binary.
+    public static func json(
+        allowing log: MeasurementLog?,
+        softwareTEE: SoftwareTEE? = nil,
+        mode: AttestationMode = .enforce
+    ) -> String {
+        var object: [String: Any] = ["mode": mode.rawValue]
+        if let log {
+            let allow = Dictionary(uniqueKeysWithValues: log.entries.map { ($0.name, [$0.digest.hexString]) })
+            object["softwareRootOfTrust"] = ["allow": allow]
+        }
+        if let tee = softwareTEE {
+            let measurements = tee.defaultMeasurements
+            var allow: [String: [String]] = ["mrtd": [measurements.mrTD.hexString], "tcbStatus": ["UpToDate"]]
+            for (index, rtmr) in measurements.rtmrs.enumerated() { allow["rtmr\(index)"] = [rtmr.hexString] }
+            object["tdx"] = [
+                "trustAnchor": tee.directory.appendingPathComponent("root.der").path,
+                "collateralDirectory": tee.directory.path,
+                "allow": allow,
+            ]
+        }
+        let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
+        return String(decoding: data ?? Data(), as: UTF8.self) + "\n"
+    }
+}
+
+/// The software root-of-trust allowlists: for each measurement name, the
+/// digests allowed. Every entry of a peer's log must be named here with an
+/// allowed digest, and every name here must be in the log.
+public struct SoftwareMeasurementPolicy: Sendable, Hashable {
+    /// Allowed SHA-256 digests by measurement name.
+    public let allowed: [String: Set<[UInt8]>]
+
+    /// Allowlists from their parts.
+    public init(allowed: [String: Set<[UInt8]>]) { self.allowed = allowed }
+
+    /// Allowlists that allow exactly the measurements of `log`.
+    public init(allowing log: MeasurementLog) {
+        allowed = Dictionary(uniqueKeysWithValues: log.entries.map { ($0.name, [$0.digest]) })
+    }
+
+    init(_ section: JSONObject) throws(NodeAttestationPolicyError) {
+        try section.refuseUnknownKeys(["allow"])
+        guard let allow = try section.optionalObject("allow") else {
+            throw NodeAttestationPolicyError("'softwareRootOfTrust.allow' is missing")
+        }
+        var allowed: [String: Set<[UInt8]>] = [:]
+        for (name, value) in allow.object {
+            guard let list = value as? [String] else {
+                throw NodeAttestationPolicyError("'softwareRootOfTrust.allow.\(name)' must be a list of hex strings")
+            }
+            var digests = Set<[UInt8]>()
+            for entry in list {
+                guard let digest = [UInt8](hex: entry), digest.count == 32 else {
+                    throw NodeAttestationPolicyError(
+                        "'softwareRootOfTrust.allow.\(name)' entries must be 64 hex characters (SHA-256)")
+                }
+                digests.insert(digest)
+            }
+            allowed[name] = digests
+        }
+        self.allowed = allowed
+    }
+
+    /// The rules `log` breaks.
+    func violations(_ log: MeasurementLog) -> [AttestationViolation] {
+        var violations: [AttestationViolation] = []
+        for entry in log.entries {
+            guard let digests = allowed[entry.name] else {
+                violations.append(.init(rule: "measurement '\(entry.name)'", detail: "not named by the policy"))
+                continue
+            }
+            if !digests.contains(entry.digest) {
+                violations.append(
+                    .init(
+                        rule: "measurement '\(entry.name)'",
+                        detail: "digest \(entry.digest.hexString) is not allowed"))
+            }
+        }
+        for name in allowed.keys.sorted() where log[name] == nil {
+            violations.append(.init(rule: "measurement '\(name)'", detail: "missing from the measurement log"))
+        }
+        return violations
+    }
+}
+
+/// How TDX quotes are appraised: full DCAP verification under
+/// ``trustAnchor`` with the collateral of ``collateral``, then the
+/// MRTD/RTMR0–3/TCB status allowlists of ``measurements`` (the KMS's policy
+/// format).
+public struct TDXAttestationPolicy: Sendable {
+    /// The root every quote's chains must lead to.
+    public let trustAnchor: TrustAnchor
+    /// Collateral by FMSPC.
+    public let collateral: CollateralDirectory
+    /// The measurement allowlists.
+    public let measurements: AttestationPolicy
+    let verifier: QuoteVerifier
+
+    /// A TDX policy from its parts.
+    public init(trustAnchor: TrustAnchor, collateral: CollateralDirectory, measurements: AttestationPolicy) {
+        self.trustAnchor = trustAnchor
+        self.collateral = collateral
+        self.measurements = measurements
+        verifier = QuoteVerifier(trustAnchor: trustAnchor)
+    }
+
+    init(_ section: JSONObject, relativeTo base: URL?) throws(NodeAttestationPolicyError) {
+        try section.refuseUnknownKeys(["trustAnchor", "collateralDirectory", "allow"])
+        func path(_ key: String) throws(NodeAttestationPolicyError) -> URL {
+            guard let value = try section.optionalString(key) else {
+                throw NodeAttestationPolicyError("'tdx.\(key)' is missing")
+            }
+            return value.hasPrefix("/") || base == nil
+                ? URL(fileURLWithPath: value) : base!.appendingPathComponent(value)
+        }
+        let anchor: TrustAnchor
+        if try section.optionalString("trustAnchor") == "intel" {
+            anchor = .intelSGXRootCA
+        } else {
+            let file = try path("trustAnchor")
+            guard let bytes = FileManager.default.contents(atPath: file.path) else {
+                throw NodeAttestationPolicyError("cannot read the TDX trust anchor \(file.path)")
+            }
+            do {
+                anchor = try TrustAnchor(bytes: Array(bytes))
+            } catch {
+                throw NodeAttestationPolicyError("the TDX trust anchor \(file.path): \(error.reason)")
+            }
+        }
+        let directory = try path("collateralDirectory")
+        let collateral: CollateralDirectory
+        do {
+            collateral = try CollateralDirectory(directory: directory)
+        } catch {
+            throw NodeAttestationPolicyError(error.reason)
+        }
+        guard !collateral.byFMSPC.isEmpty else {
+            throw NodeAttestationPolicyError("no collateral document in \(directory.path)")
+        }
+        guard let allow = try section.optionalObject("allow") else {
+            throw NodeAttestationPolicyError("'tdx.allow' is missing")
+        }
+        let measurements: AttestationPolicy
+        do {
+            measurements = try AttestationPolicy(json: try JSONSerialization.data(withJSONObject: allow.object))
+        } catch let error as PolicyError {
+            throw NodeAttestationPolicyError("'tdx.allow': \(error.reason)")
+        } catch {
+            throw NodeAttestationPolicyError("'tdx.allow' cannot be read")
+        }
+        self.init(trustAnchor: anchor, collateral: collateral, measurements: measurements)
+    }
+}
+
+/// A node attestation policy that could not be loaded, and why.
+public struct NodeAttestationPolicyError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What is wrong, naming the file and the field.
+    public let reason: String
+    /// An error with its reason.
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+/// A JSON object being read, with the path used in error messages.
+struct JSONObject {
+    let object: [String: Any]
+    let path: String
+
+    init(_ data: Data, path: String) throws(NodeAttestationPolicyError) {
+        guard let parsed = try? JSONSerialization.jsonObject(with: data) else {
+            throw NodeAttestationPolicyError("\(path) is not valid JSON")
+        }
+        guard let object = parsed as? [String: Any] else {
+            throw NodeAttestationPolicyError("\(path) must be a JSON object")
+        }
+        self.init(object: object, path: "")
+    }
+
+    init(object: [String: Any], path: String) {
+        self.object = object
+        self.path = path
+    }
+
+    func name(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    func refuseUnknownKeys(_ known: Set<String>) throws(NodeAttestationPolicyError) {
+        if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
+            throw NodeAttestationPolicyError(
+                "unknown field '\(name(unknown))' (known: \(known.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    func optionalString(_ key: String) throws(NodeAttestationPolicyError) -> String? {
+        guard let value = object[key] else { return nil }
+        guard let string = value as? String else { throw NodeAttestationPolicyError("'\(name(key))' must be a string") }
+        return string
+    }
+
+    func optionalObject(_ key: String) throws(NodeAttestationPolicyError) -> JSONObject? {
+        guard let value = object[key] else { return nil }
+        guard let nested = value as? [String: Any] else {
+            throw NodeAttestationPolicyError("'\(name(key))' must be a JSON object")
+        }
+        return JSONObject(object: nested, path: name(key))
+    }
+}

@@ -60,7 +60,7 @@ var targets: [Target] = [
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOTLS", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+            .product(name: "Logging", package: "swift-log"),
         ],
         swiftSettings: strict
     ),

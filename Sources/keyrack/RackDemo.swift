@@ -64,12 +64,14 @@ final class RackDemo {
                 directory: directory.appendingPathComponent("rack"),
                 executable: currentExecutable(),
                 count: 6,
-                policy: try demoAttestationPolicy()
+                policy: try demoAttestationPolicy(cache: directory.appendingPathComponent("measurements"))
             )
         } catch {
             return "cannot create the rack: \(error)"
         }
-        out.say("A manufacturing CA, 6 device identities (Ed25519, software root of trust) and node configurations.")
+        out.say("A manufacturing CA, 6 device identities (Ed25519, software root of trust) and node configurations;")
+        out.say("peers attest inside TLS with a measurement log signed by their root of trust, and the policy")
+        out.say("(enforced) admits exactly this keyrack executable.")
         var failure: String?
         do {
             try await steps(rack)
@@ -205,7 +207,8 @@ func currentExecutable() -> String {
     (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
 
-/// The attestation policy of the demo rack: it admits the running executable.
-func demoAttestationPolicy() throws -> Data {
-    Data("{}".utf8)
+/// The attestation policy of the demo rack, enforced: it admits the
+/// software-RoT evidence of the running executable and nothing else.
+func demoAttestationPolicy(cache: URL) throws -> Data {
+    Data(NodeAttestationPolicy.json(allowing: try MeasurementLog.current(cacheDirectory: cache)).utf8)
 }

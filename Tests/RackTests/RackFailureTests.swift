@@ -46,6 +46,41 @@ struct RackFailureTests {
         }
     }
 
+    @Test("a node running other software (evidence outside the policy) gets no share")
+    func evidenceOutsidePolicy() async throws {
+        try await withRack(count: 4) { rack in
+            let committed = try await setUp(rack, Array(0..<4), threshold: 3)
+            // The same program with one byte appended: another measurement, same keys and certificate.
+            let tampered = rack.directory.appendingPathComponent("keyrack-tampered")
+            var program = try Data(contentsOf: try keyrackExecutable())
+            program.append(0)
+            try program.write(to: tampered)
+            #expect(chmod(tampered.path, 0o755) == 0)
+            await rack.stop(3)
+            try await rack.start(3, executable: tampered.path)
+            // Its peers refuse it in the attestation exchange, naming the rule; it never unlocks.
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !rack.logTail(3, lines: 40).contains("refused"), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            let status = try #require(await rack.statuses([3])[0])
+            #expect(status.committedEpoch == committed.epoch)
+            #expect(status.unlockedEpoch == nil)
+            #expect(status.connected.isEmpty)
+            #expect(rack.logTail(3, lines: 40).contains("executable"))
+            let locked = await #expect(throws: AdminError.self) { try await diskKey(rack, 3) }
+            #expect(locked?.code == "NODE-LOCKED")
+            for status in await rack.statuses([0, 1, 2]) {
+                #expect(status?.connected.contains(rack.members[3].platform) == false)
+            }
+            // The genuine program on the same node unlocks again.
+            await rack.stop(3)
+            try await rack.start(3)
+            try await rack.waitUntil([3], "unlocked") { $0.unlockedEpoch == committed.epoch }
+        }
+    }
+
     @Test(
         "a node killed right after each ledger write of a rotation recovers, and the rotation completes",
         arguments: [1, 2]

@@ -34,9 +34,15 @@ func withRack<T>(
     }
 }
 
-/// An attestation policy admitting the `keyrack` executable under test.
+/// An attestation policy (enforced) admitting the software-RoT evidence of
+/// the `keyrack` executable under test and nothing else.
 func allowingPolicy() throws -> Data {
-    Data("{}".utf8)
+    let keyrack = try keyrackExecutable().path
+    let log = try MeasurementLog.current(
+        files: [MeasuredFile(name: MeasuredFile.executable.name, path: keyrack)],
+        cacheDirectory: FileManager.default.temporaryDirectory.appendingPathComponent("keyrack-test-measurements")
+    )
+    return Data(NodeAttestationPolicy.json(allowing: log).utf8)
 }
 
 /// Starts `indices` and sets the rack up over them with threshold `k`.

@@ -238,7 +238,17 @@ public final class LocalRack {
     }
 
     static func waitForExit(_ process: Process) async {
-        while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while process.isRunning {
+            guard ContinuousClock.now < deadline else {
+                // Foundation has not noticed the exit (seen once with a child that crashed): reap it ourselves.
+                var status: Int32 = 0
+                kill(process.processIdentifier, SIGKILL)
+                _ = waitpid(process.processIdentifier, &status, 0)
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     /// A TCP port on 127.0.0.1 that was free a moment ago.

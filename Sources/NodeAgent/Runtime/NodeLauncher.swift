@@ -67,12 +67,62 @@ extension NodeRuntime {
         }
     }
 
+    /// The channel attestor the configuration asks for: the policy peers
+    /// are appraised against and the evidence this node presents. The
+    /// executable is measured here, at start, not inside a handshake.
     static func attestationHook(
         configuration: NodeConfiguration,
         rootOfTrust: SoftwareRootOfTrust,
         logger: Logger
     ) throws(NodeRuntimeError) -> (ChannelAttestationHook, Bool) {
-        // Replaced by the channel attestor (nonces, bound evidence, appraisal) when it lands.
-        ({ _, _, _ in }, true)
+        let policy: NodeAttestationPolicy
+        do {
+            policy = try NodeAttestationPolicy.load(contentsOf: URL(fileURLWithPath: configuration.policy))
+        } catch {
+            throw NodeRuntimeError(error.reason)
+        }
+        let evidence: NodeEvidenceSource
+        do {
+            if configuration.evidence.hasPrefix("software-tee:") {
+                let directory = String(configuration.evidence.dropFirst("software-tee:".count))
+                evidence = .tdxQuote(try SoftwareTEEQuoteProvider(directory: URL(fileURLWithPath: directory)))
+            } else if configuration.evidence == "tdx" {
+                evidence = .tdxQuote(ConfigfsTSMQuoteProvider())
+            } else {
+                // The measurement cache lives beside the first ledger copy (it holds no secret).
+                let cache = URL(fileURLWithPath: configuration.ledger[0]).appendingPathComponent("measurements")
+                evidence = .softwareRootOfTrust(measurementCacheDirectory: cache)
+            }
+        } catch {
+            throw NodeRuntimeError("cannot set up this node's evidence: \(error.reason)")
+        }
+        let attestor = ChannelAttestor(
+            rootOfTrust: rootOfTrust,
+            evidence: evidence,
+            policy: policy,
+            timeout: attestationTimeout
+        )
+        do {
+            _ = try attestor.prepare()
+        } catch {
+            throw NodeRuntimeError("cannot measure this node: \(error.reason)")
+        }
+        if let warning = attestor.startupWarning {
+            logger.critical("\(warning)")
+        }
+        let hook: ChannelAttestationHook = { channel, inbound, outbound throws(PeerChannelError) in
+            let outcome = try await attestor.attest(channel, inbound: &inbound, outbound: outbound)
+            if !outcome.isCompliant {
+                logger.critical(
+                    "ATTESTATION NOT ENFORCED: admitting a peer whose evidence breaks the policy",
+                    metadata: ["peer": "\(outcome.peer)", "violations": "\(outcome.violations)"]
+                )
+            }
+        }
+        return (hook, policy.mode == .enforce)
     }
+
+    /// How long a peer has to complete the attestation exchange. Generous:
+    /// a rack of many nodes starting at once on few cores is slow to answer.
+    static let attestationTimeout = Duration.seconds(20)
 }

@@ -44,6 +44,7 @@ public actor NodeRuntime {
     private var loadFailure: LoadRackSecretError.Code?
     private var persists = 0
     private var halted: String?
+    private var stopping = false
     private var random = SystemRandomSource()
     private var listenPort: Int
 
@@ -131,20 +132,18 @@ public actor NodeRuntime {
         flush()
         startDialers()
         onReady(listenPort)
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try? await listener.run { [weak self] channel in await self?.serve(channel, expected: nil) }
-            }
-            group.addTask { try? await admin.run() }
-            group.addTask {
-                // Stay until cancelled, then close the sockets so the other tasks end.
-                while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
-                await listener.close()
-                await admin.close()
-            }
-            await group.waitForAll()
-        }
+        // The accept loops run outside this task's cancellation: on stop the
+        // sockets are closed and the loops drain what was already accepted
+        // (every accepted channel must be closed through executeThenClose).
+        let peers = Task { try? await listener.run { channel in await self.serve(channel, expected: nil) } }
+        let requests = Task { try? await admin.run() }
+        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+        stopping = true
         stopAll()
+        await listener.close()
+        await admin.close()
+        await peers.value
+        await requests.value
     }
 
     private func stopAll() {
@@ -221,6 +220,7 @@ public actor NodeRuntime {
                 )
                 return
             }
+            guard await !self.stopping else { return }
             guard await self.isKnown(peer) else {
                 logger.warning(
                     "refusing a channel from a platform that is not in this rack", metadata: ["peer": "\(peer)"])
@@ -261,7 +261,7 @@ public actor NodeRuntime {
     private func attach(_ peer: PlatformId, outbound: AsyncStream<ByteBuffer>.Continuation, channel: any Channel)
         -> UInt64?
     {
-        guard halted == nil else { return nil }
+        guard halted == nil, !stopping else { return nil }
         if let old = connections[peer] {
             // The peer reconnected (it restarted, or the old channel is half dead): the newer channel wins.
             old.outbound.finish()

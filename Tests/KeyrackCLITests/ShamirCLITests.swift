@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackTestSupport
 import Testing
 
 @Suite("keyrack shamir, through the real binary")
@@ -96,23 +97,28 @@ struct ShamirCLITests {
 
 @Suite("keyrack demo and bench, through the real binary")
 struct DemoCLITests {
-    @Test("demo runs on embedded defaults: secret sharing, a real KMS over loopback, the simulator; no secret printed")
+    @Test("demo runs a whole rack on embedded defaults: every step passes, nothing secret printed, nothing left behind")
     func demo() throws {
         let result = try runKeyrack(["demo"])
-        #expect(result.status == 0, "\(result.standardError)")
-        #expect(result.output.contains("matches the rack secret"))
-        #expect(result.output.contains("matches the recorded digest"))
-        #expect(result.output.contains("K−1 shares reveal nothing"))
-        #expect(result.output.contains("refused"))
-        #expect(!result.output.contains("MISMATCH"))
-        #expect(!result.output.contains("(bad!)"))
-        // Part 2: a real KMS releases a deterministic key and refuses other software.
-        #expect(result.output.contains("(deterministic)."))
+        #expect(result.status == 0, "\(result.output)\n\(result.standardError)")
+        let steps = [
+            "1. set up the rack", "2. full restart", "3. two nodes down", "4. rotation with node 5 down",
+            "5. add node 6", "6. remove node 2", "7. storage key from the KMS",
+        ]
+        for step in steps { #expect(result.output.contains("== \(step)"), "\(step)") }
+        #expect(result.output.components(separatedBy: "   ✓ ").count == steps.count + 1)
+        #expect(!result.output.contains("FAILED"))
+        #expect(result.output.contains("node 5 caught up and unlocked"))
+        #expect(result.output.contains("node 2 refused (expunged at epoch"))
         #expect(result.output.contains("HTTP 403 PolicyViolation"))
-        // Part 3: the simulator ran with faults, no violation, liveness.
-        #expect(result.output.contains("0 invariant violations"))
-        #expect(result.output.contains("loads the same secret: yes"))
-        #expect(result.output.contains("Not built yet"))
+        // Keys appear only as short fingerprints: no 32-byte value in hex anywhere.
+        #expect(result.output.range(of: "[0-9a-f]{64}", options: .regularExpression) == nil)
+        // Its directory (configurations, ledgers, sockets) is gone and no node process is left.
+        let firstLine = try #require(result.output.split(separator: "\n").first)
+        let directory = try #require(firstLine.components(separatedBy: " in ").last)
+        #expect(!FileManager.default.fileExists(atPath: directory))
+        let processes = try runToCompletion(URL(fileURLWithPath: "/usr/bin/pgrep"), ["-f", directory])
+        #expect(processes.output.isEmpty)
     }
 
     @Test("bench shamir --json prints one JSON object with the three medians")

@@ -91,6 +91,26 @@ struct RackCLITests {
         }
     }
 
+    @Test("bench rack times a restart and a rotation of a real rack and prints JSON")
+    func benchRack() throws {
+        let result = try runToCompletion(
+            try keyrackExecutable(), ["bench", "rack", "--nodes", "3", "--rounds", "1", "--json"])
+        #expect(result.status == 0, "\(result.errors)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
+        #expect(object["nodes"] as? Int == 3)
+        #expect((object["setup_s"] as? Double).map { $0 > 0 } == true)
+        for key in ["unlock_after_last_start_s", "rotation_committed_on_all_s", "rotation_unlocked_on_all_s"] {
+            let values = try #require(object[key] as? [Double], "\(key)")
+            #expect(values.count == 1 && values[0] > 0, "\(key)")
+        }
+        let committed = try #require((object["rotation_committed_on_all_s"] as? [Double])?.first)
+        let unlocked = try #require((object["rotation_unlocked_on_all_s"] as? [Double])?.first)
+        #expect(committed <= unlocked)
+        let bad = try runToCompletion(try keyrackExecutable(), ["bench", "rack", "--nodes", "2"])
+        #expect(bad.status != 0)
+        #expect(bad.errors.contains("--nodes must be from 3 to 32"))
+    }
+
     @Test("node run refuses a broken configuration with a clear error")
     func brokenConfiguration() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(

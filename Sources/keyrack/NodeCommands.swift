@@ -245,6 +245,9 @@ struct RackCommand: AsyncParsableCommand {
 
 /// The `rack status` table.
 enum RackTable {
+    // Swift 6.3's optimizer crashes on this function in release builds
+    // ("Found ownership error" in CopyPropagation), as on RackOperator.drive.
+    @_optimize(none)
     static func render(_ reports: [RackOperator.NodeReport]) -> String {
         let latest = reports.compactMap { $0.status?.committedEpoch }.max()
         var rows = [["node", "epoch", "committed", "unlocked", "peers", "alarms", "re-key"]]
@@ -254,10 +257,14 @@ enum RackTable {
                 continue
             }
             let epoch = status.committedEpoch.map { "\($0)" } ?? "-"
-            let committed =
-                status.expunged != nil
-                ? "expunged@\(status.expunged!.epoch)"
-                : status.committedEpoch == nil ? "no" : status.committedEpoch == latest ? "yes" : "behind"
+            let committed: String
+            if let expunged = status.expunged {
+                committed = "expunged@\(expunged.epoch)"
+            } else if let epoch = status.committedEpoch {
+                committed = epoch == latest ? "yes" : "behind"
+            } else {
+                committed = "no"
+            }
             let unlocked = status.unlockedEpoch.map { $0 == status.committedEpoch ? "yes" : "at \($0)" } ?? "no"
             let rekey = status.rekey.map { "\($0.disk) \($0.from)→\($0.to)" }.joined(separator: " ")
             rows.append([

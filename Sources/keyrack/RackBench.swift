@@ -62,6 +62,9 @@ struct RackBench: AsyncParsableCommand {
         }
     }
 
+    // Swift 6.3's optimizer crashes on this function in release builds
+    // ("Found ownership error" in CopyPropagation), as on RackOperator.drive.
+    @_optimize(none)
     private func measure(_ rack: LocalRack, progress: (String) -> Void) async throws -> Report {
         let all = Array(0..<nodes)
         var report = Report(

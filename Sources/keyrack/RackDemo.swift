@@ -182,7 +182,7 @@ final class RackDemo {
             let refused = try await rack.waitUntil([1], "told it was expunged") { $0.expunged != nil }
             guard refused[0].unlockedEpoch == nil else { throw CommandFailure("the removed node unlocked") }
             return
-                "epoch \(epoch), N=\(shrunk.memberCount); node 2 refused (expunged at epoch \(refused[0].expunged!.epoch))"
+                "epoch \(epoch), N=\(shrunk.memberCount); node 2 refused (expunged at epoch \(refused[0].expunged.map { "\($0.epoch)" } ?? "?"))"
         }
         try await step("7. storage key from the KMS") {
             var printer = out

@@ -58,7 +58,7 @@ public struct NodeEvidenceSource: Sendable, CustomStringConvertible {
             let log = try MeasurementLog.measure(files, cache: cache)
             let signature: [UInt8]
             do {
-                signature = try rootOfTrust.sign(SoftwareEvidence.signedMessage(reportData: binding, log: log))
+                signature = try rootOfTrust.signMeasurements(log, reportData: binding)
             } catch {
                 throw NodeEvidenceError("the root of trust could not sign the evidence: \(error.reason)")
             }

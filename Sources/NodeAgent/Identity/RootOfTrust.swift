@@ -21,9 +21,19 @@ public protocol RootOfTrust: Sendable {
     /// A 256-bit key for sealing data at rest for `purpose`; it never leaves
     /// the node, and another root of trust derives another key.
     func sealingKey(purpose: String) -> SymmetricKey
+    /// The node's measurement evidence: a signature by the device key over
+    /// `log` bound to `reportData` (what a peer's attestation asks for). A
+    /// TPM would answer with a quote over its PCRs instead.
+    func signMeasurements(_ log: MeasurementLog, reportData: [UInt8]) throws(RootOfTrustError) -> [UInt8]
 }
 
 extension RootOfTrust {
+    /// Signs the domain-separated encoding of the report data and the log
+    /// (as evidence frames carry them) with ``sign(_:)``.
+    public func signMeasurements(_ log: MeasurementLog, reportData: [UInt8]) throws(RootOfTrustError) -> [UInt8] {
+        try sign(SoftwareEvidence.signedMessage(reportData: reportData, log: log))
+    }
+
     /// The device's public key.
     public var publicKey: Certificate.PublicKey { certificatePrivateKey.publicKey }
 }

@@ -70,6 +70,11 @@ public struct RackOperator: Sendable {
         case remove(Set<PlatformId>)
         /// The same members under a new secret.
         case rotate
+
+        var isRotation: Bool {
+            if case .rotate = self { return true }
+            return false
+        }
     }
 
     /// Drives the rack to `goal` with threshold K (default N/2 + 1) and
@@ -123,7 +128,7 @@ public struct RackOperator: Sendable {
             committed: committed,
             members: members,
             threshold: threshold ?? ReconfigureRequest.defaultThreshold(memberCount: members.count),
-            alwaysNewEpoch: { if case .rotate = goal { return true } else { return false } }()
+            alwaysNewEpoch: goal.isRotation
         )
     }
 
@@ -135,6 +140,10 @@ public struct RackOperator: Sendable {
         }
     }
 
+    // Swift 6.3's optimizer crashes on this function ("Found ownership error"
+    // in CopyPropagation, release builds only); it polls over sockets, so
+    // leaving it unoptimized costs nothing measurable.
+    @_optimize(none)
     private func drive(
         rackId: RackId,
         committed: Configuration?,
@@ -159,7 +168,9 @@ public struct RackOperator: Sendable {
         let done = committed.map { Set($0.members.keys) == members && $0.threshold == threshold } ?? false
         var actions: [ControlPlaneAction] = []
         if done && !alwaysNewEpoch {
-            progress("epoch \(committed!.epoch) already has these \(members.count) members; delivering missing commits")
+            progress(
+                "epoch \(committed?.epoch ?? Epoch(0)) already has these \(members.count) members; delivering missing commits"
+            )
         } else {
             do {
                 let available = Self.available(reports)
@@ -180,10 +191,13 @@ public struct RackOperator: Sendable {
         var announcedCommit = false
         var graceDeadline: ContinuousClock.Instant?
         while true {
-            for action in actions {
-                try await carryOut(action, socketOf: socketOf, controlPlane: &controlPlane, reports: reports)
+            while !actions.isEmpty {
+                let action = actions.removeFirst()
+                let refusal = try await carryOut(action, socketOf: socketOf)
+                if let next = record(action, refusal: refusal, in: &controlPlane, available: Self.available(reports)) {
+                    actions.append(next)
+                }
             }
-            actions = []
             if let last = controlPlane.lastCommitted, last.epoch >= target, !controlPlane.isReconfiguring {
                 if !announcedCommit {
                     announcedCommit = true
@@ -254,13 +268,11 @@ public struct RackOperator: Sendable {
         }
     }
 
-    private func carryOut(
-        _ action: ControlPlaneAction,
-        socketOf: [PlatformId: String],
-        controlPlane: inout ControlPlane,
-        reports: [NodeReport]
-    ) async throws(RackOperatorError) {
-        guard let socket = socketOf[action.target] else { return }
+    /// Sends `action` to its node; returns the node's refusal, if any.
+    private func carryOut(_ action: ControlPlaneAction, socketOf: [PlatformId: String]) async throws(RackOperatorError)
+        -> AdminError?
+    {
+        guard let socket = socketOf[action.target] else { return nil }
         let request: AdminRequest
         switch action {
         case .reconfigure(let coordinator, let reconfigure):
@@ -277,30 +289,36 @@ public struct RackOperator: Sendable {
         }
         do {
             _ = try await AdminSocket.perform(request, path: socket)
-            switch action {
-            case .commit(let node, let epoch): controlPlane.commitConfirmed(by: node, epoch: epoch)
-            case .prepareAndCommit(let node, let configuration):
-                controlPlane.commitConfirmed(by: node, epoch: configuration.epoch)
-            default: break
-            }
+            return nil
         } catch {
-            switch action {
-            case .reconfigure(let coordinator, _):
-                progress("\(coordinator) refused to coordinate (\(error.code)); trying the next epoch")
-                if let next = controlPlane.reconfigurationRefused(by: coordinator, available: Self.available(reports)) {
-                    try await carryOut(next, socketOf: socketOf, controlPlane: &controlPlane, reports: reports)
-                }
-            case .commit(let node, _):
-                if error.code == CommitError.Code.notPrepared.rawValue { controlPlane.commitRefused(by: node) }
-            case .prepareAndCommit(let node, _):
-                if error.code == CommitError.Code.expunged.rawValue || error.code == CommitError.Code.notMember.rawValue
-                {
-                    progress("\(node) refused the commit: \(error)")
-                }
-            default:
-                break
-            }
+            return error
         }
+    }
+
+    /// What the control plane learns from the outcome of `action`; returns the
+    /// next action to carry out (another coordinator after a refusal).
+    private func record(
+        _ action: ControlPlaneAction,
+        refusal: AdminError?,
+        in controlPlane: inout ControlPlane,
+        available: Set<PlatformId>
+    ) -> ControlPlaneAction? {
+        switch (action, refusal) {
+        case (.commit(let node, let epoch), nil):
+            controlPlane.commitConfirmed(by: node, epoch: epoch)
+        case (.prepareAndCommit(let node, let configuration), nil):
+            controlPlane.commitConfirmed(by: node, epoch: configuration.epoch)
+        case (.reconfigure(let coordinator, _), let error?):
+            progress("\(coordinator) refused to coordinate (\(error.code)); trying the next epoch")
+            return controlPlane.reconfigurationRefused(by: coordinator, available: available)
+        case (.commit(let node, _), let error?):
+            if error.code == CommitError.Code.notPrepared.rawValue { controlPlane.commitRefused(by: node) }
+        case (.prepareAndCommit(let node, _), let error?):
+            progress("\(node) refused the commit: \(error)")
+        default:
+            break
+        }
+        return nil
     }
 
     /// Nodes that answered and have not been expunged.

@@ -35,6 +35,20 @@ struct RackLifecycleTests {
         }
     }
 
+    @Test("RSA-4096 device keys (the seed's manufacturing flow) work end to end: attested channels, setup, restart")
+    func rsaDeviceKeys() async throws {
+        try await withRack(count: 3, keyType: .rsa4096) { rack in
+            let committed = try await setUp(rack, [0, 1, 2], threshold: 2)
+            await rack.stopAll()
+            for index in 0..<3 { try rack.launch(index) }
+            let statuses = try await rack.waitUntil([0, 1, 2], "unlocked after a restart") {
+                $0.unlockedEpoch == committed.epoch
+            }
+            #expect(statuses.allSatisfy { $0.connected.count == 2 && $0.attestationEnforced })
+            #expect(try await diskKey(rack, 0) == (try await diskKey(rack, 2)))
+        }
+    }
+
     @Test("K−1 nodes stay locked: two of five with K = 3 never unlock")
     func belowThresholdStaysLocked() async throws {
         try await withRack(count: 5) { rack in

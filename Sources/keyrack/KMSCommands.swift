@@ -56,11 +56,7 @@ struct KMSCommand: AsyncParsableCommand {
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(2)
             }
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = .info
-                return handler
-            }
+            bootstrapLogging(level: .info)
             do {
                 try await KMSServer.run(configuration: configuration, logger: Logger(label: "keyrack.kms"))
             } catch let error as KMSConfigurationError {

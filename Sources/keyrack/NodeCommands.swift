@@ -46,11 +46,7 @@ struct NodeCommand: AsyncParsableCommand {
             }
             // Everything this process creates (admin socket, ledger) is private to its owner.
             umask(0o077)
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
+            bootstrapLogging(level: level)
             let logger = Logger(label: "keyrack.node.\(configuration.platform)")
             let crashHook = ProcessInfo.processInfo.environment["KEYRACK_TEST_CRASH_AFTER_PERSIST"].flatMap { Int($0) }
             let runtime: NodeRuntime

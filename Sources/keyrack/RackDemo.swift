@@ -32,11 +32,7 @@ struct Demo: AsyncParsableCommand {
             keep.map { URL(fileURLWithPath: $0) }
             ?? FileManager.default.temporaryDirectory.appendingPathComponent("keyrack-demo-\(UUID().uuidString)")
         // The in-process KMS's audit lines would interleave with the demo's own.
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
+        bootstrapLogging(level: .warning)
         let demo = RackDemo(directory: directory)
         let failure = await demo.run()
         if keep == nil { try? FileManager.default.removeItem(at: directory) }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import SecretSharing
 
 #if canImport(Glibc)
@@ -122,4 +123,13 @@ func readStandardInputLines() throws -> [Substring] {
     let input = try readStandardInput()
     let text = input.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
     return text.split(separator: "\n", omittingEmptySubsequences: false)
+}
+
+/// Sends every logger's lines at `level` or above to standard error.
+func bootstrapLogging(level: Logger.Level) {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
 }

@@ -49,7 +49,7 @@ struct KMSEndToEndTests {
         }
         let certificate = platform.directory.appendingPathComponent("kms.crt").path
         let key = platform.directory.appendingPathComponent("kms.key").path
-        let made = try runToCompletion(
+        let made = try await runToCompletion(
             URL(fileURLWithPath: openssl),
             [
                 "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
@@ -72,7 +72,7 @@ struct KMSEndToEndTests {
         try #require(port != 0, "the KMS did not log its port:\n\(process.log)")
         var answered = ""
         for _ in 0..<200 {
-            let probe = try runToCompletion(
+            let probe = try await runToCompletion(
                 URL(fileURLWithPath: curl),
                 ["-s", "--cacert", certificate, "https://127.0.0.1:\(port)/healthz"]
             )
@@ -84,15 +84,15 @@ struct KMSEndToEndTests {
         }
         #expect(answered.contains("ok"), "\(process.log)")
         // Plain HTTP on the TLS port is not served.
-        let plain = try runToCompletion(
+        let plain = try await runToCompletion(
             URL(fileURLWithPath: curl), ["-s", "-m", "3", "http://127.0.0.1:\(port)/healthz"])
         #expect(!plain.output.contains("\"ok\""))
         #expect(process.stop() == 0)
     }
 
     @Test("bad settings stop start-up with a message naming the variable")
-    func badSettings() throws {
-        let result = runKeyrackToEnd(["kms", "serve"], environment: ["CHALLENGE_TTL_SECS": "soon"])
+    func badSettings() async throws {
+        let result = await runKeyrackToEnd(["kms", "serve"], environment: ["CHALLENGE_TTL_SECS": "soon"])
         #expect(result.status == 2)
         #expect(result.output.contains("CHALLENGE_TTL_SECS"))
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("loose-\(UUID())").path
@@ -100,7 +100,7 @@ struct KMSEndToEndTests {
         #expect(
             FileManager.default.createFile(
                 atPath: root, contents: Data(count: 32), attributes: [.posixPermissions: 0o644]))
-        let loose = runKeyrackToEnd(
+        let loose = await runKeyrackToEnd(
             ["kms", "serve"], environment: ["KEY_ROOT_FILE": root, "LISTEN_ADDR": "127.0.0.1:0"])
         #expect(loose.status == 2)
         #expect(loose.output.contains("chmod 600"))
@@ -112,9 +112,9 @@ struct KMSEndToEndTests {
         let kms = try await KMS.start(platform)
         let identityFile = platform.directory.appendingPathComponent("node.id").path
         let keyFile = platform.directory.appendingPathComponent("storage.key").path
-        let created = runKeyrackToEnd(["peer-id", "new", "--out", identityFile])
+        let created = await runKeyrackToEnd(["peer-id", "new", "--out", identityFile])
         #expect(created.status == 0)
-        let fetched = runKeyrackToEnd([
+        let fetched = await runKeyrackToEnd([
             "kms", "get-key", "--url", "http://127.0.0.1:\(kms.port)", "--identity", identityFile,
             "--tee", "software:\(platform.teeDirectory.path)", "--out", keyFile,
         ])
@@ -127,7 +127,7 @@ struct KMSEndToEndTests {
         let root = try LocalKeyProvider(rootFile: platform.directory.appendingPathComponent("root.key").path)
         #expect(root.deriveKey(namespace: "keyrack/storage", peerId: peer).unsafeCopiedBytes == Array(key))
 
-        let refused = runKeyrackToEnd([
+        let refused = await runKeyrackToEnd([
             "kms", "get-key", "--url", "http://127.0.0.1:\(kms.port)", "--identity", identityFile, "--tee", "nope",
         ])
         #expect(refused.status == 1)
@@ -136,9 +136,11 @@ struct KMSEndToEndTests {
 }
 
 /// Runs keyrack to completion; output is stdout and stderr together.
-func runKeyrackToEnd(_ arguments: [String], environment: [String: String] = [:]) -> (status: Int32, output: String) {
+func runKeyrackToEnd(_ arguments: [String], environment: [String: String] = [:]) async -> (
+    status: Int32, output: String
+) {
     do {
-        let result = try runToCompletion(try keyrackExecutable(), arguments, environment: environment)
+        let result = try await runToCompletion(try keyrackExecutable(), arguments, environment: environment)
         return (result.status, result.output + result.errors)
     } catch {
         return (-1, "\(error)")

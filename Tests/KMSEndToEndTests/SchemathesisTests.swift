@@ -17,7 +17,7 @@ struct SchemathesisTests {
             .appendingPathComponent("openapi/kms.yaml")
         // Every check but positive_data_acceptance: a schema-valid peer id or
         // quote is not thereby a valid one, so refusing it is right.
-        let result = try runToCompletion(
+        let result = try await runToCompletion(
             URL(fileURLWithPath: schemathesis),
             [
                 "run", document.path, "--url", "http://127.0.0.1:\(kms.port)",

@@ -44,7 +44,7 @@ struct DstackKeyProviderTests {
     }
 
     @Test("the stand-in is faithful: the official Python client (dstack-sdk) gets the same key from it")
-    func officialClient() throws {
+    func officialClient() async throws {
         let agent = try DstackStandIn()
         defer { agent.stop() }
         let script = """
@@ -58,7 +58,7 @@ struct DstackKeyProviderTests {
             print(response.key)
             print(len(response.decode_signature_chain()))
             """
-        let result = try runToCompletion(
+        let result = try await runToCompletion(
             URL(fileURLWithPath: findExecutable("python3") ?? "/usr/bin/python3"),
             ["-c", script, agent.socketPath, "keyrack/storage/\(peer)"]
         )

@@ -23,12 +23,12 @@ private let teeNow = "1780000000"
 private let reportData = String(repeating: "5a", count: 32) + String(repeating: "a5", count: 32)
 
 /// `keyrack tee init` (with `options`) and `keyrack tee quote`; the quote file's path.
-private func softwareTEEQuote(_ directory: URL, init options: [String] = [], quote extra: [String] = []) throws
+private func softwareTEEQuote(_ directory: URL, init options: [String] = [], quote extra: [String] = []) async throws
     -> String
 {
-    let made = try runKeyrack(["tee", "init", "--dir", directory.path, "--now", teeNow] + options)
+    let made = try await runKeyrack(["tee", "init", "--dir", directory.path, "--now", teeNow] + options)
     #expect(made.status == 0, "\(made.standardError)")
-    let quote = try runKeyrack(["tee", "quote", "--dir", directory.path, "--report-data", reportData] + extra)
+    let quote = try await runKeyrack(["tee", "quote", "--dir", directory.path, "--report-data", reportData] + extra)
     #expect(quote.status == 0, "\(quote.standardError)")
     let path = directory.appendingPathComponent("quote.bin").path
     try quote.standardOutput.write(to: URL(fileURLWithPath: path))
@@ -38,8 +38,8 @@ private func softwareTEEQuote(_ directory: URL, init options: [String] = [], quo
 @Suite("keyrack attest, tee and bench verify, through the real binary")
 struct AttestCLITests {
     @Test("attest verify --json accepts the v4 quote in its window: exit 0, status and every measurement")
-    func acceptV4() throws {
-        let result = try runKeyrack([
+    func acceptV4() async throws {
+        let result = try await runKeyrack([
             "attest", "verify", "--quote", tdx("tdx_v4_uptodate.quote"), "--collateral",
             tdx("tdx_v4_uptodate.collateral.json"), "--now", "1750332747", "--json",
         ])
@@ -59,7 +59,7 @@ struct AttestCLITests {
     }
 
     @Test("attest verify rejects with exit 1 and names the step: expired CRL, SGX quote, no TCB level")
-    func rejections() throws {
+    func rejections() async throws {
         let cases: [([String], String)] = [
             (["tdx_v4_uptodate.quote", "tdx_v4_uptodate.collateral.json", "1784889147"], "CRL"),
             (["sgx_v3.quote", "sgx_v3.collateral.json", "1750334171"], "not a TDX quote"),
@@ -67,7 +67,7 @@ struct AttestCLITests {
             (["tdx_v5_td15.quote", "tdx_v5_td15.collateral.json", "1771325931"], "TCB info issue date"),
         ]
         for (files, needle) in cases {
-            let result = try runKeyrack([
+            let result = try await runKeyrack([
                 "attest", "verify", "--quote", tdx(files[0]), "--collateral", tdx(files[1]), "--now", files[2],
                 "--json",
             ])
@@ -78,7 +78,7 @@ struct AttestCLITests {
             #expect((object["error"] as? String)?.contains(needle) == true, "\(String(describing: object["error"]))")
         }
         // Without --json: one line.
-        let plain = try runKeyrack([
+        let plain = try await runKeyrack([
             "attest", "verify", "--quote", tdx("sgx_v3.quote"), "--collateral", tdx("sgx_v3.collateral.json"),
         ])
         #expect(plain.status == 1)
@@ -86,30 +86,32 @@ struct AttestCLITests {
     }
 
     @Test("attest verify: usage errors exit 2")
-    func usage() throws {
-        let missing = try runKeyrack(["attest", "verify", "--quote", tdx("tdx_v4_uptodate.quote")])
+    func usage() async throws {
+        let missing = try await runKeyrack(["attest", "verify", "--quote", tdx("tdx_v4_uptodate.quote")])
         #expect(missing.status == 2)
         #expect(missing.standardError.contains("--collateral"))
-        let unknown = try runKeyrack(["attest", "verify", "--bogus"])
+        let unknown = try await runKeyrack(["attest", "verify", "--bogus"])
         #expect(unknown.status == 2)
-        let badNow = try runKeyrack([
+        let badNow = try await runKeyrack([
             "attest", "verify", "--quote", "q", "--collateral", "c", "--now", "yesterday",
         ])
         #expect(badNow.status == 2)
-        let unreadable = try runKeyrack(["attest", "verify", "--quote", "/nonexistent", "--collateral", "/nonexistent"])
+        let unreadable = try await runKeyrack([
+            "attest", "verify", "--quote", "/nonexistent", "--collateral", "/nonexistent",
+        ])
         #expect(unreadable.status == 2)
         #expect(unreadable.standardError.contains("cannot read the quote file"))
     }
 
     @Test("tee init and quote, then attest verify with the software TEE's root; refused under Intel's")
-    func softwareTEE() throws {
+    func softwareTEE() async throws {
         let directory = temporaryDirectory()
-        let quote = try softwareTEEQuote(
+        let quote = try await softwareTEEQuote(
             directory,
             quote: ["--mrtd", String(repeating: "11", count: 48), "--rtmr1", String(repeating: "22", count: 48)])
         let collateral = directory.appendingPathComponent("collateral.json").path
         let root = directory.appendingPathComponent("root.der").path
-        let accepted = try runKeyrack([
+        let accepted = try await runKeyrack([
             "attest", "verify", "--quote", quote, "--collateral", collateral, "--trust-anchor", root, "--now", teeNow,
             "--json",
         ])
@@ -118,22 +120,22 @@ struct AttestCLITests {
         #expect(report["reportData"] == reportData)
         #expect(report["mrTd"] == String(repeating: "11", count: 48))
         #expect(report["rtmr1"] == String(repeating: "22", count: 48))
-        let refused = try runKeyrack([
+        let refused = try await runKeyrack([
             "attest", "verify", "--quote", quote, "--collateral", collateral, "--now", teeNow,
         ])
         #expect(refused.status == 1)
         // Bad option values.
-        let badStatus = try runKeyrack(["tee", "init", "--dir", directory.path, "--tcb-status", "Fine"])
+        let badStatus = try await runKeyrack(["tee", "init", "--dir", directory.path, "--tcb-status", "Fine"])
         #expect(badStatus.status == 1)
         #expect(badStatus.standardError.contains("unknown TCB status"))
-        let badData = try runKeyrack(["tee", "quote", "--dir", directory.path, "--report-data", "00"])
+        let badData = try await runKeyrack(["tee", "quote", "--dir", directory.path, "--report-data", "00"])
         #expect(badData.status == 1)
         #expect(badData.standardError.contains("--report-data must be 64 bytes"))
         #expect(badData.standardOutput.isEmpty)
     }
 
     @Test("dcap-qvl accepts the software TEE's quotes with its root and agrees on every verdict")
-    func dcapQVLCrossCheck() throws {
+    func dcapQVLCrossCheck() async throws {
         let cases: [([String], [String])] = [
             ([], []),
             (["--tcb-status", "OutOfDate"], []),
@@ -146,11 +148,11 @@ struct AttestCLITests {
         ]
         for (initOptions, quoteOptions) in cases {
             let directory = temporaryDirectory()
-            let quote = try softwareTEEQuote(directory, init: initOptions, quote: quoteOptions)
+            let quote = try await softwareTEEQuote(directory, init: initOptions, quote: quoteOptions)
             let collateral = directory.appendingPathComponent("collateral.json").path
             let root = directory.appendingPathComponent("root.der").path
             let ours = try jsonObject(
-                try runKeyrack([
+                try await runKeyrack([
                     "attest", "verify", "--quote", quote, "--collateral", collateral, "--trust-anchor", root, "--now",
                     teeNow, "--json",
                 ]))
@@ -165,8 +167,8 @@ struct AttestCLITests {
     }
 
     @Test("bench verify --json prints cold_us and warm_us")
-    func benchVerify() throws {
-        let result = try runKeyrack([
+    func benchVerify() async throws {
+        let result = try await runKeyrack([
             "bench", "verify", "--quote", tdx("tdx_v4_uptodate.quote"), "--collateral",
             tdx("tdx_v4_uptodate.collateral.json"), "--now", "1750332747", "--samples", "3", "--json",
         ])
@@ -174,7 +176,7 @@ struct AttestCLITests {
         let object = try jsonObject(result)
         #expect((object["cold_us"] as? Int ?? 0) > 0)
         #expect((object["warm_us"] as? Int ?? 0) > 0)
-        let failing = try runKeyrack([
+        let failing = try await runKeyrack([
             "bench", "verify", "--quote", tdx("tdx_v4_uptodate.quote"), "--collateral",
             tdx("tdx_v4_uptodate.collateral.json"), "--now", "1", "--samples", "3",
         ])

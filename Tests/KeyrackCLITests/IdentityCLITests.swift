@@ -5,20 +5,20 @@ import Testing
 @Suite("keyrack ca and keyrack device, through the real binary")
 struct IdentityCLITests {
     @Test("ca init, device init, ca sign; openssl verifies the chain independently", arguments: ["ed25519", "rsa4096"])
-    func chain(keyType: String) throws {
+    func chain(keyType: String) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "cli-identity-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
         let ca = directory.appendingPathComponent("ca").path
         let device = directory.appendingPathComponent("device").path
-        #expect(try runKeyrack(["ca", "init", "--dir", ca]).status == 0)
-        let initialized = try runKeyrack([
+        #expect(try await runKeyrack(["ca", "init", "--dir", ca]).status == 0)
+        let initialized = try await runKeyrack([
             "device", "init", "--dir", device, "--part", "913-0000019", "--serial", "BRM42220004", "--key-type",
             keyType,
         ])
         #expect(initialized.status == 0, "\(initialized.standardError)")
         let certificate = directory.appendingPathComponent("device.pem").path
-        let signed = try runKeyrack([
+        let signed = try await runKeyrack([
             "ca", "sign", "--dir", ca, "--csr", "\(device)/device.csr.pem", "--out", certificate,
         ])
         #expect(signed.status == 0, "\(signed.standardError)")
@@ -27,12 +27,12 @@ struct IdentityCLITests {
             Issue.record("openssl is needed for the independent check: run `apt-get install -y openssl`")
             return
         }
-        let verified = try runToCompletion(
+        let verified = try await runToCompletion(
             URL(fileURLWithPath: openssl),
             ["verify", "-CAfile", "\(ca)/root.pem", "-untrusted", "\(ca)/intermediate.pem", certificate]
         )
         #expect(verified.status == 0, "\(verified.output) \(verified.errors)")
-        let subject = try runToCompletion(
+        let subject = try await runToCompletion(
             URL(fileURLWithPath: openssl), ["x509", "-noout", "-subject", "-in", certificate])
         #expect(subject.output.contains("913-0000019:BRM42220004"))
         // The device key is private to its owner.
@@ -41,23 +41,23 @@ struct IdentityCLITests {
     }
 
     @Test("bad input: one line naming the problem, exit 1")
-    func bad() throws {
+    func bad() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "cli-identity-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let typeError = try runKeyrack([
+        let typeError = try await runKeyrack([
             "device", "init", "--dir", directory.path, "--part", "p", "--serial", "s", "--key-type", "dsa",
         ])
         #expect(typeError.status == 1)
         #expect(typeError.standardError.contains("--key-type"))
-        let noCA = try runKeyrack(["ca", "sign", "--dir", directory.path, "--csr", "/nonexistent.pem"])
+        let noCA = try await runKeyrack(["ca", "sign", "--dir", directory.path, "--csr", "/nonexistent.pem"])
         #expect(noCA.status == 1)
         #expect(noCA.standardError.hasPrefix("keyrack: "))
-        #expect(try runKeyrack(["ca", "init", "--dir", directory.appendingPathComponent("ca").path]).status == 0)
-        let again = try runKeyrack(["ca", "init", "--dir", directory.appendingPathComponent("ca").path])
+        #expect(try await runKeyrack(["ca", "init", "--dir", directory.appendingPathComponent("ca").path]).status == 0)
+        let again = try await runKeyrack(["ca", "init", "--dir", directory.appendingPathComponent("ca").path])
         #expect(again.status == 1)
         #expect(again.standardError.contains("refusing to overwrite"))
-        let notCSR = try runKeyrack([
+        let notCSR = try await runKeyrack([
             "ca", "sign", "--dir", directory.appendingPathComponent("ca").path, "--csr", "/etc/hostname",
         ])
         #expect(notCSR.status == 1)

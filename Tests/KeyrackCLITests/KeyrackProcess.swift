@@ -17,7 +17,11 @@ struct CLITestError: Error, CustomStringConvertible {
 }
 
 /// Runs `keyrack` with `arguments`, feeding `input` on standard input.
-func runKeyrack(_ arguments: [String], input: Data = Data()) throws -> ProcessResult {
+func runKeyrack(_ arguments: [String], input: Data = Data()) async throws -> ProcessResult {
+    try await offCooperativePool { try runKeyrackBlocking(arguments, input: input) }
+}
+
+func runKeyrackBlocking(_ arguments: [String], input: Data) throws -> ProcessResult {
     let process = Process()
     process.executableURL = try keyrackExecutable()
     process.arguments = arguments
@@ -47,8 +51,8 @@ func runKeyrack(_ arguments: [String], input: Data = Data()) throws -> ProcessRe
     )
 }
 
-func runKeyrack(_ arguments: [String], text: String) throws -> ProcessResult {
-    try runKeyrack(arguments, input: Data(text.utf8))
+func runKeyrack(_ arguments: [String], text: String) async throws -> ProcessResult {
+    try await runKeyrack(arguments, input: Data(text.utf8))
 }
 
 final class LockedData: @unchecked Sendable {

@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackTestSupport
 import Testing
 
 /// The Promela model in `Model/` is checked exhaustively with spin: the
@@ -11,8 +12,8 @@ struct ModelCheckTests {
         .appendingPathComponent("Model/trust-quorum.pml")
 
     @Test("the model of the protocol satisfies every invariant, over every interleaving")
-    func correctModel() throws {
-        let output = try verify(defines: [], optimization: "-O1")
+    func correctModel() async throws {
+        let output = try await verify(defines: [], optimization: "-O1")
         #expect(output.contains("errors: 0"), "\(output)")
         #expect(!output.contains("assertion violated"), "\(output)")
         // Exhaustive: a full search, not cut short by the depth bound or memory.
@@ -31,9 +32,9 @@ struct ModelCheckTests {
             "WEAK_REUSE_EPOCH",  // an aborted epoch is retried: two configurations for one epoch
         ]
     )
-    func weakenedModel(variant: String) throws {
+    func weakenedModel(variant: String) async throws {
         // They fail within a few thousand states: compiling fast beats running fast.
-        let output = try verify(defines: ["-D\(variant)"], optimization: "-O0")
+        let output = try await verify(defines: ["-D\(variant)"], optimization: "-O0")
         #expect(output.contains("assertion violated"), "\(variant) was not rejected: \(output)")
         #expect(output.contains("errors: 1"), "\(output)")
     }
@@ -41,7 +42,7 @@ struct ModelCheckTests {
     /// Generates the verifier with `spin -a`, compiles it (`optimization`:
     /// pan.c is large, and -O2 costs more to compile than it saves here) and
     /// runs it; returns its output.
-    func verify(defines: [String], optimization: String) throws -> String {
+    func verify(defines: [String], optimization: String) async throws -> String {
         guard let spin = Self.findExecutable("spin") else {
             throw CLITestError("spin is not installed: the model check needs it (apt-get install -y spin)")
         }
@@ -50,12 +51,12 @@ struct ModelCheckTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         try FileManager.default.copyItem(at: Self.model, to: directory.appendingPathComponent("model.pml"))
-        let generate = try Self.run(spin, defines + ["-a", "model.pml"], in: directory)
+        let generate = try await Self.run(spin, defines + ["-a", "model.pml"], in: directory)
         guard generate.status == 0 else { throw CLITestError("spin -a failed: \(generate.output)") }
-        let compile = try Self.run(
+        let compile = try await Self.run(
             cc, [optimization, "-DSAFETY", "-DMEMLIM=4096", "-o", "pan", "pan.c"], in: directory)
         guard compile.status == 0 else { throw CLITestError("cc pan.c failed: \(compile.output)") }
-        let check = try Self.run(directory.appendingPathComponent("pan").path, ["-m100000"], in: directory)
+        let check = try await Self.run(directory.appendingPathComponent("pan").path, ["-m100000"], in: directory)
         return check.output
     }
 
@@ -66,7 +67,13 @@ struct ModelCheckTests {
         }
     }
 
-    static func run(_ executable: String, _ arguments: [String], in directory: URL) throws -> (
+    static func run(_ executable: String, _ arguments: [String], in directory: URL) async throws -> (
+        status: Int32, output: String
+    ) {
+        try await offCooperativePool { try runBlocking(executable, arguments, in: directory) }
+    }
+
+    static func runBlocking(_ executable: String, _ arguments: [String], in directory: URL) throws -> (
         status: Int32, output: String
     ) {
         // At low priority, one at a time (the suite is serialized): the

@@ -5,34 +5,35 @@ import Testing
 @Suite("keyrack shamir, through the real binary")
 struct ShamirCLITests {
     @Test("split then combine any K of the lines gives back raw bytes, zeros and newlines included")
-    func rawRoundTrip() throws {
+    func rawRoundTrip() async throws {
         let secret = Data([0, 1, 2, 10, 13, 255, 0, 10] + Array(repeating: 0x41, count: 100))
-        let split = try runKeyrack(["shamir", "split", "--threshold", "3", "--shares", "5"], input: secret)
+        let split = try await runKeyrack(["shamir", "split", "--threshold", "3", "--shares", "5"], input: secret)
         #expect(split.status == 0, "\(split.standardError)")
         let lines = split.output.split(separator: "\n")
         #expect(lines.count == 5)
         #expect(lines.enumerated().allSatisfy { $1.hasPrefix("\($0 + 1):") })
         let chosen = [lines[4], lines[1], lines[2]].joined(separator: "\n") + "\n"
-        let combine = try runKeyrack(["shamir", "combine"], text: chosen)
+        let combine = try await runKeyrack(["shamir", "combine"], text: chosen)
         #expect(combine.status == 0, "\(combine.standardError)")
         #expect(combine.standardOutput == secret)
     }
 
     @Test("--hex in and out")
-    func hexRoundTrip() throws {
-        let split = try runKeyrack(
+    func hexRoundTrip() async throws {
+        let split = try await runKeyrack(
             ["shamir", "split", "--threshold", "2", "--shares", "3", "--hex"], text: "00ff10AB\n")
         #expect(split.status == 0, "\(split.standardError)")
         let lines = split.output.split(separator: "\n")
-        let combine = try runKeyrack(["shamir", "combine", "--hex"], text: "\(lines[2])\n\(lines[0])\n")
+        let combine = try await runKeyrack(["shamir", "combine", "--hex"], text: "\(lines[2])\n\(lines[0])\n")
         #expect(combine.output == "00ff10ab\n")
     }
 
     @Test("recompute prints the line the member had")
-    func recompute() throws {
-        let split = try runKeyrack(["shamir", "split", "--threshold", "3", "--shares", "6", "--hex"], text: "c0ffee")
+    func recompute() async throws {
+        let split = try await runKeyrack(
+            ["shamir", "split", "--threshold", "3", "--shares", "6", "--hex"], text: "c0ffee")
         let lines = split.output.split(separator: "\n").map(String.init)
-        let result = try runKeyrack(
+        let result = try await runKeyrack(
             ["shamir", "recompute", "--x", "4"],
             text: [lines[0], lines[5], lines[2]].joined(separator: "\n")
         )
@@ -41,13 +42,15 @@ struct ShamirCLITests {
     }
 
     @Test("with --threshold, extra lines are checked and a wrong one is reported")
-    func forgedExtra() throws {
-        let split = try runKeyrack(["shamir", "split", "--threshold", "2", "--shares", "3", "--hex"], text: "0102")
+    func forgedExtra() async throws {
+        let split = try await runKeyrack(
+            ["shamir", "split", "--threshold", "2", "--shares", "3", "--hex"], text: "0102")
         var lines = split.output.split(separator: "\n").map(String.init)
         // Flip the lowest bit of the last hex digit of share 3.
         let last = lines[2].last!.hexDigitValue!
         lines[2] = String(lines[2].dropLast()) + String(last ^ 1, radix: 16)
-        let result = try runKeyrack(["shamir", "combine", "--threshold", "2"], text: lines.joined(separator: "\n"))
+        let result = try await runKeyrack(
+            ["shamir", "combine", "--threshold", "2"], text: lines.joined(separator: "\n"))
         #expect(result.status == 1)
         #expect(result.standardOutput.isEmpty)
         #expect(result.standardError.contains("does not agree"))
@@ -75,8 +78,8 @@ struct ShamirCLITests {
             (["shamir", "split", "--threshold", "2", "--shares", "3", "--hex"], "ab\ncd\n", "exactly one line"),
         ]
     )
-    func badInput(arguments: [String], input: String, expected: String) throws {
-        let result = try runKeyrack(arguments, text: input)
+    func badInput(arguments: [String], input: String, expected: String) async throws {
+        let result = try await runKeyrack(arguments, text: input)
         #expect(result.status == 1)
         #expect(result.standardOutput.isEmpty)
         let errorLines = result.standardError.split(separator: "\n")
@@ -88,8 +91,8 @@ struct ShamirCLITests {
     }
 
     @Test("--help explains the line format")
-    func help() throws {
-        let result = try runKeyrack(["shamir", "--help"])
+    func help() async throws {
+        let result = try await runKeyrack(["shamir", "--help"])
         #expect(result.status == 0)
         #expect(result.output.contains("<x>:<hex>"))
     }
@@ -98,8 +101,8 @@ struct ShamirCLITests {
 @Suite("keyrack demo and bench, through the real binary")
 struct DemoCLITests {
     @Test("demo runs a whole rack on embedded defaults: every step passes, nothing secret printed, nothing left behind")
-    func demo() throws {
-        let result = try runKeyrack(["demo"])
+    func demo() async throws {
+        let result = try await runKeyrack(["demo"])
         #expect(result.status == 0, "\(result.output)\n\(result.standardError)")
         let steps = [
             "1. set up the rack", "2. full restart", "3. two nodes down", "4. rotation with node 5 down",
@@ -117,13 +120,13 @@ struct DemoCLITests {
         let firstLine = try #require(result.output.split(separator: "\n").first)
         let directory = try #require(firstLine.components(separatedBy: " in ").last)
         #expect(!FileManager.default.fileExists(atPath: directory))
-        let processes = try runToCompletion(URL(fileURLWithPath: "/usr/bin/pgrep"), ["-f", directory])
+        let processes = try await runToCompletion(URL(fileURLWithPath: "/usr/bin/pgrep"), ["-f", directory])
         #expect(processes.output.isEmpty)
     }
 
     @Test("bench shamir --json prints one JSON object with the three medians")
-    func bench() throws {
-        let result = try runKeyrack(
+    func bench() async throws {
+        let result = try await runKeyrack(
             ["bench", "shamir", "--shares", "5", "--threshold", "3", "--samples", "5", "--batch", "2", "--json"]
         )
         #expect(result.status == 0, "\(result.standardError)")

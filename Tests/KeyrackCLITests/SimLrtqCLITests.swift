@@ -4,8 +4,8 @@ import Testing
 @Suite("keyrack sim --start lrtq, through the real binary")
 struct SimLrtqCLITests {
     @Test("an LRTQ start upgrades, stays live and reads the LRTQ secret as epoch 1 everywhere")
-    func lrtqStart() throws {
-        let result = try runKeyrack(["sim", "--start", "lrtq", "--nodes", "5", "--seed", "3", "--events", "3000"])
+    func lrtqStart() async throws {
+        let result = try await runKeyrack(["sim", "--start", "lrtq", "--nodes", "5", "--seed", "3", "--events", "3000"])
         #expect(result.status == 0, "\(result.standardError)")
         let object = try JSONSerialization.jsonObject(with: result.standardOutput) as? [String: Any] ?? [:]
         #expect(object["start"] as? String == "lrtq")
@@ -16,8 +16,8 @@ struct SimLrtqCLITests {
     }
 
     @Test("--start takes tq or lrtq only")
-    func badStart() throws {
-        let result = try runKeyrack(["sim", "--start", "legacy", "--events", "10"])
+    func badStart() async throws {
+        let result = try await runKeyrack(["sim", "--start", "legacy", "--events", "10"])
         #expect(result.status != 0)
         #expect("\(result.standardError)".contains("--start"))
     }

@@ -18,13 +18,14 @@ struct RackCLITests {
             for index in 0..<3 { try await rack.waitUntilAnswering(index) }
             let nodes = rack.sockets().joined(separator: ",")
             let keyrack = try keyrackExecutable()
-            let initialized = try runToCompletion(keyrack, ["rack", "init", "--nodes", nodes, "--threshold", "2"])
+            let initialized = try await runToCompletion(
+                keyrack, ["rack", "init", "--nodes", nodes, "--threshold", "2"])
             #expect(initialized.status == 0, "\(initialized.errors)")
             #expect(initialized.output.contains("epoch 1 committed: N=3, K=2"))
             #expect(initialized.output.contains("done: epoch 1"))
             try await rack.waitUntil(Array(0..<3), "unlocked") { $0.unlockedEpoch == Epoch(1) }
 
-            let status = try runToCompletion(keyrack, ["rack", "status", "--nodes", nodes])
+            let status = try await runToCompletion(keyrack, ["rack", "status", "--nodes", nodes])
             #expect(status.status == 0)
             let rows = status.output.split(separator: "\n")
             #expect(rows.count == 4)
@@ -34,7 +35,7 @@ struct RackCLITests {
                 #expect(Array(columns.prefix(5)) == [Substring(member.platform.description), "1", "yes", "yes", "2"])
             }
 
-            let hex = try runToCompletion(
+            let hex = try await runToCompletion(
                 keyrack, ["node", "disk-key", "--admin", rack.members[0].socket, "--disk", "data0"])
             #expect(hex.status == 0)
             let key = hex.output.trimmingCharacters(in: .newlines)
@@ -51,18 +52,18 @@ struct RackCLITests {
             #expect(process.terminationStatus == 0)
             #expect(Array(raw) == [UInt8](hex: key))
 
-            let rotated = try runToCompletion(keyrack, ["rack", "rotate", "--nodes", nodes])
+            let rotated = try await runToCompletion(keyrack, ["rack", "rotate", "--nodes", nodes])
             #expect(rotated.status == 0, "\(rotated.errors)")
             #expect(rotated.output.contains("done: epoch 2"))
             try await rack.waitUntil(Array(0..<3), "unlocked at epoch 2") { $0.unlockedEpoch == Epoch(2) }
-            let rekeyed = try runToCompletion(keyrack, ["rack", "status", "--nodes", nodes])
+            let rekeyed = try await runToCompletion(keyrack, ["rack", "status", "--nodes", nodes])
             #expect(rekeyed.output.contains("data0 1→2"))
 
-            let unknown = try runToCompletion(
+            let unknown = try await runToCompletion(
                 keyrack, ["node", "disk-key", "--admin", rack.members[0].socket, "--disk", "x"])
             #expect(unknown.status != 0)
             #expect(unknown.errors.contains("NODE-DISK-UNKNOWN"))
-            let bad = try runToCompletion(keyrack, ["rack", "remove", "--nodes", nodes, "--remove", "nocolon"])
+            let bad = try await runToCompletion(keyrack, ["rack", "remove", "--nodes", nodes, "--remove", "nocolon"])
             #expect(bad.status == 2)
             #expect(bad.errors.contains("not a platform id"))
         }
@@ -82,7 +83,7 @@ struct RackCLITests {
             }
             interrupted.signal(SIGKILL)
             interrupted.process.waitUntilExit()
-            let resumed = try runToCompletion(keyrack, ["rack", "rotate", "--nodes", nodes])
+            let resumed = try await runToCompletion(keyrack, ["rack", "rotate", "--nodes", nodes])
             #expect(resumed.status == 0, "\(resumed.output) \(resumed.errors)")
             let statuses = try await rack.waitUntil([0, 1, 2, 3], "unlocked") {
                 $0.unlockedEpoch == $0.committedEpoch && $0.committedEpoch! > first.epoch
@@ -92,8 +93,8 @@ struct RackCLITests {
     }
 
     @Test("bench rack times a restart and a rotation of a real rack and prints JSON")
-    func benchRack() throws {
-        let result = try runToCompletion(
+    func benchRack() async throws {
+        let result = try await runToCompletion(
             try keyrackExecutable(), ["bench", "rack", "--nodes", "3", "--rounds", "1", "--json"])
         #expect(result.status == 0, "\(result.errors)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
@@ -106,20 +107,20 @@ struct RackCLITests {
         let committed = try #require((object["rotation_committed_on_all_s"] as? [Double])?.first)
         let unlocked = try #require((object["rotation_unlocked_on_all_s"] as? [Double])?.first)
         #expect(committed <= unlocked)
-        let bad = try runToCompletion(try keyrackExecutable(), ["bench", "rack", "--nodes", "2"])
+        let bad = try await runToCompletion(try keyrackExecutable(), ["bench", "rack", "--nodes", "2"])
         #expect(bad.status != 0)
         #expect(bad.errors.contains("--nodes must be from 3 to 32"))
     }
 
     @Test("node run refuses a broken configuration with a clear error")
-    func brokenConfiguration() throws {
+    func brokenConfiguration() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "keyrack-cfg-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let file = directory.appendingPathComponent("node.json")
         try Data(#"{"platform": "a:b", "colour": "blue"}"#.utf8).write(to: file)
-        let result = try runToCompletion(try keyrackExecutable(), ["node", "run", "--config", file.path])
+        let result = try await runToCompletion(try keyrackExecutable(), ["node", "run", "--config", file.path])
         #expect(result.status == 2)
         #expect(result.errors.contains("unknown field 'colour'"))
     }

@@ -54,7 +54,7 @@ public final class KeyrackProcess: @unchecked Sendable {
 
 /// Runs `executable` to completion and returns its status and output
 /// (standard output and standard error, each whole).
-public func runToCompletion(
+func runToCompletionBlocking(
     _ executable: URL,
     _ arguments: [String],
     environment: [String: String] = [:],
@@ -82,4 +82,25 @@ public func runToCompletion(
         String(decoding: outputData, as: UTF8.self),
         String(decoding: errorData.withLock { $0 }, as: UTF8.self)
     )
+}
+
+/// Runs `executable` to completion (see ``runToCompletionBlocking``) on a
+/// thread of its own, so that waiting for a long child never blocks one of
+/// the few threads of Swift's cooperative pool that every async test shares.
+public func runToCompletion(
+    _ executable: URL,
+    _ arguments: [String],
+    environment: [String: String] = [:],
+    directory: URL? = nil
+) async throws -> (status: Int32, output: String, errors: String) {
+    try await offCooperativePool {
+        try runToCompletionBlocking(executable, arguments, environment: environment, directory: directory)
+    }
+}
+
+/// Runs blocking `body` on a new thread and returns its result.
+public func offCooperativePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
 }

@@ -68,7 +68,7 @@ public struct NodeAttestationPolicy: Sendable {
     /// Parses a policy; relative paths are resolved against `base` (the
     /// current directory if `nil`).
     public init(json: Data, relativeTo base: URL? = nil) throws(NodeAttestationPolicyError) {
-        let object = try JSONObject(json, path: "the policy")
+        let object = try JSONFields<NodeAttestationPolicyError>(json, what: "the policy")
         try object.refuseUnknownKeys(["mode", "softwareRootOfTrust", "tdx"])
         switch try object.optionalString("mode") {
         case nil, "enforce": mode = .enforce
@@ -130,7 +130,7 @@ public struct SoftwareMeasurementPolicy: Sendable, Hashable {
         allowed = Dictionary(uniqueKeysWithValues: log.entries.map { ($0.name, [$0.digest]) })
     }
 
-    init(_ section: JSONObject) throws(NodeAttestationPolicyError) {
+    init(_ section: JSONFields<NodeAttestationPolicyError>) throws(NodeAttestationPolicyError) {
         try section.refuseUnknownKeys(["allow"])
         guard let allow = try section.optionalObject("allow") else {
             throw NodeAttestationPolicyError("'softwareRootOfTrust.allow' is missing")
@@ -196,7 +196,7 @@ public struct TDXAttestationPolicy: Sendable {
         verifier = QuoteVerifier(trustAnchor: trustAnchor)
     }
 
-    init(_ section: JSONObject, relativeTo base: URL?) throws(NodeAttestationPolicyError) {
+    init(_ section: JSONFields<NodeAttestationPolicyError>, relativeTo base: URL?) throws(NodeAttestationPolicyError) {
         try section.refuseUnknownKeys(["trustAnchor", "collateralDirectory", "allow"])
         func path(_ key: String) throws(NodeAttestationPolicyError) -> URL {
             guard let value = try section.optionalString(key) else {
@@ -251,48 +251,4 @@ public struct NodeAttestationPolicyError: Error, Equatable, Sendable, CustomStri
     /// An error with its reason.
     public init(_ reason: String) { self.reason = reason }
     public var description: String { reason }
-}
-
-/// A JSON object being read, with the path used in error messages.
-struct JSONObject {
-    let object: [String: Any]
-    let path: String
-
-    init(_ data: Data, path: String) throws(NodeAttestationPolicyError) {
-        guard let parsed = try? JSONSerialization.jsonObject(with: data) else {
-            throw NodeAttestationPolicyError("\(path) is not valid JSON")
-        }
-        guard let object = parsed as? [String: Any] else {
-            throw NodeAttestationPolicyError("\(path) must be a JSON object")
-        }
-        self.init(object: object, path: "")
-    }
-
-    init(object: [String: Any], path: String) {
-        self.object = object
-        self.path = path
-    }
-
-    func name(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
-
-    func refuseUnknownKeys(_ known: Set<String>) throws(NodeAttestationPolicyError) {
-        if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
-            throw NodeAttestationPolicyError(
-                "unknown field '\(name(unknown))' (known: \(known.sorted().joined(separator: ", ")))")
-        }
-    }
-
-    func optionalString(_ key: String) throws(NodeAttestationPolicyError) -> String? {
-        guard let value = object[key] else { return nil }
-        guard let string = value as? String else { throw NodeAttestationPolicyError("'\(name(key))' must be a string") }
-        return string
-    }
-
-    func optionalObject(_ key: String) throws(NodeAttestationPolicyError) -> JSONObject? {
-        guard let value = object[key] else { return nil }
-        guard let nested = value as? [String: Any] else {
-            throw NodeAttestationPolicyError("'\(name(key))' must be a JSON object")
-        }
-        return JSONObject(object: nested, path: name(key))
-    }
 }

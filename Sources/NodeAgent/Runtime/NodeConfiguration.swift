@@ -94,35 +94,27 @@ public struct NodeConfiguration: Sendable, Equatable {
 
     /// Parses `json`, resolving relative paths against `base`.
     public init(json: Data, relativeTo base: URL) throws(NodeConfigurationError) {
-        let object: [String: Any]
-        do {
-            guard let parsed = try JSONSerialization.jsonObject(with: json) as? [String: Any] else {
-                throw NodeConfigurationError("the node configuration must be a JSON object")
-            }
-            object = parsed
-        } catch let error as NodeConfigurationError {
-            throw error
-        } catch {
-            throw NodeConfigurationError("the node configuration is not valid JSON")
-        }
-        let reader = FieldReader(object: object, base: base, context: "")
-        try reader.refuseUnknown([
+        let reader = try JSONFields<NodeConfigurationError>(json, what: "the node configuration")
+        try reader.refuseUnknownKeys([
             "platform", "rackId", "identity", "listen", "peers", "ledger", "admin", "attestation", "disks",
         ])
         platform = try Self.platformId(try reader.string("platform"), field: "platform")
+        func resolve(_ path: String) -> String {
+            path.hasPrefix("/") ? path : base.appendingPathComponent(path).standardizedFileURL.path
+        }
         guard let rack = [UInt8](hex: try reader.string("rackId")).flatMap({ RackId(bytes: $0) }) else {
             throw NodeConfigurationError("rackId must be \(RackId.byteCount) bytes in hex")
         }
         rackId = rack
         let identity = try reader.object("identity")
-        try identity.refuseUnknown(["key", "certificate", "intermediate", "root"])
-        deviceKey = try identity.path("key")
-        certificate = try identity.path("certificate")
-        intermediate = try identity.path("intermediate")
-        root = try identity.path("root")
+        try identity.refuseUnknownKeys(["key", "certificate", "intermediate", "root"])
+        deviceKey = resolve(try identity.string("key"))
+        certificate = resolve(try identity.string("certificate"))
+        intermediate = resolve(try identity.string("intermediate"))
+        root = resolve(try identity.string("root"))
         listen = try PeerAddress(parsing: try reader.string("listen"), field: "listen")
         var peers: [PlatformId: PeerAddress] = [:]
-        for (id, address) in try reader.optionalObject("peers") ?? [:] {
+        for (id, address) in try reader.optionalObject("peers")?.object ?? [:] {
             guard let address = address as? String else {
                 throw NodeConfigurationError("peers.\(id) must be a \"host:port\" string")
             }
@@ -130,18 +122,18 @@ public struct NodeConfiguration: Sendable, Equatable {
         }
         peers[platform] = nil
         self.peers = peers
-        let ledger = try reader.strings("ledger").map { reader.resolve($0) }
+        let ledger = try reader.strings("ledger").map(resolve)
         guard ledger.count == 2, ledger[0] != ledger[1] else {
             throw NodeConfigurationError("ledger must list two different directories (on different disks)")
         }
         self.ledger = ledger
-        admin = try reader.path("admin")
+        admin = resolve(try reader.string("admin"))
         let attestation = try reader.object("attestation")
-        try attestation.refuseUnknown(["policy", "evidence"])
-        policy = try attestation.path("policy")
+        try attestation.refuseUnknownKeys(["policy", "evidence"])
+        policy = resolve(try attestation.string("policy"))
         let evidence = try attestation.optionalString("evidence") ?? "rot"
         if evidence.hasPrefix("software-tee:") {
-            self.evidence = "software-tee:" + reader.resolve(String(evidence.dropFirst("software-tee:".count)))
+            self.evidence = "software-tee:" + resolve(String(evidence.dropFirst("software-tee:".count)))
         } else {
             guard evidence == "rot" || evidence == "tdx" else {
                 throw NodeConfigurationError("attestation.evidence must be rot, software-tee:DIR or tdx")
@@ -218,65 +210,4 @@ public struct NodeConfigurationError: Error, Equatable, Sendable, CustomStringCo
     public let reason: String
     public init(_ reason: String) { self.reason = reason }
     public var description: String { reason }
-}
-
-/// Typed access to a JSON object's fields, with errors naming the field.
-private struct FieldReader {
-    let object: [String: Any]
-    let base: URL
-    let context: String
-
-    func name(_ key: String) -> String { context.isEmpty ? key : "\(context).\(key)" }
-
-    func refuseUnknown(_ known: Set<String>) throws(NodeConfigurationError) {
-        if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
-            throw NodeConfigurationError(
-                "unknown field '\(name(unknown))' (known: \(known.sorted().joined(separator: ", ")))")
-        }
-    }
-
-    func optionalString(_ key: String) throws(NodeConfigurationError) -> String? {
-        guard let value = object[key] else { return nil }
-        guard let string = value as? String, !string.isEmpty else {
-            throw NodeConfigurationError("\(name(key)) must be a non-empty string")
-        }
-        return string
-    }
-
-    func string(_ key: String) throws(NodeConfigurationError) -> String {
-        guard let value = try optionalString(key) else { throw NodeConfigurationError("\(name(key)) is missing") }
-        return value
-    }
-
-    func resolve(_ path: String) -> String {
-        path.hasPrefix("/") ? path : base.appendingPathComponent(path).standardizedFileURL.path
-    }
-
-    func path(_ key: String) throws(NodeConfigurationError) -> String { resolve(try string(key)) }
-
-    func optionalStrings(_ key: String) throws(NodeConfigurationError) -> [String]? {
-        guard let value = object[key] else { return nil }
-        guard let strings = value as? [String] else {
-            throw NodeConfigurationError("\(name(key)) must be a list of strings")
-        }
-        return strings
-    }
-
-    func strings(_ key: String) throws(NodeConfigurationError) -> [String] {
-        guard let value = try optionalStrings(key) else { throw NodeConfigurationError("\(name(key)) is missing") }
-        return value
-    }
-
-    func optionalObject(_ key: String) throws(NodeConfigurationError) -> [String: Any]? {
-        guard let value = object[key] else { return nil }
-        guard let nested = value as? [String: Any] else {
-            throw NodeConfigurationError("\(name(key)) must be an object")
-        }
-        return nested
-    }
-
-    func object(_ key: String) throws(NodeConfigurationError) -> FieldReader {
-        guard let nested = try optionalObject(key) else { throw NodeConfigurationError("\(name(key)) is missing") }
-        return FieldReader(object: nested, base: base, context: name(key))
-    }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Foundation
 import Logging
 import NodeAgent
@@ -33,7 +34,7 @@ struct Demo: AsyncParsableCommand {
             ?? FileManager.default.temporaryDirectory.appendingPathComponent("keyrack-demo-\(UUID().uuidString)")
         // The in-process KMS's audit lines would interleave with the demo's own.
         bootstrapLogging(level: .warning)
-        let demo = RackDemo(directory: directory)
+        let demo = RackDemo(directory: directory, keep: keep != nil)
         let failure = await demo.run()
         if keep == nil { try? FileManager.default.removeItem(at: directory) }
         if let failure {
@@ -49,7 +50,12 @@ final class RackDemo {
     let out = DemoPrinter()
     var results: [(step: String, outcome: String, seconds: Double)] = []
 
-    init(directory: URL) { self.directory = directory }
+    let keep: Bool
+
+    init(directory: URL, keep: Bool) {
+        self.directory = directory
+        self.keep = keep
+    }
 
     /// Runs every step; returns why it failed, or nil.
     func run() async -> String? {
@@ -65,6 +71,23 @@ final class RackDemo {
         } catch {
             return "cannot create the rack: \(error)"
         }
+        // Interrupted (Ctrl-C, SIGTERM): stop the nodes and remove the files before exiting.
+        let registry = rack.processIdentifiers
+        let root = directory
+        let keep = keep
+        let interrupted = [SIGINT, SIGTERM].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                registry.signalAll(SIGKILL)
+                if !keep { try? FileManager.default.removeItem(at: root) }
+                writeStandardError("keyrack demo: interrupted; stopped the nodes\n")
+                exit(130)
+            }
+            source.resume()
+            return source
+        }
+        defer { for source in interrupted { source.cancel() } }
         out.say("A manufacturing CA, 6 device identities (Ed25519, software root of trust) and node configurations;")
         out.say("peers attest inside TLS with a measurement log signed by their root of trust, and the policy")
         out.say("(enforced) admits exactly this keyrack executable.")

@@ -1,5 +1,6 @@
 import Foundation
 import SecretSharing
+import Synchronization
 import TrustQuorum
 
 #if canImport(Glibc)
@@ -44,6 +45,20 @@ public final class LocalRack {
     /// The attestation policy file every node appraises its peers against.
     public let policyFile: URL
     private var processes: [Int: Process] = [:]
+    /// The node processes' ids, readable from a signal handler.
+    public let processIdentifiers = ProcessRegistry()
+
+    /// The ids of a rack's node processes, safe to read from any thread (a
+    /// signal handler stopping them when the program is interrupted).
+    public final class ProcessRegistry: Sendable {
+        private let ids = Mutex<Set<Int32>>([])
+        func insert(_ id: Int32) { ids.withLock { _ = $0.insert(id) } }
+        func remove(_ id: Int32) { ids.withLock { _ = $0.remove(id) } }
+        /// Sends `signal` to every node process still registered.
+        public func signalAll(_ signal: Int32) {
+            for id in ids.withLock({ $0 }) { kill(id, signal) }
+        }
+    }
 
     /// Creates `count` node identities and configurations in `directory`
     /// (created if missing), signed by a fresh manufacturing CA, with
@@ -162,6 +177,7 @@ public final class LocalRack {
             throw RackOperatorError("cannot start node \(index + 1): \(error)")
         }
         processes[index] = process
+        processIdentifiers.insert(process.processIdentifier)
     }
 
     /// Waits until node `index`'s admin socket answers.
@@ -182,6 +198,7 @@ public final class LocalRack {
     /// crash) and waits for the process to end.
     public func stop(_ index: Int, signal: Int32 = SIGTERM) async {
         guard let process = processes.removeValue(forKey: index) else { return }
+        defer { processIdentifiers.remove(process.processIdentifier) }
         if process.isRunning { kill(process.processIdentifier, signal) }
         await Self.waitForExit(process)
     }

@@ -89,9 +89,13 @@ struct RackFailureTests {
         try await withRack(count: 4) { rack in
             let all = Array(0..<4)
             var latest = try await setUp(rack, all, threshold: 2)
-            // Each node in turn (so the coordinator is among them) crashes at this persistence point.
-            for victim in all {
+            // The coordinator, then an ordinary member, crashes at this persistence point. The operator
+            // picks the coordinator of epoch e among the members sorted by platform id, at e mod N.
+            for role in ["coordinator", "member"] {
+                let coordinator = Int((latest.epoch.value + 1) % UInt64(all.count))
+                let victim = role == "coordinator" ? coordinator : (coordinator + 1) % all.count
                 await rack.stop(victim)
+                let logStart = (try? Data(contentsOf: URL(fileURLWithPath: rack.members[victim].logFile)))?.count ?? 0
                 try await rack.start(victim, environment: ["KEYRACK_TEST_CRASH_AFTER_PERSIST": "\(point)"])
                 try await rack.waitUntil([victim], "unlocked") { $0.unlockedEpoch == latest.epoch }
                 var rackOperator = RackOperator(sockets: rack.sockets())
@@ -103,6 +107,9 @@ struct RackFailureTests {
                     try await Task.sleep(for: .milliseconds(10))
                 }
                 #expect(rack.exitStatus(victim) == SIGKILL, "node \(victim + 1) did not reach ledger write \(point)")
+                let log = try Data(contentsOf: URL(fileURLWithPath: rack.members[victim].logFile)).dropFirst(logStart)
+                let coordinated = String(decoding: log, as: UTF8.self).contains("coordinating a reconfiguration")
+                #expect(coordinated == (role == "coordinator"), "node \(victim + 1) as \(role)")
                 await rack.stop(victim)
                 try await rack.start(victim)
                 let rotated = try await rotation.value

@@ -236,6 +236,7 @@ var targets: [Target] = [
         dependencies: [
             "keyrack",
             "NodeAgent",
+            "Attestation",
             "TrustQuorum",
             "SecretSharing",
             "KeyrackTestSupport",

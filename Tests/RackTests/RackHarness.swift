@@ -11,6 +11,7 @@ func withRack<T>(
     count: Int,
     keyType: DeviceKeyType = .ed25519,
     policy: Data? = nil,
+    evidence: String = "rot",
     _ body: (LocalRack) async throws -> T
 ) async throws -> T {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keyrack-rack-\(UUID().uuidString)")
@@ -19,7 +20,8 @@ func withRack<T>(
         executable: try keyrackExecutable().path,
         count: count,
         keyType: keyType,
-        policy: try policy ?? allowingPolicy()
+        policy: try policy ?? allowingPolicy(),
+        evidence: evidence
     )
     do {
         let result = try await body(rack)

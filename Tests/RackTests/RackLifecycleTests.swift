@@ -1,3 +1,4 @@
+import Attestation
 import Foundation
 import KeyrackTestSupport
 import NodeAgent
@@ -46,6 +47,33 @@ struct RackLifecycleTests {
             }
             #expect(statuses.allSatisfy { $0.connected.count == 2 && $0.attestationEnforced })
             #expect(try await diskKey(rack, 0) == (try await diskKey(rack, 2)))
+        }
+    }
+
+    @Test("nodes in (software) TDs attest with quotes: DCAP-verified and appraised against MRTD/RTMR/TCB allowlists")
+    func tdxEvidence() async throws {
+        let tee = FileManager.default.temporaryDirectory.appendingPathComponent("keyrack-td-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: tee) }
+        let made = try await runToCompletion(
+            try keyrackExecutable(),
+            ["tee", "init", "--dir", tee.path, "--now", "\(Int(Date().timeIntervalSince1970))"])
+        #expect(made.status == 0, "\(made.errors)")
+        let policy = Data(NodeAttestationPolicy.json(allowing: nil, softwareTEE: try SoftwareTEE(directory: tee)).utf8)
+        try await withRack(count: 3, policy: policy, evidence: "software-tee:\(tee.path)") { rack in
+            let committed = try await setUp(rack, [0, 1, 2], threshold: 2)
+            await rack.stopAll()
+            for index in 0..<3 { try rack.launch(index) }
+            try await rack.waitUntil([0, 1, 2], "unlocked after a restart") { $0.unlockedEpoch == committed.epoch }
+        }
+        // The same nodes presenting software-RoT evidence are refused by a TDX-only policy.
+        try await withRack(count: 3, policy: policy) { rack in
+            for index in 0..<3 { try await rack.start(index) }
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !rack.logTail(0, lines: 40).contains("refused"), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(rack.logTail(0, lines: 40).contains("refused"))
+            for status in await rack.statuses([0, 1, 2]) { #expect(status?.connected.isEmpty == true) }
         }
     }
 

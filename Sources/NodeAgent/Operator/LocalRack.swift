@@ -70,6 +70,7 @@ public final class LocalRack {
         keyType: DeviceKeyType = .ed25519,
         disks: [String] = ["data0"],
         policy: Data,
+        evidence: String = "rot",
         part: String = "kr-demo"
     ) throws(RackOperatorError) {
         self.directory = directory
@@ -111,6 +112,7 @@ public final class LocalRack {
                     ],
                     admin: nodeDirectory.appendingPathComponent("admin.sock").path,
                     policy: policyFile.path,
+                    evidence: evidence,
                     disks: disks
                 )
                 let file = nodeDirectory.appendingPathComponent("node.json")

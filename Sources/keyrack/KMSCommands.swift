@@ -56,17 +56,19 @@ struct KMSCommand: AsyncParsableCommand {
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(2)
             }
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = .info
-                return handler
-            }
+            // Log lines (an audit line per key release) are written off the
+            // request path, in order; everything is flushed before exiting.
+            let output = BackgroundLogWriter.standardError
+            LoggingSystem.bootstrap { label in output.logHandler(label: label) }
+            defer { output.flush() }
             do {
                 try await KMSServer.run(configuration: configuration, logger: Logger(label: "keyrack.kms"))
             } catch let error as KMSConfigurationError {
+                output.flush()
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(2)
             } catch let error as KeyProviderError {
+                output.flush()
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(2)
             }
@@ -155,8 +157,17 @@ struct KMSBench: AsyncParsableCommand {
                 throw CommandFailure("--url must be http://host:port")
             }
             let source = try quoteSource(tee)
+            let endpoint = HTTPConnection.Endpoint.tcp(host: host, port: components.port ?? 80)
+            // Fail at once, with the reason, rather than report a run of
+            // nothing but connection errors.
+            do {
+                let probe = try await HTTPConnection.connect(to: endpoint)
+                probe.close()
+            } catch {
+                throw CommandFailure("cannot reach the KMS at \(url): \(error)")
+            }
             let report = await LoadGenerator.run(
-                endpoint: .tcp(host: host, port: components.port ?? 80),
+                endpoint: endpoint,
                 concurrency: concurrency,
                 duration: .seconds(duration),
                 quotes: source
@@ -176,6 +187,11 @@ struct KMSBench: AsyncParsableCommand {
             }
             if buildConfiguration != "release" {
                 writeStandardError("keyrack: warning: this is a debug build; figures are not representative\n")
+            }
+            if report.errors > 0 {
+                throw CommandFailure(
+                    "\(report.errors) key releases failed; the figures do not describe a healthy run. "
+                        + "First error: \(report.firstError ?? "unknown")")
             }
         }
     }

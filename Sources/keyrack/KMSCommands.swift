@@ -137,7 +137,9 @@ struct KMSBench: AsyncParsableCommand {
         discussion: """
             Each client has its own peer identity and keep-alive connection and repeats \
             challenge, quote, signature, get-key until --duration is up. Latency is per \
-            key release. Run a release build of both the KMS and this command.
+            key release. Run a release build of both the KMS and this command. An \
+            unreachable KMS stops the run at once; any failed release makes the exit \
+            status 1 (after the report).
             """
     )
 

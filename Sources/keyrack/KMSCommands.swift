@@ -56,13 +56,19 @@ struct KMSCommand: AsyncParsableCommand {
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(2)
             }
-            bootstrapLogging(level: .info)
+            // Log lines (an audit line per key release) are written off the
+            // request path, in order; everything is flushed before exiting.
+            let output = BackgroundLogWriter.standardError
+            LoggingSystem.bootstrap { label in output.logHandler(label: label) }
+            defer { output.flush() }
             do {
                 try await KMSServer.run(configuration: configuration, logger: Logger(label: "keyrack.kms"))
             } catch let error as KMSConfigurationError {
+                output.flush()
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(2)
             } catch let error as KeyProviderError {
+                output.flush()
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(2)
             }
@@ -131,7 +137,9 @@ struct KMSBench: AsyncParsableCommand {
         discussion: """
             Each client has its own peer identity and keep-alive connection and repeats \
             challenge, quote, signature, get-key until --duration is up. Latency is per \
-            key release. Run a release build of both the KMS and this command.
+            key release. Run a release build of both the KMS and this command. An \
+            unreachable KMS stops the run at once; any failed release makes the exit \
+            status 1 (after the report).
             """
     )
 
@@ -151,8 +159,17 @@ struct KMSBench: AsyncParsableCommand {
                 throw CommandFailure("--url must be http://host:port")
             }
             let source = try quoteSource(tee)
+            let endpoint = HTTPConnection.Endpoint.tcp(host: host, port: components.port ?? 80)
+            // Fail at once, with the reason, rather than report a run of
+            // nothing but connection errors.
+            do {
+                let probe = try await HTTPConnection.connect(to: endpoint)
+                probe.close()
+            } catch {
+                throw CommandFailure("cannot reach the KMS at \(url): \(error)")
+            }
             let report = await LoadGenerator.run(
-                endpoint: .tcp(host: host, port: components.port ?? 80),
+                endpoint: endpoint,
                 concurrency: concurrency,
                 duration: .seconds(duration),
                 quotes: source
@@ -172,6 +189,11 @@ struct KMSBench: AsyncParsableCommand {
             }
             if buildConfiguration != "release" {
                 writeStandardError("keyrack: warning: this is a debug build; figures are not representative\n")
+            }
+            if report.errors > 0 {
+                throw CommandFailure(
+                    "\(report.errors) key releases failed; the figures do not describe a healthy run. "
+                        + "First error: \(report.firstError ?? "unknown")")
             }
         }
     }

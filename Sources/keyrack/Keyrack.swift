@@ -1,4 +1,5 @@
 import ArgumentParser
+import KeyRelease
 
 /// The `keyrack` command: argument parsing and printing only; every
 /// subcommand calls into a library module.
@@ -24,6 +25,11 @@ struct Keyrack: AsyncParsableCommand {
         let arguments = Array(CommandLine.arguments.dropFirst())
         do {
             var command = try parseAsRoot(arguments)
+            // The KMS and its load generator are network-bound services:
+            // run their tasks on the event loops (see EventLoopExecutor).
+            if command is KMSCommand.Serve || command is KMSBench {
+                EventLoopExecutor.install()
+            }
             if var asynchronous = command as? any AsyncParsableCommand {
                 try await asynchronous.run()
             } else {

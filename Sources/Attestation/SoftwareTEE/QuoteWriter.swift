@@ -21,7 +21,7 @@ public struct TDMeasurements: Sendable, Hashable, Codable {
 enum QuoteWriter {
     static func quote(
         keys: TestPKIKeys, pckChainPEM: String, reportData: [UInt8], measurements: TDMeasurements, debug: Bool,
-        certification precomputed: [UInt8]? = nil
+        certification precomputed: [UInt8]? = nil, attestationKey knownKey: [UInt8]? = nil
     ) throws(AttestationError) -> [UInt8] {
         func bad(_ reason: String) -> AttestationError { AttestationError(.malformed, step: .parseQuote, reason) }
         guard reportData.count == 64 else { throw bad("report data must be 64 bytes, not \(reportData.count)") }
@@ -33,6 +33,9 @@ enum QuoteWriter {
         out.reserveCapacity(5_000)
         func u16(_ v: UInt16) { out += [UInt8(v & 0xFF), UInt8(v >> 8)] }
         func u32(_ v: UInt32) { for i in 0..<4 { out.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
+        // The public key's encoding costs a point conversion: a caller that
+        // signs many quotes passes it in.
+        let attestationKey = knownKey ?? Array(keys.attestation.publicKey.rawRepresentation)
 
         // Header.
         u16(4)
@@ -41,7 +44,7 @@ enum QuoteWriter {
         u16(0)
         u16(0)
         out += QuoteHeader.intelQEVendorID
-        out += Array(SHA256.hash(data: Array(keys.attestation.publicKey.rawRepresentation)).prefix(16)) + [0, 0, 0, 0]
+        out += Array(SHA256.hash(data: attestationKey).prefix(16)) + [0, 0, 0, 0]
 
         // TD 1.0 report body.
         out += TestPlatform.teeTCBSVN
@@ -63,7 +66,6 @@ enum QuoteWriter {
         } catch {
             throw AttestationError(.invalidSignature, step: .quoteSignature, "signing the quote failed")
         }
-        let attestationKey = Array(keys.attestation.publicKey.rawRepresentation)
         let certification: [UInt8]
         if let precomputed {
             certification = precomputed

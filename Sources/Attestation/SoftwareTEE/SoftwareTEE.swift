@@ -28,6 +28,8 @@ public struct SoftwareTEE: Sendable {
     private let pckChainPEM: String
     /// The QE report, its signature, auth data and chain: fixed per TEE, made once.
     private let certification: [UInt8]
+    /// The attestation public key's raw encoding, made once.
+    private let attestationPublicKey: [UInt8]
 
     /// The default measurements: fixed values, SHA-384 of a label each.
     public static let fixedMeasurements = TDMeasurements(
@@ -93,6 +95,7 @@ public struct SoftwareTEE: Sendable {
         self.defaultMeasurements = TDMeasurements(mrTD: mrtd, rtmrs: rtmrs)
         self.trustAnchor = try TrustAnchor(bytes: [UInt8](try read("root.der")))
         self.collateral = try Collateral(json: try read("collateral.json"))
+        self.attestationPublicKey = Array(attestation.publicKey.rawRepresentation)
         self.certification = try QuoteWriter.certificationData(
             keys: TestPKIKeys(root: pck, pckCA: pck, pck: pck, tcbSigning: pck, attestation: attestation),
             pckChainPEM: chain
@@ -112,7 +115,7 @@ public struct SoftwareTEE: Sendable {
         let keys = TestPKIKeys(root: pck, pckCA: pck, pck: pck, tcbSigning: pck, attestation: attestation)
         return try QuoteWriter.quote(
             keys: keys, pckChainPEM: pckChainPEM, reportData: reportData, measurements: measurements, debug: debug,
-            certification: certification)
+            certification: certification, attestationKey: attestationPublicKey)
     }
 }
 

@@ -82,23 +82,24 @@ public final class HTTPConnection: Sendable {
             head.headers.add(name: "Content-Length", value: "\(body.count)")
         }
         let promise = channel.eventLoop.makePromise(of: Response.self)
-        let deadline = channel.eventLoop.scheduleTask(in: timeout) { [channel, timeout] in
-            promise.fail(Failure(reason: "no response within \(timeout)"))
-            channel.close(promise: nil)
+        let outbound = ResponseHandler.Outbound(head: head, body: body, reply: promise)
+        // One trip to the event loop for the deadline, the write and the
+        // flush (none when already on it), rather than one for each.
+        channel.eventLoop.execute { [channel, timeout] in
+            let deadline = channel.eventLoop.scheduleTask(in: timeout) {
+                promise.fail(Failure(reason: "no response within \(timeout)"))
+                channel.close(promise: nil)
+            }
+            promise.futureResult.whenComplete { _ in deadline.cancel() }
+            let written = channel.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenFailure { error in promise.fail(Failure(reason: "write failed: \(error)")) }
+            channel.writeAndFlush(outbound, promise: written)
         }
-        let written = channel.eventLoop.makePromise(of: Void.self)
-        written.futureResult.whenFailure { error in promise.fail(Failure(reason: "write failed: \(error)")) }
-        channel.write(ResponseHandler.Outbound(head: head, body: body, reply: promise), promise: written)
-        channel.flush()
         do {
-            let response = try await promise.futureResult.get()
-            deadline.cancel()
-            return response
+            return try await promise.futureResult.get()
         } catch let failure as Failure {
-            deadline.cancel()
             throw failure
         } catch {
-            deadline.cancel()
             throw Failure(reason: "\(error)")
         }
     }

@@ -74,19 +74,16 @@ public struct KeyReleaseClient: Sendable {
         return SecretBytes(key)
     }
 
-    private func post<Request: Encodable, Reply: Decodable>(
+    private func post<Request: FlatJSONMessage, Reply: FlatJSONMessage>(
         _ connection: HTTPConnection,
         _ path: String,
         _ body: Request
     ) async throws(KeyReleaseClientError) -> Reply {
         let response: HTTPConnection.Response
         do {
-            let encoded = try JSONEncoder().encode(body)
-            response = try await connection.request(.POST, path, body: Array(encoded))
-        } catch let error as HTTPConnection.Failure {
-            throw KeyReleaseClientError(status: nil, code: nil, message: error.reason)
+            response = try await connection.request(.POST, path, body: body.flatJSON)
         } catch {
-            throw KeyReleaseClientError(status: nil, code: nil, message: "cannot encode the request")
+            throw KeyReleaseClientError(status: nil, code: nil, message: error.reason)
         }
         guard response.status == 200 else {
             let decoded = try? JSONDecoder().decode(ErrorBody.self, from: Data(response.body))
@@ -97,6 +94,7 @@ public struct KeyReleaseClient: Sendable {
                     ?? "HTTP \(response.status)"
             )
         }
+        if let reply = Reply(flatJSON: response.body) { return reply }
         do {
             return try JSONDecoder().decode(Reply.self, from: Data(response.body))
         } catch {

@@ -50,13 +50,16 @@ public enum KMSRoutes {
 
     /// Reads at most 64 KiB and decodes JSON, turning every failure into the
     /// API's error codes.
-    static func decode<Body: Decodable>(_ request: Request) async throws(KMSError) -> Body {
+    static func decode<Body: FlatJSONMessage>(_ request: Request) async throws(KMSError) -> Body {
         let buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: maximumBodyBytes)
         } catch {
             throw KMSError(.payloadTooLarge, "request bodies are limited to \(maximumBodyBytes) bytes")
         }
+        // Well-formed requests take the fast path; everything else (and so
+        // every error message) is JSONDecoder's.
+        if let body = Body(flatJSON: buffer.readableBytesView) { return body }
         do {
             return try JSONDecoder().decode(Body.self, from: Data(buffer.readableBytesView))
         } catch DecodingError.keyNotFound(let key, _) {
@@ -67,6 +70,14 @@ public enum KMSRoutes {
         } catch {
             throw KMSError(.invalidRequest, "the body is not valid JSON")
         }
+    }
+
+    /// A 200 answer with an API message.
+    static func json(_ message: some FlatJSONMessage) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(
+            status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: message.flatJSON)))
     }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {

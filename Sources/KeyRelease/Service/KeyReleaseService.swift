@@ -185,7 +185,13 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
 
         // 4. Binding: report_data = nonce ‖ SHA-256(peerId).
         let expected = challenge.nonce + Array(SHA256.hash(data: Array(challenge.peerId.utf8)))
-        guard constantTimeEqual(verifier.reportData(of: parsed), expected) else {
+        let reportData = verifier.reportData(of: parsed)
+        // The buffer overload: the generic one is not specialized across
+        // modules and cost 3.6 % of the server's time in metadata look-ups.
+        let bound = reportData.withUnsafeBytes { actual in
+            expected.withUnsafeBytes { constantTimeEqual(actual, $0) }
+        }
+        guard bound else {
             throw KMSError(.invalidQuote, "report_data mismatch")
         }
 

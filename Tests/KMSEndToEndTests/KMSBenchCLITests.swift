@@ -17,7 +17,7 @@ struct KMSBenchCLITests {
     func benchAgainstARealServer() async throws {
         let platform = try Platform()
         let kms = try await KMS.start(platform)
-        let run = try runToCompletion(
+        let run = try await runToCompletion(
             try keyrackExecutable(),
             [
                 "bench", "kms", "--url", "http://127.0.0.1:\(kms.port)", "--concurrency", "3", "--duration", "1",
@@ -51,8 +51,8 @@ struct KMSBenchCLITests {
         "a bad --tee is refused before any load, with a message and a non-zero exit",
         arguments: ["bogus", "software:/nonexistent/keyrack-tee", "sgx"]
     )
-    func badTEE(tee: String) throws {
-        let run = try runToCompletion(
+    func badTEE(tee: String) async throws {
+        let run = try await runToCompletion(
             try keyrackExecutable(),
             ["bench", "kms", "--url", "http://127.0.0.1:9", "--duration", "1", "--tee", tee, "--json"]
         )
@@ -66,7 +66,7 @@ struct KMSBenchCLITests {
     }
 
     @Test("an unreachable --url: a clear error naming the URL and a non-zero exit, not a report of errors")
-    func unreachableURL() throws {
+    func unreachableURL() async throws {
         let platform = try Platform()
         // A port that is bound but not listening refuses connections, and
         // nothing else can take it while the socket is held.
@@ -74,7 +74,7 @@ struct KMSBenchCLITests {
         defer { close(socket) }
         let url = "http://127.0.0.1:\(port)"
         let started = ContinuousClock.now
-        let run = try runToCompletion(
+        let run = try await runToCompletion(
             try keyrackExecutable(),
             [
                 "bench", "kms", "--url", url, "--concurrency", "2", "--duration", "30",
@@ -89,9 +89,9 @@ struct KMSBenchCLITests {
     }
 
     @Test("a --url that is not http://host:port is refused")
-    func malformedURL() throws {
+    func malformedURL() async throws {
         let platform = try Platform()
-        let run = try runToCompletion(
+        let run = try await runToCompletion(
             try keyrackExecutable(),
             [
                 "bench", "kms", "--url", "ftp://127.0.0.1:1", "--duration", "1",

@@ -16,6 +16,16 @@ public final class RedisClient: Sendable {
     private let state = Mutex(PoolState())
     /// SHA-1 digests the server gave for scripts loaded with `SCRIPT LOAD`.
     private let scriptDigests = Mutex([String: String]())
+    /// Pipelined mode: the shared connections (nil until first used or after one closed).
+    private let shared: Mutex<[SharedSlot]>
+    private let sharedCount: Int
+    private let nextShared = Atomic<Int>(0)
+
+    private enum SharedSlot {
+        case empty
+        case connecting([CheckedContinuation<RedisConnection?, Never>])
+        case ready(RedisConnection)
+    }
 
     private struct PoolState {
         var idle: [RedisConnection] = []
@@ -31,10 +41,13 @@ public final class RedisClient: Sendable {
     ) {
         self.configuration = configuration
         self.group = group
+        self.sharedCount = max(0, configuration.pipelinedConnections)
+        self.shared = Mutex(Array(repeating: SharedSlot.empty, count: max(0, configuration.pipelinedConnections)))
     }
 
     /// Sends one command on a pooled connection and returns the reply.
     public func send(_ command: [RESPArgument]) async throws(RedisError) -> RESPValue {
+        if sharedCount > 0 { return try await sendPipelined(command) }
         // A pooled connection can close between the lease and the write; the
         // command was then never sent, and one more try on another
         // connection is safe. Any other failure is reported as it is.
@@ -95,6 +108,98 @@ public final class RedisClient: Sendable {
         }
         for connection in idle { connection.close() }
         for waiter in waiters { waiter.resume(returning: nil) }
+        let sharedConnections: [RedisConnection] = shared.withLock { slots in
+            defer { slots = Array(repeating: .empty, count: slots.count) }
+            return slots.compactMap { if case .ready(let connection) = $0 { return connection } else { return nil } }
+        }
+        for connection in sharedConnections { connection.close() }
+    }
+
+    // MARK: - Pipelined mode
+
+    private func sendPipelined(_ command: [RESPArgument]) async throws(RedisError) -> RESPValue {
+        let index = nextShared.wrappingAdd(1, ordering: .relaxed).oldValue % sharedCount
+        for attempt in 1...2 {
+            let connection = try await sharedConnection(index)
+            do {
+                return try await connection.send(command)
+            } catch {
+                if case .notSent(let reason) = error {
+                    forget(connection, at: index)
+                    if attempt == 1 { continue }
+                    throw .unavailable(reason)
+                }
+                if !connection.isActive { forget(connection, at: index) }
+                throw error
+            }
+        }
+        throw .unavailable("unreachable")
+    }
+
+    /// The shared connection `index`, connecting it if needed (one caller
+    /// connects; the others wait for it).
+    private func sharedConnection(_ index: Int) async throws(RedisError) -> RedisConnection {
+        enum Step {
+            case use(RedisConnection)
+            case connect
+            case closed
+        }
+        while true {
+            if state.withLock({ $0.closed }) { throw .unavailable("the client was shut down") }
+            let step: Step? = shared.withLock { slots in
+                switch slots[index] {
+                case .ready(let connection) where connection.isActive: return .use(connection)
+                case .ready, .empty:
+                    slots[index] = .connecting([])
+                    return .connect
+                case .connecting: return nil
+                }
+            }
+            switch step {
+            case .use(let connection):
+                return connection
+            case .connect:
+                do {
+                    let connection = try await RedisConnection.connect(to: configuration, group: group)
+                    let waiters = shared.withLock { slots in
+                        defer { slots[index] = .ready(connection) }
+                        if case .connecting(let waiters) = slots[index] { return waiters }
+                        return []
+                    }
+                    for waiter in waiters { waiter.resume(returning: connection) }
+                    return connection
+                } catch {
+                    let waiters = shared.withLock { slots in
+                        defer { slots[index] = .empty }
+                        if case .connecting(let waiters) = slots[index] { return waiters }
+                        return []
+                    }
+                    for waiter in waiters { waiter.resume(returning: nil) }
+                    throw error
+                }
+            case .closed:
+                throw .unavailable("the client was shut down")
+            case nil:
+                let connection: RedisConnection? = await withCheckedContinuation { continuation in
+                    let now: Bool = shared.withLock { slots in
+                        guard case .connecting(var waiters) = slots[index] else { return true }
+                        waiters.append(continuation)
+                        slots[index] = .connecting(waiters)
+                        return false
+                    }
+                    if now { continuation.resume(returning: nil) }
+                }
+                if let connection { return connection }
+            // The connection attempt failed or finished meanwhile: decide again.
+            }
+        }
+    }
+
+    private func forget(_ connection: RedisConnection, at index: Int) {
+        shared.withLock { slots in
+            if case .ready(let current) = slots[index], current === connection { slots[index] = .empty }
+        }
+        connection.close()
     }
 
     // MARK: - Pool

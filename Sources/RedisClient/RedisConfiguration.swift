@@ -14,6 +14,13 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible, 
     public var password: String?
     /// How many connections the pool keeps at most.
     public var maximumConnections: Int
+    /// When above zero, the client keeps this many connections and
+    /// pipelines every command over them (Redis answers in order) instead of
+    /// leasing a connection per command: many concurrent callers then share
+    /// a few sockets, and the server reads and answers commands in batches.
+    /// A command that times out closes its connection, failing the commands
+    /// pipelined behind it.
+    public var pipelinedConnections: Int
     /// How long to wait for a TCP connection.
     public var connectTimeout: TimeAmount
     /// How long to wait for a reply.
@@ -27,9 +34,11 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible, 
         user: String? = nil,
         password: String? = nil,
         maximumConnections: Int = 64,
+        pipelinedConnections: Int = 0,
         connectTimeout: TimeAmount = .seconds(1),
         commandTimeout: TimeAmount = .seconds(2)
     ) {
+        self.pipelinedConnections = pipelinedConnections
         self.host = host
         self.port = port
         self.database = database

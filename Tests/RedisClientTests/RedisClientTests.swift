@@ -64,6 +64,50 @@ struct RedisClientTests {
         #expect(try await small.send(["GET", "counter"]).integer == 300)
     }
 
+    @Test("pipelined mode: many concurrent callers share two connections and each gets its own reply")
+    func pipelined() async throws {
+        let shared = RedisClient(
+            configuration: RedisConfiguration(host: "127.0.0.1", port: server.port, pipelinedConnections: 2)
+        )
+        defer { shared.shutdown() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<500 {
+                group.addTask {
+                    _ = try await shared.send(["INCR", "pipelined"])
+                    let echoed = try await shared.send(["ECHO", .string("value-\(index)")])
+                    #expect(echoed.string == "value-\(index)")
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await shared.send(["GET", "pipelined"]).integer == 500)
+        let clients = try #require(try await shared.send(["CLIENT", "LIST"]).string)
+        #expect(clients.split(separator: "\n").count <= 3)  // the two shared ones and this one's answerer
+        // An error reply fails only its own command.
+        await #expect(throws: RedisError.self) { try await shared.send(["NOSUCHCOMMAND"]) }
+        #expect(try await shared.send(["PING"]) == .simpleString("PONG"))
+    }
+
+    @Test("pipelined mode: server down, unavailable; back up, the same client reconnects")
+    func pipelinedOutage() async throws {
+        let shared = RedisClient(
+            configuration: RedisConfiguration(host: "127.0.0.1", port: server.port, pipelinedConnections: 2)
+        )
+        defer { shared.shutdown() }
+        #expect(try await shared.send(["PING"]) == .simpleString("PONG"))
+        server.stop()
+        for _ in 0..<4 {
+            do {
+                _ = try await shared.send(["PING"])
+                Issue.record("PING succeeded with the server down")
+            } catch {
+                guard case .unavailable = error else { throw error }
+            }
+        }
+        try server.restart()
+        for _ in 0..<4 { #expect(try await shared.send(["PING"]) == .simpleString("PONG")) }
+    }
+
     @Test("scripts run with EVALSHA and are reloaded after SCRIPT FLUSH")
     func scripts() async throws {
         let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")

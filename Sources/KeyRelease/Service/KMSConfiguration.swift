@@ -30,6 +30,10 @@ public struct KMSConfiguration: Sendable, Equatable {
         ("CHALLENGE_TTL_SECS", "how long a challenge stays valid (300)"),
         ("MAX_PENDING_CHALLENGES", "unexpired challenges one peer may hold (8)"),
         ("REDIS_URL", "redis://host:port/db to share challenges between replicas (default: in memory)"),
+        (
+            "REDIS_PIPELINED_CONNECTIONS",
+            "Redis connections shared by pipelining (4); 0 leases one per command from a pool"
+        ),
         ("POLICY_FILE", "the attestation policy JSON, required to release keys; loaded when it appears or changes"),
         ("KEY_PROVIDER", "local | dstack (local)"),
         ("KEY_ROOT_FILE", "the local provider's 32-byte root, created 0600 if missing (kms-root.key)"),
@@ -75,6 +79,7 @@ public struct KMSConfiguration: Sendable, Equatable {
             } catch {
                 throw KMSConfigurationError(variable: "REDIS_URL", reason: error.reason)
             }
+            redis?.pipelinedConnections = try integer("REDIS_PIPELINED_CONNECTIONS", in: 0...64) ?? 4
         }
         policyFile = value("POLICY_FILE")
         if let kind = value("KEY_PROVIDER") {

@@ -32,7 +32,7 @@ public struct KMSConfiguration: Sendable, Equatable {
         ("REDIS_URL", "redis://host:port/db to share challenges between replicas (default: in memory)"),
         (
             "REDIS_PIPELINED_CONNECTIONS",
-            "Redis connections shared by pipelining (4); 0 leases one per command from a pool"
+            "N > 0: share N Redis connections by pipelining instead of a pool of 64 (0)"
         ),
         ("POLICY_FILE", "the attestation policy JSON, required to release keys; loaded when it appears or changes"),
         ("KEY_PROVIDER", "local | dstack (local)"),
@@ -79,7 +79,7 @@ public struct KMSConfiguration: Sendable, Equatable {
             } catch {
                 throw KMSConfigurationError(variable: "REDIS_URL", reason: error.reason)
             }
-            redis?.pipelinedConnections = try integer("REDIS_PIPELINED_CONNECTIONS", in: 0...64) ?? 4
+            redis?.pipelinedConnections = try integer("REDIS_PIPELINED_CONNECTIONS", in: 0...64) ?? 0
         }
         policyFile = value("POLICY_FILE")
         if let kind = value("KEY_PROVIDER") {

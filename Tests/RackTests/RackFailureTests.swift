@@ -16,6 +16,7 @@ struct RackFailureTests {
     func foreignCertificateRefused() async throws {
         try await withRack(count: 4) { rack in
             try await setUp(rack, [1, 2, 3], threshold: 2)
+            try await rack.waitUntil([1, 2, 3], "connected to each other") { $0.connected.count == 2 }
             // Another manufacturer's CA issues a certificate for the same platform id as node 1.
             try await withRack(count: 1) { other in
                 let forged = other.members[0]

@@ -42,10 +42,11 @@ struct RackLifecycleTests {
             let committed = try await setUp(rack, [0, 1, 2], threshold: 2)
             await rack.stopAll()
             for index in 0..<3 { try rack.launch(index) }
-            let statuses = try await rack.waitUntil([0, 1, 2], "unlocked after a restart") {
-                $0.unlockedEpoch == committed.epoch
+            // K = 2: a node unlocks with one peer's share, so wait for both channels too.
+            let statuses = try await rack.waitUntil([0, 1, 2], "unlocked and connected after a restart") {
+                $0.unlockedEpoch == committed.epoch && $0.connected.count == 2
             }
-            #expect(statuses.allSatisfy { $0.connected.count == 2 && $0.attestationEnforced })
+            #expect(statuses.allSatisfy { $0.attestationEnforced })
             #expect(try await diskKey(rack, 0) == (try await diskKey(rack, 2)))
         }
     }

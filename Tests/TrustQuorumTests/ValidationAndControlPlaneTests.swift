@@ -381,6 +381,45 @@ struct ControlPlaneTests {
         #expect(retry.lastCommittedEpoch == 1)
     }
 
+    @Test(
+        "resuming from what nodes report: the next epoch is above every epoch seen, coordinators come from those that committed, the others get prepareAndCommit"
+    )
+    func resuming() throws {
+        let members = Array(Self.ids.prefix(5))
+        let config = Self.config(4, members: members, threshold: 3)
+        let committedBy = Set(members.prefix(3))
+        var cp = ControlPlane(
+            rackId: Self.rack,
+            resumingFrom: config,
+            committedMembers: committedBy.union([Self.ids[9]]),  // a non-member is ignored
+            highestEpoch: 7
+        )
+        #expect(cp.lastCommitted == config)
+        #expect(cp.pendingCommits == Set(members.suffix(2)))
+        #expect(!cp.isReconfiguring)
+        // Members that have not confirmed are delivered the configuration itself (they may not have prepared it).
+        let deliveries = cp.tick(available: Set(members))
+        #expect(deliveries == members.suffix(2).sorted().map { .prepareAndCommit($0, config) })
+        let action = try #require(try cp.startReconfiguration(members: Set(members), available: Set(members)))
+        guard case .reconfigure(let coordinator, let request) = action else {
+            Issue.record("expected a reconfiguration")
+            return
+        }
+        #expect(request.epoch == 8)
+        #expect(request.lastCommittedEpoch == 4)
+        #expect(committedBy.contains(coordinator))
+        // Nothing committed yet, nothing seen: the first epoch is 1.
+        var fresh = ControlPlane(rackId: Self.rack, resumingFrom: nil, committedMembers: [], highestEpoch: 0)
+        guard
+            case .reconfigure(_, let first) = try fresh.startReconfiguration(
+                members: Set(members), available: Set(members))
+        else {
+            Issue.record("expected a reconfiguration")
+            return
+        }
+        #expect(first.epoch == 1 && first.lastCommittedEpoch == nil)
+    }
+
     @Test("a stalled reconfiguration is retried after stallTicks; progress resets the count")
     func stall() throws {
         let members = Array(Self.ids.prefix(5))

@@ -11,7 +11,7 @@ import TrustQuorum
 /// simply be run again.
 public struct RackOperator: Sendable {
     /// The nodes' admin sockets.
-    public let sockets: [String]
+    public var sockets: [String]
     /// Where progress lines go.
     public let progress: @Sendable (String) -> Void
     /// How long a run may take before it gives up (it can be re-run).
@@ -121,7 +121,9 @@ public struct RackOperator: Sendable {
             guard let committed else { throw RackOperatorError("the rack is not set up yet: run rack init first") }
             members = Set(committed.members.keys)
         }
-        let operatorForAll = RackOperator(sockets: reports.map(\.socket), progress: progress)
+        // The same settings, over the added nodes' sockets too.
+        var operatorForAll = self
+        operatorForAll.sockets = reports.map(\.socket)
         try await operatorForAll.shareAddresses(reports.compactMap(\.status))
         return try await operatorForAll.drive(
             rackId: rackId,
@@ -208,8 +210,8 @@ public struct RackOperator: Sendable {
                 let waiting = controlPlane.pendingCommits.intersection(Self.available(reports))
                 // Members that are down get a grace period: a node that is rebooting is told to commit
                 // when it answers again, instead of staying behind until the next operator command.
-                let graceOver = graceDeadline.map { ContinuousClock.now >= $0 } ?? false
                 if graceDeadline == nil { graceDeadline = ContinuousClock.now + waitForDownMembers }
+                let graceOver = graceDeadline.map { ContinuousClock.now >= $0 } ?? true
                 if waiting.isEmpty && (controlPlane.pendingCommits.isEmpty || graceOver) {
                     let missing = controlPlane.pendingCommits.sorted()
                     if !missing.isEmpty {

@@ -31,6 +31,15 @@ public struct PlatformId: Sendable, Hashable, Comparable, Codable, CustomStringC
         hashCode = hasher.finalize()
     }
 
+    /// Parses the text form `part:serial` (``description``'s): split at the
+    /// first colon, both sides non-empty; `nil` otherwise.
+    public init?(parsing text: some StringProtocol) {
+        guard let colon = text.firstIndex(of: ":"), colon != text.startIndex,
+            text.index(after: colon) != text.endIndex
+        else { return nil }
+        self.init(part: String(text[..<colon]), serial: String(text[text.index(after: colon)...]))
+    }
+
     private enum CodingKeys: String, CodingKey {
         case part, serial
     }

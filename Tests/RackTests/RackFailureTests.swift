@@ -173,6 +173,15 @@ struct RackFailureTests {
                 try await AdminSocket.perform(AdminRequest(.commit), path: rack.members[0].socket)
             }
             #expect(malformed?.code == "NODE-ADMIN-REQUEST")
+            let badPeer = await #expect(throws: AdminError.self) {
+                try await AdminSocket.perform(
+                    AdminRequest(.setPeers, peers: ["kr-demo:sn-0009": "nowhere"]), path: rack.members[0].socket)
+            }
+            #expect(badPeer?.code == "NODE-ADMIN-REQUEST")
+            // A frame that is not a JSON request gets a clear answer, and the node carries on.
+            let garbage = try rawAdminExchange(rack.members[0].socket, payload: Array("not json".utf8))
+            #expect(garbage.contains("NODE-ADMIN-REQUEST") && garbage.contains("malformed admin request"))
+            #expect(try await AdminSocket.perform(AdminRequest(.status), path: rack.members[0].socket).status != nil)
             let gone = await #expect(throws: AdminError.self) {
                 try await AdminSocket.perform(
                     AdminRequest(.status), path: rack.directory.appendingPathComponent("none.sock").path)
@@ -180,4 +189,35 @@ struct RackFailureTests {
             #expect(gone?.code == "NODE-UNREACHABLE")
         }
     }
+}
+
+/// Sends one raw frame (4-byte big-endian length, then `payload`) on the
+/// admin socket at `path` and returns the answer frame's payload as text.
+func rawAdminExchange(_ path: String, payload: [UInt8]) throws -> String {
+    let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { throw AdminError(code: "TEST", reason: "socket") }
+    defer { close(descriptor) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { bytes in
+        for (index, byte) in path.utf8.prefix(bytes.count - 1).enumerated() { bytes[index] = byte }
+    }
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        }
+    }
+    guard connected == 0 else { throw AdminError(code: "TEST", reason: "connect errno \(errno)") }
+    let count = UInt32(payload.count)
+    let frame =
+        [UInt8(count >> 24), UInt8(count >> 16 & 0xff), UInt8(count >> 8 & 0xff), UInt8(count & 0xff)] + payload
+    guard write(descriptor, frame, frame.count) == frame.count else { throw AdminError(code: "TEST", reason: "write") }
+    var answer: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let got = read(descriptor, &buffer, buffer.count)
+        if got <= 0 { break }
+        answer += buffer.prefix(got)
+    }
+    return String(decoding: answer.dropFirst(4), as: UTF8.self)
 }

@@ -53,38 +53,44 @@ public final class KeyrackProcess: @unchecked Sendable {
 }
 
 /// Runs `executable` to completion and returns its status and output
-/// (standard output and standard error, each whole).
-func runToCompletionBlocking(
+/// (standard output and standard error, each whole). With `input`, it is
+/// written to the child's standard input, which is then closed.
+public func runProcessBlocking(
     _ executable: URL,
     _ arguments: [String],
+    input: Data? = nil,
     environment: [String: String] = [:],
     directory: URL? = nil
-) throws -> (status: Int32, output: String, errors: String) {
+) throws -> (status: Int32, output: Data, errors: Data) {
     let process = Process()
     process.executableURL = executable
     if let directory { process.currentDirectoryURL = directory }
     process.arguments = arguments
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let stdin = Pipe()
     let output = Pipe()
     let errors = Pipe()
+    if input != nil { process.standardInput = stdin }
     process.standardOutput = output
     process.standardError = errors
     try process.run()
-    // Read standard error on another thread so neither pipe can fill up and block the child.
+    // Write and read on other threads so that no pipe can fill up and block the child.
+    if let input {
+        Thread {
+            stdin.fileHandleForWriting.write(input)
+            try? stdin.fileHandleForWriting.close()
+        }.start()
+    }
     let errorData = Mutex(Data())
     let reader = Thread { errorData.withLock { $0 = errors.fileHandleForReading.readDataToEndOfFile() } }
     reader.start()
     let outputData = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     while reader.isExecuting || !reader.isFinished { usleep(1000) }
-    return (
-        process.terminationStatus,
-        String(decoding: outputData, as: UTF8.self),
-        String(decoding: errorData.withLock { $0 }, as: UTF8.self)
-    )
+    return (process.terminationStatus, outputData, errorData.withLock { $0 })
 }
 
-/// Runs `executable` to completion (see ``runToCompletionBlocking``) on a
+/// Runs `executable` to completion (see ``runProcessBlocking``) on a
 /// thread of its own, so that waiting for a long child never blocks one of
 /// the few threads of Swift's cooperative pool that every async test shares.
 public func runToCompletion(
@@ -94,7 +100,11 @@ public func runToCompletion(
     directory: URL? = nil
 ) async throws -> (status: Int32, output: String, errors: String) {
     try await offCooperativePool {
-        try runToCompletionBlocking(executable, arguments, environment: environment, directory: directory)
+        let result = try runProcessBlocking(executable, arguments, environment: environment, directory: directory)
+        return (
+            result.status, String(decoding: result.output, as: UTF8.self),
+            String(decoding: result.errors, as: UTF8.self)
+        )
     }
 }
 

@@ -51,8 +51,8 @@ public struct AdminRequest: Codable, Sendable, Equatable {
     }
 }
 
-/// The answer to an ``AdminRequest``.
-public struct AdminResponse: Codable, Sendable {
+/// The answer to an ``AdminRequest``. Printing it never shows a disk key.
+public struct AdminResponse: Codable, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     /// Set when the request failed: a stable code and a sentence.
     public var error: AdminError?
     /// For ``AdminRequest/Operation/status``.
@@ -69,6 +69,14 @@ public struct AdminResponse: Codable, Sendable {
         self.key = key
         self.keyEpoch = keyEpoch
     }
+
+    public var description: String {
+        if let error { return "AdminResponse(error: \(error))" }
+        if key != nil { return "AdminResponse(disk key\(keyEpoch.map { " of epoch \($0)" } ?? ""), redacted)" }
+        if let status { return "AdminResponse(status of \(status.platform))" }
+        return "AdminResponse(ok)"
+    }
+    public var debugDescription: String { description }
 }
 
 /// A refused admin request.

@@ -21,11 +21,7 @@ public enum AdminSocket {
         do {
             server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
-                        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
-                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                    }
+                    framed(channel)
                 }
         } catch {
             throw AdminError(code: "NODE-ADMIN-SOCKET", reason: "cannot listen on \(path): \(error)")
@@ -35,6 +31,15 @@ public enum AdminSocket {
             throw AdminError(code: "NODE-ADMIN-SOCKET", reason: "cannot make \(path) private (errno \(errno))")
         }
         return AdminListener(server: server, handle: handle)
+    }
+
+    /// Frames (the peers' 4-byte length prefix) both ways on `channel`.
+    static func framed(_ channel: any Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+            try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+            return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+        }
     }
 
     /// Sends `request` to the node whose admin socket is `path`.
@@ -56,11 +61,7 @@ public enum AdminSocket {
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connect(unixDomainSocketPath: path) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
-                        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
-                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                    }
+                    framed(channel)
                 }
         } catch {
             throw unreachable("\(error)")

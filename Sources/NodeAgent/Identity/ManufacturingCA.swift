@@ -165,10 +165,9 @@ public enum PlatformIdentity {
     /// The platform id a subject names; anything else is refused.
     public static func platformId(of subject: DistinguishedName) throws(IdentityFileError) -> PlatformId {
         let commonNames = subject.flatMap { $0 }.filter { $0.type == .RDNAttributeType.commonName }
-        guard commonNames.count == 1, let name = String(commonNames[0].value),
-            let colon = name.firstIndex(of: ":"), colon != name.startIndex, name.index(after: colon) != name.endIndex
+        guard commonNames.count == 1, let name = String(commonNames[0].value), let id = PlatformId(parsing: name)
         else { throw IdentityFileError("the subject does not name a platform (CN=<part>:<serial>)") }
-        return PlatformId(part: String(name[..<colon]), serial: String(name[name.index(after: colon)...]))
+        return id
     }
 }
 

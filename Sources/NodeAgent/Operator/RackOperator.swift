@@ -124,8 +124,9 @@ public struct RackOperator: Sendable {
         // The same settings, over the added nodes' sockets too.
         var operatorForAll = self
         operatorForAll.sockets = reports.map(\.socket)
-        try await operatorForAll.shareAddresses(reports.compactMap(\.status))
+        await operatorForAll.shareAddresses(reports.compactMap(\.status))
         return try await operatorForAll.drive(
+            reports: reports,
             rackId: rackId,
             committed: committed,
             members: members,
@@ -135,7 +136,7 @@ public struct RackOperator: Sendable {
     }
 
     /// Tells every node where the others listen.
-    func shareAddresses(_ statuses: [NodeStatus]) async throws(RackOperatorError) {
+    func shareAddresses(_ statuses: [NodeStatus]) async {
         let book = Dictionary(statuses.map { ($0.platform.description, $0.listen) }, uniquingKeysWith: { a, _ in a })
         for socket in sockets {
             _ = try? await AdminSocket.perform(AdminRequest(.setPeers, peers: book), path: socket)
@@ -147,13 +148,14 @@ public struct RackOperator: Sendable {
     // leaving it unoptimized costs nothing measurable.
     @_optimize(none)
     private func drive(
+        reports surveyed: [NodeReport],
         rackId: RackId,
         committed: Configuration?,
         members: Set<PlatformId>,
         threshold: Int,
         alwaysNewEpoch: Bool
     ) async throws(RackOperatorError) -> Configuration {
-        var reports = await survey()
+        var reports = surveyed
         var socketOf: [PlatformId: String] = [:]
         for report in reports { if let status = report.status { socketOf[status.platform] = report.socket } }
         let highest = reports.compactMap { $0.status?.highestEpochSeen }.max() ?? Epoch(0)

@@ -165,11 +165,7 @@ public struct NodeConfiguration: Sendable, Equatable {
 
     /// Parses `part:serial`.
     public static func platformId(_ text: String, field: String) throws(NodeConfigurationError) -> PlatformId {
-        guard let colon = text.firstIndex(of: ":") else {
-            throw NodeConfigurationError("\(field): '\(text)' is not a platform id (part:serial)")
-        }
-        let id = PlatformId(part: String(text[..<colon]), serial: String(text[text.index(after: colon)...]))
-        guard !id.part.isEmpty, !id.serial.isEmpty, Configuration.isValid(id) else {
+        guard let id = PlatformId(parsing: text), Configuration.isValid(id) else {
             throw NodeConfigurationError("\(field): '\(text)' is not a platform id (part:serial)")
         }
         return id

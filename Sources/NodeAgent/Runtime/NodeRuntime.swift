@@ -341,7 +341,6 @@ public actor NodeRuntime {
                     "cannot encode a message", metadata: ["message": "\(outgoing.message)", "error": "\(error)"])
             }
         }
-        if !output.messages.isEmpty || output.persistentStateChanged { pollUnlock() }
     }
 
     private func halt(_ reason: String) {

@@ -1,0 +1,102 @@
+import Foundation
+import NodeAgent
+import Testing
+import TrustQuorum
+
+/// The node configuration file and the admin API's value types.
+@Suite("Node configuration")
+struct NodeConfigurationTests {
+    static let base = URL(fileURLWithPath: "/etc/keyrack")
+
+    static func valid() -> [String: Any] {
+        [
+            "platform": "kr-1000:sn-0001",
+            "rackId": "00112233445566778899aabbccddeeff",
+            "identity": ["key": "device.key", "certificate": "device.pem", "intermediate": "i.pem", "root": "r.pem"],
+            "listen": "127.0.0.1:7001",
+            "peers": ["kr-1000:sn-0002": "[::1]:7002"],
+            "ledger": ["a", "/var/lib/keyrack/b"],
+            "admin": "admin.sock",
+            "attestation": ["policy": "policy.json", "evidence": "software-tee:tee"],
+            "disks": ["data0"],
+        ]
+    }
+
+    static func parse(_ object: [String: Any]) throws(NodeConfigurationError) -> NodeConfiguration {
+        let data = try! JSONSerialization.data(withJSONObject: object)
+        return try NodeConfiguration(json: data, relativeTo: base)
+    }
+
+    @Test("a valid file: relative paths resolved against its directory, IPv6 peers, evidence directory")
+    func valid() throws {
+        let configuration = try Self.parse(Self.valid())
+        #expect(configuration.platform == PlatformId(part: "kr-1000", serial: "sn-0001"))
+        #expect(configuration.deviceKey == "/etc/keyrack/device.key")
+        #expect(configuration.ledger == ["/etc/keyrack/a", "/var/lib/keyrack/b"])
+        #expect(
+            configuration.peers[PlatformId(part: "kr-1000", serial: "sn-0002")] == PeerAddress(host: "::1", port: 7002))
+        #expect(configuration.evidence == "software-tee:/etc/keyrack/tee")
+        // What it writes reads back the same.
+        #expect(try NodeConfiguration(json: configuration.json(), relativeTo: Self.base) == configuration)
+    }
+
+    @Test(
+        "a broken file is refused, naming the field",
+        arguments: [
+            ("platform", #""no-colon""#, "is not a platform id"),
+            ("platform", #"":serial""#, "is not a platform id"),
+            ("rackId", #""0011""#, "rackId must be 16 bytes"),
+            ("listen", #""127.0.0.1""#, "is not host:port"),
+            ("listen", #""127.0.0.1:70000""#, "is not host:port"),
+            ("listen", #"":7001""#, "has no host"),
+            ("ledger", #"["a"]"#, "two different directories"),
+            ("ledger", #"["a", "a"]"#, "two different directories"),
+            ("ledger", #""a""#, "'ledger' must be a list of strings"),
+            ("disks", #"["d", "d"]"#, "disks must be distinct"),
+            ("peers", #"{"x:y": 7}"#, #"peers.x:y must be a "host:port" string"#),
+            ("identity", #"{"key": "k"}"#, "'identity.certificate' is missing"),
+            ("attestation", #"{"policy": "p", "evidence": "sgx"}"#, "attestation.evidence must be"),
+            ("colour", #""blue""#, "unknown field 'colour'"),
+        ]
+    )
+    func broken(field: String, json: String, expected: String) throws {
+        var object = Self.valid()
+        object[field] = try JSONSerialization.jsonObject(with: Data(json.utf8), options: .fragmentsAllowed)
+        #expect {
+            try Self.parse(object)
+        } throws: { error in
+            (error as? NodeConfigurationError)?.reason.contains(expected) == true
+        }
+    }
+
+    @Test("not JSON, or not an object, or a missing field")
+    func notAnObject() {
+        #expect(throws: NodeConfigurationError("the node configuration is not valid JSON")) {
+            try NodeConfiguration(json: Data("{".utf8), relativeTo: Self.base)
+        }
+        #expect(throws: NodeConfigurationError("the node configuration must be a JSON object")) {
+            try NodeConfiguration(json: Data("[]".utf8), relativeTo: Self.base)
+        }
+        var object = Self.valid()
+        object["admin"] = nil
+        #expect(throws: NodeConfigurationError("'admin' is missing")) { try Self.parse(object) }
+        #expect(throws: NodeConfigurationError.self) { try NodeConfiguration(contentsOf: "/nonexistent/node.json") }
+    }
+
+    @Test("platform ids parse from part:serial and nothing else")
+    func platformIds() {
+        #expect(PlatformId(parsing: "913:SN1") == PlatformId(part: "913", serial: "SN1"))
+        #expect(PlatformId(parsing: "913:SN:1") == PlatformId(part: "913", serial: "SN:1"))
+        for text in ["", "913", ":SN1", "913:"] { #expect(PlatformId(parsing: text) == nil, "\(text)") }
+    }
+
+    @Test("an admin response never prints a disk key")
+    func responseRedacted() {
+        let key = String(repeating: "ab", count: 32)
+        let response = AdminResponse(key: key, keyEpoch: Epoch(3))
+        #expect(!"\(response)".contains(key))
+        #expect(!String(reflecting: response).contains(key))
+        #expect("\(response)".contains("redacted"))
+        #expect(!"\(AdminResponse(key: key))".contains(key))
+    }
+}

@@ -13,7 +13,7 @@ struct NodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "node",
         abstract: "Run one trust-quorum node, and ask it for its disk keys.",
-        subcommands: [Run.self, Status.self, DiskKeyCommand.self]
+        subcommands: [Run.self, Status.self, DiskKeyCommand.self, DiskRekeyedCommand.self]
     )
 
     struct Run: AsyncParsableCommand {
@@ -125,6 +125,31 @@ struct NodeCommand: AsyncParsableCommand {
                 } else {
                     try writeStandardOutput(hex + "\n")
                 }
+            }
+        }
+    }
+
+    struct DiskRekeyedCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "disk-rekeyed",
+            abstract: "Tell the node a disk now uses a newer epoch's key.",
+            discussion: """
+                After a commit the node lists, in `keyrack node status` and `keyrack rack status`, \
+                each disk still keyed under an older epoch (`data0 1→3`). Re-key it with the two \
+                keys from `keyrack node disk-key --epoch 1` and `--epoch 3` (for example \
+                `cryptsetup luksChangeKey`), then run this command with the new epoch; until then \
+                the node keeps reporting the disk, across restarts.
+                """
+        )
+        @Option(help: "The node's admin socket.") var admin: String
+        @Option(help: "The disk id (one of the node's configured disks).") var disk: String
+        @Option(help: "The epoch whose key the disk now uses (a committed epoch).") var epoch: UInt64
+
+        func run() async throws {
+            try await reportingAsyncFailures {
+                _ = try await AdminSocket.perform(
+                    AdminRequest(.diskRekeyed, epoch: Epoch(epoch), disk: disk), path: admin)
+                try writeStandardOutput("\(disk): keyed under epoch \(epoch)\n")
             }
         }
     }

@@ -86,6 +86,43 @@ struct LedgerTests {
         #expect(loaded.problems.first?.path == fixture.file(0).path)
     }
 
+    @Test("a copy that is gone while the other exists is reported; one that cannot be read is reported too")
+    func missingOrUnreadableCopy() throws {
+        let fixture = try LedgerFixture()
+        let ledger = try fixture.ledger()
+        try ledger.write(fixture.state, generation: 5)
+        try FileManager.default.removeItem(at: fixture.file(1))
+        var loaded = try ledger.load()
+        #expect(loaded.state == fixture.state)
+        #expect(loaded.problems.map(\.path) == [fixture.file(1).path])
+        #expect(loaded.problems.first?.reason.contains("missing while the other copy exists") == true)
+        // Something that exists but cannot be read (here a directory where the file belongs).
+        try FileManager.default.createDirectory(at: fixture.file(1), withIntermediateDirectories: false)
+        loaded = try ledger.load()
+        #expect(loaded.state == fixture.state)
+        #expect(loaded.problems.map(\.path) == [fixture.file(1).path])
+        #expect(loaded.problems.first?.reason.contains("cannot") == true)
+    }
+
+    @Test("a write that cannot complete in either directory is an error, not a silent loss")
+    func failedWrite() throws {
+        let fixture = try LedgerFixture()
+        let ledger = try fixture.ledger()
+        try ledger.write(fixture.state, generation: 1)
+        // A non-empty directory where the file must be renamed to: the rename fails.
+        try FileManager.default.removeItem(at: fixture.file(0))
+        try FileManager.default.createDirectory(
+            at: fixture.file(0).appendingPathComponent("blocker"), withIntermediateDirectories: true)
+        #expect {
+            try ledger.write(fixture.state, generation: 2)
+        } throws: { error in
+            (error as? LedgerError)?.reason.contains("cannot rename") == true
+        }
+        // No temporary file is left behind.
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: fixture.directories[0].path)
+        #expect(leftovers == ["ledger"])
+    }
+
     @Test("both copies unusable: an error, never an empty state")
     func bothDamaged() throws {
         let fixture = try LedgerFixture()
@@ -169,4 +206,31 @@ func contains(_ haystack: [UInt8], _ needle: some Collection<UInt8>) -> Bool {
     let needle = Array(needle)
     guard !needle.isEmpty, haystack.count >= needle.count else { return false }
     return (0...(haystack.count - needle.count)).contains { Array(haystack[$0..<($0 + needle.count)]) == needle }
+}
+
+@Suite("Agent state beside the ledger")
+struct AgentStateTests {
+    @Test("written to both directories; the higher generation wins; a damaged copy is reported, not fatal")
+    func roundTripAndDamage() throws {
+        let fixture = try LedgerFixture()
+        _ = try fixture.ledger()  // creates the directories
+        #expect(AgentState.load(from: fixture.directories) == AgentState.Loaded(state: AgentState(), problems: []))
+        var state = AgentState()
+        state.peers["kr:sn-2"] = "127.0.0.1:7002"
+        state.disks["data0"] = Epoch(3)
+        state.alarms = ["RackSecretDecryptionFailed(epoch: 3)"]
+        try state.save(to: fixture.directories)
+        let stale = try Data(contentsOf: fixture.directories[1].appendingPathComponent(AgentState.fileName))
+        state.disks["data0"] = Epoch(4)
+        try state.save(to: fixture.directories)
+        #expect(state.generation == 2)
+        // One copy is older (a crash between the two writes): the newer wins.
+        try stale.write(to: fixture.directories[1].appendingPathComponent(AgentState.fileName))
+        #expect(AgentState.load(from: fixture.directories).state == state)
+        // One copy damaged: reported, the other used.
+        try Data("{not json".utf8).write(to: fixture.directories[0].appendingPathComponent(AgentState.fileName))
+        let loaded = AgentState.load(from: fixture.directories)
+        #expect(loaded.state.disks["data0"] == Epoch(3))
+        #expect(loaded.problems.count == 1 && loaded.problems[0].contains("not a valid agent state file"))
+    }
 }

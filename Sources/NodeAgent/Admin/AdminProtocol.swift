@@ -18,19 +18,22 @@ public struct AdminRequest: Codable, Sendable, Equatable {
         case setPeers
         /// A disk's key (``disk``, and ``epoch`` or the latest committed one).
         case diskKey
+        /// The operator re-keyed ``disk`` to ``epoch`` (a committed epoch, not
+        /// older than the one it was keyed under); re-keying is reported from there on.
+        case diskRekeyed
     }
 
     /// What is asked.
     public var operation: Operation
     /// For ``Operation/reconfigure``.
     public var reconfigure: ReconfigureRequest?
-    /// For ``Operation/commit`` and ``Operation/diskKey``.
+    /// For ``Operation/commit``, ``Operation/diskKey`` and ``Operation/diskRekeyed``.
     public var epoch: Epoch?
     /// For ``Operation/prepareAndCommit``.
     public var configuration: Configuration?
     /// For ``Operation/setPeers``.
     public var peers: [String: String]?
-    /// For ``Operation/diskKey``.
+    /// For ``Operation/diskKey`` and ``Operation/diskRekeyed``.
     public var disk: String?
 
     /// A request for `operation` with its arguments.
@@ -115,11 +118,12 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var coordinating: CoordinatorReport?
     /// Set once it learnt it was removed from the rack.
     public var expunged: ExpungedMetadata?
-    /// Alarms raised since it started.
+    /// Alarms raised (kept across restarts, the latest 100).
     public var alarms: [String]
     /// Peers with an attested channel up.
     public var connected: [PlatformId]
-    /// Disks to re-key after the latest commit.
+    /// Disks keyed under an older epoch than the latest committed, from the
+    /// epoch each is keyed under (until the operator reports it re-keyed).
     public var rekey: [DiskRekey]
     /// Ledger copies that could not be used at start.
     public var ledgerProblems: [String]

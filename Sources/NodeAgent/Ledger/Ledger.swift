@@ -64,21 +64,34 @@ public struct Ledger: Sendable {
         var best: (generation: UInt64, state: PersistentState)?
         var problems: [(String, String)] = []
         var existing = 0
+        var missing: [String] = []
         for directory in directories {
             let path = directory.appendingPathComponent(Self.fileName).path
-            guard let bytes = FileManager.default.contents(atPath: path) else { continue }
-            existing += 1
-            do {
-                let (generation, state) = try open(Array(bytes))
-                if best.map({ generation > $0.generation }) ?? true { best = (generation, state) }
-            } catch {
-                problems.append((path, error.reason))
+            switch readFile(atPath: path) {
+            case .missing:
+                missing.append(path)
+            case .unreadable(let reason):
+                existing += 1
+                problems.append((path, reason))
+            case .contents(let bytes):
+                existing += 1
+                do {
+                    let (generation, state) = try open(bytes)
+                    if best.map({ generation > $0.generation }) ?? true { best = (generation, state) }
+                } catch {
+                    problems.append((path, error.reason))
+                }
             }
         }
         if existing > 0 && best == nil {
             throw LedgerError(
                 "no ledger copy can be opened: " + problems.map { "\($0.0): \($0.1)" }.joined(separator: "; ")
             )
+        }
+        // One copy present and the other gone: the disk that held it was
+        // replaced, wiped or not mounted. Say so; the next write restores it.
+        if existing > 0 {
+            problems += missing.map { ($0, "missing while the other copy exists") }
         }
         return Loaded(state: best?.state, generation: best?.generation ?? 0, problems: problems)
     }

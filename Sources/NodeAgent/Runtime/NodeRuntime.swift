@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SecretSharing
+import Synchronization
 import TrustQuorum
 import X509
 
@@ -34,12 +35,16 @@ public actor NodeRuntime {
 
     private var node: Node
     private var generation: UInt64
+    /// The state as last written to the ledger: what survives a crash, and
+    /// what the node reports (a halted node's memory may hold more).
+    private var durable: PersistentState
     private var ledgerProblems: [String]
     private var addressBook: [PlatformId: PeerAddress]
     private var connections: [PlatformId: Connection] = [:]
     private var nextConnectionId: UInt64 = 0
     private var dialers: [PlatformId: Task<Void, Never>] = [:]
-    private var alarms: [String] = []
+    /// Learnt peer addresses, disks' keyed epochs and alarms, kept beside the ledger.
+    private var agentState: AgentState
     private var unlockedEpoch: Epoch?
     private var loadFailure: LoadRackSecretError.Code?
     private var persists = 0
@@ -85,14 +90,30 @@ public actor NodeRuntime {
             node = Node(
                 platformId: configuration.platform, rackId: configuration.rackId,
                 persistentState: loaded.state ?? .empty)
+            durable = node.persistentState
         } catch {
             throw NodeRuntimeError("the ledger cannot be opened: \(error.reason)")
         }
+        let directories = configuration.ledger.map { URL(fileURLWithPath: $0) }
+        let agent = AgentState.load(from: directories)
+        agentState = agent.state
+        // The configuration file wins for the peers it names; the operator's
+        // later additions (rack add) come from the agent state.
         addressBook = configuration.peers
+        for (id, text) in agent.state.peers {
+            guard let peer = PlatformId(parsing: id), peer != configuration.platform, addressBook[peer] == nil,
+                let address = try? PeerAddress(parsing: text, field: "peers")
+            else { continue }
+            addressBook[peer] = address
+        }
         listenPort = configuration.listen.port
         for problem in ledgerProblems {
             logger.warning("a ledger copy is unusable; using the other", metadata: ["problem": "\(problem)"])
         }
+        for problem in agent.problems {
+            logger.warning("an agent state copy is unusable", metadata: ["problem": "\(problem)"])
+        }
+        ledgerProblems += agent.problems
     }
 
     /// Runs the node: listens for peers and on the admin socket, dials
@@ -184,10 +205,15 @@ public actor NodeRuntime {
                 do {
                     let channel = try await PeerTransport.connect(
                         host: address.host, port: address.port, identity: identity)
-                    delay = Self.initialBackoff
-                    failures = 0
-                    await serve(channel, expected: peer)
-                    continue
+                    if await serve(channel, expected: peer) {
+                        // A channel that was up and then closed: the peer may be restarting; dial again at once.
+                        delay = Self.initialBackoff
+                        failures = 0
+                        continue
+                    }
+                    // Refused (another platform, not in this rack, attestation failed): back off like
+                    // any failure, so a refusing peer is not hammered with handshakes.
+                    failures += 1
                 } catch {
                     failures += 1
                     // The first failure and then every tenth, so a peer that is down does not flood the log.
@@ -208,10 +234,13 @@ public actor NodeRuntime {
         }
     }
 
-    /// Runs one established channel: attestation, then protocol frames until it closes.
-    private nonisolated func serve(_ peerChannel: PeerChannel, expected: PlatformId?) async {
+    /// Runs one established channel: attestation, then protocol frames until
+    /// it closes. Returns whether the peer was admitted (attested and attached).
+    @discardableResult
+    private nonisolated func serve(_ peerChannel: PeerChannel, expected: PlatformId?) async -> Bool {
         let peer = peerChannel.peer
         let channel = peerChannel.channel
+        let admitted = Mutex(false)
         try? await channel.executeThenClose { inbound, outbound in
             if let expected, expected != peer {
                 logger.warning(
@@ -237,6 +266,7 @@ public actor NodeRuntime {
             }
             let (frames, continuation) = AsyncStream<ByteBuffer>.makeStream()
             guard let id = await self.attach(peer, outbound: continuation, channel: channel.channel) else { return }
+            admitted.withLock { $0 = true }
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await frame in frames {
@@ -256,6 +286,7 @@ public actor NodeRuntime {
             }
             await self.detach(peer, connection: id)
         }
+        return admitted.withLock { $0 }
     }
 
     private func attach(_ peer: PlatformId, outbound: AsyncStream<ByteBuffer>.Continuation, channel: any Channel)
@@ -313,6 +344,7 @@ public actor NodeRuntime {
             do {
                 try ledger.write(node.persistentState, generation: generation + 1)
                 generation += 1
+                durable = node.persistentState
             } catch {
                 // Nothing may be sent that depends on state that is not on disk: stop taking part.
                 halt("the ledger cannot be written (\(error.reason)); this node stops taking part until restarted")
@@ -324,9 +356,13 @@ public actor NodeRuntime {
                 kill(getpid(), SIGKILL)
             }
         }
-        for alarm in output.alarms {
-            alarms.append(alarm.description)
-            logger.error("ALARM \(alarm.name)", metadata: ["alarm": "\(alarm)"])
+        if !output.alarms.isEmpty {
+            for alarm in output.alarms {
+                agentState.alarms.append(alarm.description)
+                logger.error("ALARM \(alarm.name)", metadata: ["alarm": "\(alarm)"])
+            }
+            agentState.alarms = Array(agentState.alarms.suffix(AgentState.maximumAlarms))
+            saveAgentState()
         }
         for warning in output.warnings {
             logger.warning("\(warning)")
@@ -345,8 +381,9 @@ public actor NodeRuntime {
 
     private func halt(_ reason: String) {
         halted = reason
-        alarms.append("NodeHalted: \(reason)")
         logger.critical("\(reason)")
+        agentState.alarms.append("NodeHalted: \(reason)")
+        saveAgentState()
         for connection in connections.values {
             connection.outbound.finish()
             connection.channel.close(promise: nil)
@@ -361,11 +398,16 @@ public actor NodeRuntime {
         guard let latest = node.persistentState.latestCommittedEpoch, unlockedEpoch != latest else { return }
         do {
             guard try node.loadRackSecret(latest) != nil else { return }
-            let previous = unlockedEpoch
             unlockedEpoch = latest
             loadFailure = nil
             logger.notice("unlocked: rack secret loaded", metadata: ["epoch": "\(latest)"])
-            for rekey in rekeys() where rekey.from >= (previous ?? rekey.from) {
+            // A disk first opened now is keyed under this epoch.
+            let unrecorded = configuration.disks.filter { agentState.disks[$0] == nil }
+            if !unrecorded.isEmpty {
+                for disk in unrecorded { agentState.disks[disk] = latest }
+                saveAgentState()
+            }
+            for rekey in rekeys() {
                 logger.notice(
                     "disk needs re-keying",
                     metadata: ["disk": "\(rekey.disk)", "from": "\(rekey.from)", "to": "\(rekey.to)"]
@@ -379,13 +421,27 @@ public actor NodeRuntime {
         }
     }
 
-    /// Disks keyed under the previous committed epoch that must move to the latest.
+    /// Disks keyed under an older epoch than the latest committed, each from
+    /// the epoch it is keyed under (acknowledged with `diskRekeyed`).
     private func rekeys() -> [DiskRekey] {
-        let committed = node.persistentState.committedEpochs.sorted()
-        guard committed.count >= 2 else { return [] }
-        let from = committed[committed.count - 2]
-        let to = committed[committed.count - 1]
-        return configuration.disks.map { DiskRekey(disk: $0, from: from, to: to) }
+        guard let latest = node.persistentState.latestCommittedEpoch else { return [] }
+        return configuration.disks.compactMap { disk in
+            guard let keyed = agentState.disks[disk], keyed < latest else { return nil }
+            return DiskRekey(disk: disk, from: keyed, to: latest)
+        }
+    }
+
+    /// Writes the agent state; a failure is logged and reported, never fatal
+    /// (it holds no share), but the operator must know.
+    @discardableResult
+    private func saveAgentState() -> AdminError? {
+        do {
+            try agentState.save(to: configuration.ledger.map { URL(fileURLWithPath: $0) })
+            return nil
+        } catch {
+            logger.error("cannot write the agent state", metadata: ["reason": "\(error.reason)"])
+            return AdminError(code: "NODE-STATE-WRITE", reason: "cannot write the agent state: \(error.reason)")
+        }
     }
 
     // MARK: - Admin API
@@ -411,8 +467,7 @@ public actor NodeRuntime {
                     "threshold": "\(reconfigure.threshold)",
                 ]
             )
-            flush()
-            return AdminResponse()
+            return flushed()
         case .commit:
             guard let epoch = request.epoch else { return missing("epoch") }
             return committing { () throws(CommitError) in try node.commit(epoch) }
@@ -421,17 +476,29 @@ public actor NodeRuntime {
             return committing { () throws(CommitError) in try node.prepareAndCommit(configuration) }
         case .setPeers:
             guard let peers = request.peers else { return missing("peers") }
+            var learnt: [PlatformId: PeerAddress] = [:]
             do {
                 for (id, address) in peers {
                     let platform = try NodeConfiguration.platformId(id, field: "peers")
                     guard platform != platformId else { continue }
-                    addressBook[platform] = try PeerAddress(parsing: address, field: "peers.\(id)")
+                    learnt[platform] = try PeerAddress(parsing: address, field: "peers.\(id)")
                 }
             } catch {
                 return AdminResponse(error: AdminError(code: "NODE-ADMIN-REQUEST", reason: error.reason))
             }
+            // The configuration file wins for the peers it names (as at start).
+            let added = learnt.filter { configuration.peers[$0.key] == nil && addressBook[$0.key] != $0.value }
+            guard !added.isEmpty else { return AdminResponse() }
+            for (platform, address) in added {
+                addressBook[platform] = address
+                agentState.peers[platform.description] = address.description
+            }
             startDialers()
-            return AdminResponse()
+            return AdminResponse(error: saveAgentState())
+        case .diskRekeyed:
+            guard let disk = request.disk else { return missing("disk") }
+            guard let epoch = request.epoch else { return missing("epoch") }
+            return diskRekeyed(disk: disk, epoch: epoch)
         case .diskKey:
             guard let disk = request.disk else { return missing("disk") }
             return diskKey(disk: disk, epoch: request.epoch)
@@ -454,8 +521,39 @@ public actor NodeRuntime {
             logger.notice(
                 "committed", metadata: ["epoch": "\(node.persistentState.latestCommittedEpoch.map { "\($0)" } ?? "-")"])
         }
+        return flushed()
+    }
+
+    /// Carries out the node's output and answers: success only if the state
+    /// it depends on reached the ledger (a node that could not persist has
+    /// halted, and the operator must not count it).
+    private func flushed() -> AdminResponse {
         flush()
+        if let halted { return AdminResponse(error: AdminError(code: "NODE-HALTED", reason: halted)) }
         return AdminResponse()
+    }
+
+    /// The operator re-keyed `disk` to `epoch`: record it, so that re-keying
+    /// is reported from there on.
+    private func diskRekeyed(disk: String, epoch: Epoch) -> AdminResponse {
+        guard configuration.disks.contains(disk) else {
+            return AdminResponse(
+                error: AdminError(code: "NODE-DISK-UNKNOWN", reason: "'\(disk)' is not one of this node's disks"))
+        }
+        guard node.persistentState.committedEpochs.contains(epoch) else {
+            return AdminResponse(
+                error: AdminError(code: "NODE-ADMIN-REQUEST", reason: "epoch \(epoch) is not committed on this node"))
+        }
+        if let keyed = agentState.disks[disk], epoch < keyed {
+            return AdminResponse(
+                error: AdminError(
+                    code: "NODE-ADMIN-REQUEST",
+                    reason: "'\(disk)' is already keyed under epoch \(keyed); it cannot go back to \(epoch)"))
+        }
+        guard agentState.disks[disk] != epoch else { return AdminResponse() }
+        agentState.disks[disk] = epoch
+        logger.notice("disk re-keyed", metadata: ["disk": "\(disk)", "epoch": "\(epoch)"])
+        return AdminResponse(error: saveAgentState())
     }
 
     private func diskKey(disk: String, epoch: Epoch?) -> AdminResponse {
@@ -492,7 +590,7 @@ public actor NodeRuntime {
 
     /// What this node reports about itself.
     func status() -> NodeStatus {
-        let state = node.persistentState
+        let state = durable
         return NodeStatus(
             platform: platformId,
             rackId: configuration.rackId,
@@ -506,7 +604,7 @@ public actor NodeRuntime {
                 CoordinatorReport(epoch: $0.epoch, configuration: $0.configuration, acked: $0.acked.sorted())
             },
             expunged: state.expunged,
-            alarms: alarms,
+            alarms: agentState.alarms,
             connected: connections.keys.sorted(),
             rekey: rekeys(),
             ledgerProblems: ledgerProblems,

@@ -40,10 +40,44 @@ func writeAtomically(_ bytes: [UInt8], to directory: URL, name: String) throws(A
         unlink(temporary)
         throw AtomicFileError(reason: "cannot rename \(temporary) to \(final): errno \(errno)")
     }
-    // The rename itself must survive a crash.
+    // The rename itself must survive a crash: a directory that cannot be
+    // synced is a failed write, not a silent one.
     let directoryDescriptor = Glibc.open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if directoryDescriptor >= 0 {
-        _ = fsync(directoryDescriptor)
-        close(directoryDescriptor)
+    guard directoryDescriptor >= 0 else {
+        throw AtomicFileError(reason: "cannot open \(directory.path) to fsync it: errno \(errno)")
+    }
+    defer { close(directoryDescriptor) }
+    guard fsync(directoryDescriptor) == 0 else {
+        throw AtomicFileError(reason: "cannot fsync \(directory.path): errno \(errno)")
+    }
+}
+
+/// What reading a file found: its bytes, nothing (it does not exist), or an error.
+enum FileRead: Equatable {
+    case contents([UInt8])
+    case missing
+    case unreadable(String)
+}
+
+/// Reads the whole file at `path`, telling a file that does not exist
+/// (`ENOENT`) apart from one that exists but cannot be read (permissions,
+/// I/O errors, a directory in its place).
+func readFile(atPath path: String) -> FileRead {
+    let descriptor = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else {
+        let code = errno
+        return code == ENOENT ? .missing : .unreadable("cannot open: \(String(cString: strerror(code)))")
+    }
+    defer { close(descriptor) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress!, $0.count) }
+        if count < 0 {
+            if errno == EINTR { continue }
+            return .unreadable("cannot read: \(String(cString: strerror(errno)))")
+        }
+        if count == 0 { return .contents(bytes) }
+        bytes += chunk.prefix(count)
     }
 }

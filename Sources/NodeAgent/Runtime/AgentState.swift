@@ -1,0 +1,69 @@
+import Foundation
+import TrustQuorum
+
+/// What the node agent keeps beside the trust-quorum ledger, in the same two
+/// directories: where peers listen (as the operator told it, so that a node
+/// added after its neighbours' configuration files were written is still
+/// found after a full restart), the epoch each disk's data is keyed under
+/// (so that re-keying is reported from the epoch the disk really uses, even
+/// after several commits), and the alarms raised (so that they outlive a
+/// restart). None of it is secret; it is written like the ledger — a
+/// temporary file, fsync, rename, fsync of the directory — and the higher
+/// valid generation wins at load.
+struct AgentState: Codable, Equatable, Sendable {
+    /// Incremented on every write.
+    var generation: UInt64 = 0
+    /// Peer addresses learnt from the operator (`setPeers`): platform id → host:port.
+    var peers: [String: String] = [:]
+    /// Disk id → the epoch its data is keyed under.
+    var disks: [String: Epoch] = [:]
+    /// Alarms raised, oldest first (at most ``maximumAlarms``).
+    var alarms: [String] = []
+
+    static let fileName = "agent.json"
+    static let maximumAlarms = 100
+
+    /// What loading found: the newest valid copy (or an empty state) and the
+    /// copies that exist but could not be used.
+    struct Loaded: Equatable {
+        var state: AgentState
+        var problems: [String]
+    }
+
+    /// Reads both copies in `directories`. Never throws: losing this file
+    /// loses no secret and no share, so an unusable copy is reported and the
+    /// node starts from what its configuration says.
+    static func load(from directories: [URL]) -> Loaded {
+        var best: AgentState?
+        var problems: [String] = []
+        for directory in directories {
+            let path = directory.appendingPathComponent(fileName).path
+            switch readFile(atPath: path) {
+            case .missing:
+                continue
+            case .unreadable(let reason):
+                problems.append("\(path): \(reason)")
+            case .contents(let bytes):
+                guard let state = try? JSONDecoder().decode(AgentState.self, from: Data(bytes)) else {
+                    problems.append("\(path): not a valid agent state file")
+                    continue
+                }
+                if best.map({ state.generation > $0.generation }) ?? true { best = state }
+            }
+        }
+        return Loaded(state: best ?? AgentState(), problems: problems)
+    }
+
+    /// Writes the next generation to both directories.
+    mutating func save(to directories: [URL]) throws(AtomicFileError) {
+        generation += 1
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard let bytes = try? encoder.encode(self) else {
+            throw AtomicFileError(reason: "cannot encode the agent state")
+        }
+        for directory in directories {
+            try writeAtomically(Array(bytes), to: directory, name: Self.fileName)
+        }
+    }
+}

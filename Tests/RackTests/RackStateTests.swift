@@ -1,0 +1,130 @@
+import Foundation
+import KeyrackTestSupport
+import NodeAgent
+import Testing
+import TrustQuorum
+
+/// What a node keeps beside its ledger (peer addresses learnt from the
+/// operator, the epoch each disk is keyed under, alarms), and a node that
+/// cannot write its ledger.
+@Suite("A node's state across restarts")
+struct RackStateTests {
+    @Test("a node added later is found after a full restart, though no configuration file names it")
+    func learntPeersOutliveRestart() async throws {
+        try await withRack(count: 4) { rack in
+            let added = rack.members[3]
+            // Nodes 1-3 are configured without node 4: only `rack add` tells them where it listens.
+            for member in rack.members.prefix(3) {
+                var configuration = member.configuration
+                configuration.peers[added.platform] = nil
+                try configuration.json().write(to: URL(fileURLWithPath: member.configurationFile))
+            }
+            try await setUp(rack, [0, 1, 2], threshold: 2)
+            try await rack.start(3)
+            let grown = try await RackOperator(sockets: rack.sockets([0, 1, 2])).run(.add([added.socket]))
+            try await rack.waitUntil(Array(0..<4), "unlocked with node 4") { $0.unlockedEpoch == grown.epoch }
+
+            // A power cut. Node 4 sorts last, so it dials nobody: the others must dial it.
+            await rack.stopAll()
+            for index in 0..<4 { try rack.launch(index) }
+            let statuses = try await rack.waitUntil(Array(0..<4), "unlocked and connected to all three others") {
+                $0.unlockedEpoch == grown.epoch && $0.connected.count == 3
+            }
+            #expect(statuses.allSatisfy { $0.alarms.isEmpty && $0.ledgerProblems.isEmpty })
+        }
+    }
+
+    @Test("re-keying is reported from the epoch each disk uses, until the operator reports it done")
+    func rekeyTracking() async throws {
+        try await withRack(count: 3) { rack in
+            let first = try await setUp(rack, [0, 1, 2], threshold: 2)
+            #expect(try #require(await rack.statuses([0])[0]).rekey.isEmpty)
+            let second = try await RackOperator(sockets: rack.sockets()).run(.rotate)
+            let third = try await RackOperator(sockets: rack.sockets()).run(.rotate)
+            try await rack.waitUntil([0, 1, 2], "unlocked at the third epoch") { $0.unlockedEpoch == third.epoch }
+            // Two commits since the disk was keyed: it is still under the first epoch, not the second.
+            for status in await rack.statuses([0, 1, 2]) {
+                #expect(status?.rekey == [DiskRekey(disk: "data0", from: first.epoch, to: third.epoch)])
+            }
+            // The operator re-keys node 1's disk (old and new keys from disk-key) and says so.
+            #expect(try await diskKey(rack, 0, epoch: first.epoch) != diskKey(rack, 0, epoch: third.epoch))
+            let keyrack = try keyrackExecutable()
+            let socket = rack.members[0].socket
+            let done = try await runToCompletion(
+                keyrack,
+                ["node", "disk-rekeyed", "--admin", socket, "--disk", "data0", "--epoch", "\(third.epoch.value)"])
+            #expect(done.status == 0, "\(done.errors)")
+            #expect(done.output.contains("data0: keyed under epoch \(third.epoch.value)"))
+            // Refused: going back, an epoch never committed, a disk the node does not have.
+            for (disk, epoch, expected) in [
+                ("data0", second.epoch.value, "cannot go back"),
+                ("data0", third.epoch.value + 5, "is not committed on this node"),
+                ("data9", third.epoch.value, "NODE-DISK-UNKNOWN"),
+            ] {
+                let refused = try await runToCompletion(
+                    keyrack, ["node", "disk-rekeyed", "--admin", socket, "--disk", disk, "--epoch", "\(epoch)"])
+                #expect(refused.status != 0)
+                #expect(refused.errors.contains(expected), "\(refused.errors)")
+            }
+            // Recorded durably: after a full restart node 1 has nothing to re-key, the others still do.
+            await rack.stopAll()
+            for index in 0..<3 { try rack.launch(index) }
+            let statuses = try await rack.waitUntil([0, 1, 2], "unlocked again") { $0.unlockedEpoch == third.epoch }
+            #expect(statuses[0].rekey.isEmpty)
+            #expect(statuses[1].rekey == [DiskRekey(disk: "data0", from: first.epoch, to: third.epoch)])
+            let table = try await runToCompletion(
+                keyrack, ["rack", "status", "--nodes", rack.sockets().joined(separator: ",")])
+            #expect(table.output.contains("data0 \(first.epoch.value)→\(third.epoch.value)"))
+        }
+    }
+
+    @Test(
+        "a node that cannot write its ledger halts: the operator is told, never ok, and it recovers from the other copy"
+    )
+    func ledgerWriteFailureHalts() async throws {
+        try await withRack(count: 3) { rack in
+            let first = try await setUp(rack, [0, 1, 2], threshold: 2)
+            try await rack.waitUntil([0, 1, 2], "connected to each other") { $0.connected.count == 2 }
+            let platforms = Set(rack.members.map(\.platform))
+            let next = first.epoch.next
+            _ = try await AdminSocket.perform(
+                AdminRequest(
+                    .reconfigure,
+                    reconfigure: ReconfigureRequest(
+                        rackId: rack.rackId, epoch: next, lastCommittedEpoch: first.epoch, members: platforms,
+                        threshold: 2)),
+                path: rack.members[1].socket)
+            try await rack.waitUntil([1], "every member prepared") { $0.coordinating?.acked.count == 3 }
+            // Node 1's first ledger directory stops taking writes: a directory where the file must go.
+            let ledgerFile = URL(fileURLWithPath: rack.members[0].configuration.ledger[0]).appendingPathComponent(
+                "ledger")
+            try FileManager.default.removeItem(at: ledgerFile)
+            try FileManager.default.createDirectory(
+                at: ledgerFile.appendingPathComponent("blocker"), withIntermediateDirectories: true)
+            let refused = await #expect(throws: AdminError.self) {
+                try await AdminSocket.perform(AdminRequest(.commit, epoch: next), path: rack.members[0].socket)
+            }
+            #expect(refused?.code == "NODE-HALTED")
+            #expect(refused?.reason.contains("ledger cannot be written") == true)
+            let halted = try #require(await rack.statuses([0])[0])
+            #expect(halted.committedEpoch == first.epoch)  // the commit did not count
+            #expect(halted.alarms.contains { $0.hasPrefix("NodeHalted") })
+            let again = await #expect(throws: AdminError.self) {
+                try await AdminSocket.perform(AdminRequest(.diskKey, disk: "data0"), path: rack.members[0].socket)
+            }
+            #expect(again?.code == "NODE-HALTED")
+            // The others commit; node 1, repaired and restarted, reports the missing copy, catches up
+            // from the other copy through its peers, and keeps the alarm.
+            for index in [1, 2] {
+                _ = try await AdminSocket.perform(AdminRequest(.commit, epoch: next), path: rack.members[index].socket)
+            }
+            await rack.stop(0)
+            try FileManager.default.removeItem(at: ledgerFile)
+            try await rack.start(0)
+            let recovered = try await rack.waitUntil([0], "caught up") { $0.unlockedEpoch == next }
+            #expect(recovered[0].ledgerProblems.contains { $0.contains("missing while the other copy exists") })
+            #expect(recovered[0].alarms.contains { $0.hasPrefix("NodeHalted") })
+            #expect(try await diskKey(rack, 0) == diskKey(rack, 1))
+        }
+    }
+}

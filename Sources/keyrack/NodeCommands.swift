@@ -179,6 +179,14 @@ struct RackCommand: AsyncParsableCommand {
 
         var sockets: [String] { nodes.split(separator: ",").map { String($0) }.filter { !$0.isEmpty } }
 
+        func validate() throws {
+            guard !sockets.isEmpty else { throw ValidationError("--nodes names no admin socket") }
+            for (name, value) in [("--timeout", timeout), ("--wait-for-down", waitForDown)]
+            where !(value.isFinite && (0...86_400).contains(value)) {
+                throw ValidationError("\(name) must be a number of seconds from 0 to 86400")
+            }
+        }
+
         func makeOperator() -> RackOperator {
             var rackOperator = RackOperator(sockets: sockets) { line in print(line) }
             rackOperator.timeout = .milliseconds(Int(timeout * 1000))
@@ -246,7 +254,12 @@ struct RackCommand: AsyncParsableCommand {
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Per node: epoch, committed or not, unlocked or not, peers, alarms, disks to re-key.")
+            abstract: "Per node: epoch, committed or not, unlocked or not, peers, alarms, disks to re-key.",
+            discussion: """
+                Exits 0 when every node answered, 1 when one or more did not (they are shown as \
+                unreachable, or null with --json).
+                """
+        )
         @OptionGroup var nodes: Nodes
         @Flag(help: "Print the statuses as JSON.") var json = false
 
@@ -257,9 +270,16 @@ struct RackCommand: AsyncParsableCommand {
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 let statuses = reports.map { $0.status }
                 print(String(decoding: (try? encoder.encode(statuses)) ?? Data(), as: UTF8.self))
-                return
+            } else {
+                print(RackTable.render(reports))
             }
-            print(RackTable.render(reports))
+            let unreachable = reports.filter { $0.status == nil }
+            if !unreachable.isEmpty {
+                for report in unreachable {
+                    writeStandardError("keyrack: \(report.socket): \(report.error?.description ?? "no answer")\n")
+                }
+                throw ExitCode(1)
+            }
         }
     }
 }

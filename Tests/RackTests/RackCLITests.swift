@@ -101,6 +101,87 @@ struct RackCLITests {
         }
     }
 
+    @Test("rack add and rack remove from the command line, and every refusal of the rack commands")
+    func addRemoveAndRefusals() async throws {
+        try await withRack(count: 4) { rack in
+            let keyrack = try keyrackExecutable()
+            func keyrackRun(_ arguments: [String]) async throws -> (status: Int32, output: String, errors: String) {
+                try await runToCompletion(keyrack, arguments)
+            }
+            let gone = rack.directory.appendingPathComponent("nobody.sock").path
+            let first = rack.sockets([0, 1, 2]).joined(separator: ",")
+            for index in 0..<3 { try rack.launch(index) }
+            for index in 0..<3 { try await rack.waitUntilAnswering(index) }
+
+            // Before setup: nothing to rotate, add to or remove from.
+            for arguments in [
+                ["rack", "rotate", "--nodes", first],
+                ["rack", "add", "--nodes", first, "--add", rack.members[3].socket],
+                ["rack", "remove", "--nodes", first, "--remove", rack.members[0].platform.description],
+            ] {
+                let refused = try await keyrackRun(arguments)
+                #expect(refused.status == 1)
+                #expect(refused.errors.contains("the rack is not set up yet: run rack init first"), "\(refused.errors)")
+            }
+            // Setup needs every node; with none answering there is nothing to do.
+            let partial = try await keyrackRun(["rack", "init", "--nodes", first + "," + gone])
+            #expect(partial.status == 1)
+            #expect(partial.errors.contains("setting up the rack needs every node"))
+            let nobody = try await keyrackRun(["rack", "init", "--nodes", gone])
+            #expect(nobody.status == 1)
+            #expect(nobody.errors.contains("no node answered"))
+            // Bad numbers and empty lists are refused before anything is asked.
+            for (arguments, expected) in [
+                (["rack", "rotate", "--nodes", first, "--timeout", "nan"], "--timeout must be"),
+                (["rack", "rotate", "--nodes", first, "--wait-for-down", "1e9"], "--wait-for-down must be"),
+                (["rack", "status", "--nodes", ","], "--nodes names no admin socket"),
+            ] {
+                let refused = try await keyrackRun(arguments)
+                #expect(refused.status == 64, "\(arguments)")
+                #expect(refused.errors.contains(expected), "\(refused.errors)")
+            }
+
+            let initialized = try await keyrackRun(["rack", "init", "--nodes", first, "--threshold", "2"])
+            #expect(initialized.status == 0, "\(initialized.errors)")
+            // A node to add that is down.
+            let down = try await keyrackRun(["rack", "add", "--nodes", first, "--add", rack.members[3].socket])
+            #expect(down.status == 1)
+            #expect(down.errors.contains("the node to add does not answer"))
+            // Status shows an unreachable node, and says so in its exit status.
+            let status = try await keyrackRun(["rack", "status", "--nodes", first + "," + gone])
+            #expect(status.status == 1)
+            #expect(status.output.split(separator: "\n").contains { $0.hasPrefix(gone) && $0.contains("unreachable") })
+            #expect(status.errors.contains(gone))
+
+            // Adding node 4, then removing node 2, end to end.
+            try await rack.start(3)
+            let added = try await keyrackRun(["rack", "add", "--nodes", first, "--add", rack.members[3].socket])
+            #expect(added.status == 0, "\(added.errors)")
+            #expect(added.output.contains("4 members"))
+            let all = rack.sockets().joined(separator: ",")
+            let removed = try await keyrackRun(
+                ["rack", "remove", "--nodes", all, "--remove", rack.members[1].platform.description])
+            #expect(removed.status == 0, "\(removed.errors)")
+            #expect(removed.output.contains("3 members"))
+            let statuses = try await rack.waitUntil([0, 2, 3], "unlocked without node 2") {
+                $0.unlockedEpoch == $0.committedEpoch && $0.latestCommitted?.memberCount == 3
+            }
+            #expect(statuses.allSatisfy { $0.latestCommitted?.members[rack.members[1].platform] == nil })
+
+            // A node of another rack is refused, whether named among the nodes or as one to add.
+            try await withRack(count: 1) { other in
+                try await other.start(0)
+                let stranger = other.members[0].socket
+                let mixed = try await keyrackRun(["rack", "rotate", "--nodes", all + "," + stranger])
+                #expect(mixed.status == 1)
+                #expect(mixed.errors.contains("belongs to rack"), "\(mixed.errors)")
+                let foreign = try await keyrackRun(["rack", "add", "--nodes", all, "--add", stranger])
+                #expect(foreign.status == 1)
+                #expect(foreign.errors.contains("is configured for rack"), "\(foreign.errors)")
+            }
+        }
+    }
+
     @Test("bench rack times a restart and a rotation of a real rack and prints JSON")
     func benchRack() async throws {
         let result = try await runToCompletion(

@@ -227,3 +227,81 @@ func rawAdminExchange(_ path: String, payload: [UInt8]) throws -> String {
     }
     return String(decoding: answer.dropFirst(4), as: UTF8.self)
 }
+
+/// A node killed right after a ledger write in the other flows that persist:
+/// catching up after a rotation it slept through, joining, being removed.
+@Suite("A rack under faults: crashes beyond the rotation")
+struct RackCrashTests {
+    enum Flow: String, CaseIterable, CustomTestStringConvertible {
+        /// A member down during a rotation boots, commits via CommitAdvance (write 1) and recomputes its share (write 2).
+        case catchingUp
+        /// A new node prepares (write 1) and commits (write 2) during `rack add`.
+        case joining
+        /// A removed node learns it was expunged (write 1).
+        case beingRemoved
+        var testDescription: String { rawValue }
+    }
+
+    static let cases: [(Flow, Int)] = [
+        (.catchingUp, 1), (.catchingUp, 2), (.joining, 1), (.joining, 2), (.beingRemoved, 1),
+    ]
+
+    @Test("the node recovers and the flow completes", arguments: cases)
+    func crashAndRecover(flow: Flow, point: Int) async throws {
+        try await withRack(count: 4) { rack in
+            let crash = ["KEYRACK_TEST_CRASH_AFTER_PERSIST": "\(point)"]
+            let victim = 3
+            func awaitCrash() async throws {
+                let deadline = ContinuousClock.now + .seconds(30)
+                while rack.exitStatus(victim) == nil, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                #expect(rack.exitStatus(victim) == SIGKILL, "node \(victim + 1) did not reach ledger write \(point)")
+                await rack.stop(victim)
+            }
+            switch flow {
+            case .catchingUp:
+                try await setUp(rack, Array(0..<4), threshold: 2)
+                await rack.stop(victim)
+                var rotation = RackOperator(sockets: rack.sockets())
+                rotation.waitForDownMembers = .zero
+                let rotated = try await rotation.run(.rotate)
+                try await rack.start(victim, environment: crash)
+                try await awaitCrash()
+                try await rack.start(victim)
+                try await rack.waitUntil(Array(0..<4), "unlocked at the rotated epoch") {
+                    $0.unlockedEpoch == rotated.epoch
+                }
+            case .joining:
+                try await setUp(rack, [0, 1, 2], threshold: 2)
+                try await rack.start(victim, environment: crash)
+                let joiner = RackOperator(sockets: rack.sockets([0, 1, 2]))
+                let socket = rack.members[victim].socket
+                let adding = Task { try await joiner.run(.add([socket])) }
+                try await awaitCrash()
+                try await rack.start(victim)
+                let grown = try await adding.value
+                #expect(grown.members[rack.members[victim].platform] != nil)
+                try await rack.waitUntil(Array(0..<4), "unlocked with the new node") { $0.unlockedEpoch == grown.epoch }
+            case .beingRemoved:
+                try await setUp(rack, Array(0..<4), threshold: 2)
+                await rack.stop(victim)
+                var removal = RackOperator(sockets: rack.sockets([0, 1, 2]))
+                removal.waitForDownMembers = .zero
+                let shrunk = try await removal.run(.remove([rack.members[victim].platform]))
+                try await rack.start(victim, environment: crash)
+                try await awaitCrash()
+                try await rack.start(victim)
+                // What it wrote before the crash is what it knows: it was expunged.
+                let status = try #require(await rack.statuses([victim])[0])
+                #expect(status.expunged?.epoch == shrunk.epoch)
+                #expect(status.unlockedEpoch == nil)
+                return
+            }
+            var keys: Set<String> = []
+            for index in 0..<4 { keys.insert(try await diskKey(rack, index)) }
+            #expect(keys.count == 1)
+            #expect(await rack.statuses(Array(0..<4)).allSatisfy { $0?.alarms.isEmpty == true })
+        }
+    }
+}

@@ -137,7 +137,12 @@ struct KMSBench: AsyncParsableCommand {
         discussion: """
             Each client has its own peer identity and keep-alive connection and repeats \
             challenge, quote, signature, get-key until --duration is up. Latency is per \
-            key release. Run a release build of both the KMS and this command. An \
+            key release. Without --rate the clients run in a closed loop (each starts its \
+            next release when the last ends): the run finds the highest throughput, and \
+            latency is about concurrency / throughput. With --rate R the clients together \
+            start R releases per second on a fixed, staggered schedule, and latency counts \
+            from each release's scheduled start, so waiting behind a slow release is \
+            measured, not hidden. Run a release build of both the KMS and this command. An \
             unreachable KMS stops the run at once; any failed release makes the exit \
             status 1 (after the report).
             """
@@ -146,6 +151,8 @@ struct KMSBench: AsyncParsableCommand {
     @Option(help: "The KMS, http://host:port.") var url: String
     @Option(help: "Concurrent clients.") var concurrency = 64
     @Option(help: "Seconds to run.") var duration = 10
+    @Option(help: "Key releases per second for all clients together (default: as many as the KMS answers).")
+    var rate: Double?
     @Option(help: "software:DIR | dstack:SOCKET | tdx") var tee: String
     @Flag(help: "Print one JSON object.") var json = false
 
@@ -153,6 +160,9 @@ struct KMSBench: AsyncParsableCommand {
         try await reportingAsyncFailures {
             guard concurrency > 0, duration > 0 else {
                 throw CommandFailure("--concurrency and --duration must be positive")
+            }
+            if let rate, !(rate.isFinite && rate > 0 && rate <= 1_000_000) {
+                throw CommandFailure("--rate must be a number of releases per second above 0 (at most 1000000)")
             }
             guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host
             else {
@@ -172,6 +182,7 @@ struct KMSBench: AsyncParsableCommand {
                 endpoint: endpoint,
                 concurrency: concurrency,
                 duration: .seconds(duration),
+                rate: rate,
                 quotes: source
             )
             if json {
@@ -181,7 +192,8 @@ struct KMSBench: AsyncParsableCommand {
             } else {
                 try writeStandardOutput(
                     """
-                    \(report.requests) key releases in \(report.durationSeconds) s: \(report.rps)/s, \
+                    \(report.requests) key releases in \(report.durationSeconds) s: \(report.rps)/s\
+                    \(report.targetRps.map { " (scheduled \($0)/s)" } ?? ""), \
                     p50 \(report.p50Ms) ms, p99 \(report.p99Ms) ms, \(report.errors) errors
 
                     """

@@ -47,6 +47,54 @@ struct KMSBenchCLITests {
         #expect(!metrics.contains("keyrack_kms_key_requests_total{outcome=\"Invalid"))
     }
 
+    @Test("bench kms --rate starts releases on a schedule: as many as scheduled, counted from the scheduled start")
+    func scheduledRate() async throws {
+        let platform = try Platform()
+        let kms = try await KMS.start(platform)
+        let run = try await runToCompletion(
+            try keyrackExecutable(),
+            [
+                "bench", "kms", "--url", "http://127.0.0.1:\(kms.port)", "--concurrency", "4", "--duration", "2",
+                "--rate", "40", "--tee", "software:\(platform.teeDirectory.path)", "--json",
+            ]
+        )
+        try #require(run.status == 0, "bench kms failed: \(run.errors)\n\(run.output)")
+        let object = try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any]
+        let report = try #require(object, "not a JSON object: \(run.output)")
+        #expect(report["target_rps"] as? Double == 40)
+        // 2 s at 40/s: 80 scheduled starts (20 per client); a client that falls far behind may stop
+        // at the deadline with some undone, but never does more than scheduled (a closed loop would).
+        let requests = try #require(report["requests"] as? Int)
+        #expect(requests <= 80)
+        #expect(requests >= 40, "only \(requests) of 80 scheduled releases were made")
+        let metrics = try await kms.send(.get, "/metrics", json: "").text
+        #expect(metrics.contains("keyrack_kms_key_requests_total{outcome=\"Released\"} \(requests)\n"))
+        // Without --rate the report says so.
+        let closed = try await runToCompletion(
+            try keyrackExecutable(),
+            [
+                "bench", "kms", "--url", "http://127.0.0.1:\(kms.port)", "--concurrency", "1", "--duration", "1",
+                "--tee", "software:\(platform.teeDirectory.path)", "--json",
+            ]
+        )
+        #expect(closed.status == 0)
+        #expect(closed.output.contains("\"target_rps\":null") || !closed.output.contains("target_rps"))
+    }
+
+    @Test("a --rate that is not a positive number is refused", arguments: ["0", "nan", "inf", "1e9"])
+    func badRate(rate: String) async throws {
+        let platform = try Platform()
+        let run = try await runToCompletion(
+            try keyrackExecutable(),
+            [
+                "bench", "kms", "--url", "http://127.0.0.1:9", "--duration", "1", "--rate", rate,
+                "--tee", "software:\(platform.teeDirectory.path)",
+            ]
+        )
+        #expect(run.status != 0)
+        #expect(run.errors.contains("--rate must be"), "\(run.errors)")
+    }
+
     @Test(
         "a bad --tee is refused before any load, with a message and a non-zero exit",
         arguments: ["bogus", "software:/nonexistent/keyrack-tee", "sgx"]

@@ -4,11 +4,21 @@ import Histogram
 /// Drives the whole key-release flow against a KMS from many peers at once:
 /// each virtual client has its own identity and keep-alive connection and
 /// repeats challenge → quote → signature → key until the time is up.
+///
+/// Two ways to load: closed loop (each client starts its next release as
+/// soon as the last one ends, so the run finds the highest throughput and
+/// latency is what a saturated server gives), or at a fixed `rate` (each
+/// client starts its releases on a schedule, staggered against the others,
+/// and latency is measured from the *scheduled* start, so a release that
+/// had to wait behind a slow one counts its wait: the figures are not
+/// flattered by coordinated omission).
 public enum LoadGenerator {
     /// What a run measured. Latency is per key release (both requests and
     /// the client's quote and signature).
     public struct Report: Codable, Sendable {
         public let requests: Int
+        /// The schedule's rate (releases per second), or nil for a closed loop.
+        public let targetRps: Double?
         public let rps: Double
         public let p50Ms: Double
         public let p99Ms: Double
@@ -20,6 +30,7 @@ public enum LoadGenerator {
 
         enum CodingKeys: String, CodingKey {
             case requests, rps, errors, concurrency
+            case targetRps = "target_rps"
             case p50Ms = "p50_ms"
             case p99Ms = "p99_ms"
             case maxMs = "max_ms"
@@ -35,20 +46,25 @@ public enum LoadGenerator {
         var firstError: String?
     }
 
-    /// Runs `concurrency` clients for `duration`.
+    /// Runs `concurrency` clients for `duration`, in a closed loop, or
+    /// together starting `rate` releases per second.
     public static func run(
         endpoint: HTTPConnection.Endpoint,
         concurrency: Int,
         duration: Duration,
+        rate: Double? = nil,
         quotes: any QuoteSource
     ) async -> Report {
         let clock = ContinuousClock()
         let start = clock.now
         let deadline = start + duration
+        // Each client's interval between scheduled starts, and its offset so the clients interleave.
+        let interval = rate.map { Duration.seconds(Double(concurrency) / $0) }
         let results = await withTaskGroup(of: ClientResult.self) { group in
-            for _ in 0..<concurrency {
+            for index in 0..<concurrency {
+                let schedule = interval.map { (first: start + $0 * (Double(index) / Double(concurrency)), every: $0) }
                 group.addTask {
-                    await client(endpoint: endpoint, quotes: quotes, until: deadline, clock: clock)
+                    await client(endpoint: endpoint, quotes: quotes, until: deadline, schedule: schedule, clock: clock)
                 }
             }
             var merged = ClientResult()
@@ -68,6 +84,7 @@ public enum LoadGenerator {
         }
         return Report(
             requests: results.completed,
+            targetRps: rate,
             rps: (Double(results.completed) / seconds * 10).rounded() / 10,
             p50Ms: milliseconds(50),
             p99Ms: milliseconds(99),
@@ -83,17 +100,28 @@ public enum LoadGenerator {
         endpoint: HTTPConnection.Endpoint,
         quotes: any QuoteSource,
         until deadline: ContinuousClock.Instant,
+        schedule: (first: ContinuousClock.Instant, every: Duration)?,
         clock: ContinuousClock
     ) async -> ClientResult {
         var result = ClientResult()
         let client = KeyReleaseClient(endpoint: endpoint, identity: .generate(), quotes: quotes)
         var connection: HTTPConnection?
+        var next = schedule?.first
         while clock.now < deadline {
+            // On a schedule, a release counts from when it should have started,
+            // however late it starts; the schedule moves on whatever happens.
+            var scheduledStart: ContinuousClock.Instant?
+            if let scheduled = next, let every = schedule?.every {
+                guard scheduled < deadline else { break }
+                if clock.now < scheduled { try? await clock.sleep(until: scheduled) }
+                scheduledStart = scheduled
+                next = scheduled + every
+            }
             do {
                 if connection?.isActive != true {
                     connection = try await HTTPConnection.connect(to: endpoint)
                 }
-                let started = clock.now
+                let started = scheduledStart ?? clock.now
                 _ = try await client.fetchKey(over: connection!)
                 let elapsed = clock.now - started
                 let microseconds =

@@ -48,7 +48,14 @@ struct NodeCommand: AsyncParsableCommand {
             umask(0o077)
             bootstrapLogging(level: level)
             let logger = Logger(label: "keyrack.node.\(configuration.platform)")
-            let crashHook = ProcessInfo.processInfo.environment["KEYRACK_TEST_CRASH_AFTER_PERSIST"].flatMap { Int($0) }
+            // The crash-test hook exists in debug builds only: a release binary has no kill switch.
+            #if DEBUG
+                let crashHook = ProcessInfo.processInfo.environment["KEYRACK_TEST_CRASH_AFTER_PERSIST"].flatMap {
+                    Int($0)
+                }
+            #else
+                let crashHook: Int? = nil
+            #endif
             let runtime: NodeRuntime
             do {
                 runtime = try await NodeRuntime.open(

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import SecretSharing
 import Testing
 import TrustQuorum
 import X509
@@ -88,6 +89,84 @@ struct ChannelTests {
     func foreign() async throws {
         let rack = try Rack()
         let other = try ManufacturingCA.create(in: rack.directory.appendingPathComponent("other-ca"))
+        // A foreign certificate, but the right root to check the peer.
+        try await expectRefusedBothWays(try rack.node("EVIL", issuer: other), rack: rack, reason: "does not chain")
+    }
+
+    @Test(
+        "a CA certificate presented as a node's leaf is refused, both ways",
+        arguments: ["the intermediate", "a CA naming a platform"])
+    func caAsLeaf(kind: String) async throws {
+        let rack = try Rack()
+        let impostor: NodeTLSIdentity
+        if kind == "the intermediate" {
+            // The intermediate's own certificate and key.
+            let seed = try Data(contentsOf: rack.directory.appendingPathComponent("ca/intermediate.key"))
+            impostor = try NodeTLSIdentity(
+                device: rack.ca.intermediate, intermediate: rack.ca.root, root: rack.ca.root,
+                rootOfTrust: try SoftwareRootOfTrust(seed: SecretBytes(seed)))
+        } else {
+            let rootOfTrust = try SoftwareRootOfTrust(seed: SecretBytes(Array(repeating: 9, count: 32)))
+            let certificate = try rack.ca.issue(
+                PlatformId(part: "913-0000019", serial: "EVIL"), key: rootOfTrust.publicKey,
+                extensions: try ManufacturingCA.impostorExtensions)
+            impostor = try NodeTLSIdentity(
+                device: certificate, intermediate: rack.ca.intermediate, root: rack.ca.root, rootOfTrust: rootOfTrust)
+        }
+        // BoringSSL already refuses the intermediate, whose key usage does
+        // not allow signing a handshake; the callback refuses the other.
+        let reason = kind == "the intermediate" ? "KEY_USAGE_BIT_INCORRECT" : "is a CA certificate"
+        try await expectRefusedBothWays(impostor, rack: rack, reason: reason)
+    }
+
+    @Test("an expired device certificate is refused, both ways")
+    func expired() async throws {
+        let rack = try Rack()
+        let (rootOfTrust, csr) = try DeviceIdentity.initialize(
+            directory: rack.directory.appendingPathComponent("OLD"),
+            platform: PlatformId(part: "913-0000019", serial: "OLD"))
+        // Issued eleven years ago for ten years.
+        let certificate = try rack.ca.sign(csr, now: Date().addingTimeInterval(-11 * 365 * 86400))
+        let impostor = try NodeTLSIdentity(
+            device: certificate, intermediate: rack.ca.intermediate, root: rack.ca.root, rootOfTrust: rootOfTrust)
+        try await expectRefusedBothWays(impostor, rack: rack, reason: "has expired")
+    }
+
+    @Test("the handshake is signed by the root of trust, in a TLS 1.3 scheme", arguments: DeviceKeyType.allCases)
+    func signedByRootOfTrust(keyType: DeviceKeyType) async throws {
+        let rack = try Rack()
+        let server = try rack.member("SRV1", keyType: keyType)
+        let client = try rack.member("CLI2", keyType: keyType)
+        let serverSigner = RecordingRootOfTrust(server.rootOfTrust)
+        let clientSigner = RecordingRootOfTrust(client.rootOfTrust)
+        func identity(
+            _ member: (identity: NodeTLSIdentity, rootOfTrust: SoftwareRootOfTrust), _ signer: RecordingRootOfTrust
+        )
+            throws -> NodeTLSIdentity
+        {
+            try NodeTLSIdentity(
+                device: member.identity.certificate, intermediate: rack.ca.intermediate, root: rack.ca.root,
+                rootOfTrust: signer)
+        }
+        let listener = try await PeerTransport.listen(
+            host: "127.0.0.1", port: 0, identity: try identity(server, serverSigner))
+        let serving = Task {
+            try await listener.run { peer in try? await peer.channel.executeThenClose { _, _ in } }
+        }
+        defer { serving.cancel() }
+        let channel = try await PeerTransport.connect(
+            host: "127.0.0.1", port: listener.port, identity: try identity(client, clientSigner))
+        #expect(channel.peer.serial == "SRV1")
+        try await channel.channel.executeThenClose { _, _ in }
+        let expected: DeviceSignatureScheme = keyType == .ed25519 ? .ed25519 : .rsaPssRsaeSha256
+        #expect(serverSigner.schemes == [expected])
+        #expect(clientSigner.schemes == [expected])
+        await listener.close()
+    }
+
+    /// A genuine node refuses `impostor` as a client (and still lets a
+    /// genuine client in afterwards), and as a server, for `reason`.
+    func expectRefusedBothWays(_ impostor: NodeTLSIdentity, rack: Rack, reason: String) async throws {
         let listener = try await PeerTransport.listen(host: "127.0.0.1", port: 0, identity: try rack.node("SRV1"))
         let accepted = AsyncStream<PlatformId>.makeStream()
         let serving = Task {
@@ -97,12 +176,7 @@ struct ChannelTests {
             }
         }
         defer { serving.cancel() }
-        // A client with a foreign certificate but the right root to check the server.
-        let intruder = try rack.node("EVIL", issuer: other)
-        await #expect(throws: PeerChannelError.self) {
-            _ = try await PeerTransport.connect(host: "127.0.0.1", port: listener.port, identity: intruder)
-        }
-        // A genuine client still gets in afterwards.
+        await expectRefused(port: listener.port, identity: impostor)
         let genuine = try await PeerTransport.connect(
             host: "127.0.0.1", port: listener.port, identity: try rack.node("GOOD"))
         #expect(genuine.peer.serial == "SRV1")
@@ -110,6 +184,29 @@ struct ChannelTests {
         var iterator = accepted.stream.makeAsyncIterator()
         #expect(await iterator.next()?.serial == "GOOD")
         await listener.close()
+
+        let rogue = try await PeerTransport.listen(host: "127.0.0.1", port: 0, identity: impostor)
+        let rogueServing = Task {
+            try await rogue.run { peer in
+                Issue.record("the impostor's server accepted \(peer.peer)")
+                try? await peer.channel.executeThenClose { _, _ in }
+            }
+        }
+        defer { rogueServing.cancel() }
+        await expectRefused(port: rogue.port, identity: try rack.node("DIAL"), reason: reason)
+        await rogue.close()
+    }
+
+    /// Connecting to `port` as `identity` fails, saying `reason` when given
+    /// (a channel that opens is closed and recorded as an issue).
+    func expectRefused(port: Int, identity: NodeTLSIdentity, reason: String? = nil) async {
+        do {
+            let channel = try await PeerTransport.connect(host: "127.0.0.1", port: port, identity: identity)
+            try? await channel.channel.executeThenClose { _, _ in }
+            Issue.record("a channel was established with \(channel.peer)")
+        } catch {
+            if let reason { #expect(error.reason.contains(reason), "\(error)") }
+        }
     }
 
     @Test("frames over 1 MiB are refused by the encoder")
@@ -121,5 +218,36 @@ struct ChannelTests {
         }
         try encoder.encode(data: ByteBuffer(string: "ok"), out: &out)
         #expect(out.readableBytes == 6)
+    }
+}
+
+/// A root of trust that forwards to another and records the schemes it was
+/// asked to sign with.
+final class RecordingRootOfTrust: RootOfTrust, @unchecked Sendable {
+    let inner: SoftwareRootOfTrust
+    private let lock = NSLock()
+    private var recorded: [DeviceSignatureScheme] = []
+
+    init(_ inner: SoftwareRootOfTrust) { self.inner = inner }
+
+    var schemes: [DeviceSignatureScheme] { lock.withLock { recorded } }
+    var publicKey: Certificate.PublicKey { inner.publicKey }
+    var signatureSchemes: [DeviceSignatureScheme] { inner.signatureSchemes }
+
+    func sign(_ message: [UInt8], scheme: DeviceSignatureScheme) throws(RootOfTrustError) -> [UInt8] {
+        lock.withLock { recorded.append(scheme) }
+        return try inner.sign(message, scheme: scheme)
+    }
+
+    func seal(_ plaintext: [UInt8], purpose: String, authenticating authenticatedData: [UInt8])
+        throws(RootOfTrustError) -> [UInt8]
+    {
+        try inner.seal(plaintext, purpose: purpose, authenticating: authenticatedData)
+    }
+
+    func open(_ sealed: [UInt8], purpose: String, authenticating authenticatedData: [UInt8])
+        throws(RootOfTrustError) -> SecretBytes
+    {
+        try inner.open(sealed, purpose: purpose, authenticating: authenticatedData)
     }
 }

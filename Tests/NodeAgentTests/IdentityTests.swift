@@ -62,6 +62,84 @@ struct IdentityTests {
         }
     }
 
+    @Test(
+        "a leaf that chains to the root but is not a device certificate does not verify",
+        arguments: [
+            ("a CA", "is a CA certificate"), ("one for signing certificates", "key usage"),
+            ("one for TLS servers only", "client and server"), ("one without key usage", "key usage"),
+        ])
+    func notDevice(kind: String, reason: String) async throws {
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let ca = try ManufacturingCA.create(in: directory.appendingPathComponent("ca"))
+        let key = try SoftwareRootOfTrust(seed: SecretBytes(Array(repeating: 7, count: 32))).publicKey
+        let platform = PlatformId(part: "p", serial: "s")
+        let extensions: Certificate.Extensions
+        switch kind {
+        case "a CA":
+            // RFC 5280 alone accepts it: a CA certificate may end a path.
+            extensions = try ManufacturingCA.impostorExtensions
+        case "one for signing certificates":
+            extensions = try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true, keyCertSign: true))
+                try ExtendedKeyUsage([.serverAuth, .clientAuth])
+            }
+        case "one for TLS servers only":
+            extensions = try Certificate.Extensions {
+                Critical(KeyUsage(digitalSignature: true))
+                try ExtendedKeyUsage([.serverAuth])
+            }
+        default:
+            extensions = try Certificate.Extensions { try ExtendedKeyUsage([.serverAuth, .clientAuth]) }
+        }
+        let leaf = try ca.issue(platform, key: key, extensions: extensions)
+        await #expect {
+            try await DeviceIdentity.verify(leaf, intermediates: [ca.intermediate], root: ca.root)
+        } throws: { error in
+            (error as? IdentityFileError)?.reason.contains(reason) == true
+        }
+        // The same issuance with a device certificate's extensions verifies.
+        let device = try ca.issue(platform, key: key, extensions: try ManufacturingCA.deviceExtensions)
+        #expect(try await DeviceIdentity.verify(device, intermediates: [ca.intermediate], root: ca.root) == platform)
+        // The intermediate itself, as a leaf.
+        await #expect(throws: IdentityFileError.self) {
+            try await DeviceIdentity.verify(ca.intermediate, intermediates: [], root: ca.root)
+        }
+    }
+
+    @Test("an expired device certificate, or one not yet valid, does not verify")
+    func validity() async throws {
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let ca = try ManufacturingCA.create(in: directory.appendingPathComponent("ca"))
+        let (_, csr) = try DeviceIdentity.initialize(
+            directory: directory.appendingPathComponent("device"), platform: PlatformId(part: "p", serial: "s"))
+        // Issued eleven years ago for ten years: expired a year ago.
+        let expired = try ca.sign(csr, now: Date().addingTimeInterval(-11 * 365 * 86400))
+        await #expect(throws: IdentityFileError.self) {
+            try await DeviceIdentity.verify(expired, intermediates: [ca.intermediate], root: ca.root)
+        }
+        let future = try ca.sign(csr, now: Date().addingTimeInterval(86400))
+        await #expect(throws: IdentityFileError.self) {
+            try await DeviceIdentity.verify(future, intermediates: [ca.intermediate], root: ca.root)
+        }
+        let current = try ca.sign(csr)
+        let verified = try await DeviceIdentity.verifiedChain(current, intermediates: [ca.intermediate], root: ca.root)
+        #expect(verified.chain == [current, ca.intermediate, ca.root])
+    }
+
+    @Test(
+        "the CSR is signed inside the root of trust, whose signer cannot be serialised",
+        arguments: DeviceKeyType.allCases)
+    func signerHoldsNoKey(type: DeviceKeyType) throws {
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (rootOfTrust, csr) = try DeviceIdentity.initialize(
+            directory: directory, platform: PlatformId(part: "p", serial: "s"), keyType: type)
+        #expect(csr.publicKey == rootOfTrust.publicKey)
+        #expect(csr.publicKey.isValidSignature(csr.signature, for: csr))
+        #expect(csr.signatureAlgorithm == (type == .ed25519 ? .ed25519 : .sha256WithRSAEncryption))
+        #expect(throws: RootOfTrustError.self) { try rootOfTrust.certificateSigner.serializeAsPEM() }
+    }
+
     @Test("the CA refuses a CSR whose signature does not verify, or whose subject names no platform")
     func badCSR() throws {
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -77,14 +155,14 @@ struct IdentityTests {
             publicKey: rootOfTrust.publicKey,
             attributes: .init(),
             signatureAlgorithm: .ed25519,
-            signature: try other.certificatePrivateKey.sign(
+            signature: try other.certificateSigner.sign(
                 bytes: Array("not the request".utf8), signatureAlgorithm: .ed25519)
         )
         #expect(throws: IdentityFileError.self) { try ca.sign(forged) }
         let nameless = try CertificateSigningRequest(
             version: .v1,
             subject: try DistinguishedName { CommonName("no colon here") },
-            privateKey: rootOfTrust.certificatePrivateKey,
+            privateKey: rootOfTrust.certificateSigner,
             attributes: .init(),
             signatureAlgorithm: .ed25519
         )
@@ -122,6 +200,38 @@ struct RedactionTests {
             #expect(!text.lowercased().contains("abab"))
             #expect(!text.contains(key.map { String(format: "%02x", $0) }.joined().prefix(16)))
             #expect(!text.contains("171, 171"))
+        }
+    }
+}
+
+extension ManufacturingCA {
+    /// A certificate under the intermediate for `platform`'s subject, with
+    /// any `extensions`: what a rogue or careless CA could issue.
+    func issue(_ platform: PlatformId, key: Certificate.PublicKey, extensions: Certificate.Extensions) throws
+        -> Certificate
+    {
+        try Certificate(
+            version: .v3,
+            serialNumber: .init(),
+            publicKey: key,
+            notValidBefore: Date().addingTimeInterval(-3600),
+            notValidAfter: Date().addingTimeInterval(86400),
+            issuer: intermediate.subject,
+            subject: try PlatformIdentity.subject(for: platform),
+            signatureAlgorithm: .ed25519,
+            extensions: extensions,
+            issuerPrivateKey: intermediateKey
+        )
+    }
+
+    /// A CA certificate's extensions, with TLS authentication allowed.
+    static var impostorExtensions: Certificate.Extensions {
+        get throws {
+            try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+                Critical(KeyUsage(digitalSignature: true, keyCertSign: true))
+                try ExtendedKeyUsage([.serverAuth, .clientAuth])
+            }
         }
     }
 }

@@ -4,6 +4,7 @@ import SecretSharing
 import Testing
 import TrustQuorum
 import X509
+import _CryptoExtras
 
 @testable import NodeAgent
 
@@ -193,12 +194,98 @@ struct RootOfTrustTests {
         } else {
             #expect(signature.count == 512)
         }
-        // Sealing keys differ by purpose and are the same after reopening.
-        let a = first.sealingKey(purpose: "a").withUnsafeBytes { Array($0) }
-        #expect(a != first.sealingKey(purpose: "b").withUnsafeBytes { Array($0) })
-        #expect(a == second.sealingKey(purpose: "a").withUnsafeBytes { Array($0) })
+        // Sealed data opens after reopening; another purpose (another key)
+        // or other authenticated data does not open it.
+        let sealed = try first.seal([1, 2, 3], purpose: "a", authenticating: [9])
+        #expect(try second.open(sealed, purpose: "a", authenticating: [9]) == SecretBytes([1, 2, 3]))
+        #expect(throws: RootOfTrustError.self) { try second.open(sealed, purpose: "b", authenticating: [9]) }
+        #expect(throws: RootOfTrustError.self) { try second.open(sealed, purpose: "a", authenticating: [8]) }
+        #expect(try first.open(try first.seal([4], purpose: "b"), purpose: "b") == SecretBytes([4]))
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
         #expect(throws: RootOfTrustError.self) { try SoftwareRootOfTrust(keyFile: path) }
+    }
+}
+
+extension RootOfTrustTests {
+    @Test("sealing is fresh, and only the same root of trust opens it")
+    func sealing() throws {
+        var random = SeededRandomSource(seed: 7)
+        let one = try SoftwareRootOfTrust(seed: random.secretBytes(32))
+        let other = try SoftwareRootOfTrust(seed: random.secretBytes(32))
+        let secret = Array("a share".utf8)
+        let first = try one.seal(secret, purpose: "p")
+        let second = try one.seal(secret, purpose: "p")
+        #expect(first != second)
+        #expect(!contains(first, secret))
+        #expect(try one.open(second, purpose: "p") == SecretBytes(secret))
+        #expect(throws: RootOfTrustError.self) { try other.open(first, purpose: "p") }
+        var flipped = first
+        flipped[flipped.count - 1] ^= 1
+        #expect(throws: RootOfTrustError.self) { try one.open(flipped, purpose: "p") }
+        #expect(throws: RootOfTrustError.self) { try one.open(Array(first.prefix(20)), purpose: "p") }
+    }
+
+    @Test("every scheme the key offers signs verifiably; others are refused", arguments: DeviceKeyType.allCases)
+    func schemes(type: DeviceKeyType) throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rot-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let rootOfTrust = try SoftwareRootOfTrust.create(keyFile: path, type: type)
+        let message = Array("TLS 1.3, server CertificateVerify".utf8)
+        switch type {
+        case .ed25519:
+            #expect(rootOfTrust.signatureSchemes == [.ed25519])
+            let key = try #require(Curve25519.Signing.PublicKey(rootOfTrust.publicKey))
+            #expect(key.isValidSignature(try rootOfTrust.sign(message, scheme: .ed25519), for: message))
+        case .rsa4096:
+            let key = try #require(_RSA.Signing.PublicKey(rootOfTrust.publicKey))
+            func verifies(_ scheme: DeviceSignatureScheme, _ digest: some Digest, _ padding: _RSA.Signing.Padding)
+                throws -> Bool
+            {
+                let signature = _RSA.Signing.RSASignature(
+                    rawRepresentation: try rootOfTrust.sign(message, scheme: scheme))
+                return key.isValidSignature(signature, for: digest, padding: padding)
+            }
+            #expect(try verifies(.rsaPssRsaeSha256, SHA256.hash(data: message), .PSS))
+            #expect(try verifies(.rsaPssRsaeSha384, SHA384.hash(data: message), .PSS))
+            #expect(try verifies(.rsaPssRsaeSha512, SHA512.hash(data: message), .PSS))
+            #expect(try verifies(.rsaPkcs1Sha256, SHA256.hash(data: message), .insecurePKCS1v1_5))
+            #expect(!(try verifies(.rsaPssRsaeSha384, SHA256.hash(data: message), .PSS)))
+        }
+        for scheme in DeviceSignatureScheme.allCases where !rootOfTrust.signatureSchemes.contains(scheme) {
+            #expect(throws: RootOfTrustError.self) { try rootOfTrust.sign(message, scheme: scheme) }
+        }
+    }
+}
+
+extension LedgerTests {
+    @Test("a ledger written before sealing moved into the root of trust still opens")
+    func formatUnchanged() throws {
+        let fixture = try LedgerFixture()
+        // The earlier writer: HKDF-SHA256 of the seed (salt keyrack-rot-v1,
+        // info keyrack-ledger-v1) keyed ChaCha20-Poly1305 in the ledger.
+        var random = SeededRandomSource(seed: 99)
+        let seed = random.secretBytes(32)
+        let key = seed.withUnsafeBytes { bytes in
+            HKDF<SHA256>.deriveKey(
+                inputKeyMaterial: SymmetricKey(data: bytes), salt: Array("keyrack-rot-v1".utf8),
+                info: Array("keyrack-ledger-v1".utf8), outputByteCount: 32)
+        }
+        let header = Array("KRLG".utf8) + [1, 0, 0, 0, 0, 0, 0, 0, 5]
+        let box = try ChaChaPoly.seal(try JSONEncoder().encode(fixture.state), using: key, authenticating: header)
+        for index in 0..<2 {
+            try FileManager.default.createDirectory(at: fixture.directories[index], withIntermediateDirectories: true)
+            try Data(header + Array(box.combined)).write(to: fixture.file(index))
+        }
+        let loaded = try fixture.ledger().load()
+        #expect(loaded.state == fixture.state)
+        #expect(loaded.generation == 5)
+        // And what the ledger writes now, the earlier reader opens.
+        try fixture.ledger().write(fixture.state, generation: 6)
+        let written = [UInt8](try Data(contentsOf: fixture.file(0)))
+        #expect(Array(written.prefix(13)) == Array("KRLG".utf8) + [1, 0, 0, 0, 0, 0, 0, 0, 6])
+        let opened = try ChaChaPoly.open(
+            try ChaChaPoly.SealedBox(combined: written[13...]), using: key, authenticating: written.prefix(13))
+        #expect(try JSONDecoder().decode(PersistentState.self, from: opened) == fixture.state)
     }
 }
 

@@ -4,18 +4,31 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import SwiftASN1
+import Synchronization
 import TrustQuorum
 import X509
 
-/// The TLS side of a node's identity: its device certificate chain and key
-/// (from the root of trust), and the manufacturing root every peer must
-/// chain to. Channels are TLS 1.3 only, with certificates required both ways;
-/// the peer's platform id is read from its verified certificate, never from
-/// a message.
+/// The TLS side of a node's identity: its device certificate chain, the
+/// root of trust that signs its handshakes, and the manufacturing root every
+/// peer must chain to. Channels are TLS 1.3 only, with certificates required
+/// both ways.
+///
+/// - The device key never leaves the root of trust: BoringSSL gets a
+///   `RootOfTrustTLSKey`, whose signatures ``RootOfTrust/sign(_:scheme:)``
+///   makes.
+/// - The peer's chain is judged by swift-certificates, not by BoringSSL's
+///   trust store: a custom verification callback runs
+///   ``DeviceIdentity/verifiedChain(_:intermediates:root:now:)`` on what the
+///   peer presented (RFC 5280 to the manufacturing root, an end-entity
+///   device certificate, a platform id in its subject). Anything else, or
+///   any error, fails the handshake. The peer's platform id is read from the
+///   verified certificate, never from a message.
 public struct NodeTLSIdentity: Sendable {
     let chain: [NIOSSLCertificate]
     let key: NIOSSLPrivateKey
     let root: NIOSSLCertificate
+    /// The manufacturing root, as the verification callback checks against it.
+    let rootCertificate: Certificate
     /// The node's own leaf: its device certificate, as it presents it in
     /// every handshake.
     public let certificate: Certificate
@@ -31,25 +44,31 @@ public struct NodeTLSIdentity: Sendable {
         root: Certificate,
         rootOfTrust: some RootOfTrust
     ) throws(PeerChannelError) {
+        guard device.publicKey == rootOfTrust.publicKey else {
+            throw PeerChannelError(
+                "cannot load the node's TLS identity: the device certificate is not for the root of trust's key")
+        }
         do {
-            func convert(_ certificate: Certificate) throws -> NIOSSLCertificate {
-                var serializer = DER.Serializer()
-                try serializer.serialize(certificate)
-                return try NIOSSLCertificate(bytes: serializer.serializedBytes, format: .der)
-            }
-            chain = [try convert(device), try convert(intermediate)]
+            chain = [try NIOSSLCertificate(device), try NIOSSLCertificate(intermediate)]
             certificate = device
             certificateDER = try chain[0].toDERBytes()
-            self.root = try convert(root)
-            let pem = try rootOfTrust.certificatePrivateKey.serializeAsPEM().pemString
-            key = try NIOSSLPrivateKey(bytes: Array(pem.utf8), format: .pem)
+            self.root = try NIOSSLCertificate(root)
+            rootCertificate = root
         } catch {
             throw PeerChannelError("cannot load the node's TLS identity: \(error)")
         }
+        let signer = RootOfTrustTLSKey(rootOfTrust)
+        guard !signer.signatureAlgorithms.isEmpty else {
+            throw PeerChannelError("cannot load the node's TLS identity: the root of trust has no TLS 1.3 scheme")
+        }
+        key = NIOSSLPrivateKey(customPrivateKey: signer)
     }
 
     func configuration(server: Bool) -> TLSConfiguration {
         var configuration: TLSConfiguration
+        // The trust roots are not what decides (the verification callback
+        // replaces BoringSSL's verification); giving the manufacturing root
+        // keeps BoringSSL from loading the system's trust store.
         if server {
             configuration = .makeServerConfigurationWithMTLS(
                 certificateChain: chain.map { .certificate($0) },
@@ -62,19 +81,120 @@ public struct NodeTLSIdentity: Sendable {
             configuration.privateKey = .privateKey(key)
             configuration.trustRoots = .certificates([root])
         }
-        // Nodes are named by platform id in their certificates, not by host name.
+        // Certificates are required both ways. Nodes are named by platform
+        // id in their certificates, not by host name.
         configuration.certificateVerification = .noHostnameVerification
         // Device keys are Ed25519 (default) or RSA; BoringSSL leaves Ed25519
-        // out of TLS unless asked.
-        let algorithms: [SignatureAlgorithm] = [
+        // out of TLS unless asked. What this node signs with is what its
+        // root of trust offers (`RootOfTrustTLSKey.signatureAlgorithms`).
+        configuration.verifySignatureAlgorithms = [
             .ed25519, .rsaPssRsaeSha256, .rsaPssRsaeSha384, .rsaPssRsaeSha512, .ecdsaSecp256R1Sha256,
         ]
-        configuration.verifySignatureAlgorithms = algorithms
-        configuration.signingSignatureAlgorithms = algorithms
         configuration.minimumTLSVersion = .tlsv13
         configuration.maximumTLSVersion = .tlsv13
         return configuration
     }
+
+    /// The TLS handler for one connection, with the verification callback;
+    /// why it refused the peer goes to `refusal`.
+    func handler(server: Bool, refusal: PeerRefusal) throws -> any ChannelHandler {
+        let context = try NIOSSLContext(configuration: configuration(server: server))
+        let root = rootCertificate
+        let verify: NIOSSLCustomVerificationCallbackWithMetadata = { presented, promise in
+            Self.verify(presented, root: root, refusal: refusal, promise: promise)
+        }
+        return server
+            ? NIOSSLServerHandler(context: context, customVerificationCallbackWithMetadata: verify)
+            : try NIOSSLClientHandler(
+                context: context, serverHostname: nil, customVerificationCallbackWithMetadata: verify)
+    }
+
+    /// Judges the chain a peer presented (leaf first) with swift-certificates
+    /// and completes `promise` with the validated chain, or `.failed` on
+    /// anything wrong or any error (recorded in `refusal`): the handshake
+    /// then fails.
+    static func verify(
+        _ presented: [NIOSSLCertificate],
+        root: Certificate,
+        refusal: PeerRefusal,
+        promise: EventLoopPromise<NIOSSLVerificationResultWithMetadata>
+    ) {
+        guard let encoded = try? presented.map({ try $0.toDERBytes() }), !encoded.isEmpty else {
+            refusal.record("the peer presented no certificate that encodes")
+            promise.succeed(.failed)
+            return
+        }
+        promise.completeWithTask {
+            do {
+                let certificates = try encoded.map { try Certificate(derEncoded: $0) }
+                let (_, chain) = try await DeviceIdentity.verifiedChain(
+                    certificates[0], intermediates: Array(certificates.dropFirst()), root: root)
+                let validated = try chain.map { try NIOSSLCertificate($0) }
+                return .certificateVerified(VerificationMetadata(NIOSSL.ValidatedCertificateChain(validated)))
+            } catch {
+                refusal.record("\(error)")
+                return .failed
+            }
+        }
+    }
+}
+
+/// Why the verification callback refused the peer of one connection, for
+/// the error the connection fails with.
+final class PeerRefusal: Sendable {
+    private let reason = Mutex<String?>(nil)
+
+    func record(_ text: String) { reason.withLock { $0 = text } }
+    var recorded: String? { reason.withLock { $0 } }
+}
+
+extension NIOSSLCertificate {
+    /// The same certificate for BoringSSL.
+    convenience init(_ certificate: Certificate) throws {
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        try self.init(bytes: serializer.serializedBytes, format: .der)
+    }
+}
+
+/// The device key as BoringSSL sees it: a custom private key whose every
+/// signature the root of trust makes, so no key material is handed to TLS.
+/// TLS 1.3 only: it offers the root of trust's TLS 1.3 schemes and never
+/// decrypts. BoringSSL passes the message to sign whole (not a digest), for
+/// Ed25519 and RSA-PSS alike; the root of trust hashes as the scheme says.
+/// Signing runs on NIO's thread pool, since a hardware root of trust may
+/// block.
+struct RootOfTrustTLSKey: NIOSSLCustomPrivateKey, Hashable {
+    let rootOfTrust: any RootOfTrust
+    let publicKey: Certificate.PublicKey
+
+    init(_ rootOfTrust: any RootOfTrust) {
+        self.rootOfTrust = rootOfTrust
+        publicKey = rootOfTrust.publicKey
+    }
+
+    var signatureAlgorithms: [SignatureAlgorithm] {
+        rootOfTrust.signatureSchemes.filter(\.allowedInTLS13).map { SignatureAlgorithm(rawValue: $0.rawValue) }
+    }
+
+    func sign(channel: any Channel, algorithm: SignatureAlgorithm, data: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
+        guard let scheme = DeviceSignatureScheme(rawValue: algorithm.rawValue), scheme.allowedInTLS13 else {
+            return channel.eventLoop.makeFailedFuture(
+                RootOfTrustError("TLS asked for signature scheme 0x\(String(algorithm.rawValue, radix: 16))"))
+        }
+        let message = Array(data.readableBytesView)
+        let rootOfTrust = rootOfTrust
+        return NIOThreadPool.singleton.runIfActive(eventLoop: channel.eventLoop) {
+            ByteBuffer(bytes: try rootOfTrust.sign(message, scheme: scheme))
+        }
+    }
+
+    func decrypt(channel: any Channel, data: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
+        channel.eventLoop.makeFailedFuture(RootOfTrustError("the device key does not decrypt (TLS 1.3 only)"))
+    }
+
+    static func == (lhs: Self, rhs: Self) -> Bool { lhs.publicKey == rhs.publicKey }
+    func hash(into hasher: inout Hasher) { hasher.combine(publicKey) }
 }
 
 /// Why a channel could not be established or used.
@@ -115,16 +235,22 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     let promise: EventLoopPromise<VerifiedPeer>
+    let refusal: PeerRefusal
     private var state = State.handshaking
 
-    init(promise: EventLoopPromise<VerifiedPeer>) { self.promise = promise }
+    init(promise: EventLoopPromise<VerifiedPeer>, refusal: PeerRefusal) {
+        self.promise = promise
+        self.refusal = refusal
+    }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case TLSUserEvent.handshakeCompleted = event, case .handshaking = state {
             do {
                 let handler = try context.pipeline.syncOperations.handler(type: NIOSSLHandler.self)
-                guard let certificate = handler.peerCertificate else {
-                    throw PeerChannelError("the peer presented no certificate")
+                // The leaf of the chain the verification callback validated;
+                // without one the peer was never verified.
+                guard let certificate = handler.peerValidatedCertificateChain?.leaf else {
+                    throw PeerChannelError("the peer's certificate was not verified")
                 }
                 let der = try certificate.toDERBytes()
                 let parsed = try Certificate(derEncoded: der)
@@ -167,7 +293,11 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(PeerChannelError("TLS handshake failed: \(error)"), context: context)
+        if let reason = refusal.recorded {
+            fail(PeerChannelError("refused the peer's certificate: \(reason)"), context: context)
+        } else {
+            fail(PeerChannelError("TLS handshake failed: \(error)"), context: context)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -264,12 +394,9 @@ public enum PeerTransport {
         server: Bool,
         promise: EventLoopPromise<VerifiedPeer>
     ) throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
-        let context = try NIOSSLContext(configuration: identity.configuration(server: server))
-        let tls: any ChannelHandler =
-            server
-            ? NIOSSLServerHandler(context: context) : try NIOSSLClientHandler(context: context, serverHostname: nil)
-        try channel.pipeline.syncOperations.addHandler(tls)
-        try channel.pipeline.syncOperations.addHandler(PeerIdentityHandler(promise: promise))
+        let refusal = PeerRefusal()
+        try channel.pipeline.syncOperations.addHandler(try identity.handler(server: server, refusal: refusal))
+        try channel.pipeline.syncOperations.addHandler(PeerIdentityHandler(promise: promise, refusal: refusal))
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
         return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)

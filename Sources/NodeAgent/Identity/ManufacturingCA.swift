@@ -135,15 +135,26 @@ public struct ManufacturingCA: Sendable, CustomStringConvertible, CustomDebugStr
                 issuer: intermediate.subject,
                 subject: try PlatformIdentity.subject(for: platform),
                 signatureAlgorithm: .ed25519,
-                extensions: try Certificate.Extensions {
-                    Critical(BasicConstraints.notCertificateAuthority)
-                    Critical(KeyUsage(digitalSignature: true))
-                    try ExtendedKeyUsage([.serverAuth, .clientAuth])
-                },
+                extensions: try Self.deviceExtensions,
                 issuerPrivateKey: intermediateKey
             )
         } catch {
             throw IdentityFileError("cannot issue the device certificate: \(error)")
+        }
+    }
+}
+
+extension ManufacturingCA {
+    /// A device certificate's extensions: an end entity (not a CA) whose key
+    /// signs, for TLS client and server authentication — what
+    /// ``DeviceCertificatePolicy`` requires of a peer's leaf.
+    static var deviceExtensions: Certificate.Extensions {
+        get throws {
+            try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true))
+                try ExtendedKeyUsage([.serverAuth, .clientAuth])
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import SecretSharing
+import SwiftASN1
 import X509
 import _CryptoExtras
 
@@ -8,34 +9,103 @@ import _CryptoExtras
     import Glibc
 #endif
 
-/// What a node's root of trust does: it signs with a device key that never
-/// leaves it, and it derives the keys that seal the node's data at rest.
+/// What a node's root of trust does. Every operation that needs the device
+/// key or a sealing key happens inside it, and no private or sealing key
+/// material ever comes out: it signs (TLS handshakes, the CSR, measurement
+/// evidence), and it seals and opens the node's data at rest.
 /// ``SoftwareRootOfTrust`` keeps the key in a file; a TPM or a hardware root
 /// of trust can take its place behind this protocol.
+///
+/// Operations may block (a TPM answers in milliseconds to seconds): the TLS
+/// handshake calls ``sign(_:scheme:)`` off the event loop.
 public protocol RootOfTrust: Sendable {
-    /// The device key as swift-certificates needs it to sign a CSR or a TLS
-    /// handshake.
-    var certificatePrivateKey: Certificate.PrivateKey { get }
-    /// Signs `message` with the device key (Ed25519, or RSA-PSS SHA-256).
-    func sign(_ message: [UInt8]) throws(RootOfTrustError) -> [UInt8]
-    /// A 256-bit key for sealing data at rest for `purpose`; it never leaves
-    /// the node, and another root of trust derives another key.
-    func sealingKey(purpose: String) -> SymmetricKey
+    /// The device's public key (the one its certificate certifies).
+    var publicKey: Certificate.PublicKey { get }
+    /// The schemes ``sign(_:scheme:)`` supports, preferred first: `ed25519`
+    /// for an Ed25519 key; the RSA-PSS schemes and `rsaPkcs1Sha256` (for the
+    /// CSR only) for an RSA key.
+    var signatureSchemes: [DeviceSignatureScheme] { get }
+    /// Signs `message` with the device key under `scheme`. `message` is
+    /// never a digest: Ed25519 signs it whole, the RSA schemes hash it with
+    /// the scheme's hash (RSA-PSS with MGF1 of the same hash and a salt as
+    /// long as the digest, as TLS 1.3 requires). A scheme not in
+    /// ``signatureSchemes`` is an error.
+    func sign(_ message: [UInt8], scheme: DeviceSignatureScheme) throws(RootOfTrustError) -> [UInt8]
+    /// Seals `plaintext` for `purpose` with an AEAD under a key that never
+    /// leaves the root of trust (another root of trust, or another purpose,
+    /// has another key), authenticating `authenticatedData` too. Returns
+    /// the sealed box: nonce ‖ ciphertext ‖ tag.
+    func seal(_ plaintext: [UInt8], purpose: String, authenticating authenticatedData: [UInt8])
+        throws(RootOfTrustError) -> [UInt8]
+    /// Opens what ``seal(_:purpose:authenticating:)`` sealed for the same
+    /// purpose and authenticated data; anything else (tampered, truncated,
+    /// sealed by another root of trust or for another purpose) is an error.
+    func open(_ sealed: [UInt8], purpose: String, authenticating authenticatedData: [UInt8])
+        throws(RootOfTrustError) -> SecretBytes
     /// The node's measurement evidence: a signature by the device key over
     /// `log` bound to `reportData` (what a peer's attestation asks for). A
     /// TPM would answer with a quote over its PCRs instead.
     func signMeasurements(_ log: MeasurementLog, reportData: [UInt8]) throws(RootOfTrustError) -> [UInt8]
 }
 
+/// A signature scheme of the device key, named by its TLS 1.3
+/// SignatureScheme code point (RFC 8446 §4.2.3).
+public enum DeviceSignatureScheme: UInt16, Sendable, CaseIterable, CustomStringConvertible {
+    /// RSASSA-PKCS1-v1_5 with SHA-256: for the CSR (swift-certificates
+    /// signs X.509 with RSA this way); TLS 1.3 does not allow it.
+    case rsaPkcs1Sha256 = 0x0401
+    case rsaPssRsaeSha256 = 0x0804
+    case rsaPssRsaeSha384 = 0x0805
+    case rsaPssRsaeSha512 = 0x0806
+    case ed25519 = 0x0807
+
+    /// Whether a TLS 1.3 CertificateVerify may use it.
+    public var allowedInTLS13: Bool { self != .rsaPkcs1Sha256 }
+
+    public var description: String {
+        switch self {
+        case .rsaPkcs1Sha256: return "rsa_pkcs1_sha256"
+        case .rsaPssRsaeSha256: return "rsa_pss_rsae_sha256"
+        case .rsaPssRsaeSha384: return "rsa_pss_rsae_sha384"
+        case .rsaPssRsaeSha512: return "rsa_pss_rsae_sha512"
+        case .ed25519: return "ed25519"
+        }
+    }
+}
+
 extension RootOfTrust {
+    /// The scheme of measurement evidence: Ed25519, or RSA-PSS SHA-256 for
+    /// an RSA key (what the appraisal of software evidence verifies).
+    var evidenceScheme: DeviceSignatureScheme {
+        signatureSchemes.contains(.ed25519) ? .ed25519 : .rsaPssRsaeSha256
+    }
+
+    /// Signs `message` as measurement evidence is signed: Ed25519, or
+    /// RSA-PSS SHA-256 for an RSA key.
+    public func sign(_ message: [UInt8]) throws(RootOfTrustError) -> [UInt8] {
+        try sign(message, scheme: evidenceScheme)
+    }
+
     /// Signs the domain-separated encoding of the report data and the log
     /// (as evidence frames carry them) with ``sign(_:)``.
     public func signMeasurements(_ log: MeasurementLog, reportData: [UInt8]) throws(RootOfTrustError) -> [UInt8] {
         try sign(SoftwareEvidence.signedMessage(reportData: reportData, log: log))
     }
 
-    /// The device's public key.
-    public var publicKey: Certificate.PublicKey { certificatePrivateKey.publicKey }
+    /// ``seal(_:purpose:authenticating:)`` with no authenticated data.
+    public func seal(_ plaintext: [UInt8], purpose: String) throws(RootOfTrustError) -> [UInt8] {
+        try seal(plaintext, purpose: purpose, authenticating: [])
+    }
+
+    /// ``open(_:purpose:authenticating:)`` with no authenticated data.
+    public func open(_ sealed: [UInt8], purpose: String) throws(RootOfTrustError) -> SecretBytes {
+        try open(sealed, purpose: purpose, authenticating: [])
+    }
+
+    /// A swift-certificates signing key that signs through this root of
+    /// trust (for the CSR): it holds no key material, and serialising it
+    /// fails.
+    public var certificateSigner: Certificate.PrivateKey { .init(RootOfTrustCertificateSigner(self)) }
 }
 
 /// A root of trust that failed or could not be opened.
@@ -54,7 +124,10 @@ public enum DeviceKeyType: String, Sendable, CaseIterable {
 }
 
 /// The software root of trust: the device key in a file of mode 0600 —
-/// 32 raw bytes for an Ed25519 seed, PEM for RSA — never exported.
+/// 32 raw bytes for an Ed25519 seed, PEM for RSA — never exported. Sealing
+/// keys are derived from the key file with HKDF-SHA256 (salt
+/// `keyrack-rot-v1`, info the purpose) and used with ChaCha20-Poly1305 inside
+/// it.
 public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomDebugStringConvertible {
     private enum Key: Sendable {
         case ed25519(Curve25519.Signing.PrivateKey)
@@ -81,7 +154,7 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
                 throw RootOfTrustError("cannot generate an RSA-4096 key")
             }
         }
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        let descriptor = openFile(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
             throw RootOfTrustError(
                 errno == EEXIST
@@ -100,7 +173,7 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
 
     /// Opens the device key at `path`.
     public init(keyFile path: String) throws(RootOfTrustError) {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        let descriptor = openFile(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else {
             throw RootOfTrustError(
                 errno == ENOENT
@@ -152,25 +225,74 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
     }
     public var debugDescription: String { description }
 
-    public var certificatePrivateKey: Certificate.PrivateKey {
+    public var publicKey: Certificate.PublicKey {
         switch key {
-        case .ed25519(let key): return .init(key)
-        case .rsa(let key): return .init(key)
+        case .ed25519(let key): return .init(key.publicKey)
+        case .rsa(let key): return .init(key.publicKey)
         }
     }
 
-    public func sign(_ message: [UInt8]) throws(RootOfTrustError) -> [UInt8] {
+    public var signatureSchemes: [DeviceSignatureScheme] {
+        switch key {
+        case .ed25519: return [.ed25519]
+        case .rsa: return [.rsaPssRsaeSha256, .rsaPssRsaeSha384, .rsaPssRsaeSha512, .rsaPkcs1Sha256]
+        }
+    }
+
+    public func sign(_ message: [UInt8], scheme: DeviceSignatureScheme) throws(RootOfTrustError) -> [UInt8] {
+        let signature: [UInt8]?
         do {
-            switch key {
-            case .ed25519(let key): return Array(try key.signature(for: message))
-            case .rsa(let key): return Array(try key.signature(for: message, padding: .PSS).rawRepresentation)
+            switch (key, scheme) {
+            case (.ed25519(let key), .ed25519):
+                signature = Array(try key.signature(for: message))
+            case (.rsa(let key), .rsaPssRsaeSha256):
+                signature = Array(try key.signature(for: SHA256.hash(data: message), padding: .PSS).rawRepresentation)
+            case (.rsa(let key), .rsaPssRsaeSha384):
+                signature = Array(try key.signature(for: SHA384.hash(data: message), padding: .PSS).rawRepresentation)
+            case (.rsa(let key), .rsaPssRsaeSha512):
+                signature = Array(try key.signature(for: SHA512.hash(data: message), padding: .PSS).rawRepresentation)
+            case (.rsa(let key), .rsaPkcs1Sha256):
+                signature = Array(
+                    try key.signature(for: SHA256.hash(data: message), padding: .insecurePKCS1v1_5).rawRepresentation)
+            default:
+                signature = nil
             }
         } catch {
             throw RootOfTrustError("signing failed")
         }
+        guard let signature else { throw RootOfTrustError("the device key cannot sign with \(scheme)") }
+        return signature
     }
 
-    public func sealingKey(purpose: String) -> SymmetricKey {
+    public func seal(_ plaintext: [UInt8], purpose: String, authenticating authenticatedData: [UInt8])
+        throws(RootOfTrustError) -> [UInt8]
+    {
+        do {
+            return Array(
+                try ChaChaPoly.seal(plaintext, using: sealingKey(purpose: purpose), authenticating: authenticatedData)
+                    .combined)
+        } catch {
+            throw RootOfTrustError("sealing failed")
+        }
+    }
+
+    public func open(_ sealed: [UInt8], purpose: String, authenticating authenticatedData: [UInt8])
+        throws(RootOfTrustError) -> SecretBytes
+    {
+        do {
+            let box = try ChaChaPoly.SealedBox(combined: sealed)
+            var plaintext = try ChaChaPoly.open(
+                box, using: sealingKey(purpose: purpose), authenticating: authenticatedData)
+            defer { plaintext.withUnsafeMutableBytes { secureZero($0) } }
+            return SecretBytes(plaintext)
+        } catch {
+            throw RootOfTrustError(
+                "does not open: corrupt, truncated, or sealed by another root of trust or for another purpose")
+        }
+    }
+
+    /// The 256-bit key that seals data for `purpose`; it stays in here.
+    private func sealingKey(purpose: String) -> SymmetricKey {
         material.withUnsafeBytes { bytes in
             HKDF<SHA256>.deriveKey(
                 inputKeyMaterial: SymmetricKey(data: bytes),
@@ -180,4 +302,55 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
             )
         }
     }
+}
+
+/// `open(2)`, which a root of trust's own `open` hides inside its methods.
+private func openFile(_ path: String, _ flags: Int32, _ mode: mode_t = 0) -> Int32 {
+    open(path, flags, mode)
+}
+
+/// The device key as swift-certificates sees it when it signs the CSR: every
+/// signature is made by the root of trust, and the key cannot be serialised.
+struct RootOfTrustCertificateSigner: CustomPrivateKey {
+    let rootOfTrust: any RootOfTrust
+    let publicKey: Certificate.PublicKey
+
+    init(_ rootOfTrust: any RootOfTrust) {
+        self.rootOfTrust = rootOfTrust
+        publicKey = rootOfTrust.publicKey
+    }
+
+    /// X.509 signature algorithms and the schemes that make them.
+    private static let algorithms: [(Certificate.SignatureAlgorithm, DeviceSignatureScheme)] = [
+        (.ed25519, .ed25519), (.sha256WithRSAEncryption, .rsaPkcs1Sha256),
+    ]
+
+    var supportedSignatureAlgorithms: [Certificate.SignatureAlgorithm] {
+        let schemes = rootOfTrust.signatureSchemes
+        return Self.algorithms.filter { schemes.contains($0.1) }.map(\.0)
+    }
+
+    var defaultSignatureAlgorithm: Certificate.SignatureAlgorithm {
+        supportedSignatureAlgorithms.first ?? .ed25519
+    }
+
+    func signSynchronously(bytes: some DataProtocol, signatureAlgorithm: Certificate.SignatureAlgorithm) throws
+        -> Certificate.Signature
+    {
+        guard let scheme = Self.algorithms.first(where: { $0.0 == signatureAlgorithm })?.1 else {
+            throw RootOfTrustError("the root of trust cannot sign with \(signatureAlgorithm)")
+        }
+        let signature = try rootOfTrust.sign(Array(bytes), scheme: scheme)
+        return try Certificate.Signature(
+            signatureAlgorithm: signatureAlgorithm, signatureBytes: ASN1BitString(bytes: signature[...]))
+    }
+
+    func serialize(into coder: inout DER.Serializer) throws {
+        throw RootOfTrustError("the device key never leaves its root of trust")
+    }
+
+    static var defaultPEMDiscriminator: String { "PRIVATE KEY" }
+
+    static func == (lhs: Self, rhs: Self) -> Bool { lhs.publicKey == rhs.publicKey }
+    func hash(into hasher: inout Hasher) { hasher.combine(publicKey) }
 }

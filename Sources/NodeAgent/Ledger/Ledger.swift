@@ -1,5 +1,5 @@
-import Crypto
 import Foundation
+import SecretSharing
 import TrustQuorum
 
 #if canImport(Glibc)
@@ -20,12 +20,16 @@ import TrustQuorum
 /// File format: `KRLG` ‖ version (1 byte, 1) ‖ generation (8 bytes, big
 /// endian) ‖ ChaCha20-Poly1305 sealed box (12-byte nonce ‖ ciphertext ‖
 /// 16-byte tag) of the JSON-encoded state, with the first 13 bytes as
-/// authenticated data. The whole state is encrypted, shares included, so the
-/// files alone reveal no share; the key never leaves the root of trust.
+/// authenticated data. The root of trust seals and opens the box
+/// (``RootOfTrust/seal(_:purpose:authenticating:)``, purpose
+/// `keyrack-ledger-v1`), so the key never leaves it. The whole state is
+/// encrypted, shares included, so the files alone reveal no share.
 public struct Ledger: Sendable {
     /// The two directories.
     public let directories: [URL]
-    let key: SymmetricKey
+    let rootOfTrust: any RootOfTrust
+
+    static let purpose = "keyrack-ledger-v1"
 
     static let magic = Array("KRLG".utf8)
     static let version: UInt8 = 1
@@ -45,7 +49,7 @@ public struct Ledger: Sendable {
             }
         }
         self.directories = directories
-        self.key = rootOfTrust.sealingKey(purpose: "keyrack-ledger-v1")
+        self.rootOfTrust = rootOfTrust
     }
 
     /// What loading found.
@@ -111,9 +115,13 @@ public struct Ledger: Sendable {
             header.append(UInt8(truncatingIfNeeded: generation >> UInt64(shift)))
         }
         do {
-            let encoded = try JSONEncoder().encode(state)
-            let box = try ChaChaPoly.seal(encoded, using: key, authenticating: header)
-            return header + Array(box.combined)
+            var encoded = try JSONEncoder().encode(state)
+            var plaintext = Array(encoded)
+            defer {
+                encoded.withUnsafeMutableBytes { secureZero($0) }
+                plaintext.withUnsafeMutableBytes { secureZero($0) }
+            }
+            return header + (try rootOfTrust.seal(plaintext, purpose: Self.purpose, authenticating: header))
         } catch {
             throw LedgerError("cannot seal the state")
         }
@@ -124,15 +132,22 @@ public struct Ledger: Sendable {
         guard Array(bytes.prefix(4)) == Self.magic else { throw LedgerError("not a keyrack ledger") }
         guard bytes[4] == Self.version else { throw LedgerError("unsupported ledger version \(bytes[4])") }
         let generation = bytes[5..<13].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        let plaintext: Data
+        let plaintext: SecretBytes
         do {
-            let box = try ChaChaPoly.SealedBox(combined: bytes[13...])
-            plaintext = try ChaChaPoly.open(box, using: key, authenticating: bytes[0..<13])
+            plaintext = try rootOfTrust.open(
+                Array(bytes[13...]), purpose: Self.purpose, authenticating: Array(bytes[0..<13]))
         } catch {
             throw LedgerError("does not open: corrupt, truncated, or sealed by another node's root of trust")
         }
         do {
-            return (generation, try JSONDecoder().decode(PersistentState.self, from: plaintext))
+            // Decoded in place: the plaintext is not copied out of its zeroizing storage.
+            let state = try plaintext.withUnsafeBytes { bytes in
+                guard let base = bytes.baseAddress else { throw LedgerError("empty") }
+                let view = Data(
+                    bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: bytes.count, deallocator: .none)
+                return try JSONDecoder().decode(PersistentState.self, from: view)
+            }
+            return (generation, state)
         } catch {
             throw LedgerError("opens but does not decode as trust-quorum state")
         }

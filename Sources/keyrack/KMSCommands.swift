@@ -153,6 +153,17 @@ struct KMSBench: AsyncParsableCommand {
     @Option(help: "Seconds to run.") var duration = 10
     @Option(help: "Key releases per second for all clients together (default: as many as the KMS answers).")
     var rate: Double?
+    @Option(
+        help: """
+            Event-loop threads of the load generator (default: one per core). Fewer leaves more of a \
+            shared machine to the server under test.
+            """)
+    var threads: Int?
+
+    // Checked while parsing: the event loops are set up before `run`.
+    func validate() throws {
+        if let threads, !(1...256).contains(threads) { throw ValidationError("--threads must be from 1 to 256") }
+    }
     @Option(help: "software:DIR | dstack:SOCKET | tdx") var tee: String
     @Flag(help: "Print one JSON object.") var json = false
 

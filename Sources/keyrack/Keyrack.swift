@@ -27,8 +27,10 @@ struct Keyrack: AsyncParsableCommand {
             var command = try parseAsRoot(arguments)
             // The KMS and its load generator are network-bound services:
             // run their tasks on the event loops (see EventLoopExecutor).
-            if command is KMSCommand.Serve || command is KMSBench {
+            if command is KMSCommand.Serve {
                 EventLoopExecutor.install()
+            } else if let bench = command as? KMSBench {
+                EventLoopExecutor.install(threads: bench.threads)
             }
             if var asynchronous = command as? any AsyncParsableCommand {
                 try await asynchronous.run()

@@ -55,7 +55,7 @@ struct KMSBenchCLITests {
             try keyrackExecutable(),
             [
                 "bench", "kms", "--url", "http://127.0.0.1:\(kms.port)", "--concurrency", "4", "--duration", "2",
-                "--rate", "40", "--tee", "software:\(platform.teeDirectory.path)", "--json",
+                "--rate", "40", "--threads", "1", "--tee", "software:\(platform.teeDirectory.path)", "--json",
             ]
         )
         try #require(run.status == 0, "bench kms failed: \(run.errors)\n\(run.output)")
@@ -79,6 +79,16 @@ struct KMSBenchCLITests {
         )
         #expect(closed.status == 0)
         #expect(closed.output.contains("\"target_rps\":null") || !closed.output.contains("target_rps"))
+    }
+
+    @Test("--threads out of range is refused while parsing", arguments: ["0", "257"])
+    func badThreads(threads: String) async throws {
+        let run = try await runToCompletion(
+            try keyrackExecutable(),
+            ["bench", "kms", "--url", "http://127.0.0.1:9", "--threads", threads, "--tee", "software:/nonexistent"]
+        )
+        #expect(run.status == 64)
+        #expect(run.errors.contains("--threads must be from 1 to 256"), "\(run.errors)")
     }
 
     @Test("a --rate that is not a positive number is refused", arguments: ["0", "nan", "inf", "1e9"])

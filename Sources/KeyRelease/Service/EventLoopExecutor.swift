@@ -19,8 +19,13 @@ public enum EventLoopExecutor {
     /// runs on the global executor. Returns whether it was installed (it is
     /// not on platforms where SwiftNIO does not support it; everything then
     /// runs as before).
+    ///
+    /// With `threads`, the group has that many event loops instead of one per
+    /// core (a load generator sharing the machine with the server it loads
+    /// may want fewer).
     @discardableResult
-    public static func install() -> Bool {
-        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    public static func install(threads: Int? = nil) -> Bool {
+        if let threads { NIOSingletons.groupLoopCountSuggestion = threads }
+        return NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
     }
 }

@@ -236,11 +236,31 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     let promise: EventLoopPromise<VerifiedPeer>
     let refusal: PeerRefusal
+    let deadline: TimeAmount
     private var state = State.handshaking
+    private var timeout: Scheduled<Void>?
 
-    init(promise: EventLoopPromise<VerifiedPeer>, refusal: PeerRefusal) {
+    /// `deadline`: how long the peer has, from the connection, to complete
+    /// the TLS handshake and greet; a peer that connects and stalls is
+    /// dropped instead of holding a connection open for ever.
+    init(promise: EventLoopPromise<VerifiedPeer>, refusal: PeerRefusal, deadline: TimeAmount) {
         self.promise = promise
         self.refusal = refusal
+        self.deadline = deadline
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let seconds = Double(deadline.nanoseconds) / 1e9
+        timeout = context.eventLoop.assumeIsolated().scheduleTask(in: deadline) { [self] in
+            switch state {
+            case .handshaking, .awaitingHello:
+                fail(
+                    PeerChannelError("the peer did not complete the TLS handshake and greeting within \(seconds) s"),
+                    context: context)
+            case .established, .failed:
+                break
+            }
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -285,6 +305,7 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
                 return
             }
             state = .established
+            timeout?.cancel()
             promise.succeed(peer)
             if buffered.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(buffered)) }
         case .handshaking, .failed:
@@ -307,6 +328,7 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        timeout?.cancel()
         // A connection that failed before it was active never sees channelInactive.
         promise.fail(PeerChannelError("the connection ended before the channel was established"))
     }
@@ -316,6 +338,7 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
             context.fireErrorCaught(error)
         }
         state = .failed
+        timeout?.cancel()
         promise.fail(error)
         context.close(promise: nil)
     }
@@ -392,21 +415,27 @@ public enum PeerTransport {
         _ channel: any Channel,
         identity: NodeTLSIdentity,
         server: Bool,
-        promise: EventLoopPromise<VerifiedPeer>
+        promise: EventLoopPromise<VerifiedPeer>,
+        handshakeTimeout: Duration
     ) throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
         let refusal = PeerRefusal()
         try channel.pipeline.syncOperations.addHandler(try identity.handler(server: server, refusal: refusal))
-        try channel.pipeline.syncOperations.addHandler(PeerIdentityHandler(promise: promise, refusal: refusal))
+        try channel.pipeline.syncOperations.addHandler(
+            PeerIdentityHandler(promise: promise, refusal: refusal, deadline: TimeAmount(handshakeTimeout)))
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
         return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
     }
+
+    /// How long a peer has to complete the TLS handshake and greeting.
+    public static let defaultHandshakeTimeout = Duration.seconds(10)
 
     /// Connects to a peer and completes the handshake.
     public static func connect(
         host: String,
         port: Int,
         identity: NodeTLSIdentity,
+        handshakeTimeout: Duration = defaultHandshakeTimeout,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws(PeerChannelError) -> PeerChannel {
         do {
@@ -415,7 +444,10 @@ public enum PeerTransport {
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let promise = channel.eventLoop.makePromise(of: VerifiedPeer.self)
-                        return (try configure(channel, identity: identity, server: false, promise: promise), promise)
+                        let wrapped = try configure(
+                            channel, identity: identity, server: false, promise: promise,
+                            handshakeTimeout: handshakeTimeout)
+                        return (wrapped, promise)
                     }
                 }
             do {
@@ -434,11 +466,12 @@ public enum PeerTransport {
     }
 
     /// Listens on `host:port` (port 0: any free port) and hands each peer
-    /// whose handshake succeeds to `accept`.
+    /// whose handshake succeeds, within `handshakeTimeout`, to `accept`.
     public static func listen(
         host: String,
         port: Int,
         identity: NodeTLSIdentity,
+        handshakeTimeout: Duration = defaultHandshakeTimeout,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws(PeerChannelError) -> PeerListener {
         do {
@@ -447,7 +480,9 @@ public enum PeerTransport {
                 .bind(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let promise = channel.eventLoop.makePromise(of: VerifiedPeer.self)
-                        let wrapped = try configure(channel, identity: identity, server: true, promise: promise)
+                        let wrapped = try configure(
+                            channel, identity: identity, server: true, promise: promise,
+                            handshakeTimeout: handshakeTimeout)
                         return (wrapped, promise.futureResult)
                     }
                 }

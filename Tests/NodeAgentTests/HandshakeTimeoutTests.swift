@@ -1,0 +1,70 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import NodeAgent
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A peer that connects and then stalls is dropped, on either side.
+@Suite("Handshake deadline")
+struct HandshakeTimeoutTests {
+    @Test("a connection that never starts TLS is closed by the listener after the deadline, and never handed on")
+    func stalledClientDropped() async throws {
+        let rack = try Rack()
+        let listener = try await PeerTransport.listen(
+            host: "127.0.0.1", port: 0, identity: try rack.node("SRV1"), handshakeTimeout: .milliseconds(300))
+        let handed = AsyncStream<Void>.makeStream()
+        let serving = Task { try await listener.run { _ in handed.continuation.yield() } }
+        let port = listener.port
+        let started = ContinuousClock.now
+        // A raw TCP connection that sends nothing; the server must hang up.
+        let closedAfter = try await Task.detached { () throws -> Duration in
+            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard descriptor >= 0 else { throw PeerChannelError("socket") }
+            defer { close(descriptor) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(port).bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard connected == 0 else { throw PeerChannelError("connect errno \(errno)") }
+            var timeout = timeval(tv_sec: 20, tv_usec: 0)
+            setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var byte: UInt8 = 0
+            let got = read(descriptor, &byte, 1)
+            guard got == 0 else { throw PeerChannelError("expected the server to close, read returned \(got)") }
+            return ContinuousClock.now - started
+        }.value
+        #expect(closedAfter >= .milliseconds(250))
+        #expect(closedAfter < .seconds(15))
+        await listener.close()
+        try await serving.value
+        handed.continuation.finish()
+        var count = 0
+        for await _ in handed.stream { count += 1 }
+        #expect(count == 0)
+    }
+
+    @Test("a dialled peer that accepts TCP but never answers TLS fails the connect with the deadline's reason")
+    func stalledServerFailsConnect() async throws {
+        let rack = try Rack()
+        // A plain TCP server that accepts and stays silent.
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { silent.close(promise: nil) }
+        let port = try #require(silent.localAddress?.port)
+        let error = await #expect(throws: PeerChannelError.self) {
+            _ = try await PeerTransport.connect(
+                host: "127.0.0.1", port: port, identity: try rack.node("CLI1"), handshakeTimeout: .milliseconds(300))
+        }
+        #expect(error?.reason.contains("did not complete the TLS handshake") == true, "\(String(describing: error))")
+    }
+}

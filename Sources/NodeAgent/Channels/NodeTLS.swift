@@ -124,18 +124,34 @@ public struct NodeTLSIdentity: Sendable {
             promise.succeed(.failed)
             return
         }
-        promise.completeWithTask {
+        // swift-certificates' verifier is async; it runs on an executor of
+        // its own so that a handshake never waits for Swift's cooperative
+        // pool, whatever else the process is doing there.
+        Task(executorPreference: VerificationExecutor.shared) {
             do {
                 let certificates = try encoded.map { try Certificate(derEncoded: $0) }
                 let (_, chain) = try await DeviceIdentity.verifiedChain(
                     certificates[0], intermediates: Array(certificates.dropFirst()), root: root)
                 let validated = try chain.map { try NIOSSLCertificate($0) }
-                return .certificateVerified(VerificationMetadata(NIOSSL.ValidatedCertificateChain(validated)))
+                promise.succeed(.certificateVerified(VerificationMetadata(NIOSSL.ValidatedCertificateChain(validated))))
             } catch {
                 refusal.record("\(error)")
-                return .failed
+                promise.succeed(.failed)
             }
         }
+    }
+}
+
+/// Runs the peer-certificate verification tasks on Dispatch's threads,
+/// outside Swift's cooperative pool.
+final class VerificationExecutor: TaskExecutor {
+    static let shared = VerificationExecutor()
+    private let queue = DispatchQueue(label: "keyrack.peer-verification", attributes: .concurrent)
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        queue.async { job.runSynchronously(on: executor) }
     }
 }
 
@@ -428,7 +444,7 @@ public enum PeerTransport {
     }
 
     /// How long a peer has to complete the TLS handshake and greeting.
-    public static let defaultHandshakeTimeout = Duration.seconds(10)
+    public static let defaultHandshakeTimeout = Duration.seconds(20)
 
     /// Connects to a peer and completes the handshake.
     public static func connect(

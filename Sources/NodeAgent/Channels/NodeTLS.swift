@@ -146,7 +146,7 @@ public struct NodeTLSIdentity: Sendable {
 /// outside Swift's cooperative pool.
 final class VerificationExecutor: TaskExecutor {
     static let shared = VerificationExecutor()
-    private let queue = DispatchQueue(label: "keyrack.peer-verification", attributes: .concurrent)
+    private let queue = DispatchQueue(label: "keyrack.peer-verification")
 
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)

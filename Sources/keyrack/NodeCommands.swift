@@ -90,11 +90,11 @@ struct NodeCommand: AsyncParsableCommand {
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print one node's status as JSON.")
-        @Option(help: "The node's admin socket.") var admin: String
+        @OptionGroup var node: AdminSocketOption
 
         func run() async throws {
             try await reportingAsyncFailures {
-                let response = try await AdminSocket.perform(AdminRequest(.status), path: admin)
+                let response = try await AdminSocket.perform(AdminRequest(.status), path: try node.socket())
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 try writeStandardOutput(String(decoding: try encoder.encode(response.status), as: UTF8.self) + "\n")
@@ -112,7 +112,7 @@ struct NodeCommand: AsyncParsableCommand {
                 epoch's key, to re-key a disk after a commit (`keyrack rack status` lists them).
                 """
         )
-        @Option(help: "The node's admin socket.") var admin: String
+        @OptionGroup var node: AdminSocketOption
         @Option(help: "The disk id (one of the node's configured disks).") var disk: String
         @Option(help: "The epoch (default: the latest committed).") var epoch: UInt64?
         @Flag(help: "Write the 32 raw key bytes instead of hex.") var raw = false
@@ -121,7 +121,7 @@ struct NodeCommand: AsyncParsableCommand {
             try await reportingAsyncFailures {
                 let response = try await AdminSocket.perform(
                     AdminRequest(.diskKey, epoch: epoch.map { Epoch($0) }, disk: disk),
-                    path: admin
+                    path: try node.socket()
                 )
                 guard let hex = response.key, var key = [UInt8](hex: hex) else {
                     throw CommandFailure("the node answered without a key")
@@ -148,14 +148,14 @@ struct NodeCommand: AsyncParsableCommand {
                 the node keeps reporting the disk, across restarts.
                 """
         )
-        @Option(help: "The node's admin socket.") var admin: String
+        @OptionGroup var node: AdminSocketOption
         @Option(help: "The disk id (one of the node's configured disks).") var disk: String
         @Option(help: "The epoch whose key the disk now uses (a committed epoch).") var epoch: UInt64
 
         func run() async throws {
             try await reportingAsyncFailures {
                 _ = try await AdminSocket.perform(
-                    AdminRequest(.diskRekeyed, epoch: Epoch(epoch), disk: disk), path: admin)
+                    AdminRequest(.diskRekeyed, epoch: Epoch(epoch), disk: disk), path: try node.socket())
                 try writeStandardOutput("\(disk): keyed under epoch \(epoch)\n")
             }
         }
@@ -325,5 +325,28 @@ enum RackTable {
             zip(row, widths).map { $0.0.padding(toLength: $0.1, withPad: " ", startingAt: 0) }
                 .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
         }.joined(separator: "\n")
+    }
+}
+
+/// Which node to ask: its admin socket, or its configuration file (which names the socket).
+struct AdminSocketOption: ParsableArguments {
+    @Option(help: "The node's admin socket.") var admin: String?
+    @Option(help: "The node's configuration file (its admin socket is used).") var config: String?
+
+    func validate() throws {
+        guard (admin == nil) != (config == nil) else {
+            throw ValidationError("name the node with exactly one of --admin SOCKET or --config FILE")
+        }
+    }
+
+    /// The admin socket's path.
+    func socket() throws -> String {
+        if let admin { return admin }
+        let file = config ?? ""
+        do {
+            return try NodeConfiguration(contentsOf: file).admin
+        } catch {
+            throw CommandFailure("\(file): \(error)")
+        }
     }
 }

@@ -40,6 +40,23 @@ struct RackCLITests {
             #expect(hex.status == 0)
             let key = hex.output.trimmingCharacters(in: .newlines)
             #expect(key.count == 64 && [UInt8](hex: key) != nil)
+            // The node can be named by its configuration file instead of its socket; by exactly one of them.
+            let byConfig = try await runToCompletion(
+                keyrack, ["node", "disk-key", "--config", rack.members[0].configurationFile, "--disk", "data0"])
+            #expect(byConfig.status == 0, "\(byConfig.errors)")
+            #expect(byConfig.output == hex.output)
+            for arguments in [
+                ["node", "disk-key", "--disk", "data0"],
+                ["node", "status", "--admin", rack.members[0].socket, "--config", rack.members[0].configurationFile],
+            ] {
+                let refused = try await runToCompletion(keyrack, arguments)
+                #expect(refused.status == 64)
+                #expect(refused.errors.contains("exactly one of --admin SOCKET or --config FILE"))
+            }
+            let badConfig = try await runToCompletion(
+                keyrack, ["node", "disk-key", "--config", "/nonexistent/node.json", "--disk", "data0"])
+            #expect(badConfig.status == 1)
+            #expect(badConfig.errors.contains("/nonexistent/node.json"))
             // --raw writes the same key as 32 bytes (node 2 holds the same rack secret).
             let process = Process()
             process.executableURL = keyrack

@@ -65,39 +65,26 @@ public struct Ledger: Sendable {
     /// Opens both copies and returns the newest valid state. Throws only when
     /// copies exist and none of them can be opened (nothing is silently lost).
     public func load() throws(LedgerError) -> Loaded {
-        var best: (generation: UInt64, state: PersistentState)?
-        var problems: [(String, String)] = []
-        var existing = 0
-        var missing: [String] = []
-        for directory in directories {
-            let path = directory.appendingPathComponent(Self.fileName).path
-            switch readFile(atPath: path) {
-            case .missing:
-                missing.append(path)
-            case .unreadable(let reason):
-                existing += 1
-                problems.append((path, reason))
-            case .contents(let bytes):
-                existing += 1
-                do {
-                    let (generation, state) = try open(bytes)
-                    if best.map({ generation > $0.generation }) ?? true { best = (generation, state) }
-                } catch {
-                    problems.append((path, error.reason))
-                }
+        let copies = readCopies(of: Self.fileName, in: directories) { bytes throws(CopyRefused) in
+            do throws(LedgerError) {
+                let (generation, state) = try self.open(bytes)
+                return (generation, state)
+            } catch {
+                throw CopyRefused(reason: error.reason)
             }
         }
-        if existing > 0 && best == nil {
+        var problems = copies.problems
+        if copies.existing > 0 && copies.newest == nil {
             throw LedgerError(
-                "no ledger copy can be opened: " + problems.map { "\($0.0): \($0.1)" }.joined(separator: "; ")
+                "no ledger copy can be opened: " + problems.map { "\($0.path): \($0.reason)" }.joined(separator: "; ")
             )
         }
         // One copy present and the other gone: the disk that held it was
         // replaced, wiped or not mounted. Say so; the next write restores it.
-        if existing > 0 {
-            problems += missing.map { ($0, "missing while the other copy exists") }
+        if copies.existing > 0 {
+            problems += copies.missing.map { ($0, "missing while the other copy exists") }
         }
-        return Loaded(state: best?.state, generation: best?.generation ?? 0, problems: problems)
+        return Loaded(state: copies.newest?.value, generation: copies.newest?.generation ?? 0, problems: problems)
     }
 
     /// Seals `state` as `generation` and writes it to both directories

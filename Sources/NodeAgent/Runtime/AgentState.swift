@@ -34,24 +34,15 @@ struct AgentState: Codable, Equatable, Sendable {
     /// loses no secret and no share, so an unusable copy is reported and the
     /// node starts from what its configuration says.
     static func load(from directories: [URL]) -> Loaded {
-        var best: AgentState?
-        var problems: [String] = []
-        for directory in directories {
-            let path = directory.appendingPathComponent(fileName).path
-            switch readFile(atPath: path) {
-            case .missing:
-                continue
-            case .unreadable(let reason):
-                problems.append("\(path): \(reason)")
-            case .contents(let bytes):
-                guard let state = try? JSONDecoder().decode(AgentState.self, from: Data(bytes)) else {
-                    problems.append("\(path): not a valid agent state file")
-                    continue
-                }
-                if best.map({ state.generation > $0.generation }) ?? true { best = state }
+        let copies = readCopies(of: fileName, in: directories) { bytes throws(CopyRefused) in
+            guard let state = try? JSONDecoder().decode(AgentState.self, from: Data(bytes)) else {
+                throw CopyRefused(reason: "not a valid agent state file")
             }
+            return (state.generation, state)
         }
-        return Loaded(state: best ?? AgentState(), problems: problems)
+        return Loaded(
+            state: copies.newest?.value ?? AgentState(),
+            problems: copies.problems.map { "\($0.path): \($0.reason)" })
     }
 
     /// Writes the next generation to both directories.

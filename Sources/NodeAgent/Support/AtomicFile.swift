@@ -81,3 +81,50 @@ func readFile(atPath path: String) -> FileRead {
         bytes += chunk.prefix(count)
     }
 }
+
+/// What reading the copies of one file in several directories found.
+struct Copies<Value> {
+    /// The newest copy that opened, with its generation.
+    var newest: (generation: UInt64, value: Value)?
+    /// Copies that exist but could not be read or opened, with the reason.
+    var problems: [(path: String, reason: String)] = []
+    /// Paths where no copy exists.
+    var missing: [String] = []
+    /// How many copies exist (usable or not).
+    var existing = 0
+}
+
+/// Reads `name` in each of `directories` and keeps the copy of the highest
+/// generation that `open` accepts; `open` throws, with a reason for
+/// people, for a copy it refuses.
+func readCopies<Value>(
+    of name: String,
+    in directories: [URL],
+    open: ([UInt8]) throws(CopyRefused) -> (generation: UInt64, value: Value)
+) -> Copies<Value> {
+    var copies = Copies<Value>()
+    for directory in directories {
+        let path = directory.appendingPathComponent(name).path
+        switch readFile(atPath: path) {
+        case .missing:
+            copies.missing.append(path)
+        case .unreadable(let reason):
+            copies.existing += 1
+            copies.problems.append((path, reason))
+        case .contents(let bytes):
+            copies.existing += 1
+            do {
+                let opened = try open(bytes)
+                if copies.newest.map({ opened.generation > $0.generation }) ?? true { copies.newest = opened }
+            } catch {
+                copies.problems.append((path, error.reason))
+            }
+        }
+    }
+    return copies
+}
+
+/// A copy that `readCopies`' `open` refused, and why.
+struct CopyRefused: Error {
+    let reason: String
+}

@@ -144,6 +144,7 @@ var targets: [Target] = [
     .target(
         name: "KeyrackTestSupport",
         dependencies: [
+            "NodeAgent",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -4,6 +4,38 @@ import NodeAgent
 import Testing
 import TrustQuorum
 
+/// At most this many racks run at once in the test process (a nested rack
+/// shares its parent's slot). Every node process hashes the executable at
+/// start and the whole suite shares two cores: with every rack test at once,
+/// nodes took over 20 s to answer; a few at a time, each rack test takes
+/// seconds and the suite is no slower.
+actor RackSlots {
+    static let shared = RackSlots(limit: 3)
+    @TaskLocal static var holding = false
+
+    private let limit: Int
+    private var inUse = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int) { self.limit = limit }
+
+    func acquire() async {
+        if inUse < limit {
+            inUse += 1
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func release() {
+        if waiting.isEmpty {
+            inUse -= 1
+        } else {
+            waiting.removeFirst().resume()  // the slot passes on
+        }
+    }
+}
+
 /// Runs `body` with a fresh local rack of `count` node processes (none
 /// started), and always stops them and removes the rack's files afterwards.
 /// On failure the nodes' log tails are attached to the test's output.
@@ -12,6 +44,29 @@ func withRack<T>(
     keyType: DeviceKeyType = .ed25519,
     policy: Data? = nil,
     evidence: String = "rot",
+    _ body: (LocalRack) async throws -> T
+) async throws -> T {
+    if RackSlots.holding {
+        return try await withRackInSlot(count: count, keyType: keyType, policy: policy, evidence: evidence, body)
+    }
+    await RackSlots.shared.acquire()
+    do {
+        let result = try await RackSlots.$holding.withValue(true) {
+            try await withRackInSlot(count: count, keyType: keyType, policy: policy, evidence: evidence, body)
+        }
+        await RackSlots.shared.release()
+        return result
+    } catch {
+        await RackSlots.shared.release()
+        throw error
+    }
+}
+
+private func withRackInSlot<T>(
+    count: Int,
+    keyType: DeviceKeyType,
+    policy: Data?,
+    evidence: String,
     _ body: (LocalRack) async throws -> T
 ) async throws -> T {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keyrack-rack-\(UUID().uuidString)")

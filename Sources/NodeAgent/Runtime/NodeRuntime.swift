@@ -94,14 +94,14 @@ public actor NodeRuntime {
         } catch {
             throw NodeRuntimeError("the ledger cannot be opened: \(error.reason)")
         }
-        let directories = configuration.ledger.map { URL(fileURLWithPath: $0) }
-        let agent = AgentState.load(from: directories)
+        let agent = AgentState.load(from: ledger.directories)
         agentState = agent.state
         // The configuration file wins for the peers it names; the operator's
         // later additions (rack add) come from the agent state.
         addressBook = configuration.peers
         for (id, text) in agent.state.peers {
-            guard let peer = PlatformId(parsing: id), peer != configuration.platform, addressBook[peer] == nil,
+            guard let peer = try? NodeConfiguration.platformId(id, field: "peers"), peer != configuration.platform,
+                addressBook[peer] == nil,
                 let address = try? PeerAddress(parsing: text, field: "peers")
             else { continue }
             addressBook[peer] = address
@@ -436,7 +436,7 @@ public actor NodeRuntime {
     @discardableResult
     private func saveAgentState() -> AdminError? {
         do {
-            try agentState.save(to: configuration.ledger.map { URL(fileURLWithPath: $0) })
+            try agentState.save(to: ledger.directories)
             return nil
         } catch {
             logger.error("cannot write the agent state", metadata: ["reason": "\(error.reason)"])

@@ -78,6 +78,41 @@ struct RackStateTests {
         }
     }
 
+    @Test("an agent state that cannot be written is reported (NODE-STATE-WRITE) and nothing is taken as recorded")
+    func agentStateWriteFailure() async throws {
+        try await withRack(count: 3) { rack in
+            let first = try await setUp(rack, [0, 1, 2], threshold: 2)
+            let rotated = try await RackOperator(sockets: rack.sockets()).run(.rotate)
+            try await rack.waitUntil([0], "unlocked at the new epoch") { $0.unlockedEpoch == rotated.epoch }
+            // A non-empty directory where node 1's second agent.json must go: its writes fail.
+            let file = URL(fileURLWithPath: rack.members[0].configuration.ledger[1])
+                .appendingPathComponent("agent.json")
+            try? FileManager.default.removeItem(at: file)
+            try FileManager.default.createDirectory(
+                at: file.appendingPathComponent("blocker"), withIntermediateDirectories: true)
+            let socket = rack.members[0].socket
+            for request in [
+                AdminRequest(.diskRekeyed, epoch: rotated.epoch, disk: "data0"),
+                AdminRequest(.setPeers, peers: ["kr-demo:sn-0042": "127.0.0.1:9"]),
+            ] {
+                // Refused every time it is asked, not only the first: nothing was taken as done.
+                for _ in 0..<2 {
+                    let refused = await #expect(throws: AdminError.self) {
+                        try await AdminSocket.perform(request, path: socket)
+                    }
+                    #expect(refused?.code == "NODE-STATE-WRITE")
+                }
+            }
+            let status = try #require(await rack.statuses([0])[0])
+            #expect(status.rekey == [DiskRekey(disk: "data0", from: first.epoch, to: rotated.epoch)])
+            // Repaired, the same request is recorded.
+            try FileManager.default.removeItem(at: file)
+            _ = try await AdminSocket.perform(
+                AdminRequest(.diskRekeyed, epoch: rotated.epoch, disk: "data0"), path: socket)
+            #expect(try #require(await rack.statuses([0])[0]).rekey.isEmpty)
+        }
+    }
+
     @Test(
         "a node that cannot write its ledger halts: the operator is told, never ok, and it recovers from the other copy"
     )

@@ -487,14 +487,20 @@ public actor NodeRuntime {
                 return AdminResponse(error: AdminError(code: "NODE-ADMIN-REQUEST", reason: error.reason))
             }
             // The configuration file wins for the peers it names (as at start).
-            let added = learnt.filter { configuration.peers[$0.key] == nil && addressBook[$0.key] != $0.value }
+            // Compared with what is on disk, so that a request repeated after a failed write writes again.
+            let added = learnt.filter {
+                configuration.peers[$0.key] == nil && agentState.peers[$0.key.description] != $0.value.description
+            }
             guard !added.isEmpty else { return AdminResponse() }
+            let before = agentState.peers
             for (platform, address) in added {
                 addressBook[platform] = address
                 agentState.peers[platform.description] = address.description
             }
             startDialers()
-            return AdminResponse(error: saveAgentState())
+            let failure = saveAgentState()
+            if failure != nil { agentState.peers = before }  // dial them now; record them when a write succeeds
+            return AdminResponse(error: failure)
         case .diskRekeyed:
             guard let disk = request.disk else { return missing("disk") }
             guard let epoch = request.epoch else { return missing("epoch") }
@@ -551,9 +557,14 @@ public actor NodeRuntime {
                     reason: "'\(disk)' is already keyed under epoch \(keyed); it cannot go back to \(epoch)"))
         }
         guard agentState.disks[disk] != epoch else { return AdminResponse() }
+        let before = agentState.disks[disk]
         agentState.disks[disk] = epoch
+        if let failure = saveAgentState() {
+            agentState.disks[disk] = before  // not recorded: keep reporting the re-key
+            return AdminResponse(error: failure)
+        }
         logger.notice("disk re-keyed", metadata: ["disk": "\(disk)", "epoch": "\(epoch)"])
-        return AdminResponse(error: saveAgentState())
+        return AdminResponse()
     }
 
     private func diskKey(disk: String, epoch: Epoch?) -> AdminResponse {

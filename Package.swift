@@ -36,19 +36,22 @@ var dependencies: [Package.Dependency] = [
 var targets: [Target] = [
     .target(name: "CKeyrackSystem"),
     .target(
+        name: "KeyrackCore",
+        dependencies: ["CKeyrackSystem"],
+        swiftSettings: strict
+    ),
+    .target(
         name: "SecretSharing",
         dependencies: [
-            "CKeyrackSystem",
+            "KeyrackCore",
             .product(name: "Crypto", package: "swift-crypto"),
         ],
-        // The field arithmetic is SIMD code that is two orders of magnitude
-        // slower unoptimized; the statistical tests split hundreds of
-        // thousands of secrets. Optimize it in debug builds too.
-        swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]
+        swiftSettings: strict
     ),
     .target(
         name: "NodeAgent",
         dependencies: [
+            "KeyrackCore",
             "SecretSharing",
             "TrustQuorum",
             "Attestation",
@@ -61,6 +64,7 @@ var targets: [Target] = [
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ],
         swiftSettings: strict
     ),
@@ -75,7 +79,7 @@ var targets: [Target] = [
     .target(
         name: "KeyRelease",
         dependencies: [
-            "SecretSharing",
+            "KeyrackCore",
             "RedisClient",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -88,7 +92,6 @@ var targets: [Target] = [
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-            .product(name: "Histogram", package: "hdrhistogram-swift"),
             "Attestation",
         ],
         swiftSettings: strict
@@ -96,7 +99,7 @@ var targets: [Target] = [
     .target(
         name: "Attestation",
         dependencies: [
-            "SecretSharing",
+            "KeyrackCore",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
             .product(name: "X509", package: "swift-certificates"),
@@ -107,25 +110,49 @@ var targets: [Target] = [
     .target(
         name: "TrustQuorum",
         dependencies: [
+            "KeyrackCore",
             "SecretSharing",
             .product(name: "Crypto", package: "swift-crypto"),
-        ]
+        ],
+        swiftSettings: strict
     ),
     .target(
         name: "Simulation",
         dependencies: [
+            "KeyrackCore",
             "TrustQuorum",
+            "KeyrackCore",
             "SecretSharing",
-        ]
+        ],
+        swiftSettings: strict
+    ),
+    .target(
+        name: "KeyrackLab",
+        dependencies: [
+            "KeyrackCore",
+            "SecretSharing",
+            "TrustQuorum",
+            "NodeAgent",
+            "KeyRelease",
+            "Attestation",
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ],
+        swiftSettings: strict
     ),
     .executableTarget(
         name: "keyrack",
         dependencies: [
+            "KeyrackCore",
             "SecretSharing",
             "Attestation",
             "KeyRelease",
             "NodeAgent",
+            "KeyrackLab",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "X509", package: "swift-certificates"),
             "TrustQuorum",
             "Simulation",
@@ -134,8 +161,14 @@ var targets: [Target] = [
         swiftSettings: strict
     ),
     .testTarget(
+        name: "KeyrackCoreTests",
+        dependencies: ["KeyrackCore"],
+        swiftSettings: strict
+    ),
+    .testTarget(
         name: "SecretSharingTests",
         dependencies: [
+            "KeyrackCore",
             "SecretSharing",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ],
@@ -144,7 +177,7 @@ var targets: [Target] = [
     .target(
         name: "KeyrackTestSupport",
         dependencies: [
-            "NodeAgent",
+            "KeyrackLab",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -156,6 +189,7 @@ var targets: [Target] = [
     .testTarget(
         name: "RedisClientTests",
         dependencies: [
+            "KeyrackLab",
             "RedisClient",
             "KeyrackTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -169,6 +203,7 @@ var targets: [Target] = [
             "KeyRelease",
             "Attestation",
             "RedisClient",
+            "KeyrackCore",
             "SecretSharing",
             "KeyrackTestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -180,6 +215,7 @@ var targets: [Target] = [
         name: "AttestationTests",
         dependencies: [
             "Attestation",
+            "KeyrackCore",
             "SecretSharing",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "X509", package: "swift-certificates"),
@@ -194,6 +230,7 @@ var targets: [Target] = [
             "NodeAgent",
             "Attestation",
             "TrustQuorum",
+            "KeyrackCore",
             "SecretSharing",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
@@ -206,10 +243,12 @@ var targets: [Target] = [
     .testTarget(
         name: "KMSEndToEndTests",
         dependencies: [
+            "KeyrackLab",
             "keyrack",
             "KeyRelease",
             "Attestation",
             "RedisClient",
+            "KeyrackCore",
             "SecretSharing",
             "KeyrackTestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -220,27 +259,33 @@ var targets: [Target] = [
         name: "TrustQuorumTests",
         dependencies: [
             "TrustQuorum",
+            "KeyrackCore",
             "SecretSharing",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "PropertyBased", package: "swift-property-based"),
-        ]
+        ],
+        swiftSettings: strict
     ),
     .testTarget(
         name: "SimulationTests",
         dependencies: [
             "Simulation",
             "TrustQuorum",
+            "KeyrackCore",
             "SecretSharing",
             .product(name: "PropertyBased", package: "swift-property-based"),
-        ]
+        ],
+        swiftSettings: strict
     ),
     .testTarget(
         name: "RackTests",
         dependencies: [
+            "KeyrackLab",
             "keyrack",
             "NodeAgent",
             "Attestation",
             "TrustQuorum",
+            "KeyrackCore",
             "SecretSharing",
             "KeyrackTestSupport",
         ],
@@ -250,6 +295,7 @@ var targets: [Target] = [
         name: "KeyrackCLITests",
         dependencies: [
             "keyrack",
+            "KeyrackCore",
             "SecretSharing",
             "KeyrackTestSupport",
         ],
@@ -265,6 +311,7 @@ if enableBenchmarks {
         .executableTarget(
             name: "SecretSharingBenchmarks",
             dependencies: [
+                "KeyrackCore",
                 "SecretSharing",
                 .product(name: "Benchmark", package: "benchmark"),
             ],
@@ -293,6 +340,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "keyrack", targets: ["keyrack"]),
+        .library(name: "KeyrackCore", targets: ["KeyrackCore"]),
         .library(name: "SecretSharing", targets: ["SecretSharing"]),
         .library(name: "Attestation", targets: ["Attestation"]),
         .library(name: "TrustQuorum", targets: ["TrustQuorum"]),

@@ -1,4 +1,5 @@
 import Benchmark
+import KeyrackCore
 import SecretSharing
 
 // Run with: ENABLE_BENCHMARKS=1 swift package benchmark --target SecretSharingBenchmarks

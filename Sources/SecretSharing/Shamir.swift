@@ -1,3 +1,5 @@
+import KeyrackCore
+
 /// Shamir secret sharing over GF(2^8).
 ///
 /// A secret of L bytes is shared with one random polynomial of degree K − 1

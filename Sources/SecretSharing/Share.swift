@@ -1,3 +1,4 @@
+import KeyrackCore
 import Crypto
 
 /// One member's share of a secret: the value `y` of the secret polynomial at

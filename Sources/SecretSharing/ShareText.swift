@@ -1,3 +1,5 @@
+import KeyrackCore
+
 /// The text form of shares used by `keyrack shamir`: one share per line,
 /// `<x>:<hex of y>`, with x in decimal (1…255).
 ///

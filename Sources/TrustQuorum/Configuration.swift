@@ -1,4 +1,5 @@
 import Crypto
+import KeyrackCore
 import SecretSharing
 
 /// The rack secrets of all earlier epochs, encrypted under a key derived from

@@ -1,3 +1,4 @@
+import KeyrackCore
 import SecretSharing
 
 /// A node's platform identity: the part number and serial number that the

@@ -1,4 +1,5 @@
 import Crypto
+import KeyrackCore
 import SecretSharing
 
 /// A spare LRTQ share, encrypted under the LRTQ key

@@ -1,3 +1,4 @@
+import KeyrackCore
 import SecretSharing
 
 /// A message between two nodes of the same rack.

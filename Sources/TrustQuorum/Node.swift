@@ -1,3 +1,4 @@
+import KeyrackCore
 import SecretSharing
 
 /// One trust-quorum node as a sans-I/O state machine.

@@ -1,3 +1,4 @@
+import KeyrackCore
 import SecretSharing
 
 /// What a node keeps on disk. The caller persists it, atomically, whenever a

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KeyrackCore
 import SecretSharing
 
 /// The secret of one epoch: 32 random bytes, never all zero. Disk keys are

@@ -1,3 +1,4 @@
+import KeyrackCore
 import SecretSharing
 
 /// Why bytes from the network were refused. Decoding never traps: every

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Attestation
 import Foundation
+import KeyrackCore
 import SecretSharing
 
 /// `keyrack attest`: verify TDX quotes with DCAP.

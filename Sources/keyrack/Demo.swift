@@ -3,6 +3,7 @@ import Attestation
 import Crypto
 import Foundation
 import KeyRelease
+import KeyrackCore
 import Logging
 import SecretSharing
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KeyRelease
+import KeyrackLab
 import Logging
 
 struct KMSCommand: AsyncParsableCommand {

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import NodeAgent
+import ServiceLifecycle
 import TrustQuorum
 
 #if canImport(Glibc)
@@ -67,20 +68,15 @@ struct NodeCommand: AsyncParsableCommand {
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(1)
             }
-            let task = Task { try await runtime.run() }
-            let signals = [SIGTERM, SIGINT].map { number in
-                signal(number, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-                source.setEventHandler {
-                    logger.notice("stopping on signal \(number)")
-                    task.cancel()
-                }
-                source.resume()
-                return source
-            }
-            defer { for source in signals { source.cancel() } }
+            // One ServiceGroup per process: SIGTERM or SIGINT shuts the node down gracefully.
+            let group = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: [.init(service: runtime)],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger
+                ))
             do {
-                try await task.value
+                try await group.run()
             } catch {
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(1)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KeyrackLab
 import NodeAgent
 import TrustQuorum
 

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import KeyrackCore
+import KeyrackLab
 import Logging
 import NodeAgent
 import SecretSharing

@@ -1,4 +1,5 @@
 import ArgumentParser
+import KeyrackCore
 import SecretSharing
 
 struct ShamirCommand: ParsableCommand {

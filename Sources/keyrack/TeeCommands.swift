@@ -1,6 +1,7 @@
 import ArgumentParser
 import Attestation
 import Foundation
+import KeyrackCore
 import SecretSharing
 
 /// `keyrack tee`: a software TEE that issues real-format TDX quotes under a test PKI.

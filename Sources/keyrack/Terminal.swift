@@ -1,4 +1,5 @@
 import ArgumentParser
+import KeyrackCore
 import Logging
 import SecretSharing
 

@@ -1,5 +1,6 @@
 import Attestation
 import Foundation
+import KeyrackCore
 import SecretSharing
 import Testing
 

@@ -2,6 +2,7 @@ import Attestation
 import Crypto
 import Foundation
 import KeyRelease
+import KeyrackCore
 import KeyrackTestSupport
 import SecretSharing
 import Testing

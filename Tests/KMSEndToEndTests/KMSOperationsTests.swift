@@ -1,6 +1,7 @@
 import Attestation
 import Foundation
 import KeyRelease
+import KeyrackCore
 import KeyrackTestSupport
 import SecretSharing
 import Testing

@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackCore
 import KeyrackTestSupport
 import SecretSharing
 import Testing

@@ -1,5 +1,6 @@
 import Attestation
 import Foundation
+import KeyrackCore
 import NIOCore
 import SecretSharing
 import Testing

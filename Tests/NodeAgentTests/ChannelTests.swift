@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackCore
 import NIOCore
 import SecretSharing
 import Testing

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KeyrackCore
 import SecretSharing
 import Testing
 import TrustQuorum
@@ -306,9 +307,11 @@ struct AgentStateTests {
         state.peers["kr:sn-2"] = "127.0.0.1:7002"
         state.disks["data0"] = Epoch(3)
         state.alarms = ["RackSecretDecryptionFailed(epoch: 3)"]
+        state.generation = 1
         try state.save(to: fixture.directories)
         let stale = try Data(contentsOf: fixture.directories[1].appendingPathComponent(AgentState.fileName))
         state.disks["data0"] = Epoch(4)
+        state.generation = 2
         try state.save(to: fixture.directories)
         #expect(state.generation == 2)
         // One copy is older (a crash between the two writes): the newer wins.

@@ -77,7 +77,7 @@ struct RackFailureTests {
                 .components(separatedBy: "attestation failed").count - 1
             #expect(refusals >= 1 && refusals <= 15, "node 1 attested the refused node \(refusals) times in about 3 s")
             let locked = await #expect(throws: AdminError.self) { try await diskKey(rack, 3) }
-            #expect(locked?.code == "NODE-LOCKED")
+            #expect(locked?.code == .locked)
             for status in await rack.statuses([0, 1, 2]) {
                 #expect(status?.connected.contains(rack.members[3].platform) == false)
             }
@@ -172,18 +172,18 @@ struct RackFailureTests {
             #expect(stat(rack.members[0].socket, &info) == 0)
             #expect(info.st_mode & 0o777 == 0o600)
             let unknown = await #expect(throws: AdminError.self) { try await diskKey(rack, 0, disk: "nope") }
-            #expect(unknown?.code == "NODE-DISK-UNKNOWN")
+            #expect(unknown?.code == .diskUnknown)
             let future = await #expect(throws: AdminError.self) { try await diskKey(rack, 0, epoch: Epoch(99)) }
-            #expect(future?.code == "TQ-LOAD-NOT-COMMITTED")
+            #expect(future?.code == AdminError.Code(LoadRackSecretError.Code.notCommitted))
             let malformed = await #expect(throws: AdminError.self) {
                 try await AdminSocket.perform(AdminRequest(.commit), path: rack.members[0].socket)
             }
-            #expect(malformed?.code == "NODE-ADMIN-REQUEST")
+            #expect(malformed?.code == .request)
             let badPeer = await #expect(throws: AdminError.self) {
                 try await AdminSocket.perform(
                     AdminRequest(.setPeers, peers: ["kr-demo:sn-0009": "nowhere"]), path: rack.members[0].socket)
             }
-            #expect(badPeer?.code == "NODE-ADMIN-REQUEST")
+            #expect(badPeer?.code == .request)
             // A frame that is not a JSON request gets a clear answer, and the node carries on.
             let garbage = try rawAdminExchange(rack.members[0].socket, payload: Array("not json".utf8))
             #expect(garbage.contains("NODE-ADMIN-REQUEST") && garbage.contains("malformed admin request"))
@@ -192,7 +192,7 @@ struct RackFailureTests {
                 try await AdminSocket.perform(
                     AdminRequest(.status), path: rack.directory.appendingPathComponent("none.sock").path)
             }
-            #expect(gone?.code == "NODE-UNREACHABLE")
+            #expect(gone?.code == .unreachable)
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackLab
 import KeyrackTestSupport
 import NodeAgent
 import Testing

@@ -93,7 +93,7 @@ struct RackLifecycleTests {
                 #expect(status.unlockedEpoch == nil)
             }
             let refused = await #expect(throws: AdminError.self) { try await diskKey(rack, 1) }
-            #expect(refused?.code == "NODE-LOCKED")
+            #expect(refused?.code == .locked)
         }
     }
 
@@ -147,7 +147,7 @@ struct RackLifecycleTests {
             #expect(expunged[0].expunged?.epoch == shrunk.epoch)
             #expect(expunged[0].unlockedEpoch == nil)
             let refused = await #expect(throws: AdminError.self) { try await diskKey(rack, 1) }
-            #expect(refused?.code == "NODE-EXPUNGED")
+            #expect(refused?.code == .expunged)
             // Re-running the removal finds it done and changes nothing.
             let again = try await RackOperator(sockets: rack.sockets()).run(.remove([removed]))
             #expect(again.epoch == shrunk.epoch)

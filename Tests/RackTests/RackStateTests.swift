@@ -100,7 +100,7 @@ struct RackStateTests {
                     let refused = await #expect(throws: AdminError.self) {
                         try await AdminSocket.perform(request, path: socket)
                     }
-                    #expect(refused?.code == "NODE-STATE-WRITE")
+                    #expect(refused?.code == .stateWrite)
                 }
             }
             let status = try #require(await rack.statuses([0])[0])
@@ -139,7 +139,7 @@ struct RackStateTests {
             let refused = await #expect(throws: AdminError.self) {
                 try await AdminSocket.perform(AdminRequest(.commit, epoch: next), path: rack.members[0].socket)
             }
-            #expect(refused?.code == "NODE-HALTED")
+            #expect(refused?.code == .halted)
             #expect(refused?.reason.contains("ledger cannot be written") == true)
             let halted = try #require(await rack.statuses([0])[0])
             #expect(halted.committedEpoch == first.epoch)  // the commit did not count
@@ -147,7 +147,7 @@ struct RackStateTests {
             let again = await #expect(throws: AdminError.self) {
                 try await AdminSocket.perform(AdminRequest(.diskKey, disk: "data0"), path: rack.members[0].socket)
             }
-            #expect(again?.code == "NODE-HALTED")
+            #expect(again?.code == .halted)
             // The others commit; node 1, repaired and restarted, reports the missing copy, catches up
             // from the other copy through its peers, and keeps the alarm.
             for index in [1, 2] {

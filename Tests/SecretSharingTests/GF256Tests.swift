@@ -1,3 +1,4 @@
+import KeyrackCore
 import Testing
 
 @testable import SecretSharing

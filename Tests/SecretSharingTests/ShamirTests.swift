@@ -1,3 +1,4 @@
+import KeyrackCore
 import PropertyBased
 import Testing
 

@@ -1,5 +1,5 @@
 import Foundation
-import NodeAgent
+import KeyrackLab
 
 /// A real `redis-server` on a free loopback port, for one test or suite.
 ///
@@ -98,11 +98,9 @@ public final class RedisServer: @unchecked Sendable {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago, below the ephemeral
-/// range (so that a server restarted on it does not find it taken by an
-/// outgoing connection); see `LocalRack.freeLoopbackPort()`.
+/// A port on 127.0.0.1 that was free a moment ago (``LoopbackPorts/free()``).
 public func freeLoopbackPort() throws -> Int {
-    try LocalRack.freeLoopbackPort()
+    try LoopbackPorts.free()
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KeyrackCore
 import SecretSharing
 import Testing
 

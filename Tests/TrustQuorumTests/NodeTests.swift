@@ -1,3 +1,4 @@
+import KeyrackCore
 import SecretSharing
 import Testing
 

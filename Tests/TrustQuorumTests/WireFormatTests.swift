@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackCore
 import PropertyBased
 import SecretSharing
 import Testing

@@ -1,5 +1,5 @@
 import Foundation
-import SecretSharing
+import KeyrackCore
 
 /// The collateral a TDX quote is verified against, in the shape dcap-qvl
 /// uses (`shared/testdata/tdx/*.collateral.json`): TCB info and QE identity

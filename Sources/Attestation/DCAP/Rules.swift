@@ -1,5 +1,5 @@
 import Crypto
-import SecretSharing
+import KeyrackCore
 
 /// What the DCAP rules look at: the parsed quote, collateral and PCK chain
 /// that passed the time-independent checks, and the instant of verification.

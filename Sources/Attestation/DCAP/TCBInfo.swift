@@ -1,5 +1,5 @@
 import Foundation
-import SecretSharing
+import KeyrackCore
 
 /// A TCB status, as Intel's collateral names them.
 public enum TCBStatus: String, Sendable, Hashable, Codable, CaseIterable {

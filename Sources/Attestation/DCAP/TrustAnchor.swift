@@ -1,5 +1,5 @@
 import Crypto
-import SecretSharing
+import KeyrackCore
 import X509
 
 /// The root a quote's certificate chains must lead to: Intel's SGX root CA in

@@ -1,5 +1,5 @@
 import Foundation
-import SecretSharing
+import KeyrackCore
 
 /// The measured values a rule looks at.
 public struct MeasuredState: Sendable, Equatable {

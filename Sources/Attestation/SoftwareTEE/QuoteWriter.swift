@@ -1,5 +1,5 @@
 import Crypto
-import SecretSharing
+import KeyrackCore
 
 /// The measurements a software TEE quote reports.
 public struct TDMeasurements: Sendable, Hashable, Codable {

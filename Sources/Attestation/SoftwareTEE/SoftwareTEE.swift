@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-import SecretSharing
+import KeyrackCore
 
 /// A TEE in software for machines without TDX: it keeps a test PKI shaped
 /// like Intel's in a directory and issues quotes in the real v4 byte format

@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-import SecretSharing
+import KeyrackCore
 import SwiftASN1
 import X509
 

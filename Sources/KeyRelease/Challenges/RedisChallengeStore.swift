@@ -1,6 +1,6 @@
 import Foundation
 import RedisClient
-import SecretSharing
+import KeyrackCore
 
 /// Challenges in Redis, shared by every replica.
 ///

@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-import SecretSharing
+import KeyrackCore
 
 /// The node side of key release: challenge, quote bound to the nonce and
 /// the peer id, signature, key.

@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-import SecretSharing
+import KeyrackCore
 
 #if canImport(Glibc)
     import Glibc

@@ -1,6 +1,6 @@
 import Attestation
 import Foundation
-import SecretSharing
+import KeyrackCore
 
 /// Where a node gets a TDX quote over 64 bytes of report data.
 public protocol QuoteSource: Sendable {

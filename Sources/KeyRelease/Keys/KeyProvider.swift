@@ -1,4 +1,4 @@
-import SecretSharing
+import KeyrackCore
 
 /// Derives a peer's storage key. The same namespace and peer id give the
 /// same key on every replica that shares the key root.

@@ -2,7 +2,7 @@ import Attestation
 import Crypto
 import Foundation
 import Logging
-import SecretSharing
+import KeyrackCore
 
 /// The key-release pipeline, independent of HTTP: each method takes a
 /// decoded request and returns the answer or a ``KMSError`` with its code.

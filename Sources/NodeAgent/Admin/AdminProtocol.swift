@@ -55,7 +55,7 @@ public struct AdminRequest: Codable, Sendable, Equatable {
 }
 
 /// The answer to an ``AdminRequest``. Printing it never shows a disk key.
-public struct AdminResponse: Codable, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+public struct AdminResponse: Codable, Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
     /// Set when the request failed: a stable code and a sentence.
     public var error: AdminError?
     /// For ``AdminRequest/Operation/status``.
@@ -82,20 +82,75 @@ public struct AdminResponse: Codable, Sendable, CustomStringConvertible, CustomD
     public var debugDescription: String { description }
 }
 
-/// A refused admin request.
-public struct AdminError: Error, Codable, Sendable, Equatable, CustomStringConvertible {
-    /// A stable code: the trust quorum's (`TQ-…`) or the agent's (`NODE-…`).
-    public var code: String
+/// A refused admin request, shaped like swift-certificates' errors: a
+/// stable ``code`` that callers match on (equality and hashing look at the
+/// code only) and a ``reason`` for people. It travels on the admin socket as
+/// `{"code": "NODE-…", "reason": "…"}`.
+public struct AdminError: Error, Codable, Sendable, Hashable, CustomStringConvertible {
+    /// A stable code: the agent's (`NODE-…`, the constants below) or the
+    /// trust quorum's (`TQ-…`, passed through from the state machine).
+    /// Extensible: a code a newer node sends decodes as itself.
+    public struct Code: RawRepresentable, Codable, Sendable, Hashable, CustomStringConvertible {
+        public let rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public init(from decoder: any Decoder) throws {
+            rawValue = try decoder.singleValueContainer().decode(String.self)
+        }
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            try container.encode(rawValue)
+        }
+        public var description: String { rawValue }
+
+        /// The request is malformed or lacks an argument.
+        public static let request = Code(rawValue: "NODE-ADMIN-REQUEST")
+        /// The node could not write its ledger and stopped taking part until restarted.
+        public static let halted = Code(rawValue: "NODE-HALTED")
+        /// The node is stopping.
+        public static let stopping = Code(rawValue: "NODE-STOPPING")
+        /// The agent state (`agent.json`) could not be written; nothing was recorded.
+        public static let stateWrite = Code(rawValue: "NODE-STATE-WRITE")
+        /// The disk is not one of the node's.
+        public static let diskUnknown = Code(rawValue: "NODE-DISK-UNKNOWN")
+        /// The node was removed from the rack.
+        public static let expunged = Code(rawValue: "NODE-EXPUNGED")
+        /// The node has committed no configuration.
+        public static let notCommitted = Code(rawValue: "NODE-NOT-COMMITTED")
+        /// The rack secret is not loaded yet.
+        public static let locked = Code(rawValue: "NODE-LOCKED")
+        /// The admin socket cannot be set up.
+        public static let socket = Code(rawValue: "NODE-ADMIN-SOCKET")
+        /// The node does not answer.
+        public static let unreachable = Code(rawValue: "NODE-UNREACHABLE")
+        /// The node answered something unreadable.
+        public static let response = Code(rawValue: "NODE-ADMIN-RESPONSE")
+
+        /// A trust-quorum code (`CommitError.Code`, `ReconfigureError.Code`,
+        /// `LoadRackSecretError.Code`), passed through.
+        public init<TrustQuorumCode: RawRepresentable<String>>(_ code: TrustQuorumCode) {
+            self.init(rawValue: code.rawValue)
+        }
+    }
+
+    /// What went wrong.
+    public var code: Code
     /// What went wrong, for people.
     public var reason: String
 
     /// An error from its parts.
-    public init(code: String, reason: String) {
+    public init(_ code: Code, _ reason: String) {
         self.code = code
         self.reason = reason
     }
 
+    /// An error from a code's text (a test or a peer's code).
+    public init(code: String, reason: String) {
+        self.init(Code(rawValue: code), reason)
+    }
+
     public var description: String { "\(code): \(reason)" }
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
+    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 }
 
 /// What a node reports about itself.

@@ -24,11 +24,11 @@ public enum AdminSocket {
                     framed(channel)
                 }
         } catch {
-            throw AdminError(code: "NODE-ADMIN-SOCKET", reason: "cannot listen on \(path): \(error)")
+            throw AdminError(.socket, "cannot listen on \(path): \(error)")
         }
         guard chmod(path, 0o600) == 0 else {
             try? await server.channel.close()
-            throw AdminError(code: "NODE-ADMIN-SOCKET", reason: "cannot make \(path) private (errno \(errno))")
+            throw AdminError(.socket, "cannot make \(path) private (errno \(errno))")
         }
         return AdminListener(server: server, handle: handle)
     }
@@ -49,13 +49,13 @@ public enum AdminSocket {
         timeout: Duration = .seconds(10)
     ) async throws(AdminError) -> AdminResponse {
         let unreachable = { (detail: String) in
-            AdminError(code: "NODE-UNREACHABLE", reason: "cannot reach the node at \(path): \(detail)")
+            AdminError(.unreachable, "cannot reach the node at \(path): \(detail)")
         }
         let body: Data
         do {
             body = try JSONEncoder().encode(request)
         } catch {
-            throw AdminError(code: "NODE-ADMIN-REQUEST", reason: "cannot encode the request: \(error)")
+            throw AdminError(.request, "cannot encode the request: \(error)")
         }
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
@@ -92,7 +92,7 @@ public enum AdminSocket {
         do {
             return try JSONDecoder().decode(AdminResponse.self, from: Data(reply.readableBytesView))
         } catch {
-            throw AdminError(code: "NODE-ADMIN-RESPONSE", reason: "the node at \(path) answered something unreadable")
+            throw AdminError(.response, "the node at \(path) answered something unreadable")
         }
     }
 
@@ -126,7 +126,7 @@ struct AdminListener: Sendable {
                                 response = await handle(request)
                             } else {
                                 response = AdminResponse(
-                                    error: AdminError(code: "NODE-ADMIN-REQUEST", reason: "malformed admin request")
+                                    error: AdminError(.request, "malformed admin request")
                                 )
                             }
                             let encoded = (try? JSONEncoder().encode(response)) ?? Data()

@@ -1,6 +1,7 @@
 import Attestation
 import Crypto
 import Foundation
+import KeyrackCore
 import SecretSharing
 import X509
 import _CryptoExtras

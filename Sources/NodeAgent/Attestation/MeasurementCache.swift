@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KeyrackCore
 import SecretSharing
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackCore
 import SecretSharing
 
 /// A software measurement log: named SHA-256 digests of the files that make

@@ -1,5 +1,6 @@
 import Attestation
 import Foundation
+import KeyrackCore
 import SecretSharing
 
 /// What a node requires of its peers' attestation evidence, from one JSON

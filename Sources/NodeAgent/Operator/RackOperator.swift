@@ -316,7 +316,7 @@ public struct RackOperator: Sendable {
             progress("\(coordinator) refused to coordinate (\(error.code)); trying the next epoch")
             return controlPlane.reconfigurationRefused(by: coordinator, available: available)
         case (.commit(let node, _), let error?):
-            if error.code == CommitError.Code.notPrepared.rawValue { controlPlane.commitRefused(by: node) }
+            if error.code == AdminError.Code(CommitError.Code.notPrepared) { controlPlane.commitRefused(by: node) }
         case (.prepareAndCommit(let node, _), let error?):
             progress("\(node) refused the commit: \(error)")
         default:

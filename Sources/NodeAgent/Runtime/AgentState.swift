@@ -10,18 +10,22 @@ import TrustQuorum
 /// restart). None of it is secret; it is written like the ledger — a
 /// temporary file, fsync, rename, fsync of the directory — and the higher
 /// valid generation wins at load.
-struct AgentState: Codable, Equatable, Sendable {
+public struct AgentState: Codable, Equatable, Sendable {
     /// Incremented on every write.
-    var generation: UInt64 = 0
+    public var generation: UInt64 = 0
     /// Peer addresses learnt from the operator (`setPeers`): platform id → host:port.
-    var peers: [String: String] = [:]
+    public var peers: [String: String] = [:]
     /// Disk id → the epoch its data is keyed under.
-    var disks: [String: Epoch] = [:]
+    public var disks: [String: Epoch] = [:]
     /// Alarms raised, oldest first (at most ``maximumAlarms``).
-    var alarms: [String] = []
+    public var alarms: [String] = []
+
+    /// An empty state (a new node).
+    public init() {}
 
     static let fileName = "agent.json"
-    static let maximumAlarms = 100
+    /// How many alarms are kept.
+    public static let maximumAlarms = 100
 
     /// What loading found: the newest valid copy (or an empty state) and the
     /// copies that exist but could not be used.
@@ -45,9 +49,8 @@ struct AgentState: Codable, Equatable, Sendable {
             problems: copies.problems.map { "\($0.path): \($0.reason)" })
     }
 
-    /// Writes the next generation to both directories.
-    mutating func save(to directories: [URL]) throws(AtomicFileError) {
-        generation += 1
+    /// Writes this state (its generation already incremented by the caller) to both directories.
+    func save(to directories: [URL]) throws(AtomicFileError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         guard let bytes = try? encoder.encode(self) else {

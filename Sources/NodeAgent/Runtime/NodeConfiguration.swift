@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackCore
 import SecretSharing
 import TrustQuorum
 

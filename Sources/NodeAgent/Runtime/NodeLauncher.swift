@@ -17,7 +17,7 @@ extension NodeRuntime {
         do {
             rootOfTrust = try SoftwareRootOfTrust(keyFile: configuration.deviceKey)
         } catch {
-            throw NodeRuntimeError(error.reason)
+            throw NodeRuntimeError(.identity, error.reason)
         }
         let device = try certificate(configuration.certificate, role: "device certificate")
         let intermediate = try certificate(configuration.intermediate, role: "intermediate CA certificate")
@@ -26,14 +26,15 @@ extension NodeRuntime {
         do {
             certified = try await DeviceIdentity.verify(device, intermediates: [intermediate], root: root)
         } catch {
-            throw NodeRuntimeError("\(configuration.certificate): \(error.reason)")
+            throw NodeRuntimeError(.identity, "\(configuration.certificate): \(error.reason)")
         }
         guard certified == configuration.platform else {
             throw NodeRuntimeError(
+                .identity,
                 "the device certificate names \(certified), but the configuration says \(configuration.platform)")
         }
         guard device.publicKey == rootOfTrust.publicKey else {
-            throw NodeRuntimeError("the device certificate is not for this root of trust's key")
+            throw NodeRuntimeError(.identity, "the device certificate is not for this root of trust's key")
         }
         let identity: NodeTLSIdentity
         do {
@@ -44,7 +45,7 @@ extension NodeRuntime {
                 rootOfTrust: rootOfTrust
             )
         } catch {
-            throw NodeRuntimeError(error.reason)
+            throw NodeRuntimeError(.identity, error.reason)
         }
         let (hook, enforced) = try attestationHook(
             configuration: configuration, rootOfTrust: rootOfTrust, logger: logger)
@@ -63,7 +64,7 @@ extension NodeRuntime {
         do {
             return try Certificate(pemEncoded: String(contentsOfFile: path, encoding: .utf8))
         } catch {
-            throw NodeRuntimeError("cannot read the \(role) at \(path) (PEM expected)")
+            throw NodeRuntimeError(.identity, "cannot read the \(role) at \(path) (PEM expected)")
         }
     }
 
@@ -79,7 +80,7 @@ extension NodeRuntime {
         do {
             policy = try NodeAttestationPolicy.load(contentsOf: URL(fileURLWithPath: configuration.policy))
         } catch {
-            throw NodeRuntimeError(error.reason)
+            throw NodeRuntimeError(.policy, error.reason)
         }
         let evidence: NodeEvidenceSource
         do {
@@ -94,7 +95,7 @@ extension NodeRuntime {
                 evidence = .softwareRootOfTrust(measurementCacheDirectory: cache)
             }
         } catch {
-            throw NodeRuntimeError("cannot set up this node's evidence: \(error.reason)")
+            throw NodeRuntimeError(.evidence, "cannot set up this node's evidence: \(error.reason)")
         }
         let attestor = ChannelAttestor(
             rootOfTrust: rootOfTrust,
@@ -105,7 +106,7 @@ extension NodeRuntime {
         do {
             _ = try attestor.prepare()
         } catch {
-            throw NodeRuntimeError("cannot measure this node: \(error.reason)")
+            throw NodeRuntimeError(.evidence, "cannot measure this node: \(error.reason)")
         }
         if let warning = attestor.startupWarning {
             logger.critical("\(warning)")

@@ -1,28 +1,26 @@
 import Foundation
+import KeyrackCore
 import Logging
 import NIOCore
-import NIOPosix
-import SecretSharing
+import ServiceLifecycle
 import Synchronization
 import TrustQuorum
-import X509
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// One running trust-quorum node: it feeds what arrives on its attested
-/// channels and its admin socket into ``TrustQuorum/Node`` and carries out
-/// what comes back — persisting the ledger **before** sending any message
-/// that depends on it, sending, raising alarms, and unlocking (loading the
-/// rack secret of the latest committed epoch) as soon as enough shares are in.
+/// One running trust-quorum node: a thin ``Service`` around ``AgentCore``.
+/// It turns what arrives on the attested channels and the admin socket into
+/// the core's events, and carries out the actions that come back, in order
+/// (writing the ledger and the agent state, sending, closing, dialing,
+/// answering, logging). Every rule is the core's; see ``AgentCore``.
 ///
-/// Channels: this node dials every known peer whose platform id sorts after
-/// its own, with exponential backoff, and accepts the others; a peer must
-/// chain to the manufacturing root, be in this node's address book or in a
-/// configuration it knows, and pass attestation before the state machine
-/// hears of it (`connected`).
-public actor NodeRuntime {
+/// Where code runs (`docs/ARCHITECTURE.md`): this actor owns the core;
+/// accept, dial and admin loops are child tasks of ``run()``; channel I/O is
+/// NIO's; ledger writes run on the actor, which is what keeps them in order
+/// with the sends that depend on them.
+public actor NodeRuntime: Service {
     /// This node's platform id.
     public nonisolated let platformId: PlatformId
     let configuration: NodeConfiguration
@@ -30,41 +28,26 @@ public actor NodeRuntime {
     let attestation: ChannelAttestationHook
     let ledger: Ledger
     let logger: Logger
-    let attestationEnforced: Bool
     let crashAfterPersist: Int?
+    let clock: any Clock<Duration>
+    let onReady: @Sendable (_ port: Int) -> Void
 
-    private var node: Node
-    private var generation: UInt64
-    /// The state as last written to the ledger: what survives a crash, and
-    /// what the node reports (a halted node's memory may hold more).
-    private var durable: PersistentState
-    private var ledgerProblems: [String]
-    private var addressBook: [PlatformId: PeerAddress]
-    private var connections: [PlatformId: Connection] = [:]
-    private var nextConnectionId: UInt64 = 0
+    private var core: AgentCore<SystemRandomSource>
+    private var channels: [AgentCore<SystemRandomSource>.ConnectionID: Channel] = [:]
+    private var nextConnection: UInt64 = 0
+    private var nextRequest: UInt64 = 0
+    private var replies: [UInt64: AdminResponse] = [:]
     private var dialers: [PlatformId: Task<Void, Never>] = [:]
-    /// Learnt peer addresses, disks' keyed epochs and alarms, kept beside the ledger.
-    private var agentState: AgentState
-    private var unlockedEpoch: Epoch?
-    private var loadFailure: LoadRackSecretError.Code?
     private var persists = 0
-    private var halted: String?
-    private var stopping = false
-    private var random = SystemRandomSource()
-    private var listenPort: Int
 
-    private struct Connection {
-        let id: UInt64
+    private struct Channel {
         let outbound: AsyncStream<ByteBuffer>.Continuation
-        let channel: any Channel
+        let channel: any NIOCore.Channel
     }
 
-    /// Backoff between connection attempts to a peer: doubling from `initial` up to `maximum`, with jitter.
-    static let initialBackoff = Duration.milliseconds(50)
-    static let maximumBackoff = Duration.milliseconds(1000)
-
     /// A node from its configuration, opened identity and ledger. Reads the
-    /// ledger (reporting unusable copies) and throws if no copy opens.
+    /// ledger and the agent state (reporting unusable copies) and throws if
+    /// no ledger copy opens.
     public init(
         configuration: NodeConfiguration,
         rootOfTrust: any RootOfTrust,
@@ -72,165 +55,192 @@ public actor NodeRuntime {
         attestation: @escaping ChannelAttestationHook,
         attestationEnforced: Bool,
         logger: Logger,
-        crashAfterPersist: Int? = nil
+        crashAfterPersist: Int? = nil,
+        clock: any Clock<Duration> = ContinuousClock(),
+        onReady: @escaping @Sendable (_ port: Int) -> Void = { _ in }
     ) throws(NodeRuntimeError) {
         self.platformId = configuration.platform
         self.configuration = configuration
         self.identity = identity
         self.attestation = attestation
-        self.attestationEnforced = attestationEnforced
         self.logger = logger
         self.crashAfterPersist = crashAfterPersist
+        self.clock = clock
+        self.onReady = onReady
+        let loaded: Ledger.Loaded
         do {
             ledger = try Ledger(
                 directories: configuration.ledger.map { URL(fileURLWithPath: $0) }, rootOfTrust: rootOfTrust)
-            let loaded = try ledger.load()
-            generation = loaded.generation
-            ledgerProblems = loaded.problems.map { "\($0.path): \($0.reason)" }
-            node = Node(
-                platformId: configuration.platform, rackId: configuration.rackId,
-                persistentState: loaded.state ?? .empty)
-            durable = node.persistentState
+            loaded = try ledger.load()
         } catch {
-            throw NodeRuntimeError("the ledger cannot be opened: \(error.reason)")
+            throw NodeRuntimeError(.ledger, "the ledger cannot be opened: \(error.reason)")
         }
         let agent = AgentState.load(from: ledger.directories)
-        agentState = agent.state
-        // The configuration file wins for the peers it names; the operator's
-        // later additions (rack add) come from the agent state.
-        addressBook = configuration.peers
-        for (id, text) in agent.state.peers {
-            guard let peer = try? NodeConfiguration.platformId(id, field: "peers"), peer != configuration.platform,
-                addressBook[peer] == nil,
-                let address = try? PeerAddress(parsing: text, field: "peers")
-            else { continue }
-            addressBook[peer] = address
-        }
-        listenPort = configuration.listen.port
-        for problem in ledgerProblems {
+        let problems = loaded.problems.map { "\($0.path): \($0.reason)" }
+        for problem in problems {
             logger.warning("a ledger copy is unusable; using the other", metadata: ["problem": "\(problem)"])
         }
         for problem in agent.problems {
             logger.warning("an agent state copy is unusable", metadata: ["problem": "\(problem)"])
         }
-        ledgerProblems += agent.problems
+        core = AgentCore(
+            settings: AgentCore.Settings(
+                platform: configuration.platform, rackId: configuration.rackId, disks: configuration.disks,
+                configuredPeers: configuration.peers, listen: configuration.listen,
+                attestationEnforced: attestationEnforced),
+            state: loaded.state ?? .empty, generation: loaded.generation, agentState: agent.state,
+            startupProblems: problems + agent.problems, random: SystemRandomSource())
     }
 
-    /// Runs the node: listens for peers and on the admin socket, dials
-    /// peers, and serves until cancelled.
-    public func run(onReady: @escaping @Sendable (_ port: Int) -> Void = { _ in }) async throws(NodeRuntimeError) {
+    /// Runs the node until graceful shutdown (SIGTERM in a `ServiceGroup`)
+    /// or cancellation: listens for peers and on the admin socket, dials peers.
+    public func run() async throws {
         let listener: PeerListener
         do {
             listener = try await PeerTransport.listen(
-                host: configuration.listen.host,
-                port: configuration.listen.port,
-                identity: identity
-            )
+                host: configuration.listen.host, port: configuration.listen.port, identity: identity)
         } catch {
-            throw NodeRuntimeError(error.reason)
+            throw NodeRuntimeError(.listen, error.reason)
         }
-        listenPort = listener.port
         let admin: AdminListener
         do {
             admin = try await AdminSocket.listen(path: configuration.admin) { [weak self] request in
-                guard let self else {
-                    return AdminResponse(error: AdminError(code: "NODE-STOPPING", reason: "stopping"))
-                }
-                return await self.handle(request)
+                guard let self else { return AdminResponse(error: AdminError(.stopping, "stopping")) }
+                return await self.answer(request)
             }
         } catch {
             await listener.close()
-            throw NodeRuntimeError(error.reason)
+            throw NodeRuntimeError(.listen, error.reason)
         }
         logger.info(
             "node started",
             metadata: [
-                "platform": "\(platformId)", "listen": "\(configuration.listen.host):\(listenPort)",
+                "platform": "\(platformId)", "listen": "\(configuration.listen.host):\(listener.port)",
                 "admin": "\(configuration.admin)",
-                "epoch": "\(node.persistentState.latestCommittedEpoch.map { "\($0)" } ?? "none")",
-            ]
-        )
-        flush()
-        startDialers()
-        onReady(listenPort)
-        // The accept loops run outside this task's cancellation: on stop the
-        // sockets are closed and the loops drain what was already accepted
-        // (every accepted channel must be closed through executeThenClose).
-        let peers = Task { try? await listener.run { channel in await self.serve(channel, expected: nil) } }
-        let requests = Task { try? await admin.run() }
-        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
-        stopping = true
-        stopAll()
-        await listener.close()
-        await admin.close()
-        await peers.value
-        await requests.value
+                "epoch": "\(core.durable.latestCommittedEpoch.map { "\($0)" } ?? "none")",
+            ])
+        perform(.started(listenPort: listener.port))
+        onReady(listener.port)
+        await withTaskGroup(of: Void.self) { group in
+            // The accept loops drain what was already accepted after their sockets close
+            // (every accepted channel must be closed through executeThenClose).
+            group.addTask { try? await listener.run { channel in await self.serve(channel, expected: nil) } }
+            group.addTask { try? await admin.run() }
+            try? await gracefulShutdown()
+            perform(.stopping)
+            try? FileManager.default.removeItem(atPath: configuration.admin)
+            await listener.close()
+            await admin.close()
+            await group.waitForAll()
+        }
     }
 
-    private func stopAll() {
-        for dialer in dialers.values { dialer.cancel() }
-        dialers = [:]
-        for connection in connections.values {
-            connection.outbound.finish()
-            connection.channel.close(promise: nil)
+    // MARK: - Carrying out the core's actions
+
+    /// Hands `event` to the core and carries out what it asks, feeding each
+    /// write's outcome back before anything else.
+    private func perform(_ event: AgentCore<SystemRandomSource>.Event) {
+        var queue = core.handle(event)[...]
+        while let action = queue.popFirst() {
+            switch action {
+            case .writeLedger(let state, let generation):
+                do {
+                    try ledger.write(state, generation: generation)
+                    queue += core.handle(.ledgerWritten(generation: generation))
+                    crashHook()
+                } catch {
+                    queue += core.handle(.ledgerWriteFailed(generation: generation, reason: error.reason))
+                }
+            case .saveAgentState(let state):
+                do {
+                    try state.save(to: ledger.directories)
+                    queue += core.handle(.agentStateSaved(generation: state.generation))
+                } catch {
+                    queue += core.handle(.agentStateSaveFailed(generation: state.generation, reason: error.reason))
+                }
+            case .send(let message, let peer, let id):
+                do {
+                    channels[id]?.outbound.yield(ByteBuffer(bytes: try WireFormat.encodePayload(message)))
+                } catch {
+                    logger.error("cannot encode a message", metadata: ["peer": "\(peer)", "error": "\(error)"])
+                }
+            case .close(let id):
+                channels.removeValue(forKey: id).map {
+                    $0.outbound.finish()
+                    $0.channel.close(promise: nil)
+                }
+            case .dial(let peer):
+                if dialers[peer] == nil { dialers[peer] = Task { [weak self] in await self?.dial(peer) } }
+            case .stopDialing:
+                for dialer in dialers.values { dialer.cancel() }
+                dialers = [:]
+            case .reply(let request, let response):
+                replies[request] = response
+            case .log(let line):
+                logger.log(level: line.level, "\(line.message)", metadata: line.metadata.mapValues { .string($0) })
+            }
         }
-        connections = [:]
-        try? FileManager.default.removeItem(atPath: configuration.admin)
+    }
+
+    private func crashHook() {
+        #if DEBUG
+            persists += 1
+            if let crashAfterPersist, persists == crashAfterPersist {
+                logger.critical("test hook: crashing right after ledger write \(persists), before sending")
+                kill(getpid(), SIGKILL)
+            }
+        #endif
+    }
+
+    private func answer(_ request: AdminRequest) -> AdminResponse {
+        let command: AdminCommand
+        do {
+            command = try AdminCommand(request, localPlatform: platformId)
+        } catch {
+            return AdminResponse(error: error)
+        }
+        nextRequest += 1
+        let id = nextRequest
+        perform(.admin(command, request: id))
+        return replies.removeValue(forKey: id) ?? AdminResponse(error: AdminError(.halted, "no answer"))
     }
 
     // MARK: - Channels
 
-    /// Whether `peer` may open a channel to this node.
-    private func isKnown(_ peer: PlatformId) -> Bool {
-        guard peer != platformId else { return false }
-        if addressBook[peer] != nil { return true }
-        return node.persistentState.configurations.values.contains { $0.members[peer] != nil }
-    }
-
-    private func startDialers() {
-        for peer in addressBook.keys where peer > platformId && dialers[peer] == nil {
-            dialers[peer] = Task { [weak self] in await self?.dial(peer) }
-        }
-    }
-
-    private func address(of peer: PlatformId) -> PeerAddress? { addressBook[peer] }
-    private func isConnected(_ peer: PlatformId) -> Bool { connections[peer] != nil }
+    private func admits(_ peer: PlatformId) -> Bool { core.admits(peer) }
+    private func dialAddress(of peer: PlatformId) -> PeerAddress? { core.dialAddress(of: peer) }
+    private func isConnected(_ peer: PlatformId) -> Bool { core.connections[peer] != nil }
 
     private nonisolated func dial(_ peer: PlatformId) async {
-        var delay = Self.initialBackoff
-        var failures = 0
+        var backoff = Backoff()
+        var random = SystemRandomNumberGenerator()
         while !Task.isCancelled {
-            guard let address = await address(of: peer) else { return }
+            guard let address = await dialAddress(of: peer) else { return }
             if await !isConnected(peer) {
                 do {
                     let channel = try await PeerTransport.connect(
                         host: address.host, port: address.port, identity: identity)
                     if await serve(channel, expected: peer) {
                         // A channel that was up and then closed: the peer may be restarting; dial again at once.
-                        delay = Self.initialBackoff
-                        failures = 0
+                        backoff.reset()
                         continue
                     }
                     // Refused (another platform, not in this rack, attestation failed): back off like
                     // any failure, so a refusing peer is not hammered with handshakes.
-                    failures += 1
+                    backoff.failed()
                 } catch {
-                    failures += 1
-                    // The first failure and then every tenth, so a peer that is down does not flood the log.
-                    if failures == 1 || failures % 10 == 0 {
+                    backoff.failed()
+                    if backoff.shouldLogFailure {
                         logger.info(
                             "cannot reach peer; retrying with backoff",
                             metadata: [
-                                "peer": "\(peer)", "address": "\(address)", "attempts": "\(failures)",
+                                "peer": "\(peer)", "address": "\(address)", "attempts": "\(backoff.failures)",
                                 "reason": "\(error.reason)",
-                            ]
-                        )
+                            ])
                     }
                 }
             }
-            let jitter = Double.random(in: 0.8...1.2)
-            try? await Task.sleep(for: delay * jitter)
-            delay = min(delay * 2, Self.maximumBackoff)
+            try? await clock.sleep(for: backoff.nextDelay(using: &random))
         }
     }
 
@@ -245,12 +255,10 @@ public actor NodeRuntime {
             if let expected, expected != peer {
                 logger.warning(
                     "the peer at this address is another platform; closing",
-                    metadata: ["expected": "\(expected)", "certificate": "\(peer)"]
-                )
+                    metadata: ["expected": "\(expected)", "certificate": "\(peer)"])
                 return
             }
-            guard await !self.stopping else { return }
-            guard await self.isKnown(peer) else {
+            guard await self.admits(peer) else {
                 logger.warning(
                     "refusing a channel from a platform that is not in this rack", metadata: ["peer": "\(peer)"])
                 return
@@ -289,339 +297,34 @@ public actor NodeRuntime {
         return admitted.withLock { $0 }
     }
 
-    private func attach(_ peer: PlatformId, outbound: AsyncStream<ByteBuffer>.Continuation, channel: any Channel)
+    private func attach(_ peer: PlatformId, outbound: AsyncStream<ByteBuffer>.Continuation, channel: any NIOCore.Channel)
         -> UInt64?
     {
-        guard halted == nil, !stopping else { return nil }
-        if let old = connections[peer] {
-            // The peer reconnected (it restarted, or the old channel is half dead): the newer channel wins.
-            old.outbound.finish()
-            old.channel.close(promise: nil)
-            node.disconnected(peer)
-        }
-        nextConnectionId += 1
-        connections[peer] = Connection(id: nextConnectionId, outbound: outbound, channel: channel)
-        logger.info("peer connected and attested", metadata: ["peer": "\(peer)"])
-        node.connected(peer)
-        flush()
-        return nextConnectionId
+        nextConnection += 1
+        let id = nextConnection
+        channels[id] = Channel(outbound: outbound, channel: channel)
+        perform(.peerAttached(peer, connection: id))
+        return core.isAttached(peer, connection: id) ? id : nil
     }
 
     private func detach(_ peer: PlatformId, connection id: UInt64) {
-        guard connections[peer]?.id == id else { return }
-        connections[peer] = nil
-        node.disconnected(peer)
-        logger.info("peer disconnected", metadata: ["peer": "\(peer)"])
-        flush()
+        channels[id] = nil
+        perform(.peerDetached(peer, connection: id))
     }
 
-    /// A frame from `peer`; false closes the channel (the peer sent something malformed).
+    /// A frame from `peer`; false once the channel is no longer this peer's.
     private func received(_ frame: ByteBuffer, from peer: PlatformId, connection id: UInt64) -> Bool {
-        guard halted == nil, connections[peer]?.id == id else { return false }
-        let message: Message
         do {
-            message = try WireFormat.decodePayload(frame.readableBytesView)
+            let message = try WireFormat.decodePayload(frame.readableBytesView)
+            perform(.received(message, from: peer, connection: id))
         } catch {
-            logger.warning(
-                "a peer sent a malformed message; closing its channel",
-                metadata: ["peer": "\(peer)", "error": "\(error.code.rawValue)"])
-            return false
+            perform(.malformedFrame(from: peer, connection: id, code: error.code.rawValue))
         }
-        logger.debug("received", metadata: ["peer": "\(peer)", "message": "\(message)"])
-        node.received(from: peer, message: message)
-        flush()
-        return true
-    }
-
-    // MARK: - Carrying out the node's output
-
-    /// Unlocks if possible, then persists (if asked) before sending.
-    private func flush() {
-        guard halted == nil else { return }
-        pollUnlock()
-        let output = node.drainOutput()
-        if output.persistentStateChanged {
-            do {
-                try ledger.write(node.persistentState, generation: generation + 1)
-                generation += 1
-                durable = node.persistentState
-            } catch {
-                // Nothing may be sent that depends on state that is not on disk: stop taking part.
-                halt("the ledger cannot be written (\(error.reason)); this node stops taking part until restarted")
-                return
-            }
-            persists += 1
-            if let crashAfterPersist, persists == crashAfterPersist {
-                logger.critical("test hook: crashing right after ledger write \(persists), before sending")
-                kill(getpid(), SIGKILL)
-            }
-        }
-        if !output.alarms.isEmpty {
-            for alarm in output.alarms {
-                agentState.alarms.append(alarm.description)
-                logger.error("ALARM \(alarm.name)", metadata: ["alarm": "\(alarm)"])
-            }
-            agentState.alarms = Array(agentState.alarms.suffix(AgentState.maximumAlarms))
-            saveAgentState()
-        }
-        for warning in output.warnings {
-            logger.warning("\(warning)")
-        }
-        for outgoing in output.messages {
-            guard let connection = connections[outgoing.to] else { continue }  // resent when it connects
-            do {
-                connection.outbound.yield(ByteBuffer(bytes: try WireFormat.encodePayload(outgoing.message)))
-                logger.debug("sent", metadata: ["peer": "\(outgoing.to)", "message": "\(outgoing.message)"])
-            } catch {
-                logger.error(
-                    "cannot encode a message", metadata: ["message": "\(outgoing.message)", "error": "\(error)"])
-            }
-        }
-    }
-
-    private func halt(_ reason: String) {
-        halted = reason
-        logger.critical("\(reason)")
-        agentState.alarms.append("NodeHalted: \(reason)")
-        saveAgentState()
-        for connection in connections.values {
-            connection.outbound.finish()
-            connection.channel.close(promise: nil)
-        }
-        connections = [:]
-        for dialer in dialers.values { dialer.cancel() }
-        dialers = [:]
-    }
-
-    /// Loads the latest committed epoch's rack secret if it is not loaded yet.
-    private func pollUnlock() {
-        guard let latest = node.persistentState.latestCommittedEpoch, unlockedEpoch != latest else { return }
-        do {
-            guard try node.loadRackSecret(latest) != nil else { return }
-            unlockedEpoch = latest
-            loadFailure = nil
-            logger.notice("unlocked: rack secret loaded", metadata: ["epoch": "\(latest)"])
-            // A disk first opened now is keyed under this epoch.
-            let unrecorded = configuration.disks.filter { agentState.disks[$0] == nil }
-            if !unrecorded.isEmpty {
-                for disk in unrecorded { agentState.disks[disk] = latest }
-                saveAgentState()
-            }
-            for rekey in rekeys() {
-                logger.notice(
-                    "disk needs re-keying",
-                    metadata: ["disk": "\(rekey.disk)", "from": "\(rekey.from)", "to": "\(rekey.to)"]
-                )
-            }
-        } catch {
-            if loadFailure != error.code {
-                loadFailure = error.code
-                logger.error("cannot load the rack secret", metadata: ["error": "\(error)"])
-            }
-        }
-    }
-
-    /// Disks keyed under an older epoch than the latest committed, each from
-    /// the epoch it is keyed under (acknowledged with `diskRekeyed`).
-    private func rekeys() -> [DiskRekey] {
-        guard let latest = node.persistentState.latestCommittedEpoch else { return [] }
-        return configuration.disks.compactMap { disk in
-            guard let keyed = agentState.disks[disk], keyed < latest else { return nil }
-            return DiskRekey(disk: disk, from: keyed, to: latest)
-        }
-    }
-
-    /// Writes the agent state; a failure is logged and reported, never fatal
-    /// (it holds no share), but the operator must know.
-    @discardableResult
-    private func saveAgentState() -> AdminError? {
-        do {
-            try agentState.save(to: ledger.directories)
-            return nil
-        } catch {
-            logger.error("cannot write the agent state", metadata: ["reason": "\(error.reason)"])
-            return AdminError(code: "NODE-STATE-WRITE", reason: "cannot write the agent state: \(error.reason)")
-        }
-    }
-
-    // MARK: - Admin API
-
-    func handle(_ request: AdminRequest) -> AdminResponse {
-        if let halted, request.operation != .status {
-            return AdminResponse(error: AdminError(code: "NODE-HALTED", reason: halted))
-        }
-        switch request.operation {
-        case .status:
-            return AdminResponse(status: status())
-        case .reconfigure:
-            guard let reconfigure = request.reconfigure else { return missing("reconfigure") }
-            do {
-                try node.reconfigure(reconfigure, using: &random)
-            } catch {
-                return AdminResponse(error: AdminError(code: error.code.rawValue, reason: error.reason))
-            }
-            logger.notice(
-                "coordinating a reconfiguration",
-                metadata: [
-                    "epoch": "\(reconfigure.epoch)", "members": "\(reconfigure.members.count)",
-                    "threshold": "\(reconfigure.threshold)",
-                ]
-            )
-            return flushed()
-        case .commit:
-            guard let epoch = request.epoch else { return missing("epoch") }
-            return committing { () throws(CommitError) in try node.commit(epoch) }
-        case .prepareAndCommit:
-            guard let configuration = request.configuration else { return missing("configuration") }
-            return committing { () throws(CommitError) in try node.prepareAndCommit(configuration) }
-        case .setPeers:
-            guard let peers = request.peers else { return missing("peers") }
-            var learnt: [PlatformId: PeerAddress] = [:]
-            do {
-                for (id, address) in peers {
-                    let platform = try NodeConfiguration.platformId(id, field: "peers")
-                    guard platform != platformId else { continue }
-                    learnt[platform] = try PeerAddress(parsing: address, field: "peers.\(id)")
-                }
-            } catch {
-                return AdminResponse(error: AdminError(code: "NODE-ADMIN-REQUEST", reason: error.reason))
-            }
-            // The configuration file wins for the peers it names (as at start).
-            // Compared with what is on disk, so that a request repeated after a failed write writes again.
-            let added = learnt.filter {
-                configuration.peers[$0.key] == nil && agentState.peers[$0.key.description] != $0.value.description
-            }
-            guard !added.isEmpty else { return AdminResponse() }
-            let before = agentState.peers
-            for (platform, address) in added {
-                addressBook[platform] = address
-                agentState.peers[platform.description] = address.description
-            }
-            startDialers()
-            let failure = saveAgentState()
-            if failure != nil { agentState.peers = before }  // dial them now; record them when a write succeeds
-            return AdminResponse(error: failure)
-        case .diskRekeyed:
-            guard let disk = request.disk else { return missing("disk") }
-            guard let epoch = request.epoch else { return missing("epoch") }
-            return diskRekeyed(disk: disk, epoch: epoch)
-        case .diskKey:
-            guard let disk = request.disk else { return missing("disk") }
-            return diskKey(disk: disk, epoch: request.epoch)
-        }
-    }
-
-    private func missing(_ field: String) -> AdminResponse {
-        AdminResponse(error: AdminError(code: "NODE-ADMIN-REQUEST", reason: "the request lacks '\(field)'"))
-    }
-
-    private func committing(_ body: () throws(CommitError) -> Void) -> AdminResponse {
-        let before = node.persistentState.latestCommittedEpoch
-        do {
-            try body()
-        } catch {
-            flush()
-            return AdminResponse(error: AdminError(code: error.code.rawValue, reason: error.description))
-        }
-        if node.persistentState.latestCommittedEpoch != before {
-            logger.notice(
-                "committed", metadata: ["epoch": "\(node.persistentState.latestCommittedEpoch.map { "\($0)" } ?? "-")"])
-        }
-        return flushed()
-    }
-
-    /// Carries out the node's output and answers: success only if the state
-    /// it depends on reached the ledger (a node that could not persist has
-    /// halted, and the operator must not count it).
-    private func flushed() -> AdminResponse {
-        flush()
-        if let halted { return AdminResponse(error: AdminError(code: "NODE-HALTED", reason: halted)) }
-        return AdminResponse()
-    }
-
-    /// The operator re-keyed `disk` to `epoch`: record it, so that re-keying
-    /// is reported from there on.
-    private func diskRekeyed(disk: String, epoch: Epoch) -> AdminResponse {
-        guard configuration.disks.contains(disk) else {
-            return AdminResponse(
-                error: AdminError(code: "NODE-DISK-UNKNOWN", reason: "'\(disk)' is not one of this node's disks"))
-        }
-        guard node.persistentState.committedEpochs.contains(epoch) else {
-            return AdminResponse(
-                error: AdminError(code: "NODE-ADMIN-REQUEST", reason: "epoch \(epoch) is not committed on this node"))
-        }
-        if let keyed = agentState.disks[disk], epoch < keyed {
-            return AdminResponse(
-                error: AdminError(
-                    code: "NODE-ADMIN-REQUEST",
-                    reason: "'\(disk)' is already keyed under epoch \(keyed); it cannot go back to \(epoch)"))
-        }
-        guard agentState.disks[disk] != epoch else { return AdminResponse() }
-        let before = agentState.disks[disk]
-        agentState.disks[disk] = epoch
-        if let failure = saveAgentState() {
-            agentState.disks[disk] = before  // not recorded: keep reporting the re-key
-            return AdminResponse(error: failure)
-        }
-        logger.notice("disk re-keyed", metadata: ["disk": "\(disk)", "epoch": "\(epoch)"])
-        return AdminResponse()
-    }
-
-    private func diskKey(disk: String, epoch: Epoch?) -> AdminResponse {
-        guard configuration.disks.contains(disk) else {
-            return AdminResponse(
-                error: AdminError(code: "NODE-DISK-UNKNOWN", reason: "'\(disk)' is not one of this node's disks"))
-        }
-        if let expunged = node.persistentState.expunged {
-            return AdminResponse(
-                error: AdminError(
-                    code: "NODE-EXPUNGED", reason: "this node was removed from the rack at epoch \(expunged.epoch)"))
-        }
-        guard let latest = node.persistentState.latestCommittedEpoch else {
-            return AdminResponse(
-                error: AdminError(code: "NODE-NOT-COMMITTED", reason: "this node has committed no configuration"))
-        }
-        let wanted = epoch ?? latest
-        guard unlockedEpoch == latest else {
-            return AdminResponse(
-                error: AdminError(code: "NODE-LOCKED", reason: "the rack secret is not loaded yet (waiting for shares)")
-            )
-        }
-        do {
-            guard let secret = try node.loadRackSecret(wanted) else {
-                return AdminResponse(
-                    error: AdminError(code: "NODE-LOCKED", reason: "the rack secret is not loaded yet"))
-            }
-            let key = DiskKey(secret: secret, epoch: wanted, rackId: configuration.rackId, diskId: Array(disk.utf8))
-            return AdminResponse(key: key.key.withUnsafeBytes { $0.hexString }, keyEpoch: wanted)
-        } catch {
-            return AdminResponse(error: AdminError(code: error.code.rawValue, reason: error.description))
-        }
+        return core.isAttached(peer, connection: id)
     }
 
     /// What this node reports about itself.
-    func status() -> NodeStatus {
-        let state = durable
-        return NodeStatus(
-            platform: platformId,
-            rackId: configuration.rackId,
-            listen: PeerAddress(host: configuration.listen.host, port: listenPort).description,
-            latestCommitted: state.latestCommittedConfiguration,
-            highestEpochSeen: [node.highestEpochSeen, state.latestKnownEpoch, node.coordinatorStatus?.epoch]
-                .compactMap { $0 }.max(),
-            unlockedEpoch: unlockedEpoch,
-            computingShareEpoch: node.computingShareEpoch,
-            coordinating: node.coordinatorStatus.map {
-                CoordinatorReport(epoch: $0.epoch, configuration: $0.configuration, acked: $0.acked.sorted())
-            },
-            expunged: state.expunged,
-            alarms: agentState.alarms,
-            connected: connections.keys.sorted(),
-            rekey: rekeys(),
-            ledgerProblems: ledgerProblems,
-            attestationEnforced: attestationEnforced
-        )
-    }
+    func status() -> NodeStatus { core.status() }
 }
 
 /// Runs attestation on a channel that was just established, before any
@@ -633,9 +336,47 @@ public typealias ChannelAttestationHook =
         NIOAsyncChannelOutboundWriter<ByteBuffer>
     ) async throws(PeerChannelError) -> Void
 
-/// A node that cannot start or run.
-public struct NodeRuntimeError: Error, Equatable, Sendable, CustomStringConvertible {
+/// Why a node cannot start or run, shaped like swift-certificates' errors:
+/// callers match on ``code``; ``reason`` is for people.
+public struct NodeRuntimeError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What went wrong; stable, and extensible without breaking callers.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Backing: String, Sendable {
+            case ledger = "NODE-RUN-LEDGER"
+            case listen = "NODE-RUN-LISTEN"
+            case identity = "NODE-RUN-IDENTITY"
+            case policy = "NODE-RUN-POLICY"
+            case evidence = "NODE-RUN-EVIDENCE"
+        }
+        private let backing: Backing
+        private init(_ backing: Backing) { self.backing = backing }
+
+        /// No ledger copy opens.
+        public static let ledger = Code(.ledger)
+        /// The peer listener or the admin socket cannot be set up.
+        public static let listen = Code(.listen)
+        /// The device key, its certificate or the CA certificates are unusable.
+        public static let identity = Code(.identity)
+        /// The attestation policy cannot be read.
+        public static let policy = Code(.policy)
+        /// This node's own evidence cannot be produced.
+        public static let evidence = Code(.evidence)
+
+        public var description: String { backing.rawValue }
+    }
+
+    /// What went wrong.
+    public let code: Code
+    /// For people.
     public let reason: String
-    public init(_ reason: String) { self.reason = reason }
+
+    /// An error from its parts.
+    public init(_ code: Code, _ reason: String) {
+        self.code = code
+        self.reason = reason
+    }
+
     public var description: String { reason }
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
+    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 }

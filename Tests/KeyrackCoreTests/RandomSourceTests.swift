@@ -1,6 +1,6 @@
 import Testing
 
-@testable import SecretSharing
+@testable import KeyrackCore
 
 @Suite("Random sources")
 struct RandomSourceTests {

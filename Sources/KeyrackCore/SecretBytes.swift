@@ -46,13 +46,13 @@ public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomD
         self.init(storage: storage)
     }
 
-    /// The whole of `storage`, which this module has just filled.
-    init(storage: Storage) {
+    /// The whole of `storage`, which the caller (Keyrack's own sharing code) has just filled.
+    package init(storage: Storage) {
         self.init(storage: storage, range: 0..<storage.buffer.count)
     }
 
-    /// Part of `storage`, which this module has just filled.
-    init(storage: Storage, range: Range<Int>) {
+    /// Part of `storage`, which the caller has just filled.
+    package init(storage: Storage, range: Range<Int>) {
         self.storage = storage
         self.range = range
     }
@@ -85,13 +85,13 @@ public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomD
 
     /// The heap buffer that is zeroed on release.
     @usableFromInline
-    final class Storage: @unchecked Sendable {
+    package final class Storage: @unchecked Sendable {
         // Written only while the owning value is being initialized, before
         // it can be shared; read-only afterwards.
-        @usableFromInline let buffer: UnsafeMutableRawBufferPointer
+        @usableFromInline package let buffer: UnsafeMutableRawBufferPointer
         private let allocation: UnsafeMutableRawBufferPointer
 
-        init(count: Int) {
+        package init(count: Int) {
             precondition(count >= 0, "negative length")
             // At least one byte, so that an empty secret still owns a
             // distinct allocation.

@@ -1,4 +1,6 @@
 import Foundation
+import KeyrackCore
+import NodeAgent
 import SecretSharing
 import Synchronization
 import TrustQuorum
@@ -84,7 +86,7 @@ public final class LocalRack {
             try policy.write(to: policyFile)
             let ca = try ManufacturingCA.create(in: caDirectory)
             let platforms = (1...count).map { PlatformId(part: part, serial: String(format: "sn-%04d", $0)) }
-            let ports = try platforms.map { _ in try Self.freeLoopbackPort() }
+            let ports = try platforms.map { _ in try LoopbackPorts.free() }
             var members: [Member] = []
             for (index, platform) in platforms.enumerated() {
                 let nodeDirectory = directory.appendingPathComponent("node-\(index + 1)")
@@ -270,35 +272,4 @@ public final class LocalRack {
         }
     }
 
-    /// A TCP port on 127.0.0.1 that was free a moment ago, chosen at random
-    /// below the kernel's ephemeral range: a node that restarts on its port
-    /// must not find it taken by some process's outgoing connection, which
-    /// the kernel gives ports from that range.
-    public static func freeLoopbackPort() throws(RackOperatorError) -> Int {
-        let ephemeralStart =
-            (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
-            .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
-        let candidates = 10_000..<max(10_001, min(ephemeralStart, 65_536))
-        for _ in 0..<200 {
-            let port = Int.random(in: candidates)
-            if isFree(port) { return port }
-        }
-        throw RackOperatorError("cannot find a free port below \(candidates.upperBound)")
-    }
-
-    /// Whether `port` on 127.0.0.1 can be bound now.
-    static func isFree(_ port: Int) -> Bool {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { return false }
-        defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
-        }
-    }
 }

@@ -1,10 +1,13 @@
 // Hex encoding and decoding without tables or branches on the bytes, since
 // shares and secrets pass through here in the CLI.
 
+// Package-wide conveniences on the standard byte array: `package`, so that
+// Keyrack's modules share one constant-time codec without adding members to
+// standard types for whoever imports a Keyrack library.
 extension Array where Element == UInt8 {
     /// Decodes hex (either case, even length, no separators); `nil` on
     /// anything else. The time depends only on the length.
-    public init?(hex text: some StringProtocol) {
+    package init?(hex text: some StringProtocol) {
         var result = [UInt8](repeating: 0, count: text.utf8.count / 2)
         let valid = result.withUnsafeMutableBytes { decodeHex(text, into: $0) }
         guard valid else { return nil }
@@ -43,7 +46,7 @@ private func decodeHex(_ text: some StringProtocol, into output: UnsafeMutableRa
 
 extension Sequence where Element == UInt8 {
     /// Lower-case hex.
-    public var hexString: String {
+    package var hexString: String {
         var out = [UInt8]()
         out.reserveCapacity(underestimatedCount * 2)
         for byte in self {

@@ -1,5 +1,7 @@
 import Foundation
 import Histogram
+import KeyRelease
+import KeyrackCore
 
 /// Drives the whole key-release flow against a KMS from many peers at once:
 /// each virtual client has its own identity and keep-alive connection and

@@ -1,0 +1,83 @@
+import TrustQuorum
+
+/// An admin request once it is known to be well formed: what the node's
+/// ``AgentCore`` acts on. The socket decodes an ``AdminRequest`` frame into
+/// one of these at the edge (``init(_:localPlatform:)``), so nothing past
+/// it re-checks which optional field an operation needs.
+public enum AdminCommand: Sendable, Equatable {
+    /// The node's ``NodeStatus``.
+    case status
+    /// Coordinate a reconfiguration.
+    case reconfigure(ReconfigureRequest)
+    /// Commit a prepared epoch.
+    case commit(Epoch)
+    /// Commit a configuration this node may not have prepared.
+    case prepareAndCommit(Configuration)
+    /// Where peers listen (the node's own entry already dropped).
+    case setPeers([PlatformId: PeerAddress])
+    /// A disk's key, of `epoch` or of the latest committed one.
+    case diskKey(disk: String, epoch: Epoch?)
+    /// The operator re-keyed `disk` to `epoch`.
+    case diskRekeyed(disk: String, epoch: Epoch)
+
+    /// Parses a request from the wire; refuses one that lacks what its
+    /// operation needs or whose peers are not `part:serial` → `host:port`
+    /// (``AdminError/Code/request``). Entries for `localPlatform` are dropped.
+    public init(_ request: AdminRequest, localPlatform: PlatformId) throws(AdminError) {
+        func required<Value>(_ value: Value?, _ field: String) throws(AdminError) -> Value {
+            guard let value else { throw AdminError(.request, "the request lacks '\(field)'") }
+            return value
+        }
+        switch request.operation {
+        case .status:
+            self = .status
+        case .reconfigure:
+            self = .reconfigure(try required(request.reconfigure, "reconfigure"))
+        case .commit:
+            self = .commit(try required(request.epoch, "epoch"))
+        case .prepareAndCommit:
+            self = .prepareAndCommit(try required(request.configuration, "configuration"))
+        case .setPeers:
+            var peers: [PlatformId: PeerAddress] = [:]
+            do {
+                for (id, address) in try required(request.peers, "peers") {
+                    let platform = try NodeConfiguration.platformId(id, field: "peers")
+                    guard platform != localPlatform else { continue }
+                    peers[platform] = try PeerAddress(parsing: address, field: "peers.\(id)")
+                }
+            } catch let error as NodeConfigurationError {
+                throw AdminError(.request, error.reason)
+            } catch let error as AdminError {
+                throw error
+            } catch {
+                throw AdminError(.request, "\(error)")
+            }
+            self = .setPeers(peers)
+        case .diskKey:
+            self = .diskKey(disk: try required(request.disk, "disk"), epoch: request.epoch)
+        case .diskRekeyed:
+            self = .diskRekeyed(disk: try required(request.disk, "disk"), epoch: try required(request.epoch, "epoch"))
+        }
+    }
+
+    /// Whether a halted node still answers it.
+    var allowedWhenHalted: Bool { self == .status }
+}
+
+extension AdminRequest {
+    /// The wire form of `command`.
+    public init(_ command: AdminCommand) {
+        switch command {
+        case .status: self.init(.status)
+        case .reconfigure(let request): self.init(.reconfigure, reconfigure: request)
+        case .commit(let epoch): self.init(.commit, epoch: epoch)
+        case .prepareAndCommit(let configuration): self.init(.prepareAndCommit, configuration: configuration)
+        case .setPeers(let peers):
+            self.init(
+                .setPeers,
+                peers: Dictionary(uniqueKeysWithValues: peers.map { ($0.key.description, $0.value.description) }))
+        case .diskKey(let disk, let epoch): self.init(.diskKey, epoch: epoch, disk: disk)
+        case .diskRekeyed(let disk, let epoch): self.init(.diskRekeyed, epoch: epoch, disk: disk)
+        }
+    }
+}

@@ -1,0 +1,620 @@
+import KeyrackCore
+import Logging
+import TrustQuorum
+
+/// Everything one running node decides, as a value: the trust-quorum
+/// ``TrustQuorum/Node``, the durable state and its generation, the agent
+/// state (learnt peers, disks' keyed epochs, alarms), the unlocked epoch and
+/// the halted flag. ``NodeRuntime`` feeds it events and carries out the
+/// actions it returns, in order; nothing here does I/O, so every rule an
+/// operator depends on is tested with values.
+///
+/// Rules kept here:
+/// - **Persist before send.** When the node's state changed, the ledger write
+///   is the first action; the messages, alarms and reply that depend on it
+///   are released by ``Event/ledgerWritten(generation:)``. A failed write
+///   halts the node: nothing that depended on it is sent, every channel is
+///   closed, and every admin request but `status` answers `NODE-HALTED`.
+/// - **One write at a time.** While a ledger write, or an agent-state write
+///   an answer depends on, is outstanding, other events wait and are handled
+///   after its outcome, in arrival order.
+/// - **Admission.** A peer may open a channel if it is in the address book
+///   or in a configuration this node knows.
+/// - **Dialing.** This node dials the peers whose platform id sorts after
+///   its own; the others dial it.
+public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
+    /// A channel as the shell numbers them.
+    public typealias ConnectionID = UInt64
+    /// An admin request as the shell numbers them.
+    public typealias RequestID = UInt64
+
+    /// What the core is told.
+    public enum Event: Sendable, Equatable {
+        /// The peer listener is bound on `listenPort`.
+        case started(listenPort: Int)
+        /// `peer` opened an attested channel.
+        case peerAttached(PlatformId, connection: ConnectionID)
+        /// The channel closed.
+        case peerDetached(PlatformId, connection: ConnectionID)
+        /// A protocol message arrived.
+        case received(Message, from: PlatformId, connection: ConnectionID)
+        /// A frame that does not decode arrived (`code`: the wire error's code).
+        case malformedFrame(from: PlatformId, connection: ConnectionID, code: String)
+        /// An admin request.
+        case admin(AdminCommand, request: RequestID)
+        /// ``Action/writeLedger(_:generation:)`` is on disk.
+        case ledgerWritten(generation: UInt64)
+        /// ``Action/writeLedger(_:generation:)`` failed.
+        case ledgerWriteFailed(generation: UInt64, reason: String)
+        /// ``Action/saveAgentState(_:)`` is on disk.
+        case agentStateSaved(generation: UInt64)
+        /// ``Action/saveAgentState(_:)`` failed.
+        case agentStateSaveFailed(generation: UInt64, reason: String)
+        /// The node is shutting down.
+        case stopping
+    }
+
+    /// What the core asks the shell to do, in order.
+    public enum Action: Sendable, Equatable {
+        /// Write `state` to the ledger as `generation`, then report the outcome.
+        case writeLedger(PersistentState, generation: UInt64)
+        /// Write the agent state, then report the outcome.
+        case saveAgentState(AgentState)
+        /// Send `message` on the channel `connection` to `peer`.
+        case send(Message, to: PlatformId, connection: ConnectionID)
+        /// Close the channel `connection`.
+        case close(connection: ConnectionID)
+        /// Keep a channel to `peer` up (dial with backoff while it is down).
+        case dial(PlatformId)
+        /// Stop every dialer.
+        case stopDialing
+        /// Answer admin request `request`.
+        case reply(RequestID, AdminResponse)
+        /// Log a line.
+        case log(AgentLog)
+    }
+
+    /// What does not change while the node runs.
+    public struct Settings: Sendable, Equatable {
+        /// This node's platform id.
+        public var platform: PlatformId
+        /// Its rack.
+        public var rackId: RackId
+        /// Its disk ids.
+        public var disks: [String]
+        /// The peers its configuration file names (they win over learnt ones).
+        public var configuredPeers: [PlatformId: PeerAddress]
+        /// Where it listens for peers (the port may be 0 until ``Event/started(listenPort:)``).
+        public var listen: PeerAddress
+        /// Whether peers' evidence is enforced.
+        public var attestationEnforced: Bool
+
+        /// Settings from their parts.
+        public init(
+            platform: PlatformId,
+            rackId: RackId,
+            disks: [String],
+            configuredPeers: [PlatformId: PeerAddress],
+            listen: PeerAddress,
+            attestationEnforced: Bool
+        ) {
+            self.platform = platform
+            self.rackId = rackId
+            self.disks = disks
+            self.configuredPeers = configuredPeers
+            self.listen = listen
+            self.attestationEnforced = attestationEnforced
+        }
+    }
+
+    /// The settings.
+    public let settings: Settings
+    /// The trust-quorum state machine.
+    public private(set) var node: Node
+    /// The ledger generation last written.
+    public private(set) var generation: UInt64
+    /// The state as last written to the ledger: what survives a crash, and
+    /// what the node reports (a halted node's memory may hold more).
+    public private(set) var durable: PersistentState
+    /// Learnt peers, disks' keyed epochs and alarms, as last asked to be written.
+    public private(set) var agentState: AgentState
+    /// Where each peer listens: the configuration file's, then the learnt ones.
+    public private(set) var addressBook: [PlatformId: PeerAddress]
+    /// The epoch whose rack secret is loaded.
+    public private(set) var unlockedEpoch: Epoch?
+    /// Why the node stopped taking part, once it did.
+    public private(set) var halted: String?
+    /// Attested channels, by peer.
+    public private(set) var connections: [PlatformId: ConnectionID] = [:]
+    /// Ledger or agent-state copies found unusable at start.
+    public let startupProblems: [String]
+
+    private var random: Random
+    private var listenPort: Int
+    private var stopping = false
+    private var loadFailure: LoadRackSecretError.Code?
+    private var dialing: Set<PlatformId> = []
+    private var pending: Pending?
+    private var waitingEvents: [Event] = []
+    private var output: [Action] = []
+
+    /// What a write outstanding holds back.
+    private enum Pending: Sendable {
+        /// A ledger write; `released` goes out once it is on disk.
+        case ledger(generation: UInt64, state: PersistentState, released: [Action], request: RequestID?)
+        /// An agent-state write an answer depends on.
+        case agentState(generation: UInt64, undo: Undo, request: RequestID)
+    }
+
+    /// How to take back an agent-state change that did not reach the disk.
+    private enum Undo: Sendable {
+        case peers([String: String])
+        case disk(String, Epoch?, now: Epoch)
+    }
+
+    /// A core for a node that loaded `state` at `generation` from its ledger
+    /// and `agentState` from beside it.
+    public init(
+        settings: Settings,
+        state: PersistentState,
+        generation: UInt64,
+        agentState: AgentState,
+        startupProblems: [String] = [],
+        random: Random
+    ) {
+        self.settings = settings
+        self.node = Node(platformId: settings.platform, rackId: settings.rackId, persistentState: state)
+        self.durable = node.persistentState
+        self.generation = generation
+        self.agentState = agentState
+        self.startupProblems = startupProblems
+        self.random = random
+        self.listenPort = settings.listen.port
+        var book = settings.configuredPeers
+        for (id, text) in agentState.peers {
+            guard let peer = try? NodeConfiguration.platformId(id, field: "peers"), peer != settings.platform,
+                book[peer] == nil,
+                let address = try? PeerAddress(parsing: text, field: "peers")
+            else { continue }
+            book[peer] = address
+        }
+        self.addressBook = book
+    }
+
+    // MARK: - Queries the shell makes
+
+    /// Whether `peer` may open a channel to this node.
+    public func admits(_ peer: PlatformId) -> Bool {
+        guard peer != settings.platform, !stopping, halted == nil else { return false }
+        if addressBook[peer] != nil { return true }
+        return node.persistentState.configurations.values.contains { $0.members[peer] != nil }
+    }
+
+    /// Whether `connection` is `peer`'s current channel.
+    public func isAttached(_ peer: PlatformId, connection: ConnectionID) -> Bool {
+        connections[peer] == connection
+    }
+
+    /// Where `peer` listens, while this node should keep dialing it.
+    public func dialAddress(of peer: PlatformId) -> PeerAddress? {
+        guard dialing.contains(peer), halted == nil, !stopping else { return nil }
+        return addressBook[peer]
+    }
+
+    /// What this node reports about itself.
+    public func status() -> NodeStatus {
+        let state = durable
+        return NodeStatus(
+            platform: settings.platform,
+            rackId: settings.rackId,
+            listen: PeerAddress(host: settings.listen.host, port: listenPort).description,
+            latestCommitted: state.latestCommittedConfiguration,
+            highestEpochSeen: [node.highestEpochSeen, state.latestKnownEpoch, node.coordinatorStatus?.epoch]
+                .compactMap { $0 }.max(),
+            unlockedEpoch: unlockedEpoch,
+            computingShareEpoch: node.computingShareEpoch,
+            coordinating: node.coordinatorStatus.map {
+                CoordinatorReport(epoch: $0.epoch, configuration: $0.configuration, acked: $0.acked.sorted())
+            },
+            expunged: state.expunged,
+            alarms: agentState.alarms,
+            connected: connections.keys.sorted(),
+            rekey: rekeys(),
+            ledgerProblems: startupProblems,
+            attestationEnforced: settings.attestationEnforced
+        )
+    }
+
+    // MARK: - Events
+
+    /// Handles `event` and returns what to do, in order. A write outcome is
+    /// handled at once; any other event that arrives while a write is
+    /// outstanding is handled after the outcome.
+    public mutating func handle(_ event: Event) -> [Action] {
+        switch event {
+        case .ledgerWritten, .ledgerWriteFailed, .agentStateSaved, .agentStateSaveFailed:
+            apply(event)
+        default:
+            if pending != nil {
+                waitingEvents.append(event)
+            } else {
+                apply(event)
+            }
+        }
+        while pending == nil, !waitingEvents.isEmpty {
+            apply(waitingEvents.removeFirst())
+        }
+        defer { output = [] }
+        return output
+    }
+
+    private mutating func apply(_ event: Event) {
+        switch event {
+        case .started(let port):
+            listenPort = port
+            flush(request: nil)
+            startDialers()
+        case .peerAttached(let peer, let id):
+            attach(peer, id)
+        case .peerDetached(let peer, let id):
+            guard connections[peer] == id else { return }
+            connections[peer] = nil
+            node.disconnected(peer)
+            log(.info, "peer disconnected", ["peer": "\(peer)"])
+            flush(request: nil)
+        case .received(let message, let peer, let id):
+            guard halted == nil, connections[peer] == id else {
+                emit(.close(connection: id))
+                return
+            }
+            log(.debug, "received", ["peer": "\(peer)", "message": "\(message)"])
+            node.received(from: peer, message: message)
+            flush(request: nil)
+        case .malformedFrame(let peer, let id, let code):
+            log(.warning, "a peer sent a malformed message; closing its channel", ["peer": "\(peer)", "error": code])
+            emit(.close(connection: id))
+        case .admin(let command, let request):
+            admin(command, request)
+        case .ledgerWritten(let written):
+            guard case .ledger(let generation, let state, let released, let request) = pending,
+                generation == written
+            else { return }
+            pending = nil
+            self.generation = generation
+            durable = state
+            for action in released { release(action) }
+            if let request { emit(.reply(request, haltedOrOK())) }
+        case .ledgerWriteFailed(let failed, let reason):
+            guard case .ledger(let generation, _, _, let request) = pending, generation == failed else { return }
+            pending = nil
+            // Nothing may be sent that depends on state that is not on disk: stop taking part.
+            halt("the ledger cannot be written (\(reason)); this node stops taking part until restarted")
+            if let request { emit(.reply(request, haltedOrOK())) }
+        case .agentStateSaved(let saved):
+            guard case .agentState(let generation, let undo, let request) = pending, generation == saved else {
+                return
+            }
+            pending = nil
+            if case .disk(let disk, _, let epoch) = undo {
+                log(.notice, "disk re-keyed", ["disk": disk, "epoch": "\(epoch)"])
+            }
+            emit(.reply(request, AdminResponse()))
+        case .agentStateSaveFailed(let failed, let reason):
+            log(.error, "cannot write the agent state", ["reason": reason])
+            guard case .agentState(let generation, let undo, let request) = pending, generation == failed else {
+                return
+            }
+            pending = nil
+            switch undo {
+            case .peers(let before):
+                // The new peers are dialed now; they are recorded when a write succeeds.
+                agentState.peers = before
+            case .disk(let disk, let before, _):
+                // Not recorded: the re-key keeps being reported.
+                agentState.disks[disk] = before
+            }
+            emit(.reply(request, AdminResponse(error: AdminError(.stateWrite, "cannot write the agent state: \(reason)"))))
+        case .stopping:
+            stopping = true
+            closeEverything()
+        }
+    }
+
+    // MARK: - Channels
+
+    private mutating func attach(_ peer: PlatformId, _ id: ConnectionID) {
+        guard halted == nil, !stopping else {
+            emit(.close(connection: id))
+            return
+        }
+        if let old = connections[peer] {
+            // The peer reconnected (it restarted, or the old channel is half dead): the newer channel wins.
+            emit(.close(connection: old))
+            node.disconnected(peer)
+        }
+        connections[peer] = id
+        log(.info, "peer connected and attested", ["peer": "\(peer)"])
+        node.connected(peer)
+        flush(request: nil)
+    }
+
+    private mutating func startDialers() {
+        guard halted == nil, !stopping else { return }
+        for peer in addressBook.keys.sorted() where peer > settings.platform && !dialing.contains(peer) {
+            dialing.insert(peer)
+            emit(.dial(peer))
+        }
+    }
+
+    private mutating func closeEverything() {
+        for id in connections.values.sorted() { emit(.close(connection: id)) }
+        connections = [:]
+        dialing = []
+        emit(.stopDialing)
+    }
+
+    // MARK: - Carrying out the node's output
+
+    /// Unlocks if possible, then writes the ledger (if the state changed)
+    /// before anything that depends on it goes out; answers `request` last.
+    private mutating func flush(request: RequestID?) {
+        guard halted == nil else {
+            if let request { emit(.reply(request, haltedOrOK())) }
+            return
+        }
+        pollUnlock()
+        let output = node.drainOutput()
+        var released: [Action] = []
+        for outgoing in output.messages {
+            released.append(.send(outgoing.message, to: outgoing.to, connection: 0))
+        }
+        for warning in output.warnings {
+            released.append(.log(AgentLog(.warning, "\(warning)")))
+        }
+        if !output.alarms.isEmpty {
+            for alarm in output.alarms {
+                released.append(.log(AgentLog(.error, "ALARM \(alarm.name)", ["alarm": "\(alarm)"])))
+            }
+            // Recorded (and saved) when released, after the ledger.
+            released.append(.saveAgentState(alarmsAppended(output.alarms.map(\.description))))
+        }
+        if output.persistentStateChanged {
+            let next = generation + 1
+            emit(.writeLedger(node.persistentState, generation: next))
+            pending = .ledger(generation: next, state: node.persistentState, released: released, request: request)
+            return
+        }
+        for action in released { release(action) }
+        if let request { emit(.reply(request, AdminResponse())) }
+    }
+
+    /// Emits an action held back by a ledger write: a message goes on the
+    /// peer's channel at this moment (or is dropped: the node resends on
+    /// connect); an alarm record is merged into the current agent state.
+    private mutating func release(_ action: Action) {
+        switch action {
+        case .send(let message, let peer, _):
+            guard let id = connections[peer] else { return }
+            emit(.send(message, to: peer, connection: id))
+        case .saveAgentState(let withAlarms):
+            agentState.alarms = withAlarms.alarms
+            saveAgentState()
+        default:
+            emit(action)
+        }
+    }
+
+    private func alarmsAppended(_ alarms: [String]) -> AgentState {
+        var state = agentState
+        state.alarms = Array((state.alarms + alarms).suffix(AgentState.maximumAlarms))
+        return state
+    }
+
+    private mutating func halt(_ reason: String) {
+        halted = reason
+        log(.critical, reason)
+        agentState = alarmsAppended(["NodeHalted: \(reason)"])
+        saveAgentState()
+        closeEverything()
+    }
+
+    /// Loads the latest committed epoch's rack secret if it is not loaded yet.
+    private mutating func pollUnlock() {
+        guard let latest = node.persistentState.latestCommittedEpoch, unlockedEpoch != latest else { return }
+        do {
+            guard try node.loadRackSecret(latest) != nil else { return }
+            unlockedEpoch = latest
+            loadFailure = nil
+            log(.notice, "unlocked: rack secret loaded", ["epoch": "\(latest)"])
+            // A disk first opened now is keyed under this epoch.
+            let unrecorded = settings.disks.filter { agentState.disks[$0] == nil }
+            if !unrecorded.isEmpty {
+                for disk in unrecorded { agentState.disks[disk] = latest }
+                saveAgentState()
+            }
+            for rekey in rekeys() {
+                log(.notice, "disk needs re-keying", ["disk": rekey.disk, "from": "\(rekey.from)", "to": "\(rekey.to)"])
+            }
+        } catch {
+            if loadFailure != error.code {
+                loadFailure = error.code
+                log(.error, "cannot load the rack secret", ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Disks keyed under an older epoch than the latest committed, each from
+    /// the epoch it is keyed under (acknowledged with `diskRekeyed`).
+    private func rekeys() -> [DiskRekey] {
+        guard let latest = node.persistentState.latestCommittedEpoch else { return [] }
+        return settings.disks.compactMap { disk in
+            guard let keyed = agentState.disks[disk], keyed < latest else { return nil }
+            return DiskRekey(disk: disk, from: keyed, to: latest)
+        }
+    }
+
+    /// Asks for the next generation of the agent state to be written; its
+    /// failure is logged, never fatal (it holds no share).
+    private mutating func saveAgentState() {
+        agentState.generation += 1
+        emit(.saveAgentState(agentState))
+    }
+
+    // MARK: - Admin API
+
+    private mutating func admin(_ command: AdminCommand, _ request: RequestID) {
+        if let halted, !command.allowedWhenHalted {
+            emit(.reply(request, AdminResponse(error: AdminError(.halted, halted))))
+            return
+        }
+        switch command {
+        case .status:
+            emit(.reply(request, AdminResponse(status: status())))
+        case .reconfigure(let reconfigure):
+            do {
+                try node.reconfigure(reconfigure, using: &random)
+            } catch {
+                emit(.reply(request, AdminResponse(error: AdminError(AdminError.Code(error.code), error.reason))))
+                return
+            }
+            log(
+                .notice, "coordinating a reconfiguration",
+                [
+                    "epoch": "\(reconfigure.epoch)", "members": "\(reconfigure.members.count)",
+                    "threshold": "\(reconfigure.threshold)",
+                ])
+            flush(request: request)
+        case .commit(let epoch):
+            committing(request) { (node: inout Node) throws(CommitError) in try node.commit(epoch) }
+        case .prepareAndCommit(let configuration):
+            committing(request) { (node: inout Node) throws(CommitError) in try node.prepareAndCommit(configuration) }
+        case .setPeers(let learnt):
+            setPeers(learnt, request)
+        case .diskRekeyed(let disk, let epoch):
+            diskRekeyed(disk: disk, epoch: epoch, request)
+        case .diskKey(let disk, let epoch):
+            emit(.reply(request, diskKey(disk: disk, epoch: epoch)))
+        }
+    }
+
+    private mutating func committing(
+        _ request: RequestID,
+        _ body: (inout Node) throws(CommitError) -> Void
+    ) {
+        let before = node.persistentState.latestCommittedEpoch
+        do {
+            try body(&node)
+        } catch {
+            flush(request: nil)
+            emit(.reply(request, AdminResponse(error: AdminError(AdminError.Code(error.code), error.description))))
+            return
+        }
+        if let after = node.persistentState.latestCommittedEpoch, after != before {
+            log(.notice, "committed", ["epoch": "\(after)"])
+        }
+        flush(request: request)
+    }
+
+    private mutating func setPeers(_ learnt: [PlatformId: PeerAddress], _ request: RequestID) {
+        // The configuration file wins for the peers it names (as at start).
+        // Compared with what is on disk, so that a request repeated after a failed write writes again.
+        let added = learnt.filter {
+            settings.configuredPeers[$0.key] == nil && agentState.peers[$0.key.description] != $0.value.description
+        }
+        guard !added.isEmpty else {
+            emit(.reply(request, AdminResponse()))
+            return
+        }
+        let before = agentState.peers
+        for (platform, address) in added {
+            addressBook[platform] = address
+            agentState.peers[platform.description] = address.description
+        }
+        startDialers()
+        saveAgentState()
+        pending = .agentState(generation: agentState.generation, undo: .peers(before), request: request)
+    }
+
+    /// The operator re-keyed `disk` to `epoch`: record it, so that re-keying
+    /// is reported from there on.
+    private mutating func diskRekeyed(disk: String, epoch: Epoch, _ request: RequestID) {
+        let refuse = { (code: AdminError.Code, reason: String) in
+            Action.reply(request, AdminResponse(error: AdminError(code, reason)))
+        }
+        guard settings.disks.contains(disk) else {
+            emit(refuse(.diskUnknown, "'\(disk)' is not one of this node's disks"))
+            return
+        }
+        guard node.persistentState.committedEpochs.contains(epoch) else {
+            emit(refuse(.request, "epoch \(epoch) is not committed on this node"))
+            return
+        }
+        if let keyed = agentState.disks[disk], epoch < keyed {
+            emit(refuse(.request, "'\(disk)' is already keyed under epoch \(keyed); it cannot go back to \(epoch)"))
+            return
+        }
+        guard agentState.disks[disk] != epoch else {
+            emit(.reply(request, AdminResponse()))
+            return
+        }
+        let before = agentState.disks[disk]
+        agentState.disks[disk] = epoch
+        saveAgentState()
+        pending = .agentState(generation: agentState.generation, undo: .disk(disk, before, now: epoch), request: request)
+    }
+
+    private mutating func diskKey(disk: String, epoch: Epoch?) -> AdminResponse {
+        let refuse = { (code: AdminError.Code, reason: String) in AdminResponse(error: AdminError(code, reason)) }
+        guard settings.disks.contains(disk) else {
+            return refuse(.diskUnknown, "'\(disk)' is not one of this node's disks")
+        }
+        if let expunged = node.persistentState.expunged {
+            return refuse(.expunged, "this node was removed from the rack at epoch \(expunged.epoch)")
+        }
+        guard let latest = node.persistentState.latestCommittedEpoch else {
+            return refuse(.notCommitted, "this node has committed no configuration")
+        }
+        guard unlockedEpoch == latest else {
+            return refuse(.locked, "the rack secret is not loaded yet (waiting for shares)")
+        }
+        let wanted = epoch ?? latest
+        do {
+            guard let secret = try node.loadRackSecret(wanted) else {
+                return refuse(.locked, "the rack secret is not loaded yet")
+            }
+            let key = DiskKey(secret: secret, epoch: wanted, rackId: settings.rackId, diskId: Array(disk.utf8))
+            return AdminResponse(key: key.key.withUnsafeBytes { $0.hexString }, keyEpoch: wanted)
+        } catch {
+            return refuse(AdminError.Code(error.code), error.description)
+        }
+    }
+
+    private func haltedOrOK() -> AdminResponse {
+        halted.map { AdminResponse(error: AdminError(.halted, $0)) } ?? AdminResponse()
+    }
+
+    // MARK: - Output
+
+    private mutating func emit(_ action: Action) { output.append(action) }
+
+    private mutating func log(_ level: Logger.Level, _ message: String, _ metadata: [String: String] = [:]) {
+        emit(.log(AgentLog(level, message, metadata)))
+    }
+}
+
+/// A line the core asks the shell to log.
+public struct AgentLog: Sendable, Equatable {
+    /// Its level.
+    public var level: Logger.Level
+    /// The message.
+    public var message: String
+    /// Its metadata (never a secret).
+    public var metadata: [String: String]
+
+    /// A line from its parts.
+    public init(_ level: Logger.Level, _ message: String, _ metadata: [String: String] = [:]) {
+        self.level = level
+        self.message = message
+        self.metadata = metadata
+    }
+}

@@ -6,12 +6,21 @@ public struct LabError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Backing: String, Sendable {
             case noFreePort = "LAB-PORT"
+            case setup = "LAB-SETUP"
+            case start = "LAB-START"
+            case timeout = "LAB-TIMEOUT"
         }
         private let backing: Backing
         private init(_ backing: Backing) { self.backing = backing }
 
         /// No free loopback port could be found.
         public static let noFreePort = Code(.noFreePort)
+        /// The lab's files, identities or configurations could not be made.
+        public static let setup = Code(.setup)
+        /// A process could not be started.
+        public static let start = Code(.start)
+        /// Something did not happen in time.
+        public static let timeout = Code(.timeout)
 
         public var description: String { backing.rawValue }
     }

@@ -74,7 +74,7 @@ public final class LocalRack {
         policy: Data,
         evidence: String = "rot",
         part: String = "kr-demo"
-    ) throws(RackOperatorError) {
+    ) throws(LabError) {
         self.directory = directory
         self.executable = executable
         caDirectory = directory.appendingPathComponent("ca")
@@ -129,10 +129,10 @@ public final class LocalRack {
                     ))
             }
             self.members = members
-        } catch let error as RackOperatorError {
+        } catch let error as LabError {
             throw error
         } catch {
-            throw RackOperatorError("cannot create the local rack in \(directory.path): \(error)")
+            throw LabError(.setup, "cannot create the local rack in \(directory.path): \(error)")
         }
     }
 
@@ -151,14 +151,14 @@ public final class LocalRack {
         environment: [String: String] = [:],
         executable: String? = nil,
         timeout: Duration = .seconds(20)
-    ) async throws(RackOperatorError) {
+    ) async throws(LabError) {
         try launch(index, environment: environment, executable: executable)
         try await waitUntilAnswering(index, timeout: timeout)
     }
 
     /// Starts the process of node `index` without waiting for it.
     public func launch(_ index: Int, environment: [String: String] = [:], executable: String? = nil)
-        throws(RackOperatorError)
+        throws(LabError)
     {
         guard !isRunning(index) else { return }
         let member = members[index]
@@ -178,24 +178,25 @@ public final class LocalRack {
             try process.run()
             try? log.close()
         } catch {
-            throw RackOperatorError("cannot start node \(index + 1): \(error)")
+            throw LabError(.start, "cannot start node \(index + 1): \(error)")
         }
         processes[index] = process
         processIdentifiers.insert(process.processIdentifier)
     }
 
     /// Waits until node `index`'s admin socket answers.
-    public func waitUntilAnswering(_ index: Int, timeout: Duration = .seconds(20)) async throws(RackOperatorError) {
+    public func waitUntilAnswering(_ index: Int, timeout: Duration = .seconds(20)) async throws(LabError) {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if (try? await AdminSocket.perform(AdminRequest(.status), path: members[index].socket)) != nil { return }
             if let process = processes[index], !process.isRunning {
-                throw RackOperatorError(
+                throw LabError(
+                    .start,
                     "node \(index + 1) exited with status \(process.terminationStatus): \(logTail(index))")
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        throw RackOperatorError("node \(index + 1) did not answer within \(timeout): \(logTail(index))")
+        throw LabError(.timeout, "node \(index + 1) did not answer within \(timeout): \(logTail(index))")
     }
 
     /// Stops node `index` with `signal` (SIGTERM: a clean stop; SIGKILL: a
@@ -239,7 +240,7 @@ public final class LocalRack {
         timeout: Duration = .seconds(30),
         _ what: String,
         _ condition: @escaping (NodeStatus) -> Bool
-    ) async throws(RackOperatorError) -> [NodeStatus] {
+    ) async throws(LabError) -> [NodeStatus] {
         let deadline = ContinuousClock.now + timeout
         var last: [NodeStatus?] = []
         while ContinuousClock.now < deadline {
@@ -249,7 +250,7 @@ public final class LocalRack {
             try? await Task.sleep(for: .milliseconds(25))
         }
         let lagging = zip(indices, last).filter { $0.1.map { !condition($0) } ?? true }.map { "node \($0.0 + 1)" }
-        throw RackOperatorError("\(lagging.joined(separator: ", ")) not \(what) within \(timeout)")
+        throw LabError(.timeout, "\(lagging.joined(separator: ", ")) not \(what) within \(timeout)")
     }
 
     /// The last lines of node `index`'s log.

@@ -672,70 +672,40 @@ public final class Simulator {
         execute(actions)
     }
 
-    /// Hands a coordinator its reconfiguration (or upgrade) and carries out
-    /// what it says. A refusal is counted and, while fewer than four were
-    /// seen, answered with the control plane's retry, which is returned.
-    private func startCoordinating(
-        _ index: Int,
-        _ coordinator: PlatformId,
-        refusals: inout Int,
-        _ start: (inout Node, inout SeededRandomSource) throws -> Void
-    ) -> ControlPlaneAction? {
-        do {
-            try start(&nodes[index].node, &protocolRandom)
-            process(index)
-            return nil
-        } catch {
-            process(index)
-            refusals += 1
-            guard refusals < 4 else { return nil }
-            return controlPlane.reconfigurationRefused(by: coordinator, available: available)
-        }
-    }
-
+    /// Carries out the control plane's actions on the nodes that are up and
+    /// tells the control plane what became of each (``ControlPlane/record(_:outcome:available:)``,
+    /// the same call the operator makes), following the retries it returns.
     private func execute(_ actions: [ControlPlaneAction]) {
         var queue = actions
-        var refusals = 0
         while !queue.isEmpty {
             let action = queue.removeFirst()
             guard let index = indexOf[action.target], nodes[index].up else { continue }
-            switch action {
-            case .reconfigure(let coordinator, let request):
-                if let retry = startCoordinating(
-                    index, coordinator, refusals: &refusals,
-                    {
-                        try $0.reconfigure(request, using: &$1)
-                    })
-                {
-                    queue.append(retry)
-                }
-            case .upgradeFromLrtq(let coordinator, let request):
-                if let retry = startCoordinating(
-                    index, coordinator, refusals: &refusals,
-                    {
-                        try $0.upgradeFromLrtq(request, using: &$1)
-                    })
-                {
-                    queue.append(retry)
-                }
-            case .commit(let member, let epoch):
-                do {
-                    try nodes[index].node.commit(epoch)
-                    process(index)
-                    controlPlane.commitConfirmed(by: member, epoch: epoch)
-                } catch {
-                    process(index)
-                    controlPlane.commitRefused(by: member)
-                }
-            case .prepareAndCommit(let member, let config):
-                do {
-                    try nodes[index].node.prepareAndCommit(config)
-                    process(index)
-                    controlPlane.commitConfirmed(by: member, epoch: config.epoch)
-                } catch {
-                    process(index)
-                }
+            let outcome = carryOut(action, on: index)
+            process(index)
+            if let next = controlPlane.record(action, outcome: outcome, available: available) {
+                queue.append(next)
             }
+        }
+    }
+
+    /// Asks node `index` to do `action`.
+    private func carryOut(_ action: ControlPlaneAction, on index: Int) -> ControlPlaneOutcome {
+        do {
+            switch action {
+            case .reconfigure(_, let request):
+                try nodes[index].node.reconfigure(request, using: &protocolRandom)
+            case .upgradeFromLrtq(_, let request):
+                try nodes[index].node.upgradeFromLrtq(request, using: &protocolRandom)
+            case .commit(_, let epoch):
+                try nodes[index].node.commit(epoch)
+            case .prepareAndCommit(_, let configuration):
+                try nodes[index].node.prepareAndCommit(configuration)
+            }
+            return .done
+        } catch let error as CommitError {
+            return .refused(code: error.code.rawValue, reason: error.description)
+        } catch {
+            return .refused(code: "\(type(of: error))", reason: "\(error)")
         }
     }
 

@@ -32,6 +32,17 @@ public enum ControlPlaneAction: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// What became of a ``ControlPlaneAction`` once its node was asked.
+public enum ControlPlaneOutcome: Sendable, Equatable {
+    /// The node did it.
+    case done
+    /// The node refused: its error code (a trust-quorum code such as
+    /// `TQ-COMMIT-NOT-PREPARED`, or the agent's) and a sentence.
+    case refused(code: String, reason: String)
+    /// The node could not be asked.
+    case unreachable
+}
+
 /// Why the control plane refused an operator's request.
 public struct ControlPlaneError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The stable code callers match on.
@@ -62,11 +73,15 @@ public struct ControlPlaneOptions: Sendable, Equatable {
     public var stallTicks: Int
     /// The largest N allowed (as for nodes).
     public var maximumMembers: Int
+    /// Coordinators that may refuse in a row, between two ticks, before the
+    /// control plane waits for the next tick to try again.
+    public var refusalsPerTick: Int
 
     /// Options: abort after `stallTicks` ticks without progress.
-    public init(stallTicks: Int = 20, maximumMembers: Int = 32) {
+    public init(stallTicks: Int = 20, maximumMembers: Int = 32, refusalsPerTick: Int = 3) {
         self.stallTicks = stallTicks
         self.maximumMembers = maximumMembers
+        self.refusalsPerTick = refusalsPerTick
     }
 }
 
@@ -102,6 +117,8 @@ public struct ControlPlane: Sendable {
     private var state: State = .idle
     /// Members of ``lastCommitted`` that acked its prepare (get `commit`, not `prepareAndCommit`).
     private var preparedMembers: Set<PlatformId> = []
+    /// Coordinators that refused since the last tick.
+    private var refusalsSinceTick = 0
 
     private enum State: Sendable {
         case idle
@@ -330,10 +347,47 @@ public struct ControlPlane: Sendable {
 
     /// The coordinator refused the request (it has not acked, or has seen a
     /// newer epoch): retry at the next epoch with another coordinator.
+    /// After ``ControlPlaneOptions/refusalsPerTick`` refusals in a row the
+    /// control plane waits for the next ``tick(available:)`` to try again.
     public mutating func reconfigurationRefused(by node: PlatformId, available: Set<PlatformId>) -> ControlPlaneAction?
     {
         guard case .reconfiguring(let attempt) = state, attempt.coordinator == node else { return nil }
+        refusalsSinceTick += 1
+        guard refusalsSinceTick <= options.refusalsPerTick else {
+            state = .waiting(attempt.target)
+            return nil
+        }
         return self.attempt(attempt.target, available: available, excluding: node)
+    }
+
+    /// What the outcome of `action` means — the one place that says it, for
+    /// the operator and the simulator alike. Returns the next action to carry
+    /// out (another coordinator, at the next epoch, after a refusal).
+    ///
+    /// - A commit carried out is confirmed.
+    /// - A `commit` refused as not prepared is sent as `prepareAndCommit`
+    ///   next time; any other refusal of a commit changes nothing (it is sent
+    ///   again to members that are available, on ``tick(available:)``).
+    /// - A coordinator that refuses or cannot be reached is replaced.
+    public mutating func record(
+        _ action: ControlPlaneAction,
+        outcome: ControlPlaneOutcome,
+        available: Set<PlatformId>
+    ) -> ControlPlaneAction? {
+        switch (action, outcome) {
+        case (.commit(let node, let epoch), .done):
+            commitConfirmed(by: node, epoch: epoch)
+        case (.prepareAndCommit(let node, let configuration), .done):
+            commitConfirmed(by: node, epoch: configuration.epoch)
+        case (.commit(let node, _), .refused(let code, _)) where code == CommitError.Code.notPrepared.rawValue:
+            commitRefused(by: node)
+        case (.reconfigure(let coordinator, _), .refused), (.reconfigure(let coordinator, _), .unreachable),
+            (.upgradeFromLrtq(let coordinator, _), .refused), (.upgradeFromLrtq(let coordinator, _), .unreachable):
+            return reconfigurationRefused(by: coordinator, available: available)
+        default:
+            break
+        }
+        return nil
     }
 
     /// Time passes. Aborts a stalled reconfiguration (its coordinator is not
@@ -341,6 +395,7 @@ public struct ControlPlane: Sendable {
     /// the next epoch; retries a waiting one; re-sends commits to members
     /// that have not confirmed and are available.
     public mutating func tick(available: Set<PlatformId>) -> [ControlPlaneAction] {
+        refusalsSinceTick = 0
         var actions: [ControlPlaneAction] = []
         switch state {
         case .idle:

@@ -85,10 +85,10 @@ public struct RackOperator: Sendable {
         let reachable = reports.compactMap(\.status)
         guard let rackId = reachable.first?.rackId else {
             throw RackOperatorError(
-                "no node answered: " + reports.compactMap { $0.error?.description }.joined(separator: "; "))
+                .noNodeAnswered, "no node answered: " + reports.compactMap { $0.error?.description }.joined(separator: "; "))
         }
         if let other = reachable.first(where: { $0.rackId != rackId }) {
-            throw RackOperatorError("\(other.platform) belongs to rack \(other.rackId), not \(rackId)")
+            throw RackOperatorError(.otherRack, "\(other.platform) belongs to rack \(other.rackId), not \(rackId)")
         }
         let committed = reachable.compactMap(\.latestCommitted).max { $0.epoch < $1.epoch }
         let members: Set<PlatformId>
@@ -96,29 +96,29 @@ public struct RackOperator: Sendable {
         case .initialize:
             if let down = reports.first(where: { $0.status == nil }) {
                 throw RackOperatorError(
-                    "setting up the rack needs every node: \(down.error?.description ?? down.socket)")
+                    .nodeDown, "setting up the rack needs every node: \(down.error?.description ?? down.socket)")
             }
             members = Set(reachable.map(\.platform))
             if let committed, Set(committed.members.keys) != members {
                 throw RackOperatorError(
-                    "the rack is already set up at epoch \(committed.epoch) with other members: use rack add/remove")
+                    .alreadySetUp, "the rack is already set up at epoch \(committed.epoch) with other members: use rack add/remove")
             }
         case .add(let newSockets):
-            guard let committed else { throw RackOperatorError("the rack is not set up yet: run rack init first") }
+            guard let committed else { throw RackOperatorError(.notSetUp, "the rack is not set up yet: run rack init first") }
             let added = await RackOperator(sockets: newSockets).survey()
             if let down = added.first(where: { $0.status == nil }) {
-                throw RackOperatorError("the node to add does not answer: \(down.error?.description ?? down.socket)")
+                throw RackOperatorError(.nodeDown, "the node to add does not answer: \(down.error?.description ?? down.socket)")
             }
             if let stranger = added.compactMap(\.status).first(where: { $0.rackId != rackId }) {
-                throw RackOperatorError("\(stranger.platform) is configured for rack \(stranger.rackId), not \(rackId)")
+                throw RackOperatorError(.otherRack, "\(stranger.platform) is configured for rack \(stranger.rackId), not \(rackId)")
             }
             members = Set(committed.members.keys).union(added.compactMap(\.status?.platform))
             reports += added
         case .remove(let removed):
-            guard let committed else { throw RackOperatorError("the rack is not set up yet: run rack init first") }
+            guard let committed else { throw RackOperatorError(.notSetUp, "the rack is not set up yet: run rack init first") }
             members = Set(committed.members.keys).subtracting(removed)
         case .rotate:
-            guard let committed else { throw RackOperatorError("the rack is not set up yet: run rack init first") }
+            guard let committed else { throw RackOperatorError(.notSetUp, "the rack is not set up yet: run rack init first") }
             members = Set(committed.members.keys)
         }
         // The same settings, over the added nodes' sockets too.
@@ -143,10 +143,8 @@ public struct RackOperator: Sendable {
         }
     }
 
-    // Swift 6.3's optimizer crashes on this function ("Found ownership error"
-    // in CopyPropagation, release builds only); it polls over sockets, so
-    // leaving it unoptimized costs nothing measurable.
-    @_optimize(none)
+    /// Carries out an ``OperatorRun`` over the admin sockets: the short loop
+    /// that asks nodes, sleeps between polls and prints progress.
     private func drive(
         reports surveyed: [NodeReport],
         rackId: RackId,
@@ -155,185 +153,109 @@ public struct RackOperator: Sendable {
         threshold: Int,
         alwaysNewEpoch: Bool
     ) async throws(RackOperatorError) -> Configuration {
-        var reports = surveyed
+        let clock = ContinuousClock()
         var socketOf: [PlatformId: String] = [:]
-        for report in reports { if let status = report.status { socketOf[status.platform] = report.socket } }
-        let highest = reports.compactMap { $0.status?.highestEpochSeen }.max() ?? Epoch(0)
-        let committedBy = Set(
-            reports.compactMap(\.status).filter { $0.committedEpoch == committed?.epoch }.map(\.platform)
+        for report in surveyed { if let status = report.status { socketOf[status.platform] = report.socket } }
+        var run = OperatorRun(
+            plan: OperatorRun.Plan(
+                rackId: rackId, committed: committed, members: members, threshold: threshold,
+                alwaysNewEpoch: alwaysNewEpoch),
+            statuses: surveyed.compactMap(\.status),
+            options: OperatorRun.Options(
+                timeout: timeout, stallPolls: stallPolls, waitForDownMembers: waitForDownMembers),
+            now: clock.now
         )
-        var controlPlane = ControlPlane(
-            rackId: rackId,
-            options: ControlPlaneOptions(stallTicks: stallPolls),
-            resumingFrom: committed,
-            committedMembers: committedBy,
-            highestEpoch: highest
-        )
-        let done = committed.map { Set($0.members.keys) == members && $0.threshold == threshold } ?? false
-        var actions: [ControlPlaneAction] = []
-        if done && !alwaysNewEpoch {
-            progress(
-                "epoch \(committed?.epoch ?? Epoch(0)) already has these \(members.count) members; delivering missing commits"
-            )
-        } else {
-            do {
-                let available = Self.available(reports)
-                if let action = try controlPlane.startReconfiguration(
-                    members: members,
-                    threshold: threshold,
-                    available: available
-                ) {
-                    actions.append(action)
-                }
-            } catch {
-                throw RackOperatorError(error.description)
+        var outputs = run.start(now: clock.now)[...]
+        while let output = outputs.popFirst() {
+            switch output {
+            case .carryOut(let action):
+                let outcome = await carryOut(action, socket: socketOf[action.target])
+                outputs += run.outcome(of: action, outcome, now: clock.now)
+            case .progress(let line):
+                progress(line)
+            case .poll:
+                try? await Task.sleep(for: pollInterval)
+                let reports = await survey()
+                for report in reports { if let status = report.status { socketOf[status.platform] = report.socket } }
+                outputs += run.surveyed(reports.compactMap(\.status), now: clock.now)
+            case .finished(let configuration):
+                return configuration
+            case .failed(let error):
+                throw error
             }
         }
-        let target = controlPlane.currentAttempt?.epoch ?? committed?.epoch ?? Epoch(0)
-        let deadline = ContinuousClock.now + timeout
-        var lastAcks = -1
-        var announcedCommit = false
-        var graceDeadline: ContinuousClock.Instant?
-        while true {
-            while !actions.isEmpty {
-                let action = actions.removeFirst()
-                let refusal = try await carryOut(action, socketOf: socketOf)
-                if let next = record(action, refusal: refusal, in: &controlPlane, available: Self.available(reports)) {
-                    actions.append(next)
-                }
-            }
-            if let last = controlPlane.lastCommitted, last.epoch >= target, !controlPlane.isReconfiguring {
-                if !announcedCommit {
-                    announcedCommit = true
-                    if last.epoch != committed?.epoch {
-                        progress("epoch \(last.epoch) committed: N=\(last.memberCount), K=\(last.threshold)")
-                    }
-                }
-                let waiting = controlPlane.pendingCommits.intersection(Self.available(reports))
-                // Members that are down get a grace period: a node that is rebooting is told to commit
-                // when it answers again, instead of staying behind until the next operator command.
-                if graceDeadline == nil { graceDeadline = ContinuousClock.now + waitForDownMembers }
-                let graceOver = graceDeadline.map { ContinuousClock.now >= $0 } ?? true
-                if waiting.isEmpty && (controlPlane.pendingCommits.isEmpty || graceOver) {
-                    let missing = controlPlane.pendingCommits.sorted()
-                    if !missing.isEmpty {
-                        progress(
-                            "not reachable, will catch up when back: "
-                                + missing.map(\.description).joined(separator: ", "))
-                    }
-                    return last
-                }
-            }
-            guard ContinuousClock.now < deadline else {
-                throw RackOperatorError("gave up after \(timeout); re-run the same command to resume")
-            }
-            try? await Task.sleep(for: pollInterval)
-            reports = await survey()
-            for report in reports { if let status = report.status { socketOf[status.platform] = report.socket } }
-            var available = Self.available(reports)
-            if let attempt = controlPlane.currentAttempt,
-                let status = reports.first(where: { $0.status?.platform == attempt.coordinator })?.status
-            {
-                if status.coordinating?.epoch != attempt.epoch, (status.committedEpoch ?? Epoch(0)) < attempt.epoch {
-                    // The coordinator restarted and forgot the attempt: retry at the next epoch now.
-                    available.remove(attempt.coordinator)
-                }
-                if let coordinating = status.coordinating, coordinating.epoch == attempt.epoch {
-                    if coordinating.acked.count != lastAcks {
-                        lastAcks = coordinating.acked.count
-                        if let config = coordinating.configuration {
-                            let quorum = ControlPlane.commitQuorum(
-                                threshold: config.threshold, memberCount: config.memberCount)
-                            progress(
-                                "epoch \(attempt.epoch): \(lastAcks)/\(config.memberCount) prepared (commit at \(quorum))"
-                            )
-                        } else {
-                            progress(
-                                "epoch \(attempt.epoch): \(attempt.coordinator) is gathering the old epoch's shares")
-                        }
-                    }
-                    actions += controlPlane.coordinatorReported(
-                        coordinating.coordinatorStatus, from: attempt.coordinator, available: available)
-                }
-            }
-            // Confirm commits the nodes report (a node may have committed through a peer's CommitAdvance).
-            if let last = controlPlane.lastCommitted {
-                for status in reports.compactMap(\.status) where status.committedEpoch.map({ $0 >= last.epoch }) == true
-                {
-                    controlPlane.commitConfirmed(by: status.platform, epoch: last.epoch)
-                }
-            }
-            let before = controlPlane.currentAttempt?.epoch
-            actions += controlPlane.tick(available: available)
-            if let after = controlPlane.currentAttempt?.epoch, after != before, let before {
-                progress("epoch \(before) stalled or lost its coordinator; retrying at epoch \(after)")
-                lastAcks = -1
-            }
-        }
+        throw RackOperatorError(.timedOut, "the run stopped without an outcome; re-run the same command to resume")
     }
 
-    /// Sends `action` to its node; returns the node's refusal, if any.
-    private func carryOut(_ action: ControlPlaneAction, socketOf: [PlatformId: String]) async throws(RackOperatorError)
-        -> AdminError?
-    {
-        guard let socket = socketOf[action.target] else { return nil }
-        let request: AdminRequest
+    /// Asks the node behind `socket` to do `action`.
+    private func carryOut(_ action: ControlPlaneAction, socket: String?) async -> ControlPlaneOutcome {
+        guard let socket else { return .unreachable }
+        let command: AdminCommand
         switch action {
-        case .reconfigure(let coordinator, let reconfigure):
-            progress(
-                "epoch \(reconfigure.epoch): asking \(coordinator) to coordinate N=\(reconfigure.members.count), K=\(reconfigure.threshold)"
-            )
-            request = AdminRequest(.reconfigure, reconfigure: reconfigure)
+        case .reconfigure(_, let reconfigure): command = .reconfigure(reconfigure)
         case .upgradeFromLrtq:
-            throw RackOperatorError("upgrading from LRTQ is not offered by this tool")
-        case .commit(_, let epoch):
-            request = AdminRequest(.commit, epoch: epoch)
-        case .prepareAndCommit(_, let configuration):
-            request = AdminRequest(.prepareAndCommit, configuration: configuration)
+            return .refused(code: AdminError.Code.request.rawValue, reason: "upgrading from LRTQ is not offered by this tool")
+        case .commit(_, let epoch): command = .commit(epoch)
+        case .prepareAndCommit(_, let configuration): command = .prepareAndCommit(configuration)
         }
         do {
-            _ = try await AdminSocket.perform(request, path: socket)
-            return nil
+            _ = try await AdminSocket.perform(AdminRequest(command), path: socket)
+            return .done
+        } catch where error.code == .unreachable {
+            return .unreachable
         } catch {
-            return error
+            return .refused(code: error.code.rawValue, reason: error.reason)
         }
-    }
-
-    /// What the control plane learns from the outcome of `action`; returns the
-    /// next action to carry out (another coordinator after a refusal).
-    private func record(
-        _ action: ControlPlaneAction,
-        refusal: AdminError?,
-        in controlPlane: inout ControlPlane,
-        available: Set<PlatformId>
-    ) -> ControlPlaneAction? {
-        switch (action, refusal) {
-        case (.commit(let node, let epoch), nil):
-            controlPlane.commitConfirmed(by: node, epoch: epoch)
-        case (.prepareAndCommit(let node, let configuration), nil):
-            controlPlane.commitConfirmed(by: node, epoch: configuration.epoch)
-        case (.reconfigure(let coordinator, _), let error?):
-            progress("\(coordinator) refused to coordinate (\(error.code)); trying the next epoch")
-            return controlPlane.reconfigurationRefused(by: coordinator, available: available)
-        case (.commit(let node, _), let error?):
-            if error.code == AdminError.Code(CommitError.Code.notPrepared) { controlPlane.commitRefused(by: node) }
-        case (.prepareAndCommit(let node, _), let error?):
-            progress("\(node) refused the commit: \(error)")
-        default:
-            break
-        }
-        return nil
-    }
-
-    /// Nodes that answered and have not been expunged.
-    static func available(_ reports: [NodeReport]) -> Set<PlatformId> {
-        Set(reports.compactMap(\.status).filter { $0.expunged == nil }.map(\.platform))
     }
 }
 
-/// An operator command that could not finish.
-public struct RackOperatorError: Error, Equatable, Sendable, CustomStringConvertible {
+/// An operator command that could not finish, shaped like swift-certificates'
+/// errors: callers match on ``code``; ``reason`` is for people.
+public struct RackOperatorError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What went wrong; stable, and extensible without breaking callers.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Backing: String, Sendable {
+            case noNodeAnswered = "RACK-NO-NODE"
+            case otherRack = "RACK-OTHER-RACK"
+            case notSetUp = "RACK-NOT-SET-UP"
+            case alreadySetUp = "RACK-ALREADY-SET-UP"
+            case nodeDown = "RACK-NODE-DOWN"
+            case refused = "RACK-REFUSED"
+            case timedOut = "RACK-TIMED-OUT"
+        }
+        private let backing: Backing
+        private init(_ backing: Backing) { self.backing = backing }
+
+        /// No node answered.
+        public static let noNodeAnswered = Code(.noNodeAnswered)
+        /// A node belongs to another rack.
+        public static let otherRack = Code(.otherRack)
+        /// The rack has no committed configuration yet.
+        public static let notSetUp = Code(.notSetUp)
+        /// The rack is set up with other members.
+        public static let alreadySetUp = Code(.alreadySetUp)
+        /// A node the command needs does not answer.
+        public static let nodeDown = Code(.nodeDown)
+        /// The control plane refused the goal (N or K out of range).
+        public static let refused = Code(.refused)
+        /// The command did not finish in time (it can be run again).
+        public static let timedOut = Code(.timedOut)
+
+        public var description: String { backing.rawValue }
+    }
+
+    /// What went wrong.
+    public let code: Code
+    /// For people.
     public let reason: String
-    public init(_ reason: String) { self.reason = reason }
+
+    /// An error from its parts.
+    public init(_ code: Code, _ reason: String) {
+        self.code = code
+        self.reason = reason
+    }
+
     public var description: String { reason }
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
+    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 }

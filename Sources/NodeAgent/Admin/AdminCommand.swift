@@ -38,26 +38,32 @@ public enum AdminCommand: Sendable, Equatable {
         case .prepareAndCommit:
             self = .prepareAndCommit(try required(request.configuration, "configuration"))
         case .setPeers:
-            var peers: [PlatformId: PeerAddress] = [:]
-            do {
-                for (id, address) in try required(request.peers, "peers") {
-                    let platform = try NodeConfiguration.platformId(id, field: "peers")
-                    guard platform != localPlatform else { continue }
-                    peers[platform] = try PeerAddress(parsing: address, field: "peers.\(id)")
-                }
-            } catch let error as NodeConfigurationError {
-                throw AdminError(.request, error.reason)
-            } catch let error as AdminError {
-                throw error
-            } catch {
-                throw AdminError(.request, "\(error)")
-            }
-            self = .setPeers(peers)
+            self = .setPeers(try Self.peers(try required(request.peers, "peers"), localPlatform: localPlatform))
         case .diskKey:
             self = .diskKey(disk: try required(request.disk, "disk"), epoch: request.epoch)
         case .diskRekeyed:
             self = .diskRekeyed(disk: try required(request.disk, "disk"), epoch: try required(request.epoch, "epoch"))
         }
+    }
+
+    /// `part:serial` → `host:port`, without `localPlatform`.
+    private static func peers(_ text: [String: String], localPlatform: PlatformId) throws(AdminError)
+        -> [PlatformId: PeerAddress]
+    {
+        var peers: [PlatformId: PeerAddress] = [:]
+        for (id, address) in text {
+            let platform: PlatformId
+            let parsed: PeerAddress
+            do {
+                platform = try NodeConfiguration.platformId(id, field: "peers")
+                parsed = try PeerAddress(parsing: address, field: "peers.\(id)")
+            } catch {
+                throw AdminError(.request, error.reason)
+            }
+            guard platform != localPlatform else { continue }
+            peers[platform] = parsed
+        }
+        return peers
     }
 
     /// Whether a halted node still answers it.
@@ -66,7 +72,7 @@ public enum AdminCommand: Sendable, Equatable {
 
 extension AdminRequest {
     /// The wire form of `command`.
-    public init(_ command: AdminCommand) {
+    public init(command: AdminCommand) {
         switch command {
         case .status: self.init(.status)
         case .reconfigure(let request): self.init(.reconfigure, reconfigure: request)

@@ -199,7 +199,7 @@ public struct RackOperator: Sendable {
         case .prepareAndCommit(_, let configuration): command = .prepareAndCommit(configuration)
         }
         do {
-            _ = try await AdminSocket.perform(AdminRequest(command), path: socket)
+            _ = try await AdminSocket.perform(AdminRequest(command: command), path: socket)
             return .done
         } catch where error.code == .unreachable {
             return .unreachable

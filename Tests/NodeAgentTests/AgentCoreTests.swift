@@ -1,0 +1,241 @@
+import KeyrackCore
+import NodeAgent
+import Testing
+import TrustQuorum
+
+@Suite("AgentCore: the node's rules, with values")
+struct AgentCoreTests {
+    /// A committed rack of `count` cores, all connected and unlocked.
+    static func setUp(_ count: Int = 3, disks: [String] = ["data0"]) throws -> CoreRack {
+        var rack = CoreRack(count: count, disks: disks)
+        rack.connectAll()
+        let outputs = rack.operate(members: Set(rack.platforms), threshold: 2)
+        try #require(outputs.finished?.epoch == Epoch(1), "set-up did not commit: \(outputs)")
+        return rack
+    }
+
+    @Test("set up by the operator, every node commits epoch 1 and unlocks; disks are recorded under it")
+    func setUpAndUnlock() throws {
+        let rack = try Self.setUp()
+        for core in rack.cores {
+            let status = core.status()
+            #expect(status.committedEpoch == Epoch(1))
+            #expect(status.unlockedEpoch == Epoch(1))
+            #expect(status.connected.count == 2)
+            #expect(core.agentState.disks == ["data0": Epoch(1)])
+            #expect(status.rekey.isEmpty)
+        }
+    }
+
+    @Test("persist before send: a Prepare goes out only after its ledger write is reported")
+    func persistBeforeSend() throws {
+        var rack = CoreRack(count: 3)
+        rack.connectAll()
+        let request = ReconfigureRequest(
+            rackId: rack.rackId, epoch: Epoch(1), lastCommittedEpoch: nil, members: Set(rack.platforms), threshold: 2)
+        var core = rack.cores[0]
+        let first = core.handle(.admin(.reconfigure(request), request: 7))
+        let write = try #require(first.firstIndex { if case .writeLedger = $0 { true } else { false } })
+        #expect(!first[write...].contains { if case .send = $0 { true } else { false } })
+        #expect(!first.contains { if case .reply = $0 { true } else { false } })
+        let generation = core.generation + 1
+        let released = core.handle(.ledgerWritten(generation: generation))
+        let sends = released.compactMap { action -> PlatformId? in
+            if case .send(let message, let peer, _) = action, case .prepare = message.kind { return peer }
+            return nil
+        }
+        #expect(Set(sends) == Set(rack.platforms.dropFirst()))
+        #expect(released.last == .reply(7, AdminResponse()))
+        #expect(core.generation == generation)
+        #expect(core.durable == core.node.persistentState)
+    }
+
+    @Test("a failed ledger write halts: nothing that depended on it is sent, channels close, only status answers")
+    func haltOnWriteFailure() throws {
+        var rack = CoreRack(count: 3)
+        rack.connectAll()
+        let request = ReconfigureRequest(
+            rackId: rack.rackId, epoch: Epoch(1), lastCommittedEpoch: nil, members: Set(rack.platforms), threshold: 2)
+        rack.failLedgerWrite = [0]
+        let answer = rack.admin(.reconfigure(request), to: 0)
+        #expect(answer?.error?.code == .halted)
+        let actions = rack.log[0]
+        #expect(!actions.contains { if case .send = $0 { true } else { false } })
+        let closed = Set(actions.compactMap { if case .close(let id) = $0 { id } else { nil } })
+        #expect(closed == [rack.channel[0][1], rack.channel[0][2]])
+        #expect(actions.contains(.stopDialing))
+        #expect(rack.cores[0].halted != nil)
+        #expect(rack.cores[0].durable == .empty)  // reports the state last written, not what is in memory
+        #expect(rack.cores[0].agentState.alarms.last?.hasPrefix("NodeHalted") == true)
+        #expect(rack.admin(.commit(Epoch(1)), to: 0)?.error?.code == .halted)
+        #expect(rack.admin(.diskKey(disk: "data0", epoch: nil), to: 0)?.error?.code == .halted)
+        #expect(rack.admin(.status, to: 0)?.status?.platform == rack.platforms[0])
+        #expect(!rack.cores[0].admits(rack.platforms[1]))
+    }
+
+    @Test("an event that arrives while a ledger write is outstanding is handled after its outcome")
+    func eventsWaitForWrites() throws {
+        var rack = CoreRack(count: 3)
+        rack.connectAll()
+        let request = ReconfigureRequest(
+            rackId: rack.rackId, epoch: Epoch(1), lastCommittedEpoch: nil, members: Set(rack.platforms), threshold: 2)
+        var core = rack.cores[0]
+        _ = core.handle(.admin(.reconfigure(request), request: 1))
+        #expect(core.handle(.admin(.status, request: 2)).isEmpty)
+        let after = core.handle(.ledgerWritten(generation: core.generation + 1))
+        let replies = after.compactMap { if case .reply(let id, _) = $0 { id } else { nil } }
+        #expect(replies == [1, 2])
+    }
+
+    @Test("setPeers dials the new peers that sort after this node and answers only once the agent state is written")
+    func setPeers() throws {
+        var rack = CoreRack(count: 3)
+        let newcomer = PlatformId(part: "kr", serial: "sn-9")
+        let address = PeerAddress(host: "127.0.0.1", port: 7999)
+        var core = rack.cores[0]
+        let actions = core.handle(.admin(.setPeers([newcomer: address]), request: 1))
+        #expect(actions.contains(.dial(newcomer)))
+        #expect(!actions.contains { if case .reply = $0 { true } else { false } })
+        #expect(core.handle(.agentStateSaved(generation: core.agentState.generation)) == [.reply(1, AdminResponse())])
+        #expect(core.agentState.peers == [newcomer.description: address.description])
+        #expect(core.admits(newcomer))
+        // The same again is answered at once: nothing to write.
+        #expect(core.handle(.admin(.setPeers([newcomer: address]), request: 2)) == [.reply(2, AdminResponse())])
+
+        // A failed write is reported and rolled back, so that asking again writes again.
+        rack.failStateWrite = [1]
+        #expect(rack.admin(.setPeers([newcomer: address]), to: 1)?.error?.code == .stateWrite)
+        #expect(rack.cores[1].agentState.peers.isEmpty)
+        #expect(rack.cores[1].dialAddress(of: newcomer) == address)  // dialed all the same
+        #expect(rack.admin(.setPeers([newcomer: address]), to: 1)?.error == nil)
+        #expect(rack.cores[1].agentState.peers == [newcomer.description: address.description])
+    }
+
+    @Test("peers named in the configuration file win over learnt ones")
+    func configuredPeersWin() {
+        var rack = CoreRack(count: 3)
+        let configured = rack.cores[0].addressBook[rack.platforms[1]]
+        #expect(rack.admin(.setPeers([rack.platforms[1]: PeerAddress(host: "10.0.0.1", port: 1)]), to: 0)?.error == nil)
+        #expect(rack.cores[0].addressBook[rack.platforms[1]] == configured)
+        #expect(rack.cores[0].agentState.peers.isEmpty)
+    }
+
+    @Test("admission: configured peers and configuration members, never itself or a stranger")
+    func admission() throws {
+        let rack = try Self.setUp()
+        let core = rack.cores[0]
+        #expect(core.admits(rack.platforms[1]))
+        #expect(!core.admits(rack.platforms[0]))
+        #expect(!core.admits(PlatformId(part: "kr", serial: "stranger")))
+    }
+
+    @Test("dialing: only the peers whose platform id sorts after this node's")
+    func dialing() {
+        var rack = CoreRack(count: 3)
+        rack.deliver(.started(listenPort: 7000), to: 1)
+        let dialed = rack.log[1].compactMap { if case .dial(let peer) = $0 { peer } else { nil } }
+        #expect(dialed == [rack.platforms[2]])
+        #expect(rack.cores[1].dialAddress(of: rack.platforms[2]) != nil)
+        #expect(rack.cores[1].dialAddress(of: rack.platforms[0]) == nil)
+    }
+
+    @Test("channels: a reconnect closes the old channel; frames on a stale or malformed channel close it")
+    func channels() throws {
+        var rack = try Self.setUp()
+        var core = rack.cores[0]
+        let peer = rack.platforms[1]
+        let old = rack.channel[0][1]
+        let replaced = core.handle(.peerAttached(peer, connection: 900))
+        #expect(replaced.contains(.close(connection: old)))
+        #expect(core.isAttached(peer, connection: 900))
+        let stale = core.handle(
+            .received(Message(rackId: rack.rackId, kind: .getShare(Epoch(1))), from: peer, connection: old))
+        #expect(stale == [.close(connection: old)])
+        let malformed = core.handle(.malformedFrame(from: peer, connection: 900, code: "TQ-WIRE-TRUNCATED"))
+        #expect(malformed.contains(.close(connection: 900)))
+        // A detach of a channel that is no longer the peer's changes nothing.
+        #expect(core.handle(.peerDetached(peer, connection: old)).isEmpty)
+        rack.cores[0] = core
+    }
+
+    @Test("disk keys: refused before commit and for unknown disks; equal across nodes of the rack for one epoch")
+    func diskKeys() throws {
+        var fresh = CoreRack(count: 3)
+        #expect(fresh.admin(.diskKey(disk: "data0", epoch: nil), to: 0)?.error?.code == .notCommitted)
+        #expect(fresh.admin(.diskKey(disk: "nope", epoch: nil), to: 0)?.error?.code == .diskUnknown)
+        var rack = try Self.setUp()
+        let answer0 = rack.admin(.diskKey(disk: "data0", epoch: nil), to: 0)
+        let answer1 = rack.admin(.diskKey(disk: "data0", epoch: nil), to: 1)
+        let key0 = try #require(answer0)
+        let key1 = try #require(answer1)
+        #expect(key0.keyEpoch == Epoch(1))
+        #expect(key0.key?.count == 64)
+        #expect(key0.key == key1.key)
+        #expect(!key0.description.contains(key0.key ?? "-"))
+        let future = rack.admin(.diskKey(disk: "data0", epoch: Epoch(5)), to: 0)
+        #expect(future?.error?.code == AdminError.Code(LoadRackSecretError.Code.notCommitted))
+    }
+
+    @Test("re-key bookkeeping: after a rotation disks are reported from the epoch they use until diskRekeyed")
+    func rekeyBookkeeping() throws {
+        var rack = try Self.setUp(disks: ["data0", "data1"])
+        let rotation = rack.operate(members: Set(rack.platforms), threshold: 2, alwaysNewEpoch: true)
+        #expect(rotation.finished?.epoch == Epoch(2))
+        #expect(rack.cores[0].status().unlockedEpoch == Epoch(2))
+        #expect(
+            rack.cores[0].status().rekey == [
+                DiskRekey(disk: "data0", from: Epoch(1), to: Epoch(2)),
+                DiskRekey(disk: "data1", from: Epoch(1), to: Epoch(2)),
+            ])
+        #expect(rack.admin(.diskRekeyed(disk: "data0", epoch: Epoch(7)), to: 0)?.error?.code == .request)
+        #expect(rack.admin(.diskRekeyed(disk: "other", epoch: Epoch(2)), to: 0)?.error?.code == .diskUnknown)
+        // A write that fails records nothing: the re-key keeps being reported.
+        rack.failStateWrite = [0]
+        #expect(rack.admin(.diskRekeyed(disk: "data0", epoch: Epoch(2)), to: 0)?.error?.code == .stateWrite)
+        #expect(rack.cores[0].status().rekey.count == 2)
+        #expect(rack.admin(.diskRekeyed(disk: "data0", epoch: Epoch(2)), to: 0)?.error == nil)
+        #expect(rack.cores[0].status().rekey == [DiskRekey(disk: "data1", from: Epoch(1), to: Epoch(2))])
+        #expect(rack.admin(.diskRekeyed(disk: "data0", epoch: Epoch(1)), to: 0)?.error?.code == .request)
+        // Both epochs' keys stay derivable (the chain), and differ.
+        let old = rack.admin(.diskKey(disk: "data1", epoch: Epoch(1)), to: 0)?.key
+        let new = rack.admin(.diskKey(disk: "data1", epoch: nil), to: 0)?.key
+        #expect(old != nil && new != nil && old != new)
+    }
+
+    @Test("a node that restarts from its ledger unlocks again once it has its peers' shares")
+    func restartUnlocks() throws {
+        var rack = try Self.setUp()
+        let written = rack.cores[0].durable
+        let generation = rack.cores[0].generation
+        rack.cores[0] = Core(
+            settings: rack.cores[0].settings, state: written, generation: generation,
+            agentState: rack.cores[0].agentState, random: SeededRandomSource(seed: 99))
+        #expect(rack.cores[0].status().unlockedEpoch == nil)
+        #expect(rack.admin(.diskKey(disk: "data0", epoch: nil), to: 0)?.error?.code == .locked)
+        rack.deliver(.peerAttached(rack.platforms[1], connection: rack.channel[0][1]), to: 0)
+        rack.deliver(.peerAttached(rack.platforms[0], connection: rack.channel[1][0]), to: 1)
+        #expect(rack.cores[0].status().unlockedEpoch == Epoch(1))
+    }
+
+    @Test("the admin edge: a request without what its operation needs, or with a bad peer, is refused as NODE-ADMIN-REQUEST")
+    func adminEdge() {
+        let me = PlatformId(part: "kr", serial: "sn-1")
+        for request in [
+            AdminRequest(.commit), AdminRequest(.reconfigure), AdminRequest(.prepareAndCommit),
+            AdminRequest(.diskKey), AdminRequest(.diskRekeyed, disk: "data0"), AdminRequest(.setPeers),
+            AdminRequest(.setPeers, peers: ["not-a-platform": "127.0.0.1:1"]),
+            AdminRequest(.setPeers, peers: ["kr:sn-2": "no-port"]),
+        ] {
+            #expect(throws: AdminError(.request, "")) { try AdminCommand(request, localPlatform: me) }
+        }
+        #expect(
+            (try? AdminCommand(AdminRequest(.setPeers, peers: ["kr:sn-1": "127.0.0.1:1"]), localPlatform: me))
+                == .setPeers([:]))
+        for command in [
+            AdminCommand.status, .commit(Epoch(3)), .diskKey(disk: "d", epoch: nil), .diskRekeyed(disk: "d", epoch: Epoch(2)),
+            .setPeers([PlatformId(part: "kr", serial: "sn-2"): PeerAddress(host: "h", port: 1)]),
+        ] {
+            #expect((try? AdminCommand(AdminRequest(command: command), localPlatform: me)) == command)
+        }
+    }
+}

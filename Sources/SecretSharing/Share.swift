@@ -1,5 +1,5 @@
-import KeyrackCore
 import Crypto
+import KeyrackCore
 
 /// One member's share of a secret: the value `y` of the secret polynomial at
 /// the member's x-coordinate, for every byte of the secret.

@@ -217,7 +217,9 @@ struct AgentCoreTests {
         #expect(rack.cores[0].status().unlockedEpoch == Epoch(1))
     }
 
-    @Test("the admin edge: a request without what its operation needs, or with a bad peer, is refused as NODE-ADMIN-REQUEST")
+    @Test(
+        "the admin edge: a request without what its operation needs, or with a bad peer, is refused as NODE-ADMIN-REQUEST"
+    )
     func adminEdge() {
         let me = PlatformId(part: "kr", serial: "sn-1")
         for request in [
@@ -232,7 +234,8 @@ struct AgentCoreTests {
             (try? AdminCommand(AdminRequest(.setPeers, peers: ["kr:sn-1": "127.0.0.1:1"]), localPlatform: me))
                 == .setPeers([:]))
         for command in [
-            AdminCommand.status, .commit(Epoch(3)), .diskKey(disk: "d", epoch: nil), .diskRekeyed(disk: "d", epoch: Epoch(2)),
+            AdminCommand.status, .commit(Epoch(3)), .diskKey(disk: "d", epoch: nil),
+            .diskRekeyed(disk: "d", epoch: Epoch(2)),
             .setPeers([PlatformId(part: "kr", serial: "sn-2"): PeerAddress(host: "h", port: 1)]),
         ] {
             #expect((try? AdminCommand(AdminRequest(command: command), localPlatform: me)) == command)

@@ -148,7 +148,9 @@ struct CoreRack {
                     case .reconfigure(_, let request): command = .reconfigure(request)
                     case .commit(_, let epoch): command = .commit(epoch)
                     case .prepareAndCommit(_, let configuration): command = .prepareAndCommit(configuration)
-                    case .upgradeFromLrtq: Issue.record("the operator never upgrades from LRTQ"); return all
+                    case .upgradeFromLrtq:
+                        Issue.record("the operator never upgrades from LRTQ")
+                        return all
                     }
                     let reply = admin(command, to: index)
                     if let error = reply?.error {

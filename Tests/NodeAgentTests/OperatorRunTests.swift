@@ -125,7 +125,9 @@ struct OperatorRunTests {
         var random = SeededRandomSource(seed: 5)
         var delays: [Duration] = []
         for _ in 0..<5 { delays.append(backoff.nextDelay(using: &random)) }
-        let centres: [Duration] = [.milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(400), .milliseconds(400)]
+        let centres: [Duration] = [
+            .milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(400), .milliseconds(400),
+        ]
         for (delay, centre) in zip(delays, centres) {
             #expect(delay >= centre * 0.8 && delay <= centre * 1.2)
         }

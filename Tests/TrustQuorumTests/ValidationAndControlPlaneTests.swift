@@ -251,10 +251,11 @@ struct ControlPlaneTests {
     }
 
     /// Drives the initial setup of `members` to commit, all confirmed.
-    static func committed(_ members: [PlatformId]) -> (ControlPlane, Configuration) {
+    static func committed(_ members: [PlatformId]) throws -> (ControlPlane, Configuration) {
         var cp = ControlPlane(rackId: rack, options: ControlPlaneOptions(stallTicks: 3))
-        let action = try! cp.startReconfiguration(members: Set(members), available: Set(members))!
-        guard case .reconfigure(let coordinator, let request) = action else { fatalError() }
+        let started = try cp.startReconfiguration(members: Set(members), available: Set(members))
+        let action = try #require(started)
+        let (coordinator, request) = try #require(action.reconfiguration)
         let config = config(request.epoch, members: members, threshold: request.threshold)
         let actions = cp.coordinatorReported(
             CoordinatorStatus(epoch: request.epoch, configuration: config, acked: Set(members)),
@@ -270,10 +271,7 @@ struct ControlPlaneTests {
         let members = Array(Self.ids.prefix(5))
         var cp = ControlPlane(rackId: Self.rack)
         let action = try #require(try cp.startReconfiguration(members: Set(members), available: Set(members)))
-        guard case .reconfigure(let coordinator, let request) = action else {
-            Issue.record("expected reconfigure")
-            return
-        }
+        let (coordinator, request) = try #require(action.reconfiguration)
         #expect(request.epoch == 1 && request.lastCommittedEpoch == nil && request.threshold == 3)
         let config = Self.config(1, members: members, threshold: 3)
         // K + Z = 4: three acks are not enough.
@@ -314,12 +312,8 @@ struct ControlPlaneTests {
     func refusedCommit() throws {
         let members = Array(Self.ids.prefix(3))
         var cp = ControlPlane(rackId: Self.rack)
-        guard
-            case .reconfigure(let coordinator, _) = try cp.startReconfiguration(
-                members: Set(members),
-                available: Set(members)
-            )
-        else { return }
+        let started = try cp.startReconfiguration(members: Set(members), available: Set(members))
+        let (coordinator, _) = try #require(started?.reconfiguration)
         let config = Self.config(1, members: members, threshold: 2)
         _ = cp.coordinatorReported(
             CoordinatorStatus(epoch: 1, configuration: config, acked: Set(members)),
@@ -333,16 +327,13 @@ struct ControlPlaneTests {
     @Test("the coordinator is a member that committed the last epoch")
     func coordinatorChoice() throws {
         let members = Array(Self.ids.prefix(5))
-        var (cp, _) = Self.committed(members)
+        var (cp, _) = try Self.committed(members)
         // Only ids[3] is available among committed members; ids[7] is new.
         let action = try cp.startReconfiguration(
             members: Set(members + [Self.ids[7]]),
             available: [Self.ids[3], Self.ids[7]]
         )
-        guard case .reconfigure(let coordinator, let request) = action else {
-            Issue.record("expected reconfigure")
-            return
-        }
+        let (coordinator, request) = try #require(action?.reconfiguration)
         #expect(coordinator == Self.ids[3])
         #expect(request.lastCommittedEpoch == 1 && request.epoch == 2)
         #expect(throws: ControlPlaneError.self) {
@@ -353,7 +344,7 @@ struct ControlPlaneTests {
     @Test("no eligible coordinator: wait, then start when one is available")
     func waiting() throws {
         let members = Array(Self.ids.prefix(4))
-        var (cp, _) = Self.committed(members)
+        var (cp, _) = try Self.committed(members)
         #expect(try cp.startReconfiguration(members: Set(members), available: [Self.ids[8]]) == nil)
         #expect(cp.isReconfiguring)
         #expect(cp.tick(available: []).isEmpty)
@@ -365,18 +356,11 @@ struct ControlPlaneTests {
     @Test("a dead coordinator aborts the attempt and the next epoch is tried with another")
     func abortOnDeadCoordinator() throws {
         let members = Array(Self.ids.prefix(5))
-        var (cp, _) = Self.committed(members)
-        guard
-            case .reconfigure(let first, let request) = try cp.startReconfiguration(
-                members: Set(members),
-                available: Set(members)
-            )
-        else { return }
+        var (cp, _) = try Self.committed(members)
+        let started = try cp.startReconfiguration(members: Set(members), available: Set(members))
+        let (first, request) = try #require(started?.reconfiguration)
         let actions = cp.tick(available: Set(members).subtracting([first]))
-        guard case .reconfigure(let second, let retry) = actions.first else {
-            Issue.record("expected a retry")
-            return
-        }
+        let (second, retry) = try #require(actions.first?.reconfiguration)
         #expect(second != first)
         #expect(retry.epoch == request.epoch.next)
         #expect(retry.lastCommittedEpoch == 1)
@@ -402,35 +386,23 @@ struct ControlPlaneTests {
         let deliveries = cp.tick(available: Set(members))
         #expect(deliveries == members.suffix(2).sorted().map { .prepareAndCommit($0, config) })
         let action = try #require(try cp.startReconfiguration(members: Set(members), available: Set(members)))
-        guard case .reconfigure(let coordinator, let request) = action else {
-            Issue.record("expected a reconfiguration")
-            return
-        }
+        let (coordinator, request) = try #require(action.reconfiguration)
         #expect(request.epoch == 8)
         #expect(request.lastCommittedEpoch == 4)
         #expect(committedBy.contains(coordinator))
         // Nothing committed yet, nothing seen: the first epoch is 1.
         var fresh = ControlPlane(rackId: Self.rack, resumingFrom: nil, committedMembers: [], highestEpoch: 0)
-        guard
-            case .reconfigure(_, let first) = try fresh.startReconfiguration(
-                members: Set(members), available: Set(members))
-        else {
-            Issue.record("expected a reconfiguration")
-            return
-        }
+        let freshStart = try fresh.startReconfiguration(members: Set(members), available: Set(members))
+        let (_, first) = try #require(freshStart?.reconfiguration)
         #expect(first.epoch == 1 && first.lastCommittedEpoch == nil)
     }
 
     @Test("a stalled reconfiguration is retried after stallTicks; progress resets the count")
     func stall() throws {
         let members = Array(Self.ids.prefix(5))
-        var (cp, _) = Self.committed(members)
-        guard
-            case .reconfigure(let coordinator, let request) = try cp.startReconfiguration(
-                members: Set(members),
-                available: Set(members)
-            )
-        else { return }
+        var (cp, _) = try Self.committed(members)
+        let started = try cp.startReconfiguration(members: Set(members), available: Set(members))
+        let (coordinator, request) = try #require(started?.reconfiguration)
         let all = Set(members)
         for _ in 0..<3 { #expect(cp.tick(available: all).isEmpty) }
         _ = cp.coordinatorReported(
@@ -440,23 +412,16 @@ struct ControlPlaneTests {
         )
         for _ in 0..<3 { #expect(cp.tick(available: all).isEmpty) }
         let retry = cp.tick(available: all)
-        guard case .reconfigure(_, let next) = retry.first else {
-            Issue.record("expected a retry")
-            return
-        }
+        let (_, next) = try #require(retry.first?.reconfiguration)
         #expect(next.epoch == request.epoch.next)
     }
 
     @Test("a refused request is retried at the next epoch with another coordinator")
     func refusedRequest() throws {
         let members = Array(Self.ids.prefix(5))
-        var (cp, _) = Self.committed(members)
-        guard
-            case .reconfigure(let first, let request) = try cp.startReconfiguration(
-                members: Set(members),
-                available: Set(members)
-            )
-        else { return }
+        var (cp, _) = try Self.committed(members)
+        let started = try cp.startReconfiguration(members: Set(members), available: Set(members))
+        let (first, request) = try #require(started?.reconfiguration)
         #expect(cp.reconfigurationRefused(by: members.first { $0 != first }!, available: Set(members)) == nil)
         let retry = cp.reconfigurationRefused(by: first, available: Set(members))
         #expect(retry?.target != first)
@@ -472,5 +437,13 @@ struct ControlPlaneTests {
         #expect(throws: ControlPlaneError.self) {
             try cp.startReconfiguration(members: Set(Self.ids.prefix(4)), threshold: 4, available: Set(Self.ids))
         }
+    }
+}
+
+extension ControlPlaneAction {
+    /// The coordinator and request of a `reconfigure`, `nil` for any other action.
+    var reconfiguration: (PlatformId, ReconfigureRequest)? {
+        if case .reconfigure(let coordinator, let request) = self { return (coordinator, request) }
+        return nil
     }
 }

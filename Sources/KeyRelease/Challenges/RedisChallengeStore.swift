@@ -1,6 +1,6 @@
 import Foundation
-import RedisClient
 import KeyrackCore
+import RedisClient
 
 /// Challenges in Redis, shared by every replica.
 ///

@@ -1,7 +1,7 @@
 import Foundation
+import KeyrackCore
 import NIOCore
 import NIOPosix
-import KeyrackCore
 
 /// Keys from the dstack guest agent over its Unix socket:
 /// `POST /GetKey {"path": namespace + "/" + peerId, "purpose": "storage"}`

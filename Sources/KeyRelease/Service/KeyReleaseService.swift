@@ -1,8 +1,8 @@
 import Attestation
 import Crypto
 import Foundation
-import Logging
 import KeyrackCore
+import Logging
 
 /// The key-release pipeline, independent of HTTP: each method takes a
 /// decoded request and returns the answer or a ``KMSError`` with its code.

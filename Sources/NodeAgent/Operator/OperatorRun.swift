@@ -189,7 +189,8 @@ public struct OperatorRun<Instant: InstantProtocol>: Sendable where Instant.Dura
                             ))
                     } else {
                         outputs.append(
-                            .progress("epoch \(attempt.epoch): \(attempt.coordinator) is gathering the old epoch's shares"))
+                            .progress(
+                                "epoch \(attempt.epoch): \(attempt.coordinator) is gathering the old epoch's shares"))
                     }
                 }
                 actions += controlPlane.coordinatorReported(
@@ -235,7 +236,8 @@ public struct OperatorRun<Instant: InstantProtocol>: Sendable where Instant.Dura
             if !announcedCommit {
                 announcedCommit = true
                 if last.epoch != plan.committed?.epoch {
-                    outputs.append(.progress("epoch \(last.epoch) committed: N=\(last.memberCount), K=\(last.threshold)"))
+                    outputs.append(
+                        .progress("epoch \(last.epoch) committed: N=\(last.memberCount), K=\(last.threshold)"))
                 }
             }
             let waiting = controlPlane.pendingCommits.intersection(available)
@@ -248,7 +250,8 @@ public struct OperatorRun<Instant: InstantProtocol>: Sendable where Instant.Dura
                 if !missing.isEmpty {
                     outputs.append(
                         .progress(
-                            "not reachable, will catch up when back: " + missing.map(\.description).joined(separator: ", ")
+                            "not reachable, will catch up when back: "
+                                + missing.map(\.description).joined(separator: ", ")
                         ))
                 }
                 return outputs + [.finished(last)]

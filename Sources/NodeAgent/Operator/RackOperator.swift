@@ -85,7 +85,8 @@ public struct RackOperator: Sendable {
         let reachable = reports.compactMap(\.status)
         guard let rackId = reachable.first?.rackId else {
             throw RackOperatorError(
-                .noNodeAnswered, "no node answered: " + reports.compactMap { $0.error?.description }.joined(separator: "; "))
+                .noNodeAnswered,
+                "no node answered: " + reports.compactMap { $0.error?.description }.joined(separator: "; "))
         }
         if let other = reachable.first(where: { $0.rackId != rackId }) {
             throw RackOperatorError(.otherRack, "\(other.platform) belongs to rack \(other.rackId), not \(rackId)")
@@ -101,24 +102,33 @@ public struct RackOperator: Sendable {
             members = Set(reachable.map(\.platform))
             if let committed, Set(committed.members.keys) != members {
                 throw RackOperatorError(
-                    .alreadySetUp, "the rack is already set up at epoch \(committed.epoch) with other members: use rack add/remove")
+                    .alreadySetUp,
+                    "the rack is already set up at epoch \(committed.epoch) with other members: use rack add/remove")
             }
         case .add(let newSockets):
-            guard let committed else { throw RackOperatorError(.notSetUp, "the rack is not set up yet: run rack init first") }
+            guard let committed else {
+                throw RackOperatorError(.notSetUp, "the rack is not set up yet: run rack init first")
+            }
             let added = await RackOperator(sockets: newSockets).survey()
             if let down = added.first(where: { $0.status == nil }) {
-                throw RackOperatorError(.nodeDown, "the node to add does not answer: \(down.error?.description ?? down.socket)")
+                throw RackOperatorError(
+                    .nodeDown, "the node to add does not answer: \(down.error?.description ?? down.socket)")
             }
             if let stranger = added.compactMap(\.status).first(where: { $0.rackId != rackId }) {
-                throw RackOperatorError(.otherRack, "\(stranger.platform) is configured for rack \(stranger.rackId), not \(rackId)")
+                throw RackOperatorError(
+                    .otherRack, "\(stranger.platform) is configured for rack \(stranger.rackId), not \(rackId)")
             }
             members = Set(committed.members.keys).union(added.compactMap(\.status?.platform))
             reports += added
         case .remove(let removed):
-            guard let committed else { throw RackOperatorError(.notSetUp, "the rack is not set up yet: run rack init first") }
+            guard let committed else {
+                throw RackOperatorError(.notSetUp, "the rack is not set up yet: run rack init first")
+            }
             members = Set(committed.members.keys).subtracting(removed)
         case .rotate:
-            guard let committed else { throw RackOperatorError(.notSetUp, "the rack is not set up yet: run rack init first") }
+            guard let committed else {
+                throw RackOperatorError(.notSetUp, "the rack is not set up yet: run rack init first")
+            }
             members = Set(committed.members.keys)
         }
         // The same settings, over the added nodes' sockets too.
@@ -194,14 +204,15 @@ public struct RackOperator: Sendable {
         switch action {
         case .reconfigure(_, let reconfigure): command = .reconfigure(reconfigure)
         case .upgradeFromLrtq:
-            return .refused(code: AdminError.Code.request.rawValue, reason: "upgrading from LRTQ is not offered by this tool")
+            return .refused(
+                code: AdminError.Code.request.rawValue, reason: "upgrading from LRTQ is not offered by this tool")
         case .commit(_, let epoch): command = .commit(epoch)
         case .prepareAndCommit(_, let configuration): command = .prepareAndCommit(configuration)
         }
         do {
             _ = try await AdminSocket.perform(AdminRequest(command: command), path: socket)
             return .done
-        } catch where error.code == .unreachable {
+        } catch  where error.code == .unreachable {
             return .unreachable
         } catch {
             return .refused(code: error.code.rawValue, reason: error.reason)

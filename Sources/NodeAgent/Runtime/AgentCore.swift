@@ -313,7 +313,9 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
                 // Not recorded: the re-key keeps being reported.
                 agentState.disks[disk] = before
             }
-            emit(.reply(request, AdminResponse(error: AdminError(.stateWrite, "cannot write the agent state: \(reason)"))))
+            emit(
+                .reply(
+                    request, AdminResponse(error: AdminError(.stateWrite, "cannot write the agent state: \(reason)"))))
         case .stopping:
             stopping = true
             closeEverything()
@@ -433,7 +435,8 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
                 saveAgentState()
             }
             for rekey in rekeys() {
-                log(.notice, "disk needs re-keying", ["disk": rekey.disk, "from": "\(rekey.from)", "to": "\(rekey.to)"])
+                log(
+                    .notice, "disk needs re-keying", ["disk": rekey.disk, "from": "\(rekey.from)", "to": "\(rekey.to)"])
             }
         } catch {
             if loadFailure != error.code {
@@ -560,7 +563,8 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         let before = agentState.disks[disk]
         agentState.disks[disk] = epoch
         saveAgentState()
-        pending = .agentState(generation: agentState.generation, undo: .disk(disk, before, now: epoch), request: request)
+        pending = .agentState(
+            generation: agentState.generation, undo: .disk(disk, before, now: epoch), request: request)
     }
 
     private mutating func diskKey(disk: String, epoch: Epoch?) -> AdminResponse {

@@ -297,7 +297,9 @@ public actor NodeRuntime: Service {
         return admitted.withLock { $0 }
     }
 
-    private func attach(_ peer: PlatformId, outbound: AsyncStream<ByteBuffer>.Continuation, channel: any NIOCore.Channel)
+    private func attach(
+        _ peer: PlatformId, outbound: AsyncStream<ByteBuffer>.Continuation, channel: any NIOCore.Channel
+    )
         -> UInt64?
     {
         nextConnection += 1

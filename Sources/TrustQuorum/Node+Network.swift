@@ -1,0 +1,238 @@
+import KeyrackCore
+import SecretSharing
+
+// What peers send: each message kind and what the node does with it.
+
+extension Node {
+    // MARK: - Inputs from the network
+
+    /// An authenticated channel to `peer` is up: resend whatever `peer` is
+    /// still missing.
+    public mutating func connected(_ peer: PlatformId) {
+        connectedPeers.insert(peer)
+        guard persistentState.expunged == nil else { return }
+        switch state {
+        case .idle:
+            break
+        case .coordinating(let coordinator):
+            switch coordinator.phase {
+            case .collectingShares(let collecting):
+                let old = collecting.collector.configuration
+                if old.members[peer] != nil, collecting.collector.shares[peer] == nil {
+                    send(.getShare(old.epoch), to: peer)
+                }
+            case .collectingLrtqShares(let collecting):
+                if coordinator.request.members.contains(peer), !collecting.collector.senders.contains(peer) {
+                    send(.getLrtqShare, to: peer)
+                }
+            case .preparing(let preparing):
+                if let share = preparing.shares[peer], !preparing.acked.contains(peer) {
+                    send(.prepare(preparing.configuration, share), to: peer)
+                }
+            }
+        case .computingShare(let collector):
+            if collector.configuration.members[peer] != nil, collector.shares[peer] == nil {
+                send(.getShare(collector.configuration.epoch), to: peer)
+            }
+        }
+        if let loader, loader.configuration.members[peer] != nil, loader.shares[peer] == nil {
+            send(.getShare(loader.configuration.epoch), to: peer)
+        }
+        if let lrtqLoader, !lrtqLoader.senders.contains(peer) {
+            send(.getLrtqShare, to: peer)
+        }
+    }
+
+    /// The channel to `peer` went down.
+    public mutating func disconnected(_ peer: PlatformId) {
+        connectedPeers.remove(peer)
+    }
+
+    /// `message` arrived from `from` (the platform id the channel authenticated).
+    public mutating func received(from: PlatformId, message: Message) {
+        guard message.rackId == rackId, persistentState.expunged == nil else { return }
+        switch message.kind {
+        case .prepare(let config, let share): receivedPrepare(from: from, config, share)
+        case .prepareAck(let epoch): receivedPrepareAck(from: from, epoch)
+        case .getShare(let epoch): receivedGetShare(from: from, epoch)
+        case .share(let epoch, let share): receivedShare(from: from, epoch, share)
+        case .commitAdvance(let config): receivedCommitAdvance(from: from, config)
+        case .expunged(let epoch): receivedExpunged(from: from, epoch)
+        case .getLrtqShare: receivedGetLrtqShare(from: from)
+        case .lrtqShare(let share): receivedLrtqShare(from: from, share)
+        }
+    }
+
+    mutating func receivedPrepare(from: PlatformId, _ config: Configuration, _ share: Share) {
+        guard config.rackId == rackId, from == config.coordinator else { return }
+        let epoch = config.epoch
+        if let existing = persistentState.configurations[epoch] {
+            if existing != config {
+                output.alarms.append(.mismatchedConfigurations(epoch: epoch, from: from))
+            } else if persistentState.shares[epoch] != nil {
+                send(.prepareAck(epoch), to: from)  // a resend: our ack was lost
+            } else if config.validates(share, from: platformId) {
+                // We committed this epoch without preparing and are computing
+                // our share: the coordinator's late Prepare carries it.
+                persistentState.shares[epoch] = share
+                output.persistentStateChanged = true
+                if computingShareEpoch == epoch { state = .idle }
+                send(.prepareAck(epoch), to: from)
+            }
+            return
+        }
+        if let latest = persistentState.latestCommittedEpoch, epoch <= latest { return }
+        if let known = persistentState.latestKnownEpoch, epoch < known { return }  // older than a prepare we hold
+        guard config.validates(share, from: platformId) else {
+            rejectedShares += 1
+            return
+        }
+        if case .coordinating(let coordinator) = state {
+            guard coordinator.request.epoch < epoch else { return }  // ours is newer
+            state = .idle  // a newer reconfiguration cancels ours
+        }
+        persistentState.configurations[epoch] = config
+        persistentState.shares[epoch] = share
+        highestEpochSeen = max(highestEpochSeen ?? epoch, epoch)
+        output.persistentStateChanged = true
+        send(.prepareAck(epoch), to: from)
+    }
+
+    mutating func receivedPrepareAck(from: PlatformId, _ epoch: Epoch) {
+        guard case .coordinating(var coordinator) = state, case .preparing(var preparing) = coordinator.phase,
+            preparing.configuration.epoch == epoch, preparing.configuration.members[from] != nil
+        else { return }
+        preparing.acked.insert(from)
+        coordinator.phase = .preparing(preparing)
+        state = .coordinating(coordinator)
+    }
+
+    mutating func receivedGetShare(from: PlatformId, _ epoch: Epoch) {
+        if let latest = persistentState.latestCommittedConfiguration, epoch < latest.epoch {
+            if latest.members[from] != nil {
+                send(.commitAdvance(latest), to: from)
+            } else {
+                send(.expunged(latest.epoch), to: from)
+            }
+            return
+        }
+        guard let config = persistentState.configurations[epoch], let share = persistentState.shares[epoch] else {
+            return  // we are behind, or still computing our own share
+        }
+        guard config.members[from] != nil else {
+            if epoch == persistentState.latestCommittedEpoch { send(.expunged(epoch), to: from) }
+            return
+        }
+        send(.share(epoch, share), to: from)
+    }
+
+    mutating func receivedShare(from: PlatformId, _ epoch: Epoch, _ share: Share) {
+        guard let config = persistentState.configurations[epoch], config.validates(share, from: from) else {
+            rejectedShares += 1
+            return
+        }
+        switch state {
+        case .idle:
+            break
+        case .coordinating(var coordinator):
+            if case .collectingShares(var collecting) = coordinator.phase,
+                collecting.collector.configuration.epoch == epoch
+            {
+                collecting.collector.shares[from] = share
+                if collecting.collector.isComplete {
+                    finishCollecting(coordinator.request, collecting)
+                } else {
+                    coordinator.phase = .collectingShares(collecting)
+                    state = .coordinating(coordinator)
+                }
+            }
+        case .computingShare(var collector):
+            if collector.configuration.epoch == epoch {
+                collector.shares[from] = share
+                if collector.isComplete {
+                    finishComputingShare(collector)
+                } else {
+                    state = .computingShare(collector)
+                }
+            }
+        }
+        if var loader, loader.configuration.epoch == epoch {
+            loader.shares[from] = share
+            self.loader = loader
+            if loader.isComplete { finishLoading(loader) }
+        }
+    }
+
+    /// Mixed mode: a node answers LRTQ requests until its first committed
+    /// trust-quorum configuration; afterwards it points members at that
+    /// configuration (they commit it and compute their share) and tells
+    /// anyone else it was expunged.
+    mutating func receivedGetLrtqShare(from: PlatformId) {
+        if let latest = persistentState.latestCommittedConfiguration {
+            if latest.members[from] != nil {
+                send(.commitAdvance(latest), to: from)
+            } else {
+                send(.expunged(latest.epoch), to: from)
+            }
+            return
+        }
+        guard let lrtq = persistentState.lrtq else { return }  // never in LRTQ
+        output.warnings.append(.lrtqDeprecated(.answeredShareRequest))
+        send(.lrtqShare(lrtq.share), to: from)
+    }
+
+    mutating func receivedLrtqShare(from: PlatformId, _ share: Share) {
+        guard let lrtq = persistentState.lrtq else { return }  // left LRTQ, or never in it
+        var rejected = false
+        if case .coordinating(var coordinator) = state, case .collectingLrtqShares(var collecting) = coordinator.phase {
+            rejected = collecting.collector.add(share, from: from, lrtq: lrtq) == .rejected
+            if collecting.collector.isComplete {
+                finishCollectingLrtq(coordinator.request, collecting)
+            } else {
+                coordinator.phase = .collectingLrtqShares(collecting)
+                state = .coordinating(coordinator)
+            }
+        }
+        if var lrtqLoader {
+            rejected = lrtqLoader.add(share, from: from, lrtq: lrtq) == .rejected || rejected
+            self.lrtqLoader = lrtqLoader
+            if lrtqLoader.isComplete {
+                self.lrtqLoader = nil
+                do {
+                    secretCache[.lrtq] = try lrtqLoader.combine()
+                } catch {
+                    output.alarms.append(.rackSecretReconstructionFailed(epoch: .lrtq, reason: "\(error)"))
+                }
+            }
+        }
+        if rejected { rejectedShares += 1 }
+    }
+
+    mutating func receivedCommitAdvance(from: PlatformId, _ config: Configuration) {
+        guard config.rackId == rackId else { return }
+        if let existing = persistentState.configurations[config.epoch], existing != config {
+            output.alarms.append(.mismatchedConfigurations(epoch: config.epoch, from: from))
+            return
+        }
+        if let latest = persistentState.latestCommittedEpoch, config.epoch <= latest { return }
+        guard config.members[platformId] != nil else { return }
+        commit(configuration: config)
+    }
+
+    mutating func receivedExpunged(from: PlatformId, _ epoch: Epoch) {
+        if let latest = persistentState.latestCommittedEpoch {
+            guard epoch > latest else { return }
+        } else {
+            // Still in LRTQ while the rack moved on without this node.
+            guard persistentState.lrtq != nil, epoch > .lrtq else { return }
+        }
+        persistentState.expunged = ExpungedMetadata(epoch: epoch, from: from)
+        persistentState.shares.removeAll()
+        persistentState.lrtq = nil
+        lrtqLoader = nil
+        output.persistentStateChanged = true
+        state = .idle
+        loader = nil
+        secretCache.removeAll()
+    }
+}

@@ -1,0 +1,181 @@
+import KeyrackCore
+import SecretSharing
+
+// Commits, the end of share collection, preparing, and computing a share
+// of a configuration committed without preparing it.
+
+extension Node {
+    // MARK: - Transitions
+
+    /// Records the commit of `config` (which lists this node), prunes older
+    /// epochs, cancels work the commit made stale and, if this node holds no
+    /// share of it, starts computing one.
+    mutating func commit(configuration config: Configuration) {
+        let epoch = config.epoch
+        persistentState.configurations[epoch] = config
+        persistentState.committedEpochs.insert(epoch)
+        for old in persistentState.configurations.keys where old < epoch {
+            persistentState.configurations[old] = nil
+        }
+        for old in persistentState.shares.keys where old < epoch {
+            persistentState.shares[old] = nil
+        }
+        highestEpochSeen = max(highestEpochSeen ?? epoch, epoch)
+        output.persistentStateChanged = true
+        if let loading = loader?.configuration.epoch, loading < epoch { loader = nil }
+        if persistentState.lrtq != nil {
+            // The first committed trust-quorum configuration: LRTQ is left for
+            // good. Epoch 1 is read from the chain from now on.
+            persistentState.lrtq = nil
+            lrtqLoader = nil
+            secretCache[.lrtq] = nil
+        }
+
+        switch state {
+        case .idle:
+            break
+        case .coordinating(let coordinator):
+            // Coordination built on an older commit, or of this very epoch, is done or stale.
+            if (coordinator.request.lastCommitted?.epoch ?? Epoch(0)) < epoch || coordinator.request.epoch <= epoch {
+                state = .idle
+            }
+        case .computingShare(let collector):
+            if collector.configuration.epoch < epoch { state = .idle }
+        }
+        if persistentState.shares[epoch] == nil {
+            state = .computingShare(ShareCollector(configuration: config))
+            for peer in config.sortedMembers where peer != platformId && connectedPeers.contains(peer) {
+                send(.getShare(epoch), to: peer)
+            }
+        }
+    }
+
+    mutating func finishCollecting(_ request: ValidatedReconfigureRequest, _ collecting: CollectingShares) {
+        let old = collecting.collector.configuration
+        let oldSecret: RackSecret
+        do {
+            let combined = try Shamir.combine(collecting.collector.orderedShares, threshold: old.threshold)
+            guard let secret = RackSecret(combined) else {
+                throw SecretSharingError.emptySecret
+            }
+            oldSecret = secret
+        } catch {
+            output.alarms.append(.rackSecretReconstructionFailed(epoch: old.epoch, reason: "\(error)"))
+            state = .idle
+            return
+        }
+        secretCache[old.epoch] = oldSecret
+        var secrets: [Epoch: RackSecret] = [:]
+        if let chain = old.encryptedRackSecrets {
+            do {
+                secrets = try RackSecretChain.open(chain, with: oldSecret, rackId: rackId, epoch: old.epoch)
+            } catch {
+                output.alarms.append(.rackSecretDecryptionFailed(epoch: old.epoch))
+                state = .idle
+                return
+            }
+        }
+        secrets[old.epoch] = oldSecret
+        let sealed = RackSecretChain.seal(
+            secrets,
+            under: collecting.newSecret,
+            rackId: rackId,
+            epoch: request.epoch,
+            salt: collecting.salt
+        )
+        prepare(request, shares: collecting.newShares, chain: sealed)
+    }
+
+    mutating func finishCollectingLrtq(
+        _ request: ValidatedReconfigureRequest,
+        _ collecting: CollectingLrtqShares
+    ) {
+        let lrtqSecret: RackSecret
+        do {
+            lrtqSecret = try collecting.collector.combine()
+        } catch {
+            output.alarms.append(.rackSecretReconstructionFailed(epoch: .lrtq, reason: "\(error)"))
+            state = .idle
+            return
+        }
+        let sealed = RackSecretChain.seal(
+            [.lrtq: lrtqSecret],
+            under: collecting.newSecret,
+            rackId: rackId,
+            epoch: request.epoch,
+            salt: collecting.salt
+        )
+        prepare(request, shares: collecting.newShares, chain: sealed)
+    }
+
+    /// Draws the new secret and splits it among the request's members.
+    static func drawShares(
+        _ request: ValidatedReconfigureRequest,
+        using random: inout some SecureRandomSource
+    ) -> (RackSecret, [PlatformId: Share]) {
+        let secret = RackSecret.random(using: &random)
+        let sortedMembers = request.members.sorted()
+        // 3 ≤ N ≤ 255 and 2 ≤ K < N were validated, and the secret is 32 bytes.
+        let split = try! Shamir.split(
+            secret.bytes,
+            threshold: request.threshold,
+            shares: sortedMembers.count,
+            using: &random
+        )
+        var shares: [PlatformId: Share] = [:]
+        for (member, share) in zip(sortedMembers, split) { shares[member] = share }
+        return (secret, shares)
+    }
+
+    /// Builds the configuration, persists our share and sends `Prepare`s.
+    mutating func prepare(
+        _ request: ValidatedReconfigureRequest,
+        shares: [PlatformId: Share],
+        chain: EncryptedRackSecrets?
+    ) {
+        let digests = shares.mapValues(\.digest)
+        // The request was validated: N and K are in range and we are a member.
+        let config = try! Configuration(
+            rackId: rackId,
+            epoch: request.epoch,
+            coordinator: platformId,
+            members: digests,
+            threshold: request.threshold,
+            encryptedRackSecrets: chain
+        )
+        persistentState.configurations[config.epoch] = config
+        persistentState.shares[config.epoch] = shares[platformId]!
+        output.persistentStateChanged = true
+        var others = shares
+        others[platformId] = nil
+        state = .coordinating(
+            Coordinator(
+                request: request,
+                phase: .preparing(Preparing(configuration: config, shares: others, acked: [platformId]))
+            )
+        )
+        for peer in config.sortedMembers where peer != platformId && connectedPeers.contains(peer) {
+            send(.prepare(config, others[peer]!), to: peer)
+        }
+    }
+
+    mutating func finishComputingShare(_ collector: ShareCollector) {
+        let config = collector.configuration
+        state = .idle
+        // We are a member: commit(configuration:) only starts a computation for configurations listing us.
+        let x = config.xCoordinate(of: platformId)!
+        do {
+            let share = try Shamir.recompute(at: x, from: collector.orderedShares, threshold: config.threshold)
+            guard config.validates(share, from: platformId) else {
+                output.alarms.append(
+                    .shareComputationFailed(epoch: config.epoch, reason: "the computed share does not match our digest")
+                )
+                return
+            }
+            persistentState.shares[config.epoch] = share
+            output.persistentStateChanged = true
+        } catch {
+            output.alarms.append(.shareComputationFailed(epoch: config.epoch, reason: "\(error)"))
+        }
+    }
+}

@@ -49,6 +49,7 @@ var targets: [Target] = [
     .target(
         name: "NodeAgent",
         dependencies: [
+            "CKeyrackSystem",
             "SecretSharing",
             "TrustQuorum",
             "Attestation",
@@ -192,6 +193,7 @@ var targets: [Target] = [
         name: "NodeAgentTests",
         dependencies: [
             "NodeAgent",
+            "KeyrackTestSupport",
             "Attestation",
             "TrustQuorum",
             "SecretSharing",

@@ -19,6 +19,8 @@ struct AgentState: Codable, Equatable, Sendable {
     var disks: [String: Epoch] = [:]
     /// Alarms raised, oldest first (at most ``maximumAlarms``).
     var alarms: [String] = []
+    /// LUKS2 volumes being re-keyed: disk id → the plan, written before each step.
+    var rekeys: [String: RekeyPlan] = [:]
 
     static let fileName = "agent.json"
     static let maximumAlarms = 100
@@ -56,5 +58,17 @@ struct AgentState: Codable, Equatable, Sendable {
         for directory in directories {
             try writeAtomically(Array(bytes), to: directory, name: Self.fileName)
         }
+    }
+}
+
+extension AgentState {
+    /// Decodes a file, including one written before a field existed (it starts empty).
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        generation = try container.decode(UInt64.self, forKey: .generation)
+        peers = try container.decodeIfPresent([String: String].self, forKey: .peers) ?? [:]
+        disks = try container.decodeIfPresent([String: Epoch].self, forKey: .disks) ?? [:]
+        alarms = try container.decodeIfPresent([String].self, forKey: .alarms) ?? []
+        rekeys = try container.decodeIfPresent([String: RekeyPlan].self, forKey: .rekeys) ?? [:]
     }
 }

@@ -33,7 +33,7 @@ public actor NodeRuntime {
     let attestationEnforced: Bool
     let crashAfterPersist: Int?
 
-    private var node: Node
+    var node: Node
     private var generation: UInt64
     /// The state as last written to the ledger: what survives a crash, and
     /// what the node reports (a halted node's memory may hold more).
@@ -44,14 +44,16 @@ public actor NodeRuntime {
     private var nextConnectionId: UInt64 = 0
     private var dialers: [PlatformId: Task<Void, Never>] = [:]
     /// Learnt peer addresses, disks' keyed epochs and alarms, kept beside the ledger.
-    private var agentState: AgentState
-    private var unlockedEpoch: Epoch?
+    var agentState: AgentState
+    var unlockedEpoch: Epoch?
     private var loadFailure: LoadRackSecretError.Code?
     private var persists = 0
-    private var halted: String?
+    var halted: String?
     private var stopping = false
     private var random = SystemRandomSource()
     private var listenPort: Int
+    /// The LUKS2 volumes of the configuration: opened after each unlock, re-keyed after each commit.
+    let volumes: VolumeManager
 
     private struct Connection {
         let id: UInt64
@@ -72,7 +74,8 @@ public actor NodeRuntime {
         attestation: @escaping ChannelAttestationHook,
         attestationEnforced: Bool,
         logger: Logger,
-        crashAfterPersist: Int? = nil
+        crashAfterPersist: Int? = nil,
+        volumeOptions: VolumeOptions = VolumeOptions()
     ) throws(NodeRuntimeError) {
         self.platformId = configuration.platform
         self.configuration = configuration
@@ -114,6 +117,13 @@ public actor NodeRuntime {
             logger.warning("an agent state copy is unusable", metadata: ["problem": "\(problem)"])
         }
         ledgerProblems += agent.problems
+        do {
+            volumes = try VolumeManager(
+                volumes: configuration.volumes, rack: configuration.rackId, plans: agent.state.rekeys,
+                options: volumeOptions, logger: logger)
+        } catch {
+            throw NodeRuntimeError("\(error.reason) (the configuration binds LUKS2 volumes)")
+        }
     }
 
     /// Runs the node: listens for peers and on the admin socket, dials
@@ -136,6 +146,7 @@ public actor NodeRuntime {
                 guard let self else {
                     return AdminResponse(error: AdminError(code: "NODE-STOPPING", reason: "stopping"))
                 }
+                if let answer = await self.handleVolumeRequest(request) { return answer }
                 return await self.handle(request)
             }
         } catch {
@@ -150,6 +161,7 @@ public actor NodeRuntime {
                 "epoch": "\(node.persistentState.latestCommittedEpoch.map { "\($0)" } ?? "none")",
             ]
         )
+        await volumes.attach(self)
         flush()
         startDialers()
         onReady(listenPort)
@@ -407,6 +419,7 @@ public actor NodeRuntime {
                 for disk in unrecorded { agentState.disks[disk] = latest }
                 saveAgentState()
             }
+            volumes.unlocked(at: latest)
             for rekey in rekeys() {
                 logger.notice(
                     "disk needs re-keying",
@@ -434,7 +447,7 @@ public actor NodeRuntime {
     /// Writes the agent state; a failure is logged and reported, never fatal
     /// (it holds no share), but the operator must know.
     @discardableResult
-    private func saveAgentState() -> AdminError? {
+    func saveAgentState() -> AdminError? {
         do {
             try agentState.save(to: ledger.directories)
             return nil
@@ -508,6 +521,10 @@ public actor NodeRuntime {
         case .diskKey:
             guard let disk = request.disk else { return missing("disk") }
             return diskKey(disk: disk, epoch: request.epoch)
+        case .luksBind, .luksFormat:
+            // Answered by handleVolumeRequest before this.
+            return AdminResponse(
+                error: AdminError(code: "NODE-ADMIN-REQUEST", reason: "not a request for this handler"))
         }
     }
 
@@ -618,6 +635,7 @@ public actor NodeRuntime {
             alarms: agentState.alarms,
             connected: connections.keys.sorted(),
             rekey: rekeys(),
+            volumes: volumes.statuses,
             ledgerProblems: ledgerProblems,
             attestationEnforced: attestationEnforced
         )

@@ -63,6 +63,7 @@ var targets: [Target] = [
         name: "NodeAgent",
         dependencies: [
             "KeyrackCore",
+            "CKeyrackSystem",
             "SecretSharing",
             "TrustQuorum",
             "Attestation",
@@ -238,6 +239,7 @@ var targets: [Target] = [
         name: "NodeAgentTests",
         dependencies: [
             "NodeAgent",
+            "KeyrackTestSupport",
             "Attestation",
             "TrustQuorum",
             "KeyrackCore",

@@ -14,7 +14,10 @@ struct NodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "node",
         abstract: "Run one trust-quorum node, and ask it for its disk keys.",
-        subcommands: [Run.self, Status.self, DiskKeyCommand.self, DiskRekeyedCommand.self]
+        subcommands: [
+            Run.self, Status.self, DiskKeyCommand.self, DiskRekeyedCommand.self, LuksBindCommand.self,
+            LuksFormatCommand.self, WaitVolumesCommand.self,
+        ]
     )
 
     struct Run: AsyncParsableCommand {
@@ -54,15 +57,31 @@ struct NodeCommand: AsyncParsableCommand {
                 let crashHook = ProcessInfo.processInfo.environment["KEYRACK_TEST_CRASH_AFTER_PERSIST"].flatMap {
                     Int($0)
                 }
+                var volumeOptions = VolumeOptions()
+                if let step = ProcessInfo.processInfo.environment["KEYRACK_TEST_CRASH_AFTER_REKEY_STEP"]
+                    .flatMap(RekeyPlan.Step.init(rawValue:))
+                {
+                    volumeOptions.afterStep = { taken in
+                        guard taken == step else { return false }
+                        logger.critical("test hook: crashing right after re-key step \(taken.rawValue)")
+                        kill(getpid(), SIGKILL)
+                        return true
+                    }
+                }
+                if let path = ProcessInfo.processInfo.environment["KEYRACK_TEST_CRYPTSETUP_PATH"] {
+                    volumeOptions.cryptsetupSearchPath = path.split(separator: ":").map(String.init)
+                }
             #else
                 let crashHook: Int? = nil
+                let volumeOptions = VolumeOptions()
             #endif
             let runtime: NodeRuntime
             do {
                 runtime = try await NodeRuntime.open(
                     configuration: configuration,
                     logger: logger,
-                    crashAfterPersist: crashHook
+                    crashAfterPersist: crashHook,
+                    volumeOptions: volumeOptions
                 )
             } catch {
                 writeStandardError("keyrack: \(error)\n")
@@ -156,6 +175,174 @@ struct NodeCommand: AsyncParsableCommand {
             }
         }
     }
+
+    struct LuksBindCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "luks-bind",
+            abstract: "Bind an existing LUKS2 volume to the rack: the node can then open it at every boot.",
+            discussion: """
+                The disk must be a LUKS2 volume in the node's configuration \
+                ({"id": "data0", "luks": "/dev/…", "mapper": "data0"}) and the node must be unlocked. \
+                The node enrolls the disk key of the latest committed epoch in a new keyslot, \
+                authorised by the existing key, and writes a LUKS2 token of type "keyrack" (rack id, \
+                disk id, epoch, keyslot) beside it; then it opens the volume (or verifies the key, \
+                with "open": false). The existing keyslot is left as it is: keep it as the recovery \
+                key. From then on the node re-keys the volume itself after every commit. \
+                --existing-key-file reads the whole file as the key (as cryptsetup --key-file does); \
+                --existing-key-stdin asks for the passphrase on a terminal, or reads standard input \
+                to its end otherwise (printf '%s' "$PASS" | …, no trailing newline). Keys go to \
+                cryptsetup through pipes, never arguments or files.
+                """
+        )
+        @OptionGroup var node: AdminSocketOption
+        @Option(help: "The disk id (a LUKS2 volume of the node's configuration).") var disk: String
+        @Option(help: "A file holding a key that opens the volume now.") var existingKeyFile: String?
+        @Flag(help: "Read the existing key from standard input (a prompt on a terminal).") var existingKeyStdin = false
+
+        func validate() throws {
+            guard (existingKeyFile == nil) == existingKeyStdin else {
+                throw ValidationError("give exactly one of --existing-key-file FILE or --existing-key-stdin")
+            }
+        }
+
+        func run() async throws {
+            try await reportingAsyncFailures {
+                var key = try readExistingKey()
+                defer { key.resetBytes(in: 0..<key.count) }
+                let response = try await volumeRequest(
+                    AdminRequest(.luksBind, disk: disk, existingKey: key.base64EncodedString()), node: node)
+                try writeStandardOutput(describe(response.volume, disk: disk, verb: "bound") + "\n")
+            }
+        }
+
+        /// The existing key's bytes (at most 8 KiB, like a cryptsetup key file).
+        func readExistingKey() throws -> Data {
+            let limit = 8192
+            var key: Data
+            if let existingKeyFile {
+                guard let handle = FileHandle(forReadingAtPath: existingKeyFile) else {
+                    throw CommandFailure("cannot read the existing key file \(existingKeyFile)")
+                }
+                defer { try? handle.close() }
+                key = (try? handle.read(upToCount: limit + 1)) ?? Data()
+            } else if isatty(STDIN_FILENO) == 1 {
+                guard let typed = getpass("Existing passphrase for \(disk): ") else {
+                    throw CommandFailure("cannot read a passphrase from the terminal")
+                }
+                let length = strlen(typed)
+                key = Data(bytes: typed, count: length)
+                memset(typed, 0, length)
+            } else {
+                key = FileHandle.standardInput.readDataToEndOfFile()
+            }
+            guard !key.isEmpty, key.count <= limit else {
+                key.resetBytes(in: 0..<key.count)
+                throw CommandFailure("the existing key must be 1 to \(limit) bytes")
+            }
+            return key
+        }
+    }
+
+    struct LuksFormatCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "luks-format",
+            abstract: "Create a LUKS2 volume on an empty device, keyed by the rack alone.",
+            discussion: """
+                The disk must be a LUKS2 volume in the node's configuration and the node must be \
+                unlocked. The node writes a new LUKS2 header whose only key is the disk key of the \
+                latest committed epoch (keyslot 0) with its "keyrack" token, then opens the volume \
+                (or verifies the key, with "open": false): create the file system on \
+                /dev/mapper/<mapper> afterwards. A device holding a LUKS header, or any data in its \
+                first MiB, is refused and left untouched (luks-bind binds an existing volume). The \
+                volume has no other key: add a recovery passphrase with cryptsetup luksAddKey and \
+                `keyrack node disk-key --raw` if you want one.
+                """
+        )
+        @OptionGroup var node: AdminSocketOption
+        @Option(help: "The disk id (a LUKS2 volume of the node's configuration).") var disk: String
+
+        func run() async throws {
+            try await reportingAsyncFailures {
+                let response = try await volumeRequest(AdminRequest(.luksFormat, disk: disk), node: node)
+                try writeStandardOutput(describe(response.volume, disk: disk, verb: "formatted") + "\n")
+            }
+        }
+    }
+
+    struct WaitVolumesCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "wait-volumes",
+            abstract: "Wait until the node has opened (or verified) every bound LUKS2 volume.",
+            discussion: """
+                For boot ordering (keyrack-volumes.service): waits for the node to start, unlock and \
+                open its volumes, prints one line per volume, and exits 0 when every one is open \
+                (or verified, with "open": false), 1 as soon as every volume is settled and one \
+                failed or is not bound, or when --timeout passes first.
+                """
+        )
+        @OptionGroup var node: AdminSocketOption
+        @Option(help: "Give up after this many seconds.") var timeout = 900.0
+
+        func validate() throws {
+            guard timeout.isFinite, (0...86_400).contains(timeout) else {
+                throw ValidationError("--timeout must be a number of seconds from 0 to 86400")
+            }
+        }
+
+        func run() async throws {
+            try await reportingAsyncFailures {
+                let socket = try node.socket()
+                let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+                var last: [VolumeStatus] = []
+                var lastError = "no answer"
+                while true {
+                    do {
+                        let status = try await AdminSocket.perform(AdminRequest(.status), path: socket).status
+                        last = status?.volumes ?? []
+                        let ready: Set<VolumeStatus.State> = [.opened, .verified, .rekeying]
+                        if last.allSatisfy({ ready.contains($0.state) }) {
+                            for volume in last {
+                                try writeStandardOutput(describe(volume, disk: volume.disk, verb: "ready") + "\n")
+                            }
+                            return
+                        }
+                        if !last.contains(where: { $0.state == .locked }) {
+                            break
+                        }
+                    } catch {
+                        lastError = "\(error)"
+                    }
+                    guard ContinuousClock.now < deadline else {
+                        throw CommandFailure(
+                            last.isEmpty
+                                ? "the node did not answer within \(timeout) s (\(lastError))"
+                                : "not every volume is open after \(timeout) s: "
+                                    + last.map { "\($0.disk) \($0.state.rawValue)" }.joined(separator: ", "))
+                    }
+                    try await Task.sleep(for: .milliseconds(250))
+                }
+                let failed = last.filter { ![.opened, .verified, .rekeying].contains($0.state) }
+                throw CommandFailure(
+                    failed.map { "\($0.disk): \($0.state.rawValue)\($0.problem.map { " (\($0))" } ?? "")" }
+                        .joined(separator: "; "))
+            }
+        }
+    }
+}
+
+/// Sends a volume request, which may take a while (a passphrase's key derivation).
+private func volumeRequest(_ request: AdminRequest, node: AdminSocketOption) async throws -> AdminResponse {
+    let response = try await AdminSocket.call(request, path: try node.socket(), timeout: .seconds(600))
+    if let error = response.error { throw error }
+    return response
+}
+
+private func describe(_ volume: VolumeStatus?, disk: String, verb: String) -> String {
+    guard let volume else { return "\(disk): \(verb)" }
+    let epoch = volume.epoch.map { " under epoch \($0)" } ?? ""
+    let keyslot = volume.keyslot.map { " (keyslot \($0))" } ?? ""
+    let state = volume.state == .opened ? ", opened as /dev/mapper/\(volume.mapper ?? "")" : ", key verified"
+    return "\(disk): \(verb)\(epoch)\(keyslot)\(state)"
 }
 
 struct RackCommand: AsyncParsableCommand {

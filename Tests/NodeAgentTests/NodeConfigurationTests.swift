@@ -1,7 +1,8 @@
 import Foundation
-import NodeAgent
 import Testing
 import TrustQuorum
+
+@testable import NodeAgent
 
 /// The node configuration file and the admin API's value types.
 @Suite("Node configuration")
@@ -57,6 +58,18 @@ struct NodeConfigurationTests {
             ("identity", #"{"key": "k"}"#, "'identity.certificate' is missing"),
             ("attestation", #"{"policy": "p", "evidence": "sgx"}"#, "attestation.evidence must be"),
             ("colour", #""blue""#, "unknown field 'colour'"),
+            ("disks", #"[{"id": "d", "luks": "/dev/x"}]"#, "disks[0].mapper is needed to open the volume"),
+            ("disks", #"[{"id": "d", "luks": "/dev/x", "open": "no"}]"#, "disks[0].open must be true or false"),
+            ("disks", #"[{"id": "d", "luks": "/dev/x", "mapper": "a/b"}]"#, "disks[0].mapper must be"),
+            ("disks", #"[{"id": "d", "mapper": "m"}]"#, "'disks[0].luks' is missing"),
+            ("disks", #"[{"id": "d", "luks": "/dev/x", "mapper": "m", "size": 1}]"#, "unknown field 'disks[0].size'"),
+            ("disks", #"["d", {"id": "d", "luks": "/dev/x", "mapper": "m"}]"#, "disks must be distinct"),
+            (
+                "disks",
+                #"[{"id": "a", "luks": "/dev/x", "mapper": "m"}, {"id": "b", "luks": "/dev/y", "mapper": "m"}]"#,
+                "the same device or mapper"
+            ),
+            ("disks", "[7]", "disks[0] must be a disk id or an object"),
         ]
     )
     func broken(field: String, json: String, expected: String) throws {
@@ -67,6 +80,41 @@ struct NodeConfigurationTests {
         } throws: { error in
             (error as? NodeConfigurationError)?.reason.contains(expected) == true
         }
+    }
+
+    @Test("disks: plain ids and LUKS2 volumes side by side, relative device paths resolved; written back the same")
+    func luksVolumes() throws {
+        var object = Self.valid()
+        object["disks"] = [
+            "data0", ["id": "data1", "luks": "images/data1.img", "mapper": "data1"],
+            ["id": "data2", "luks": "/dev/sdb", "open": false],
+        ]
+        let configuration = try Self.parse(object)
+        #expect(configuration.disks == ["data0", "data1", "data2"])
+        #expect(
+            configuration.volumes == [
+                LuksVolume(disk: "data1", device: "/etc/keyrack/images/data1.img", mapper: "data1", open: true),
+                LuksVolume(disk: "data2", device: "/dev/sdb", mapper: nil, open: false),
+            ])
+        #expect(try NodeConfiguration(json: configuration.json(), relativeTo: Self.base) == configuration)
+    }
+
+    @Test("an agent state written before re-key plans existed still loads")
+    func olderAgentState() throws {
+        let old = #"{"alarms": ["x"], "disks": {"data0": 2}, "generation": 4, "peers": {}}"#
+        let state = try JSONDecoder().decode(AgentState.self, from: Data(old.utf8))
+        #expect(state.generation == 4)
+        #expect(state.disks == ["data0": 2])
+        #expect(state.alarms == ["x"])
+        #expect(state.rekeys.isEmpty)
+    }
+
+    @Test("an admin request never prints the existing key of a luks-bind")
+    func requestRedacted() {
+        let request = AdminRequest(.luksBind, disk: "data0", existingKey: "c2VjcmV0LXBhc3NwaHJhc2U=")
+        #expect(!"\(request)".contains("c2VjcmV0"))
+        #expect(!String(reflecting: request).contains("c2VjcmV0"))
+        #expect("\(request)".contains("redacted"))
     }
 
     @Test("not JSON, or not an object, or a missing field")

@@ -43,6 +43,9 @@ public enum AdminCommand: Sendable, Equatable {
             self = .diskKey(disk: try required(request.disk, "disk"), epoch: request.epoch)
         case .diskRekeyed:
             self = .diskRekeyed(disk: try required(request.disk, "disk"), epoch: try required(request.epoch, "epoch"))
+        case .luksBind, .luksFormat:
+            // The node's volume manager answers these before the core sees a command.
+            throw AdminError(.request, "'\(request.operation.rawValue)' is answered by the volume manager")
         }
     }
 

@@ -3,7 +3,7 @@ import TrustQuorum
 
 /// A request on the admin socket: one length-prefixed JSON frame per
 /// connection, answered by one ``AdminResponse`` frame.
-public struct AdminRequest: Codable, Sendable, Equatable {
+public struct AdminRequest: Codable, Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
     /// What is asked.
     public enum Operation: String, Codable, Sendable {
         /// The node's ``NodeStatus``.
@@ -20,7 +20,12 @@ public struct AdminRequest: Codable, Sendable, Equatable {
         case diskKey
         /// The operator re-keyed ``disk`` to ``epoch`` (a committed epoch, not
         /// older than the one it was keyed under); re-keying is reported from there on.
+        /// Refused for a bound LUKS2 volume: the node re-keys those itself.
         case diskRekeyed
+        /// Enroll the latest epoch's key of LUKS2 volume ``disk`` authorised by ``existingKey``.
+        case luksBind
+        /// Write a new LUKS2 header on the empty device of ``disk`` (its only key: the latest epoch's).
+        case luksFormat
     }
 
     /// What is asked.
@@ -33,8 +38,10 @@ public struct AdminRequest: Codable, Sendable, Equatable {
     public var configuration: Configuration?
     /// For ``Operation/setPeers``.
     public var peers: [String: String]?
-    /// For ``Operation/diskKey`` and ``Operation/diskRekeyed``.
+    /// For ``Operation/diskKey``, ``Operation/diskRekeyed``, ``Operation/luksBind`` and ``Operation/luksFormat``.
     public var disk: String?
+    /// For ``Operation/luksBind``: a key that opens the volume now (base64). Never printed.
+    public var existingKey: String?
 
     /// A request for `operation` with its arguments.
     public init(
@@ -43,7 +50,8 @@ public struct AdminRequest: Codable, Sendable, Equatable {
         epoch: Epoch? = nil,
         configuration: Configuration? = nil,
         peers: [String: String]? = nil,
-        disk: String? = nil
+        disk: String? = nil,
+        existingKey: String? = nil
     ) {
         self.operation = operation
         self.reconfigure = reconfigure
@@ -51,7 +59,13 @@ public struct AdminRequest: Codable, Sendable, Equatable {
         self.configuration = configuration
         self.peers = peers
         self.disk = disk
+        self.existingKey = existingKey
     }
+
+    public var description: String {
+        "AdminRequest(\(operation.rawValue)\(disk.map { ", disk \($0)" } ?? "")\(existingKey == nil ? "" : ", key redacted"))"
+    }
+    public var debugDescription: String { description }
 }
 
 /// The answer to an ``AdminRequest``. Printing it never shows a disk key.
@@ -64,13 +78,19 @@ public struct AdminResponse: Codable, Sendable, Equatable, CustomStringConvertib
     public var key: String?
     /// For ``AdminRequest/Operation/diskKey``: the epoch the key belongs to.
     public var keyEpoch: Epoch?
+    /// For ``AdminRequest/Operation/luksBind`` and ``AdminRequest/Operation/luksFormat``: the volume afterwards.
+    public var volume: VolumeStatus?
 
     /// A response from its parts.
-    public init(error: AdminError? = nil, status: NodeStatus? = nil, key: String? = nil, keyEpoch: Epoch? = nil) {
+    public init(
+        error: AdminError? = nil, status: NodeStatus? = nil, key: String? = nil, keyEpoch: Epoch? = nil,
+        volume: VolumeStatus? = nil
+    ) {
         self.error = error
         self.status = status
         self.key = key
         self.keyEpoch = keyEpoch
+        self.volume = volume
     }
 
     public var description: String {
@@ -180,6 +200,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     /// Disks keyed under an older epoch than the latest committed, from the
     /// epoch each is keyed under (until the operator reports it re-keyed).
     public var rekey: [DiskRekey]
+    /// The LUKS2 volumes of its configuration: opened, verified, being re-keyed, or why not.
+    public var volumes: [VolumeStatus]
     /// Ledger copies that could not be used at start.
     public var ledgerProblems: [String]
     /// Whether peers' evidence is enforced (`false`: permissive development mode).

@@ -19,6 +19,8 @@ public struct AgentState: Codable, Equatable, Sendable {
     public var disks: [String: Epoch] = [:]
     /// Alarms raised, oldest first (at most ``maximumAlarms``).
     public var alarms: [String] = []
+    /// LUKS2 volumes being re-keyed: disk id → the plan, written before each step.
+    public var rekeys: [String: RekeyPlan] = [:]
 
     /// An empty state (a new node).
     public init() {}
@@ -59,5 +61,17 @@ public struct AgentState: Codable, Equatable, Sendable {
         for directory in directories {
             try writeAtomically(Array(bytes), to: directory, name: Self.fileName)
         }
+    }
+}
+
+extension AgentState {
+    /// Decodes a file, including one written before a field existed (it starts empty).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        generation = try container.decode(UInt64.self, forKey: .generation)
+        peers = try container.decodeIfPresent([String: String].self, forKey: .peers) ?? [:]
+        disks = try container.decodeIfPresent([String: Epoch].self, forKey: .disks) ?? [:]
+        alarms = try container.decodeIfPresent([String].self, forKey: .alarms) ?? []
+        rekeys = try container.decodeIfPresent([String: RekeyPlan].self, forKey: .rekeys) ?? [:]
     }
 }

@@ -16,9 +16,14 @@ import TrustQuorum
 ///   "ledger": ["ledger-a", "ledger-b"],
 ///   "admin": "admin.sock",
 ///   "attestation": { "policy": "policy.json", "evidence": "rot" },
-///   "disks": ["data0"]
+///   "disks": ["data0", {"id": "data1", "luks": "/dev/disk/by-id/…", "mapper": "data1"}]
 /// }
 /// ```
+///
+/// A disk is an id (its key is handed out by `keyrack node disk-key`), or a
+/// LUKS2 volume: `id`, the device `luks`, the device-mapper name `mapper`
+/// it opens as after unlock, and `"open": false` to only verify the key
+/// instead (`mapper` may then be left out).
 ///
 /// Relative paths are relative to the file's directory. Unknown keys are
 /// refused, so a misspelt field is an error rather than a silent default.
@@ -50,8 +55,10 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var policy: String
     /// How this node produces its own evidence.
     public var evidence: String
-    /// The disks this node unlocks (their ids feed the disk-key derivation).
+    /// The disks this node unlocks (their ids feed the disk-key derivation), LUKS2 volumes included.
     public var disks: [String]
+    /// The disks that are LUKS2 volumes (the node opens and re-keys them).
+    public var volumes: [LuksVolume]
 
     /// A configuration from its parts.
     public init(
@@ -67,7 +74,8 @@ public struct NodeConfiguration: Sendable, Equatable {
         admin: String,
         policy: String,
         evidence: String = "rot",
-        disks: [String] = []
+        disks: [String] = [],
+        volumes: [LuksVolume] = []
     ) {
         self.platform = platform
         self.rackId = rackId
@@ -81,7 +89,8 @@ public struct NodeConfiguration: Sendable, Equatable {
         self.admin = admin
         self.policy = policy
         self.evidence = evidence
-        self.disks = disks
+        self.disks = disks + volumes.map(\.disk).filter { !disks.contains($0) }
+        self.volumes = volumes
     }
 
     /// Reads and checks the file at `path`.
@@ -141,10 +150,61 @@ public struct NodeConfiguration: Sendable, Equatable {
             }
             self.evidence = evidence
         }
-        disks = try reader.optionalStrings("disks") ?? []
+        (disks, volumes) = try Self.disks(reader.object["disks"], resolve: resolve)
+    }
+
+    /// Parses `disks`: ids, or LUKS2 volume objects.
+    static func disks(_ value: Any?, resolve: (String) -> String) throws(NodeConfigurationError) -> (
+        [String], [LuksVolume]
+    ) {
+        guard let value else { return ([], []) }
+        guard let entries = value as? [Any] else {
+            throw NodeConfigurationError("'disks' must be a list of disk ids or LUKS2 volume objects")
+        }
+        var disks: [String] = []
+        var volumes: [LuksVolume] = []
+        for (index, entry) in entries.enumerated() {
+            if let id = entry as? String {
+                disks.append(id)
+                continue
+            }
+            guard let object = entry as? [String: Any] else {
+                throw NodeConfigurationError("disks[\(index)] must be a disk id or an object")
+            }
+            let fields = JSONFields<NodeConfigurationError>(object: object, path: "disks[\(index)]")
+            try fields.refuseUnknownKeys(["id", "luks", "mapper", "open"])
+            let id = try fields.string("id")
+            let device = resolve(try fields.string("luks"))
+            let mapper = try fields.optionalString("mapper")
+            var open = true
+            if let flag = object["open"] {
+                guard let flag = flag as? Bool else {
+                    throw NodeConfigurationError("disks[\(index)].open must be true or false")
+                }
+                open = flag
+            }
+            if let mapper {
+                let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+")
+                guard mapper.count <= 127, mapper.allSatisfy(allowed.contains), mapper != ".", mapper != ".." else {
+                    throw NodeConfigurationError(
+                        "disks[\(index)].mapper must be a device-mapper name (letters, digits, - _ . +; at most 127)")
+                }
+            } else if open {
+                throw NodeConfigurationError(
+                    "disks[\(index)].mapper is needed to open the volume (or set \"open\": false to only verify its key)"
+                )
+            }
+            disks.append(id)
+            volumes.append(LuksVolume(disk: id, device: device, mapper: mapper, open: open))
+        }
         guard Set(disks).count == disks.count, disks.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 255 }) else {
             throw NodeConfigurationError("disks must be distinct, non-empty ids of at most 255 bytes")
         }
+        let mappers = volumes.compactMap(\.mapper)
+        guard Set(mappers).count == mappers.count, Set(volumes.map(\.device)).count == volumes.count else {
+            throw NodeConfigurationError("two LUKS2 volumes name the same device or mapper")
+        }
+        return (disks, volumes)
     }
 
     /// The file's JSON (absolute paths).
@@ -158,9 +218,14 @@ public struct NodeConfiguration: Sendable, Equatable {
             "ledger": ledger,
             "admin": admin,
             "attestation": ["policy": policy, "evidence": evidence],
-            "disks": disks,
+            "disks": disks.map { disk -> Any in
+                guard let volume = volumes.first(where: { $0.disk == disk }) else { return disk }
+                var object: [String: Any] = ["id": disk, "luks": volume.device, "open": volume.open]
+                if let mapper = volume.mapper { object["mapper"] = mapper }
+                return object
+            },
         ]
-        // Only strings, arrays and dictionaries of them: serialization cannot fail.
+        // Only strings, booleans, arrays and dictionaries of them: serialization cannot fail.
         return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
     }
 

@@ -11,7 +11,8 @@ extension NodeRuntime {
     public static func open(
         configuration: NodeConfiguration,
         logger: Logger,
-        crashAfterPersist: Int? = nil
+        crashAfterPersist: Int? = nil,
+        volumeOptions: VolumeOptions = VolumeOptions()
     ) async throws(NodeRuntimeError) -> NodeRuntime {
         let rootOfTrust: SoftwareRootOfTrust
         do {
@@ -56,7 +57,8 @@ extension NodeRuntime {
             attestation: hook,
             attestationEnforced: enforced,
             logger: logger,
-            crashAfterPersist: crashAfterPersist
+            crashAfterPersist: crashAfterPersist,
+            volumeOptions: volumeOptions
         )
     }
 

@@ -31,6 +31,8 @@ public actor NodeRuntime: Service {
     let crashAfterPersist: Int?
     let clock: any Clock<Duration>
     let onReady: @Sendable (_ port: Int) -> Void
+    /// The LUKS2 volumes of the configuration: opened after each unlock, re-keyed after each commit.
+    let volumes: VolumeManager
 
     private var core: AgentCore<SystemRandomSource>
     private var channels: [AgentCore<SystemRandomSource>.ConnectionID: Channel] = [:]
@@ -57,6 +59,7 @@ public actor NodeRuntime: Service {
         logger: Logger,
         crashAfterPersist: Int? = nil,
         clock: any Clock<Duration> = ContinuousClock(),
+        volumeOptions: VolumeOptions = VolumeOptions(),
         onReady: @escaping @Sendable (_ port: Int) -> Void = { _ in }
     ) throws(NodeRuntimeError) {
         self.platformId = configuration.platform
@@ -90,6 +93,13 @@ public actor NodeRuntime: Service {
                 attestationEnforced: attestationEnforced),
             state: loaded.state ?? .empty, generation: loaded.generation, agentState: agent.state,
             startupProblems: problems + agent.problems, random: SystemRandomSource())
+        do {
+            volumes = try VolumeManager(
+                volumes: configuration.volumes, rack: configuration.rackId, plans: agent.state.rekeys,
+                options: volumeOptions, logger: logger)
+        } catch {
+            throw NodeRuntimeError(.volumes, "\(error.reason) (the configuration binds LUKS2 volumes)")
+        }
     }
 
     /// Runs the node until graceful shutdown (SIGTERM in a `ServiceGroup`)
@@ -106,6 +116,7 @@ public actor NodeRuntime: Service {
         do {
             admin = try await AdminSocket.listen(path: configuration.admin) { [weak self] request in
                 guard let self else { return AdminResponse(error: AdminError(.stopping, "stopping")) }
+                if let answer = await self.handleVolumeRequest(request) { return answer }
                 return await self.answer(request)
             }
         } catch {
@@ -119,6 +130,7 @@ public actor NodeRuntime: Service {
                 "admin": "\(configuration.admin)",
                 "epoch": "\(core.durable.latestCommittedEpoch.map { "\($0)" } ?? "none")",
             ])
+        await volumes.attach(self)
         perform(.started(listenPort: listener.port))
         onReady(listener.port)
         await withTaskGroup(of: Void.self) { group in
@@ -140,6 +152,11 @@ public actor NodeRuntime: Service {
     /// Hands `event` to the core and carries out what it asks, feeding each
     /// write's outcome back before anything else.
     private func perform(_ event: AgentCore<SystemRandomSource>.Event) {
+        let unlockedBefore = core.unlockedEpoch
+        defer {
+            // At boot and after every commit: open or verify the bound volumes and re-key them.
+            if let unlocked = core.unlockedEpoch, unlocked != unlockedBefore { volumes.unlocked(at: unlocked) }
+        }
         var queue = core.handle(event)[...]
         while let action = queue.popFirst() {
             switch action {
@@ -326,7 +343,30 @@ public actor NodeRuntime: Service {
     }
 
     /// What this node reports about itself.
-    func status() -> NodeStatus { core.status() }
+    func status() -> NodeStatus { core.status(volumes: volumes.statuses) }
+
+    // MARK: - LUKS2 volumes (VolumeHost)
+
+    /// The key of a bound volume, from the core.
+    public func volumeKey(disk: String, epoch: Epoch?) async throws(VolumeError) -> DiskKey {
+        try core.volumeKey(disk: disk, epoch: epoch)
+    }
+
+    /// Writes a volume's re-key progress before the step it precedes.
+    public func recordVolume(disk: String, plan: RekeyPlan?, keyedEpoch: Epoch?) async throws(VolumeError) {
+        let before = core.agentState
+        guard let state = core.recordVolume(disk: disk, plan: plan, keyedEpoch: keyedEpoch) else { return }
+        do {
+            try state.save(to: ledger.directories)
+        } catch {
+            core.restoreAgentState(before)
+            logger.error("cannot write the agent state", metadata: ["reason": "\(error.reason)"])
+            throw VolumeError(.stateWrite, "cannot write the agent state: \(error.reason)")
+        }
+    }
+
+    /// Whether the node has halted (volume requests are refused then).
+    var halted: String? { core.halted }
 }
 
 /// Runs attestation on a channel that was just established, before any
@@ -349,6 +389,7 @@ public struct NodeRuntimeError: Error, Hashable, Sendable, CustomStringConvertib
             case identity = "NODE-RUN-IDENTITY"
             case policy = "NODE-RUN-POLICY"
             case evidence = "NODE-RUN-EVIDENCE"
+            case volumes = "NODE-RUN-VOLUMES"
         }
         private let backing: Backing
         private init(_ backing: Backing) { self.backing = backing }
@@ -363,6 +404,8 @@ public struct NodeRuntimeError: Error, Hashable, Sendable, CustomStringConvertib
         public static let policy = Code(.policy)
         /// This node's own evidence cannot be produced.
         public static let evidence = Code(.evidence)
+        /// The configuration binds LUKS2 volumes and they cannot be managed (no `cryptsetup`).
+        public static let volumes = Code(.volumes)
 
         public var description: String { backing.rawValue }
     }

@@ -1,7 +1,6 @@
 import KeyrackCore
 import SecretSharing
 
-
 // MARK: - Coordinator phases and share collection
 
 /// Validated shares of one configuration gathered from its members.

@@ -81,7 +81,6 @@ extension Node {
         return secret
     }
 
-
     mutating func finishLoading(_ collector: ShareCollector) {
         loader = nil
         let config = collector.configuration

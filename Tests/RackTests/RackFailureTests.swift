@@ -268,7 +268,8 @@ struct RackCrashTests {
                 var rotation = RackOperator(sockets: rack.sockets())
                 rotation.waitForDownMembers = .zero
                 let rotated = try await rotation.run(.rotate)
-                try await rack.start(victim, environment: crash)
+                // Not waiting for its admin socket: the peers' CommitAdvance may reach it first.
+                try rack.launch(victim, environment: crash)
                 try await awaitCrash()
                 try await rack.start(victim)
                 try await rack.waitUntil(Array(0..<4), "unlocked at the rotated epoch") {
@@ -291,7 +292,7 @@ struct RackCrashTests {
                 var removal = RackOperator(sockets: rack.sockets([0, 1, 2]))
                 removal.waitForDownMembers = .zero
                 let shrunk = try await removal.run(.remove([rack.members[victim].platform]))
-                try await rack.start(victim, environment: crash)
+                try rack.launch(victim, environment: crash)
                 try await awaitCrash()
                 try await rack.start(victim)
                 // What it wrote before the crash is what it knows: it was expunged.

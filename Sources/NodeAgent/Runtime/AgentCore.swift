@@ -110,36 +110,36 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
     /// The settings.
     public let settings: Settings
     /// The trust-quorum state machine.
-    public private(set) var node: Node
+    public internal(set) var node: Node
     /// The ledger generation last written.
-    public private(set) var generation: UInt64
+    public internal(set) var generation: UInt64
     /// The state as last written to the ledger: what survives a crash, and
     /// what the node reports (a halted node's memory may hold more).
-    public private(set) var durable: PersistentState
+    public internal(set) var durable: PersistentState
     /// Learnt peers, disks' keyed epochs and alarms, as last asked to be written.
-    public private(set) var agentState: AgentState
+    public internal(set) var agentState: AgentState
     /// Where each peer listens: the configuration file's, then the learnt ones.
-    public private(set) var addressBook: [PlatformId: PeerAddress]
+    public internal(set) var addressBook: [PlatformId: PeerAddress]
     /// The epoch whose rack secret is loaded.
-    public private(set) var unlockedEpoch: Epoch?
+    public internal(set) var unlockedEpoch: Epoch?
     /// Why the node stopped taking part, once it did.
-    public private(set) var halted: String?
+    public internal(set) var halted: String?
     /// Attested channels, by peer.
-    public private(set) var connections: [PlatformId: ConnectionID] = [:]
+    public internal(set) var connections: [PlatformId: ConnectionID] = [:]
     /// Ledger or agent-state copies found unusable at start.
     public let startupProblems: [String]
 
-    private var random: Random
-    private var listenPort: Int
-    private var stopping = false
-    private var loadFailure: LoadRackSecretError.Code?
-    private var dialing: Set<PlatformId> = []
-    private var pending: Pending?
-    private var waitingEvents: [Event] = []
-    private var output: [Action] = []
+    var random: Random
+    var listenPort: Int
+    var stopping = false
+    var loadFailure: LoadRackSecretError.Code?
+    var dialing: Set<PlatformId> = []
+    var pending: Pending?
+    var waitingEvents: [Event] = []
+    var output: [Action] = []
 
     /// What a write outstanding holds back.
-    private enum Pending: Sendable {
+    enum Pending: Sendable {
         /// A ledger write; `released` goes out once it is on disk.
         case ledger(generation: UInt64, state: PersistentState, released: [Action], request: RequestID?)
         /// An agent-state write an answer depends on.
@@ -147,7 +147,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
     }
 
     /// How to take back an agent-state change that did not reach the disk.
-    private enum Undo: Sendable {
+    enum Undo: Sendable {
         case peers([String: String])
         case disk(String, Epoch?, now: Epoch)
     }
@@ -226,46 +226,6 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         )
     }
 
-    // MARK: - LUKS2 volumes
-
-    /// The disk key of `disk` at `epoch` (the latest committed one if nil),
-    /// for a bound volume; refused while the node is halted, expunged or locked.
-    public mutating func volumeKey(disk: String, epoch: Epoch?) throws(VolumeError) -> DiskKey {
-        if let halted { throw VolumeError(.locked, "this node has halted: \(halted)") }
-        if let expunged = node.persistentState.expunged {
-            throw VolumeError(.locked, "this node was removed from the rack at epoch \(expunged.epoch)")
-        }
-        guard let latest = node.persistentState.latestCommittedEpoch, unlockedEpoch == latest else {
-            throw VolumeError(.locked, "the rack secret is not loaded yet (waiting for shares)")
-        }
-        let wanted = epoch ?? latest
-        let secret: RackSecret?
-        do {
-            secret = try node.loadRackSecret(wanted)
-        } catch {
-            throw VolumeError(.locked, "the rack secret of epoch \(wanted) is not available: \(error)")
-        }
-        guard let secret else { throw VolumeError(.locked, "the rack secret of epoch \(wanted) is not loaded yet") }
-        return DiskKey(secret: secret, epoch: wanted, rackId: settings.rackId, diskId: Array(disk.utf8))
-    }
-
-    /// Records a volume's re-key progress (`plan`, nil when none is under
-    /// way) and the epoch it is keyed under. Returns the agent state to write
-    /// now, before the step it precedes (nil: nothing changed); if the write
-    /// fails, ``restoreAgentState(_:)`` takes it back.
-    public mutating func recordVolume(disk: String, plan: RekeyPlan?, keyedEpoch: Epoch?) -> AgentState? {
-        var next = agentState
-        next.rekeys[disk] = plan
-        if let keyedEpoch { next.disks[disk] = keyedEpoch }
-        guard next != agentState else { return nil }
-        next.generation += 1
-        agentState = next
-        return next
-    }
-
-    /// Takes back a ``recordVolume(disk:plan:keyedEpoch:)`` whose write failed.
-    public mutating func restoreAgentState(_ state: AgentState) { agentState = state }
-
     // MARK: - Events
 
     /// Handles `event` and returns what to do, in order. A write outcome is
@@ -289,7 +249,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         return output
     }
 
-    private mutating func apply(_ event: Event) {
+    mutating func apply(_ event: Event) {
         switch event {
         case .started(let port):
             listenPort = port
@@ -365,7 +325,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
 
     // MARK: - Channels
 
-    private mutating func attach(_ peer: PlatformId, _ id: ConnectionID) {
+    mutating func attach(_ peer: PlatformId, _ id: ConnectionID) {
         guard halted == nil, !stopping else {
             emit(.close(connection: id))
             return
@@ -381,7 +341,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         flush(request: nil)
     }
 
-    private mutating func startDialers() {
+    mutating func startDialers() {
         guard halted == nil, !stopping else { return }
         for peer in addressBook.keys.sorted() where peer > settings.platform && !dialing.contains(peer) {
             dialing.insert(peer)
@@ -389,7 +349,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         }
     }
 
-    private mutating func closeEverything() {
+    mutating func closeEverything() {
         for id in connections.values.sorted() { emit(.close(connection: id)) }
         connections = [:]
         dialing = []
@@ -400,7 +360,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
 
     /// Unlocks if possible, then writes the ledger (if the state changed)
     /// before anything that depends on it goes out; answers `request` last.
-    private mutating func flush(request: RequestID?) {
+    mutating func flush(request: RequestID?) {
         guard halted == nil else {
             if let request { emit(.reply(request, haltedOrOK())) }
             return
@@ -434,7 +394,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
     /// Emits an action held back by a ledger write: a message goes on the
     /// peer's channel at this moment (or is dropped: the node resends on
     /// connect); an alarm record is merged into the current agent state.
-    private mutating func release(_ action: Action) {
+    mutating func release(_ action: Action) {
         switch action {
         case .send(let message, let peer, _):
             guard let id = connections[peer] else { return }
@@ -447,13 +407,13 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         }
     }
 
-    private func alarmsAppended(_ alarms: [String]) -> AgentState {
+    func alarmsAppended(_ alarms: [String]) -> AgentState {
         var state = agentState
         state.alarms = Array((state.alarms + alarms).suffix(AgentState.maximumAlarms))
         return state
     }
 
-    private mutating func halt(_ reason: String) {
+    mutating func halt(_ reason: String) {
         halted = reason
         log(.critical, reason)
         agentState = alarmsAppended(["NodeHalted: \(reason)"])
@@ -462,7 +422,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
     }
 
     /// Loads the latest committed epoch's rack secret if it is not loaded yet.
-    private mutating func pollUnlock() {
+    mutating func pollUnlock() {
         guard let latest = node.persistentState.latestCommittedEpoch, unlockedEpoch != latest else { return }
         do {
             guard try node.loadRackSecret(latest) != nil else { return }
@@ -489,7 +449,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
 
     /// Disks keyed under an older epoch than the latest committed, each from
     /// the epoch it is keyed under (acknowledged with `diskRekeyed`).
-    private func rekeys() -> [DiskRekey] {
+    func rekeys() -> [DiskRekey] {
         guard let latest = node.persistentState.latestCommittedEpoch else { return [] }
         return settings.disks.compactMap { disk in
             guard let keyed = agentState.disks[disk], keyed < latest else { return nil }
@@ -499,150 +459,16 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
 
     /// Asks for the next generation of the agent state to be written; its
     /// failure is logged, never fatal (it holds no share).
-    private mutating func saveAgentState() {
+    mutating func saveAgentState() {
         agentState.generation += 1
         emit(.saveAgentState(agentState))
     }
 
-    // MARK: - Admin API
-
-    private mutating func admin(_ command: AdminCommand, _ request: RequestID) {
-        if let halted, !command.allowedWhenHalted {
-            emit(.reply(request, AdminResponse(error: AdminError(.halted, halted))))
-            return
-        }
-        switch command {
-        case .status:
-            emit(.reply(request, AdminResponse(status: status())))
-        case .reconfigure(let reconfigure):
-            do {
-                try node.reconfigure(reconfigure, using: &random)
-            } catch {
-                emit(.reply(request, AdminResponse(error: AdminError(AdminError.Code(error.code), error.reason))))
-                return
-            }
-            log(
-                .notice, "coordinating a reconfiguration",
-                [
-                    "epoch": "\(reconfigure.epoch)", "members": "\(reconfigure.members.count)",
-                    "threshold": "\(reconfigure.threshold)",
-                ])
-            flush(request: request)
-        case .commit(let epoch):
-            committing(request) { (node: inout Node) throws(CommitError) in try node.commit(epoch) }
-        case .prepareAndCommit(let configuration):
-            committing(request) { (node: inout Node) throws(CommitError) in try node.prepareAndCommit(configuration) }
-        case .setPeers(let learnt):
-            setPeers(learnt, request)
-        case .diskRekeyed(let disk, let epoch):
-            diskRekeyed(disk: disk, epoch: epoch, request)
-        case .diskKey(let disk, let epoch):
-            emit(.reply(request, diskKey(disk: disk, epoch: epoch)))
-        }
-    }
-
-    private mutating func committing(
-        _ request: RequestID,
-        _ body: (inout Node) throws(CommitError) -> Void
-    ) {
-        let before = node.persistentState.latestCommittedEpoch
-        do {
-            try body(&node)
-        } catch {
-            flush(request: nil)
-            emit(.reply(request, AdminResponse(error: AdminError(AdminError.Code(error.code), error.description))))
-            return
-        }
-        if let after = node.persistentState.latestCommittedEpoch, after != before {
-            log(.notice, "committed", ["epoch": "\(after)"])
-        }
-        flush(request: request)
-    }
-
-    private mutating func setPeers(_ learnt: [PlatformId: PeerAddress], _ request: RequestID) {
-        // The configuration file wins for the peers it names (as at start).
-        // Compared with what is on disk, so that a request repeated after a failed write writes again.
-        let added = learnt.filter {
-            settings.configuredPeers[$0.key] == nil && agentState.peers[$0.key.description] != $0.value.description
-        }
-        guard !added.isEmpty else {
-            emit(.reply(request, AdminResponse()))
-            return
-        }
-        let before = agentState.peers
-        for (platform, address) in added {
-            addressBook[platform] = address
-            agentState.peers[platform.description] = address.description
-        }
-        startDialers()
-        saveAgentState()
-        pending = .agentState(generation: agentState.generation, undo: .peers(before), request: request)
-    }
-
-    /// The operator re-keyed `disk` to `epoch`: record it, so that re-keying
-    /// is reported from there on.
-    private mutating func diskRekeyed(disk: String, epoch: Epoch, _ request: RequestID) {
-        let refuse = { (code: AdminError.Code, reason: String) in
-            Action.reply(request, AdminResponse(error: AdminError(code, reason)))
-        }
-        guard settings.disks.contains(disk) else {
-            emit(refuse(.diskUnknown, "'\(disk)' is not one of this node's disks"))
-            return
-        }
-        guard node.persistentState.committedEpochs.contains(epoch) else {
-            emit(refuse(.request, "epoch \(epoch) is not committed on this node"))
-            return
-        }
-        if let keyed = agentState.disks[disk], epoch < keyed {
-            emit(refuse(.request, "'\(disk)' is already keyed under epoch \(keyed); it cannot go back to \(epoch)"))
-            return
-        }
-        guard agentState.disks[disk] != epoch else {
-            emit(.reply(request, AdminResponse()))
-            return
-        }
-        let before = agentState.disks[disk]
-        agentState.disks[disk] = epoch
-        saveAgentState()
-        pending = .agentState(
-            generation: agentState.generation, undo: .disk(disk, before, now: epoch), request: request)
-    }
-
-    private mutating func diskKey(disk: String, epoch: Epoch?) -> AdminResponse {
-        let refuse = { (code: AdminError.Code, reason: String) in AdminResponse(error: AdminError(code, reason)) }
-        guard settings.disks.contains(disk) else {
-            return refuse(.diskUnknown, "'\(disk)' is not one of this node's disks")
-        }
-        if let expunged = node.persistentState.expunged {
-            return refuse(.expunged, "this node was removed from the rack at epoch \(expunged.epoch)")
-        }
-        guard let latest = node.persistentState.latestCommittedEpoch else {
-            return refuse(.notCommitted, "this node has committed no configuration")
-        }
-        guard unlockedEpoch == latest else {
-            return refuse(.locked, "the rack secret is not loaded yet (waiting for shares)")
-        }
-        let wanted = epoch ?? latest
-        do {
-            guard let secret = try node.loadRackSecret(wanted) else {
-                return refuse(.locked, "the rack secret is not loaded yet")
-            }
-            let key = DiskKey(secret: secret, epoch: wanted, rackId: settings.rackId, diskId: Array(disk.utf8))
-            return AdminResponse(key: key.key.withUnsafeBytes { $0.hexString }, keyEpoch: wanted)
-        } catch {
-            return refuse(AdminError.Code(error.code), error.description)
-        }
-    }
-
-    private func haltedOrOK() -> AdminResponse {
-        halted.map { AdminResponse(error: AdminError(.halted, $0)) } ?? AdminResponse()
-    }
-
     // MARK: - Output
 
-    private mutating func emit(_ action: Action) { output.append(action) }
+    mutating func emit(_ action: Action) { output.append(action) }
 
-    private mutating func log(_ level: Logger.Level, _ message: String, _ metadata: [String: String] = [:]) {
+    mutating func log(_ level: Logger.Level, _ message: String, _ metadata: [String: String] = [:]) {
         emit(.log(AgentLog(level, message, metadata)))
     }
 }

@@ -219,7 +219,10 @@ public actor NodeRuntime: Service {
         nextRequest += 1
         let id = nextRequest
         perform(.admin(command, request: id))
-        return replies.removeValue(forKey: id) ?? AdminResponse(error: AdminError(.halted, "no answer"))
+        var response = replies.removeValue(forKey: id) ?? AdminResponse(error: AdminError(.halted, "no answer"))
+        // The volumes' statuses are the volume manager's; the core reports the rest.
+        if response.status != nil { response.status?.volumes = volumes.statuses }
+        return response
     }
 
     // MARK: - Channels

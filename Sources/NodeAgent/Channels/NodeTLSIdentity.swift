@@ -1,0 +1,184 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import SwiftASN1
+import Synchronization
+import TrustQuorum
+import X509
+
+
+/// The TLS side of a node's identity: its device certificate chain, the
+/// root of trust that signs its handshakes, and the manufacturing root every
+/// peer must chain to. Channels are TLS 1.3 only, with certificates required
+/// both ways.
+///
+/// - The device key never leaves the root of trust: BoringSSL gets a
+///   `RootOfTrustTLSKey`, whose signatures ``RootOfTrust/sign(_:scheme:)``
+///   makes.
+/// - The peer's chain is judged by swift-certificates, not by BoringSSL's
+///   trust store: a custom verification callback runs
+///   ``DeviceIdentity/verifiedChain(_:intermediates:root:now:)`` on what the
+///   peer presented (RFC 5280 to the manufacturing root, an end-entity
+///   device certificate, a platform id in its subject). Anything else, or
+///   any error, fails the handshake. The peer's platform id is read from the
+///   verified certificate, never from a message.
+public struct NodeTLSIdentity: Sendable {
+    let chain: [NIOSSLCertificate]
+    let key: NIOSSLPrivateKey
+    let root: NIOSSLCertificate
+    /// The manufacturing root, as the verification callback checks against it.
+    let rootCertificate: Certificate
+    /// The node's own leaf: its device certificate, as it presents it in
+    /// every handshake.
+    public let certificate: Certificate
+    /// ``certificate`` in DER, the bytes the peer receives (and binds
+    /// attestation evidence to).
+    public let certificateDER: [UInt8]
+
+    /// An identity from the device certificate, the intermediate that issued
+    /// it, the manufacturing root, and the root of trust holding the key.
+    public init(
+        device: Certificate,
+        intermediate: Certificate,
+        root: Certificate,
+        rootOfTrust: some RootOfTrust
+    ) throws(PeerChannelError) {
+        guard device.publicKey == rootOfTrust.publicKey else {
+            throw PeerChannelError(
+                "cannot load the node's TLS identity: the device certificate is not for the root of trust's key")
+        }
+        do {
+            chain = [try NIOSSLCertificate(device), try NIOSSLCertificate(intermediate)]
+            certificate = device
+            certificateDER = try chain[0].toDERBytes()
+            self.root = try NIOSSLCertificate(root)
+            rootCertificate = root
+        } catch {
+            throw PeerChannelError("cannot load the node's TLS identity: \(error)")
+        }
+        let signer = RootOfTrustTLSKey(rootOfTrust)
+        guard !signer.signatureAlgorithms.isEmpty else {
+            throw PeerChannelError("cannot load the node's TLS identity: the root of trust has no TLS 1.3 scheme")
+        }
+        key = NIOSSLPrivateKey(customPrivateKey: signer)
+    }
+
+    func configuration(server: Bool) -> TLSConfiguration {
+        var configuration: TLSConfiguration
+        // The trust roots are not what decides (the verification callback
+        // replaces BoringSSL's verification); giving the manufacturing root
+        // keeps BoringSSL from loading the system's trust store.
+        if server {
+            configuration = .makeServerConfigurationWithMTLS(
+                certificateChain: chain.map { .certificate($0) },
+                privateKey: .privateKey(key),
+                trustRoots: .certificates([root])
+            )
+        } else {
+            configuration = .makeClientConfiguration()
+            configuration.certificateChain = chain.map { .certificate($0) }
+            configuration.privateKey = .privateKey(key)
+            configuration.trustRoots = .certificates([root])
+        }
+        // Certificates are required both ways. Nodes are named by platform
+        // id in their certificates, not by host name.
+        configuration.certificateVerification = .noHostnameVerification
+        // Device keys are Ed25519 (default) or RSA; BoringSSL leaves Ed25519
+        // out of TLS unless asked. What this node signs with is what its
+        // root of trust offers (`RootOfTrustTLSKey.signatureAlgorithms`).
+        configuration.verifySignatureAlgorithms = [
+            .ed25519, .rsaPssRsaeSha256, .rsaPssRsaeSha384, .rsaPssRsaeSha512, .ecdsaSecp256R1Sha256,
+        ]
+        configuration.minimumTLSVersion = .tlsv13
+        configuration.maximumTLSVersion = .tlsv13
+        return configuration
+    }
+
+    /// The TLS handler for one connection, with the verification callback;
+    /// why it refused the peer goes to `refusal`.
+    func handler(server: Bool, refusal: PeerRefusal) throws -> any ChannelHandler {
+        let context = try NIOSSLContext(configuration: configuration(server: server))
+        let root = rootCertificate
+        let verify: NIOSSLCustomVerificationCallbackWithMetadata = { presented, promise in
+            Self.verify(presented, root: root, refusal: refusal, promise: promise)
+        }
+        return server
+            ? NIOSSLServerHandler(context: context, customVerificationCallbackWithMetadata: verify)
+            : try NIOSSLClientHandler(
+                context: context, serverHostname: nil, customVerificationCallbackWithMetadata: verify)
+    }
+
+    /// Judges the chain a peer presented (leaf first) with swift-certificates
+    /// and completes `promise` with the validated chain, or `.failed` on
+    /// anything wrong or any error (recorded in `refusal`): the handshake
+    /// then fails.
+    static func verify(
+        _ presented: [NIOSSLCertificate],
+        root: Certificate,
+        refusal: PeerRefusal,
+        promise: EventLoopPromise<NIOSSLVerificationResultWithMetadata>
+    ) {
+        guard let encoded = try? presented.map({ try $0.toDERBytes() }), !encoded.isEmpty else {
+            refusal.record("the peer presented no certificate that encodes")
+            promise.succeed(.failed)
+            return
+        }
+        // swift-certificates' verifier is async; it runs on an executor of
+        // its own so that a handshake never waits for Swift's cooperative
+        // pool, whatever else the process is doing there.
+        Task(executorPreference: VerificationExecutor.shared) {
+            do {
+                let certificates = try encoded.map { try Certificate(derEncoded: $0) }
+                let (_, chain) = try await DeviceIdentity.verifiedChain(
+                    certificates[0], intermediates: Array(certificates.dropFirst()), root: root)
+                let validated = try chain.map { try NIOSSLCertificate($0) }
+                promise.succeed(.certificateVerified(VerificationMetadata(NIOSSL.ValidatedCertificateChain(validated))))
+            } catch {
+                refusal.record("\(error)")
+                promise.succeed(.failed)
+            }
+        }
+    }
+}
+
+/// The device key as BoringSSL sees it: a custom private key whose every
+/// signature the root of trust makes, so no key material is handed to TLS.
+/// TLS 1.3 only: it offers the root of trust's TLS 1.3 schemes and never
+/// decrypts. BoringSSL passes the message to sign whole (not a digest), for
+/// Ed25519 and RSA-PSS alike; the root of trust hashes as the scheme says.
+/// Signing runs on NIO's thread pool, since a hardware root of trust may
+/// block.
+struct RootOfTrustTLSKey: NIOSSLCustomPrivateKey, Hashable {
+    let rootOfTrust: any RootOfTrust
+    let publicKey: Certificate.PublicKey
+
+    init(_ rootOfTrust: any RootOfTrust) {
+        self.rootOfTrust = rootOfTrust
+        publicKey = rootOfTrust.publicKey
+    }
+
+    var signatureAlgorithms: [SignatureAlgorithm] {
+        rootOfTrust.signatureSchemes.filter(\.allowedInTLS13).map { SignatureAlgorithm(rawValue: $0.rawValue) }
+    }
+
+    func sign(channel: any Channel, algorithm: SignatureAlgorithm, data: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
+        guard let scheme = DeviceSignatureScheme(rawValue: algorithm.rawValue), scheme.allowedInTLS13 else {
+            return channel.eventLoop.makeFailedFuture(
+                RootOfTrustError("TLS asked for signature scheme 0x\(String(algorithm.rawValue, radix: 16))"))
+        }
+        let message = Array(data.readableBytesView)
+        let rootOfTrust = rootOfTrust
+        return NIOThreadPool.singleton.runIfActive(eventLoop: channel.eventLoop) {
+            ByteBuffer(bytes: try rootOfTrust.sign(message, scheme: scheme))
+        }
+    }
+
+    func decrypt(channel: any Channel, data: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
+        channel.eventLoop.makeFailedFuture(RootOfTrustError("the device key does not decrypt (TLS 1.3 only)"))
+    }
+
+    static func == (lhs: Self, rhs: Self) -> Bool { lhs.publicKey == rhs.publicKey }
+    func hash(into hasher: inout Hasher) { hasher.combine(publicKey) }
+}

@@ -1,0 +1,141 @@
+import KeyrackCore
+import Logging
+import TrustQuorum
+
+// The admin API: what each command does to the node, and its answer.
+
+extension AgentCore {
+    // MARK: - Admin API
+
+    mutating func admin(_ command: AdminCommand, _ request: RequestID) {
+        if let halted, !command.allowedWhenHalted {
+            emit(.reply(request, AdminResponse(error: AdminError(.halted, halted))))
+            return
+        }
+        switch command {
+        case .status:
+            emit(.reply(request, AdminResponse(status: status())))
+        case .reconfigure(let reconfigure):
+            do {
+                try node.reconfigure(reconfigure, using: &random)
+            } catch {
+                emit(.reply(request, AdminResponse(error: AdminError(AdminError.Code(error.code), error.reason))))
+                return
+            }
+            log(
+                .notice, "coordinating a reconfiguration",
+                [
+                    "epoch": "\(reconfigure.epoch)", "members": "\(reconfigure.members.count)",
+                    "threshold": "\(reconfigure.threshold)",
+                ])
+            flush(request: request)
+        case .commit(let epoch):
+            committing(request) { (node: inout Node) throws(CommitError) in try node.commit(epoch) }
+        case .prepareAndCommit(let configuration):
+            committing(request) { (node: inout Node) throws(CommitError) in try node.prepareAndCommit(configuration) }
+        case .setPeers(let learnt):
+            setPeers(learnt, request)
+        case .diskRekeyed(let disk, let epoch):
+            diskRekeyed(disk: disk, epoch: epoch, request)
+        case .diskKey(let disk, let epoch):
+            emit(.reply(request, diskKey(disk: disk, epoch: epoch)))
+        }
+    }
+
+    mutating func committing(
+        _ request: RequestID,
+        _ body: (inout Node) throws(CommitError) -> Void
+    ) {
+        let before = node.persistentState.latestCommittedEpoch
+        do {
+            try body(&node)
+        } catch {
+            flush(request: nil)
+            emit(.reply(request, AdminResponse(error: AdminError(AdminError.Code(error.code), error.description))))
+            return
+        }
+        if let after = node.persistentState.latestCommittedEpoch, after != before {
+            log(.notice, "committed", ["epoch": "\(after)"])
+        }
+        flush(request: request)
+    }
+
+    mutating func setPeers(_ learnt: [PlatformId: PeerAddress], _ request: RequestID) {
+        // The configuration file wins for the peers it names (as at start).
+        // Compared with what is on disk, so that a request repeated after a failed write writes again.
+        let added = learnt.filter {
+            settings.configuredPeers[$0.key] == nil && agentState.peers[$0.key.description] != $0.value.description
+        }
+        guard !added.isEmpty else {
+            emit(.reply(request, AdminResponse()))
+            return
+        }
+        let before = agentState.peers
+        for (platform, address) in added {
+            addressBook[platform] = address
+            agentState.peers[platform.description] = address.description
+        }
+        startDialers()
+        saveAgentState()
+        pending = .agentState(generation: agentState.generation, undo: .peers(before), request: request)
+    }
+
+    /// The operator re-keyed `disk` to `epoch`: record it, so that re-keying
+    /// is reported from there on.
+    mutating func diskRekeyed(disk: String, epoch: Epoch, _ request: RequestID) {
+        let refuse = { (code: AdminError.Code, reason: String) in
+            Action.reply(request, AdminResponse(error: AdminError(code, reason)))
+        }
+        guard settings.disks.contains(disk) else {
+            emit(refuse(.diskUnknown, "'\(disk)' is not one of this node's disks"))
+            return
+        }
+        guard node.persistentState.committedEpochs.contains(epoch) else {
+            emit(refuse(.request, "epoch \(epoch) is not committed on this node"))
+            return
+        }
+        if let keyed = agentState.disks[disk], epoch < keyed {
+            emit(refuse(.request, "'\(disk)' is already keyed under epoch \(keyed); it cannot go back to \(epoch)"))
+            return
+        }
+        guard agentState.disks[disk] != epoch else {
+            emit(.reply(request, AdminResponse()))
+            return
+        }
+        let before = agentState.disks[disk]
+        agentState.disks[disk] = epoch
+        saveAgentState()
+        pending = .agentState(
+            generation: agentState.generation, undo: .disk(disk, before, now: epoch), request: request)
+    }
+
+    mutating func diskKey(disk: String, epoch: Epoch?) -> AdminResponse {
+        let refuse = { (code: AdminError.Code, reason: String) in AdminResponse(error: AdminError(code, reason)) }
+        guard settings.disks.contains(disk) else {
+            return refuse(.diskUnknown, "'\(disk)' is not one of this node's disks")
+        }
+        if let expunged = node.persistentState.expunged {
+            return refuse(.expunged, "this node was removed from the rack at epoch \(expunged.epoch)")
+        }
+        guard let latest = node.persistentState.latestCommittedEpoch else {
+            return refuse(.notCommitted, "this node has committed no configuration")
+        }
+        guard unlockedEpoch == latest else {
+            return refuse(.locked, "the rack secret is not loaded yet (waiting for shares)")
+        }
+        let wanted = epoch ?? latest
+        do {
+            guard let secret = try node.loadRackSecret(wanted) else {
+                return refuse(.locked, "the rack secret is not loaded yet")
+            }
+            let key = DiskKey(secret: secret, epoch: wanted, rackId: settings.rackId, diskId: Array(disk.utf8))
+            return AdminResponse(key: key.key.withUnsafeBytes { $0.hexString }, keyEpoch: wanted)
+        } catch {
+            return refuse(AdminError.Code(error.code), error.description)
+        }
+    }
+
+    func haltedOrOK() -> AdminResponse {
+        halted.map { AdminResponse(error: AdminError(.halted, $0)) } ?? AdminResponse()
+    }
+}

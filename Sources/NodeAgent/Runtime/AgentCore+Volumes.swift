@@ -1,0 +1,48 @@
+import KeyrackCore
+import Logging
+import TrustQuorum
+
+// What the volume manager asks of the node: keys of bound volumes, and
+// writing their re-key progress before each step.
+
+extension AgentCore {
+    // MARK: - LUKS2 volumes
+
+    /// The disk key of `disk` at `epoch` (the latest committed one if nil),
+    /// for a bound volume; refused while the node is halted, expunged or locked.
+    public mutating func volumeKey(disk: String, epoch: Epoch?) throws(VolumeError) -> DiskKey {
+        if let halted { throw VolumeError(.locked, "this node has halted: \(halted)") }
+        if let expunged = node.persistentState.expunged {
+            throw VolumeError(.locked, "this node was removed from the rack at epoch \(expunged.epoch)")
+        }
+        guard let latest = node.persistentState.latestCommittedEpoch, unlockedEpoch == latest else {
+            throw VolumeError(.locked, "the rack secret is not loaded yet (waiting for shares)")
+        }
+        let wanted = epoch ?? latest
+        let secret: RackSecret?
+        do {
+            secret = try node.loadRackSecret(wanted)
+        } catch {
+            throw VolumeError(.locked, "the rack secret of epoch \(wanted) is not available: \(error)")
+        }
+        guard let secret else { throw VolumeError(.locked, "the rack secret of epoch \(wanted) is not loaded yet") }
+        return DiskKey(secret: secret, epoch: wanted, rackId: settings.rackId, diskId: Array(disk.utf8))
+    }
+
+    /// Records a volume's re-key progress (`plan`, nil when none is under
+    /// way) and the epoch it is keyed under. Returns the agent state to write
+    /// now, before the step it precedes (nil: nothing changed); if the write
+    /// fails, ``restoreAgentState(_:)`` takes it back.
+    public mutating func recordVolume(disk: String, plan: RekeyPlan?, keyedEpoch: Epoch?) -> AgentState? {
+        var next = agentState
+        next.rekeys[disk] = plan
+        if let keyedEpoch { next.disks[disk] = keyedEpoch }
+        guard next != agentState else { return nil }
+        next.generation += 1
+        agentState = next
+        return next
+    }
+
+    /// Takes back a ``recordVolume(disk:plan:keyedEpoch:)`` whose write failed.
+    public mutating func restoreAgentState(_ state: AgentState) { agentState = state }
+}

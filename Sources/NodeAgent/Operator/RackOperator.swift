@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackCore
 import TrustQuorum
 
 /// The operator's side of the control plane: `keyrack rack …` drives
@@ -220,53 +221,32 @@ public struct RackOperator: Sendable {
     }
 }
 
-/// An operator command that could not finish, shaped like swift-certificates'
-/// errors: callers match on ``code``; ``reason`` is for people.
-public struct RackOperatorError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// What went wrong; stable, and extensible without breaking callers.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Backing: String, Sendable {
-            case noNodeAnswered = "RACK-NO-NODE"
-            case otherRack = "RACK-OTHER-RACK"
-            case notSetUp = "RACK-NOT-SET-UP"
-            case alreadySetUp = "RACK-ALREADY-SET-UP"
-            case nodeDown = "RACK-NODE-DOWN"
-            case refused = "RACK-REFUSED"
-            case timedOut = "RACK-TIMED-OUT"
-        }
-        private let backing: Backing
-        private init(_ backing: Backing) { self.backing = backing }
+/// An operator command that could not finish.
+public typealias RackOperatorError = CodedError<RackOperatorErrorCode>
 
-        /// No node answered.
-        public static let noNodeAnswered = Code(.noNodeAnswered)
-        /// A node belongs to another rack.
-        public static let otherRack = Code(.otherRack)
-        /// The rack has no committed configuration yet.
-        public static let notSetUp = Code(.notSetUp)
-        /// The rack is set up with other members.
-        public static let alreadySetUp = Code(.alreadySetUp)
-        /// A node the command needs does not answer.
-        public static let nodeDown = Code(.nodeDown)
-        /// The control plane refused the goal (N or K out of range).
-        public static let refused = Code(.refused)
-        /// The command did not finish in time (it can be run again).
-        public static let timedOut = Code(.timedOut)
+/// The codes of ``RackOperatorError``.
+public struct RackOperatorErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
 
-        public var description: String { backing.rawValue }
-    }
+    /// No node answered.
+    public static let noNodeAnswered = RackOperatorErrorCode("RACK-NO-NODE")
 
-    /// What went wrong.
-    public let code: Code
-    /// For people.
-    public let reason: String
+    /// A node belongs to another rack.
+    public static let otherRack = RackOperatorErrorCode("RACK-OTHER-RACK")
 
-    /// An error from its parts.
-    public init(_ code: Code, _ reason: String) {
-        self.code = code
-        self.reason = reason
-    }
+    /// The rack has no committed configuration yet.
+    public static let notSetUp = RackOperatorErrorCode("RACK-NOT-SET-UP")
 
-    public var description: String { reason }
-    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
-    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
+    /// The rack is set up with other members.
+    public static let alreadySetUp = RackOperatorErrorCode("RACK-ALREADY-SET-UP")
+
+    /// A node the command needs does not answer.
+    public static let nodeDown = RackOperatorErrorCode("RACK-NODE-DOWN")
+
+    /// The control plane refused the goal (N or K out of range).
+    public static let refused = RackOperatorErrorCode("RACK-REFUSED")
+
+    /// The command did not finish in time (it can be run again).
+    public static let timedOut = RackOperatorErrorCode("RACK-TIMED-OUT")
 }

@@ -381,50 +381,29 @@ public typealias ChannelAttestationHook =
         NIOAsyncChannelOutboundWriter<ByteBuffer>
     ) async throws(PeerChannelError) -> Void
 
-/// Why a node cannot start or run, shaped like swift-certificates' errors:
-/// callers match on ``code``; ``reason`` is for people.
-public struct NodeRuntimeError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// What went wrong; stable, and extensible without breaking callers.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Backing: String, Sendable {
-            case ledger = "NODE-RUN-LEDGER"
-            case listen = "NODE-RUN-LISTEN"
-            case identity = "NODE-RUN-IDENTITY"
-            case policy = "NODE-RUN-POLICY"
-            case evidence = "NODE-RUN-EVIDENCE"
-            case volumes = "NODE-RUN-VOLUMES"
-        }
-        private let backing: Backing
-        private init(_ backing: Backing) { self.backing = backing }
+/// Why a node cannot start or run.
+public typealias NodeRuntimeError = CodedError<NodeRuntimeErrorCode>
 
-        /// No ledger copy opens.
-        public static let ledger = Code(.ledger)
-        /// The peer listener or the admin socket cannot be set up.
-        public static let listen = Code(.listen)
-        /// The device key, its certificate or the CA certificates are unusable.
-        public static let identity = Code(.identity)
-        /// The attestation policy cannot be read.
-        public static let policy = Code(.policy)
-        /// This node's own evidence cannot be produced.
-        public static let evidence = Code(.evidence)
-        /// The configuration binds LUKS2 volumes and they cannot be managed (no `cryptsetup`).
-        public static let volumes = Code(.volumes)
+/// The codes of ``NodeRuntimeError``.
+public struct NodeRuntimeErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
 
-        public var description: String { backing.rawValue }
-    }
+    /// No ledger copy opens.
+    public static let ledger = NodeRuntimeErrorCode("NODE-RUN-LEDGER")
 
-    /// What went wrong.
-    public let code: Code
-    /// For people.
-    public let reason: String
+    /// The peer listener or the admin socket cannot be set up.
+    public static let listen = NodeRuntimeErrorCode("NODE-RUN-LISTEN")
 
-    /// An error from its parts.
-    public init(_ code: Code, _ reason: String) {
-        self.code = code
-        self.reason = reason
-    }
+    /// The device key, its certificate or the CA certificates are unusable.
+    public static let identity = NodeRuntimeErrorCode("NODE-RUN-IDENTITY")
 
-    public var description: String { reason }
-    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
-    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
+    /// The attestation policy cannot be read.
+    public static let policy = NodeRuntimeErrorCode("NODE-RUN-POLICY")
+
+    /// This node's own evidence cannot be produced.
+    public static let evidence = NodeRuntimeErrorCode("NODE-RUN-EVIDENCE")
+
+    /// The configuration binds LUKS2 volumes and they cannot be managed (no `cryptsetup`).
+    public static let volumes = NodeRuntimeErrorCode("NODE-RUN-VOLUMES")
 }

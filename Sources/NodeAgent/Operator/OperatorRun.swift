@@ -166,6 +166,10 @@ public struct OperatorRun<Instant: InstantProtocol>: Sendable where Instant.Dura
     }
 
     /// What the nodes report after a ``Output/poll`` (those that answered).
+    // Swift 6.3's optimizer crashes on this function ("Found ownership error" in
+    // CopyPropagation, release builds only); it runs once per poll, so leaving it
+    // unoptimized costs nothing measurable.
+    @_optimize(none)
     public mutating func surveyed(_ statuses: [NodeStatus], now: Instant) -> [Output] {
         var outputs: [Output] = []
         available = Self.available(statuses)

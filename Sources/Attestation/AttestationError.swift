@@ -89,6 +89,9 @@ public struct AttestationError: Error, Hashable, Sendable, CustomStringConvertib
         case collateralNotYetValid
         /// A TCB info or QE identity has a next update before `now`.
         case collateralExpired
+        /// No valid collateral could be had for the platform (a PCCS down,
+        /// unknown FMSPC, a tampered or stale answer): not the quote's fault.
+        case collateralUnavailable
         /// A value that must match does not (hash, identity, FMSPC, ...).
         case mismatch
         /// No TCB level of the TCB info (or of the QE identity, or the TDX

@@ -153,6 +153,9 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
         if let reason = verifier.notReadyReason() {
             throw KMSError(.policyNotReady, "collateral not ready: \(reason)")
         }
+        if let reason = await verifier.prepare(quote: [UInt8](quote), now: Date()) {
+            throw KMSError(.policyNotReady, "collateral not ready: \(reason)")
+        }
 
         // 1. Consume the challenge (atomic, one-time).
         let challenge: Challenge

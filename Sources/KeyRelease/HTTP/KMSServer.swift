@@ -142,7 +142,8 @@ struct PolicyReloader: Service {
     let logger: Logger
 
     func run() async throws {
-        guard holder.path != nil else { return }
+        // A service that returns ends the whole group: without a file, wait for shutdown.
+        guard holder.path != nil else { return try await gracefulShutdown() }
         await reloadOnSIGHUPAndChange(
             sighup: { report(holder.reload(), trigger: "SIGHUP") },
             tick: { if let result = holder.reloadIfChanged() { report(result, trigger: "file changed") } })
@@ -167,7 +168,7 @@ struct CollateralReloader: Service {
     let logger: Logger
 
     func run() async throws {
-        guard verifier.directory != nil else { return }
+        guard verifier.directory != nil else { return try await gracefulShutdown() }
         await reloadOnSIGHUPAndChange(
             sighup: { if let result = verifier.reloadCollateral() { report(result, trigger: "SIGHUP") } },
             tick: {

@@ -55,7 +55,7 @@ public struct AttestationError: Error, Hashable, Sendable, CustomStringConvertib
         case quoteSignature = "quote signature"
         /// Matching the platform and the TDX module against the TCB levels.
         case tcbStatus = "TCB status"
-        /// The TD's attributes (debug TDs are refused).
+        /// The TD's attributes and, for TD 1.5, MRSERVICETD.
         case tdAttributes = "TD attributes"
     }
 
@@ -89,6 +89,9 @@ public struct AttestationError: Error, Hashable, Sendable, CustomStringConvertib
         case collateralNotYetValid
         /// A TCB info or QE identity has a next update before `now`.
         case collateralExpired
+        /// No valid collateral could be had for the platform (a PCCS down,
+        /// unknown FMSPC, a tampered or stale answer): not the quote's fault.
+        case collateralUnavailable
         /// A value that must match does not (hash, identity, FMSPC, ...).
         case mismatch
         /// No TCB level of the TCB info (or of the QE identity, or the TDX
@@ -96,8 +99,14 @@ public struct AttestationError: Error, Hashable, Sendable, CustomStringConvertib
         case noMatchingTCBLevel
         /// The matching TCB level is `Revoked`.
         case tcbRevoked
-        /// The TD runs in debug mode.
+        /// The TD runs in debug mode, or with TD profiling.
         case debugTD
+        /// A TD attribute or TD 1.5 field the verifier refuses: a reserved bit,
+        /// MIGRATABLE, SERVTD_EXT, SEPT_VE_DISABLE clear, or a non-zero MRSERVICETD.
+        case tdAttributeRefused
+        /// A matched TCB level carries a status its structure may not (for
+        /// example `SWHardeningNeeded` in a QE or TDX module identity).
+        case unrecognizedTCBStatus
     }
 }
 

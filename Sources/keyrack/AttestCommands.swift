@@ -5,14 +5,14 @@ import KeyrackCore
 import SecretSharing
 
 /// `keyrack attest`: verify TDX quotes with DCAP.
-struct AttestCommand: ParsableCommand {
+struct AttestCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "attest",
         abstract: "Verify Intel TDX quotes (DCAP: PCK chain and CRLs, TCB info, QE identity, signatures, TCB status).",
         subcommands: [Verify.self]
     )
 
-    struct Verify: ParsableCommand {
+    struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Verify a TDX quote against collateral; exit 0 if accepted, 1 if rejected, 2 on a usage error.",
             discussion: """
@@ -21,28 +21,50 @@ struct AttestCommand: ParsableCommand {
                 --trust-anchor names a DER or PEM root (a software TEE's root.der). With --json, one \
                 object {"ok", "status", "advisoryIds", "error", "tdReport"} is printed, the TD report's \
                 fields in hex (tdReport is null when the quote does not parse).
+
+                --pccs URL fetches the collateral from a PCCS or Intel's PCS instead (v4 API: \
+                the PCK CRL for the quote's PCK CA, the TDX TCB info for its FMSPC, the TD QE \
+                identity and the root CA CRL); the fetched documents must verify under the trust \
+                anchor. No collateral (the PCCS down, an unknown FMSPC, a tampered answer) is a \
+                rejection with code collateralUnavailable. Exactly one of --collateral and --pccs.
                 """
         )
 
         @Option(help: "The quote file (raw bytes).") var quote: String
-        @Option(help: "The collateral JSON file.") var collateral: String
+        @Option(help: "The collateral JSON file.") var collateral: String?
+        @Option(help: "Fetch the collateral from this PCCS (or Intel's PCS) base URL.") var pccs: String?
         @Option(help: "The root CA, DER or PEM (default: Intel's SGX root CA).") var trustAnchor: String?
         @Option(help: "Verify as of this Unix time (default: now).") var now: Int64?
         @Flag(help: "Print one JSON object.") var json = false
 
-        func run() throws {
-            let inputs: ([UInt8], Collateral, TrustAnchor)
+        func run() async throws {
+            let inputs: ([UInt8], Collateral?, TrustAnchor)
             do {
+                guard (collateral == nil) != (pccs == nil) else {
+                    throw CommandFailure("give exactly one of --collateral FILE and --pccs URL")
+                }
                 inputs = try loadVerificationInputs(quote: quote, collateral: collateral, trustAnchor: trustAnchor)
             } catch {
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(2)
             }
-            let (bytes, collateral, anchor) = inputs
+            let (bytes, file, anchor) = inputs
             let instant = now ?? Int64(Date().timeIntervalSince1970)
             let parsed = try? Quote(bytes: bytes)
-            let outcome = Result { () throws(AttestationError) in
-                try QuoteVerifier(trustAnchor: anchor).verify(quote: bytes, collateral: collateral, now: instant)
+            let verifier = QuoteVerifier(trustAnchor: anchor)
+            var outcome: Result<VerifiedQuote, AttestationError>
+            do throws(AttestationError) {
+                let quote = try Quote(bytes: bytes)
+                let collateral: Collateral
+                if let file {
+                    collateral = file
+                } else {
+                    let cache = PCCSCollateralCache(url: pccs ?? "", verifier: verifier)
+                    collateral = try await cache.collateral(for: quote, now: instant)
+                }
+                outcome = .success(try verifier.verify(quote: quote, collateral: collateral, now: instant))
+            } catch {
+                outcome = .failure(error)
             }
             if json {
                 try writeStandardOutput(verdictJSON(outcome, report: parsed?.report) + "\n")
@@ -74,6 +96,16 @@ struct AttestCommand: ParsableCommand {
 func loadVerificationInputs(quote: String, collateral: String, trustAnchor: String?) throws -> (
     [UInt8], Collateral, TrustAnchor
 ) {
+    let (bytes, parsed, anchor) = try loadVerificationInputs(
+        quote: quote, collateral: Optional(collateral), trustAnchor: trustAnchor)
+    guard let parsed else { throw CommandFailure("no collateral file") }
+    return (bytes, parsed, anchor)
+}
+
+/// Reads the quote, the collateral (when a file is named) and trust anchor files.
+func loadVerificationInputs(quote: String, collateral: String?, trustAnchor: String?) throws -> (
+    [UInt8], Collateral?, TrustAnchor
+) {
     func read(_ path: String, _ what: String) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CommandFailure("cannot read the \(what) file \(path)")
@@ -81,11 +113,13 @@ func loadVerificationInputs(quote: String, collateral: String, trustAnchor: Stri
         return [UInt8](data)
     }
     let bytes = try read(quote, "quote")
-    let parsedCollateral: Collateral
-    do {
-        parsedCollateral = try Collateral(json: try read(collateral, "collateral"))
-    } catch let error as AttestationError {
-        throw CommandFailure("\(collateral): \(error.reason)")
+    var parsedCollateral: Collateral? = nil
+    if let collateral {
+        do {
+            parsedCollateral = try Collateral(json: try read(collateral, "collateral"))
+        } catch let error as AttestationError {
+            throw CommandFailure("\(collateral): \(error.reason)")
+        }
     }
     var anchor = TrustAnchor.intelSGXRootCA
     if let trustAnchor {

@@ -20,9 +20,10 @@ struct KMSCommand: AsyncParsableCommand {
                 \(KMSConfiguration.variables.map { "  \($0.name): \($0.meaning)" }.joined(separator: "\n"))
 
                 Keys are released only with a policy (POLICY_FILE) and collateral \
-                (COLLATERAL_DIR); until then /get-key answers 503 PolicyNotReady and \
-                /readyz says why. SIGHUP reloads the policy; so does editing the file. \
-                SIGTERM or SIGINT stops gracefully.
+                (COLLATERAL_DIR, or PCCS_URL); until then /get-key answers 503 PolicyNotReady and \
+                /readyz says why. Collateral that is missing or expired for a quote's platform \
+                is 503 PolicyNotReady too, before the challenge is spent. SIGHUP reloads the \
+                policy and COLLATERAL_DIR; so does editing them. SIGTERM or SIGINT stops gracefully.
                 """
         )
 
@@ -37,6 +38,7 @@ struct KMSCommand: AsyncParsableCommand {
         @Option(help: "KEY_NAMESPACE_PREFIX") var keyNamespacePrefix: String?
         @Option(help: "TRUST_ANCHOR") var trustAnchor: String?
         @Option(help: "COLLATERAL_DIR") var collateralDir: String?
+        @Option(help: "PCCS_URL") var pccsUrl: String?
         @Option(help: "TLS_CERT") var tlsCert: String?
         @Option(help: "TLS_KEY") var tlsKey: String?
 
@@ -47,7 +49,7 @@ struct KMSCommand: AsyncParsableCommand {
                 ("MAX_PENDING_CHALLENGES", maxPendingChallenges), ("REDIS_URL", redisUrl), ("POLICY_FILE", policyFile),
                 ("KEY_PROVIDER", keyProvider), ("KEY_ROOT_FILE", keyRootFile), ("DSTACK_SOCKET_PATH", dstackSocketPath),
                 ("KEY_NAMESPACE_PREFIX", keyNamespacePrefix), ("TRUST_ANCHOR", trustAnchor),
-                ("COLLATERAL_DIR", collateralDir), ("TLS_CERT", tlsCert), ("TLS_KEY", tlsKey),
+                ("COLLATERAL_DIR", collateralDir), ("PCCS_URL", pccsUrl), ("TLS_CERT", tlsCert), ("TLS_KEY", tlsKey),
             ]
             for case (let name, let value?) in flags { environment[name] = value }
             let configuration: KMSConfiguration

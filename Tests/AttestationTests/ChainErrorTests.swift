@@ -152,3 +152,115 @@ struct ChainErrorTests {
         #expect(error?.reason.contains("lacks a required field") == true)
     }
 }
+
+/// Hardening Intel's PKI does not exercise (review L11).
+@Suite("certificate and CRL hardening")
+struct HardeningTests {
+    /// The lab's PCK platform CA re-issued by the root with other key usage or path length.
+    static func platformCA(_ lab: Lab, keyCertSign: Bool = true, maxPathLength: Int? = 0) throws -> Certificate {
+        let key = Certificate.PublicKey(lab.keys.pckCA.publicKey)
+        let extensions = try Certificate.Extensions {
+            SubjectKeyIdentifier(hash: key)
+            Critical(KeyUsage(keyCertSign: keyCertSign, cRLSign: true))
+            Critical(BasicConstraints.isCertificateAuthority(maxPathLength: maxPathLength))
+        }
+        return try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: key,
+            notValidBefore: Date(timeIntervalSince1970: TimeInterval(lab.now - 86_400)),
+            notValidAfter: Date(timeIntervalSince1970: TimeInterval(lab.now + 86_400)), issuer: lab.pki.root.subject,
+            subject: lab.pki.pckCA.subject, signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions,
+            issuerPrivateKey: .init(lab.keys.root))
+    }
+
+    @Test("an issuer without keyCertSign is refused; with it, the same chain verifies")
+    func keyCertSign() throws {
+        let lab = try Lab()
+        let leaf = try ChainErrorTests.leaf(lab, issuer: lab.pki.pckCA.subject, issuerKey: lab.keys.pckCA)
+        let without = try ChainErrorTests.quote(
+            lab, chain: [leaf, try Self.platformCA(lab, keyCertSign: false), lab.pki.root])
+        lab.expectFailure(lab.pki.collateral, quote: without, .untrustedChain, .pckChain, "no keyCertSign")
+        let with = try ChainErrorTests.quote(lab, chain: [leaf, try Self.platformCA(lab), lab.pki.root])
+        #expect(try lab.verify(lab.pki.collateral, quote: with).status == .upToDate)
+    }
+
+    @Test("an issuer's pathLenConstraint limits the CA certificates below it")
+    func pathLength() throws {
+        let lab = try Lab()
+        let subKey = P256.Signing.PrivateKey()
+        let subName = try DistinguishedName { CommonName("Keyrack test sub-CA") }
+        let subPublic = Certificate.PublicKey(subKey.publicKey)
+        let sub = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: subPublic,
+            notValidBefore: Date(timeIntervalSince1970: TimeInterval(lab.now - 86_400)),
+            notValidAfter: Date(timeIntervalSince1970: TimeInterval(lab.now + 86_400)), issuer: lab.pki.pckCA.subject,
+            subject: subName, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+            }, issuerPrivateKey: .init(lab.keys.pckCA))
+        let leaf = try ChainErrorTests.leaf(lab, issuer: subName, issuerKey: subKey)
+        // The lab's root (same key and name) without a path length of its own.
+        let rootKey = Certificate.PublicKey(lab.keys.root.publicKey)
+        let root = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: rootKey,
+            notValidBefore: Date(timeIntervalSince1970: TimeInterval(lab.now - 86_400)),
+            notValidAfter: Date(timeIntervalSince1970: TimeInterval(lab.now + 86_400)), issuer: lab.pki.root.subject,
+            subject: lab.pki.root.subject, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))
+            }, issuerPrivateKey: .init(lab.keys.root))
+        let rootDER = try TestPKI.der(root)
+        let verifier = QuoteVerifier(trustAnchor: try TrustAnchor(bytes: rootDER))
+        let c = lab.pki.collateral
+        let tcbChain = PEM.encode([try TestPKI.der(lab.pki.tcbSigning), rootDER])
+        let collateral = Collateral(
+            pckCRLIssuerChain: PEM.encode([try TestPKI.der(lab.pki.pckCA), rootDER]), rootCACRL: c.rootCACRL,
+            pckCRL: c.pckCRL, tcbInfoIssuerChain: tcbChain, tcbInfo: c.tcbInfo, tcbInfoSignature: c.tcbInfoSignature,
+            qeIdentityIssuerChain: tcbChain, qeIdentity: c.qeIdentity, qeIdentitySignature: c.qeIdentitySignature)
+        // The usual chain verifies under this root.
+        let usual = try ChainErrorTests.quote(lab, chain: [lab.pki.pck, lab.pki.pckCA, root])
+        #expect(try verifier.verify(quote: usual, collateral: collateral, now: lab.now).status == .upToDate)
+        func failure(_ chain: [Certificate]) throws -> AttestationError? {
+            let quote = try ChainErrorTests.quote(lab, chain: chain)
+            return #expect(throws: AttestationError.self) {
+                try verifier.verify(quote: quote, collateral: collateral, now: lab.now)
+            }
+        }
+        // Platform CA with path length 0: a CA below it is one too many.
+        let strict = try failure([leaf, sub, try Self.platformCA(lab), root])
+        #expect(strict == AttestationError(.untrustedChain, step: .pckChain, ""))
+        // Path length 1 allows it: the chain gets as far as the CRLs (there is none from the sub-CA).
+        let loose = try failure([leaf, sub, try Self.platformCA(lab, maxPathLength: 1), root])
+        #expect(loose == AttestationError(.crlMissing, step: .pckChain, ""))
+    }
+
+    @Test("a critical CRL or CRL entry extension we do not understand rejects the CRL; a non-critical one does not")
+    func criticalCRLExtensions() throws {
+        let lab = try Lab()
+        let name = lab.pki.pckCA.subject
+        // IssuingDistributionPoint, an empty SEQUENCE.
+        let idp = TestPKI.TestExtension(oid: "2.5.29.28", critical: true, value: [0x30, 0x00])
+        let soft = TestPKI.TestExtension(oid: "2.5.29.28", critical: false, value: [0x30, 0x00])
+        // Certificate issuer (an entry extension we do not process), an empty GeneralNames.
+        let entry = TestPKI.TestExtension(oid: "2.5.29.29", critical: true, value: [0x30, 0x00])
+        func crl(_ extensions: [TestPKI.TestExtension], entries: [TestPKI.TestExtension] = []) throws -> [UInt8] {
+            try TestPKI.crl(
+                issuer: name, key: lab.keys.pckCA, thisUpdate: lab.now - 60, nextUpdate: lab.now + 3_600,
+                revoked: [[0x01, 0x02]], extensions: extensions, entryExtensions: entries)
+        }
+        let critical = #expect(throws: AttestationError.self) { try RevocationList(der: try crl([idp])) }
+        #expect(critical?.code == .unsupported)
+        #expect(critical?.step == .crl)
+        let criticalEntry = #expect(throws: AttestationError.self) {
+            try RevocationList(der: try crl([], entries: [entry]))
+        }
+        #expect(criticalEntry?.code == .unsupported)
+        #expect(try RevocationList(der: try crl([soft])).revokedSerials.count == 1)
+        // A critical reason code is understood.
+        let reason = TestPKI.TestExtension(oid: "2.5.29.21", critical: true, value: [0x0A, 0x01, 0x01])
+        #expect(try RevocationList(der: try crl([], entries: [reason])).revokedSerials.count == 1)
+        // Through the verifier: the collateral's PCK CRL with a critical IDP.
+        lab.expectFailure(try lab.collateral(pckCRL: try crl([idp])), .unsupported, .crl, "critical IDP in the PCK CRL")
+    }
+}

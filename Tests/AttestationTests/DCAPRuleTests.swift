@@ -95,9 +95,9 @@ struct DCAPRuleTests {
                 {
                     $0.replacingOccurrences(
                         of:
-                            "\"id\":\"TDX_01\",\"mrsigner\":\"\(String(repeating: "0", count: 96))\",\"attributes\":\"00",
+                            "\"attributes\":\"0000000000000000\",\"attributesMask\":\"FFFFFFFFFFFFFFFF\",\"id\":\"TDX_01\"",
                         with:
-                            "\"id\":\"TDX_01\",\"mrsigner\":\"\(String(repeating: "0", count: 96))\",\"attributes\":\"01"
+                            "\"attributes\":\"0100000000000000\",\"attributesMask\":\"FFFFFFFFFFFFFFFF\",\"id\":\"TDX_01\""
                     )
                 },
                 .mismatch
@@ -341,14 +341,34 @@ struct DCAPRuleTests {
         #expect(small.counts.collateral == 0)
     }
 
-    @Test("TCB status merging keeps every concern")
+    @Test("TCB status convergence: only an OutOfDate or Revoked component changes the platform's status")
     func merging() {
-        #expect(TCBStatus.upToDate.merged(with: .outOfDate) == .outOfDate)
-        #expect(TCBStatus.configurationNeeded.merged(with: .outOfDate) == .outOfDateConfigurationNeeded)
-        #expect(TCBStatus.swHardeningNeeded.merged(with: .configurationNeeded) == .configurationAndSWHardeningNeeded)
-        #expect(TCBStatus.outOfDate.merged(with: .revoked) == .revoked)
-        #expect(TCBStatus.swHardeningNeeded.merged(with: .upToDate) == .swHardeningNeeded)
-        for status in TCBStatus.allCases { #expect(status.merged(with: .upToDate) == status) }
+        #expect(TCBStatus.upToDate.converged(withComponent: .outOfDate) == .outOfDate)
+        #expect(TCBStatus.configurationNeeded.converged(withComponent: .outOfDate) == .outOfDateConfigurationNeeded)
+        #expect(
+            TCBStatus.configurationAndSWHardeningNeeded.converged(withComponent: .outOfDate)
+                == .outOfDateConfigurationNeeded)
+        #expect(TCBStatus.swHardeningNeeded.converged(withComponent: .outOfDate) == .outOfDate)
+        #expect(TCBStatus.outOfDate.converged(withComponent: .revoked) == .revoked)
+        // A QE or module that needs configuration does not lower the platform.
+        #expect(TCBStatus.upToDate.converged(withComponent: .configurationNeeded) == .upToDate)
+        #expect(TCBStatus.swHardeningNeeded.converged(withComponent: .configurationNeeded) == .swHardeningNeeded)
+        #expect(TCBStatus.upToDate.converged(withComponent: .outOfDateConfigurationNeeded) == .upToDate)
+        for status in TCBStatus.allCases { #expect(status.converged(withComponent: .upToDate) == status) }
+    }
+
+    @Test("relaunch check: an out-of-date launch with a current module not out of date")
+    func relaunch() {
+        #expect(TCBStatus.outOfDate.relaunchChecked(current: .upToDate) == .tdRelaunchAdvised)
+        #expect(TCBStatus.outOfDate.relaunchChecked(current: .swHardeningNeeded) == .tdRelaunchAdvised)
+        #expect(
+            TCBStatus.outOfDate.relaunchChecked(current: .configurationNeeded) == .tdRelaunchAdvisedConfigurationNeeded)
+        #expect(
+            TCBStatus.outOfDateConfigurationNeeded.relaunchChecked(current: .upToDate)
+                == .tdRelaunchAdvisedConfigurationNeeded)
+        #expect(TCBStatus.outOfDate.relaunchChecked(current: .outOfDate) == .outOfDate)
+        #expect(TCBStatus.upToDate.relaunchChecked(current: .upToDate) == .upToDate)
+        #expect(TCBStatus.configurationNeeded.relaunchChecked(current: .upToDate) == .configurationNeeded)
     }
 
     @Test("collateral directory: indexed by FMSPC, other JSON skipped, lookup by the quote's FMSPC")

@@ -51,17 +51,19 @@ struct QuoteParserTests {
         ("TDX quote version 3", edited { putU16(&$0, 0, 3) }, .unsupported),
         ("attestation key type 3", edited { putU16(&$0, 2, 3) }, .unsupported),
         ("v5 body type 1 (SGX)", v5(bodyType: 1, size: 384), .notTDXQuote),
-        ("v5 body type 4", v5(bodyType: 4, size: 584), .unsupported),
+        ("v5 body type 4 with a TD 1.0 size", v5(bodyType: 4, size: 584), .malformed),
+        ("v5 body type 5", v5(bodyType: 5, size: 584), .unsupported),
         ("v5 body size that does not match its type", v5(bodyType: 2, size: 648), .malformed),
         ("signature data longer than the quote", edited { putU32(&$0, signatureDataLength, 100_000) }, .truncated),
         ("certification data type 5 at the top", edited { putU16(&$0, certificationType, 5) }, .unsupported),
         ("certification data size too large", edited { putU32(&$0, certificationSize, 4167) }, .truncated),
-        ("certification data size too small", edited { putU32(&$0, certificationSize, 4000) }, .malformed),
         ("QE auth data longer than what is left", edited { putU16(&$0, authLength, 60_000) }, .truncated),
         ("nested certification type 4", edited { putU16(&$0, innerType, 4) }, .unsupported),
         ("nested certification size past the end", edited { putU32(&$0, innerSize, 3679) }, .truncated),
-        ("bytes after the PCK chain", edited { putU32(&$0, innerSize, 3677) }, .malformed),
-        ("non-zero padding", edited { $0[$0.count - 1] = 1 }, .malformed),
+        (
+            "certification data size that cuts the PCK chain", edited { putU32(&$0, certificationSize, 4000) },
+            .truncated
+        ),
     ]
 
     @Test("malformed quotes are error values naming the problem", arguments: 0..<cases.count)
@@ -80,6 +82,44 @@ struct QuoteParserTests {
         #expect(trimmed.paddingLength == 0)
         let longer = try Quote(bytes: Self.v4 + [0, 0, 0])
         #expect(longer.paddingLength == full.paddingLength + 3)
+    }
+
+    @Test("trailing bytes after the signature data, zero or not, are tolerated and the quote still verifies")
+    func trailingBytes() throws {
+        let full = try Quote(bytes: Self.v4)
+        let collateral = try TestData.collateral(TestData.v4Collateral)
+        for tail: [UInt8] in [[1], [0xFF, 0, 7], [UInt8](repeating: 0xA5, count: 300)] {
+            let quote = try Quote(bytes: Self.v4 + tail)
+            #expect(quote.paddingLength == full.paddingLength + tail.count)
+            #expect(
+                try QuoteVerifier().verify(quote: quote, collateral: collateral, now: TestData.v4Now).status
+                    == .upToDate)
+        }
+    }
+
+    @Test(
+        "extra bytes inside the signature data after the type-6 certification data, or after the PCK chain, are tolerated"
+    )
+    func extraSignatureDataBytes() throws {
+        let full = try Quote(bytes: Self.v4)
+        let signatureEnd = Self.v4.count - full.paddingLength
+        // After the type-6 certification data: the signature data grows.
+        var after = Array(Self.v4[0..<signatureEnd]) + [0xDE, 0xAD, 0xBE, 0xEF]
+        Self.putU32(&after, Self.signatureDataLength, UInt32(signatureEnd - Self.signatureDataLength - 4 + 4))
+        let parsed = try Quote(bytes: after)
+        #expect(parsed.signatureData.pckChainPEM == full.signatureData.pckChainPEM)
+        #expect(parsed.paddingLength == 0)
+        // After the PCK chain inside the type-6 data: both sizes grow.
+        var inside = after
+        let size = UInt32(signatureEnd - Self.certificationSize - 4 + 4)
+        Self.putU32(&inside, Self.certificationSize, size)
+        #expect(try Quote(bytes: inside).signatureData.pckChainPEM == full.signatureData.pckChainPEM)
+        // One byte too many is still a truncation.
+        Self.putU32(&inside, Self.certificationSize, size + 1)
+        #expect(throws: AttestationError.self) { try Quote(bytes: inside) }
+        let collateral = try TestData.collateral(TestData.v4Collateral)
+        #expect(
+            try QuoteVerifier().verify(quote: after, collateral: collateral, now: TestData.v4Now).status == .upToDate)
     }
 
     @Test("error descriptions name the step and the code")

@@ -73,13 +73,25 @@ public struct RevocationList: Sendable {
                                     if let first = bytes.first, first < 0x80 {
                                         revoked.append(Self.normalizedSerial(bytes))
                                     }
+                                    _ = parts.next()  // revocationDate
+                                    if let extensions = parts.next() {
+                                        try Self.checkExtensions(extensions, understood: Self.entryExtensions)
+                                    }
                                     while parts.next() != nil {}
                                 }
                             }
                         }
                         next = fields.next()
                     }
-                    // crlExtensions [0] and anything after are not interpreted.
+                    if let n = next, n.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) {
+                        try DER.sequence(n, identifier: n.identifier) { wrapped in
+                            guard let extensions = wrapped.next() else {
+                                throw ASN1Error.invalidASN1Object(reason: "empty crlExtensions")
+                            }
+                            try Self.checkExtensions(extensions, understood: Self.crlExtensions)
+                            while wrapped.next() != nil {}
+                        }
+                    }
                     while fields.next() != nil {}
                 }
                 guard let issuer, let thisUpdate else { throw ASN1Error.invalidASN1Object(reason: "incomplete CRL") }
@@ -120,6 +132,34 @@ public struct RevocationList: Sendable {
     public func isRevoked(serial: ArraySlice<UInt8>) -> Bool {
         let wanted = Self.normalizedSerial(serial)
         return revokedSerials.contains { $0.elementsEqual(wanted) }
+    }
+
+    /// CRL extensions we understand: CRL number, authority key identifier.
+    static let crlExtensions: Set<ASN1ObjectIdentifier> = ["2.5.29.20", "2.5.29.35"]
+    /// CRL entry extensions we understand: reason code, invalidity date.
+    static let entryExtensions: Set<ASN1ObjectIdentifier> = ["2.5.29.21", "2.5.29.24"]
+
+    /// Refuses a critical extension outside `understood` (RFC 5280 §5.2:
+    /// a CRL with a critical extension the reader does not process is not
+    /// to be used). `node` is the `Extensions` SEQUENCE.
+    static func checkExtensions(_ node: ASN1Node, understood: Set<ASN1ObjectIdentifier>) throws {
+        try DER.sequence(node, identifier: .sequence) { extensions in
+            while let item = extensions.next() {
+                try DER.sequence(item, identifier: .sequence) { parts in
+                    guard let oidNode = parts.next() else {
+                        throw ASN1Error.invalidASN1Object(reason: "empty extension")
+                    }
+                    let oid = try ASN1ObjectIdentifier(derEncoded: oidNode)
+                    var critical = false
+                    if let flag = parts.next(), flag.identifier == .boolean { critical = try Bool(derEncoded: flag) }
+                    while parts.next() != nil {}
+                    if critical, !understood.contains(oid) {
+                        throw AttestationError(
+                            .unsupported, step: .crl, "the CRL has a critical extension \(oid) that is not understood")
+                    }
+                }
+            }
+        }
     }
 
     static func normalizedSerial(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {

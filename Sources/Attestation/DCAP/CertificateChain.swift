@@ -90,7 +90,8 @@ enum ChainVerifier {
             else {
                 throw AttestationError(.unsupported, step: step, "the issuer of \(what) does not have a P-256 key")
             }
-            guard case .some(.isCertificateAuthority) = try? issuer.extensions.basicConstraints else {
+            guard case .some(.isCertificateAuthority(let maxPathLength)) = try? issuer.extensions.basicConstraints
+            else {
                 throw AttestationError(.untrustedChain, step: step, "the issuer of \(what) is not a CA")
             }
             guard certificate.signatureAlgorithm == .ecdsaWithSHA256,
@@ -100,6 +101,16 @@ enum ChainVerifier {
                     keyID: keyIDs[index])
             else {
                 throw AttestationError(.invalidSignature, step: step, "the signature on \(what) does not verify")
+            }
+            // The CA certificates between this issuer and the leaf.
+            if let maxPathLength, index > maxPathLength {
+                throw AttestationError(
+                    .untrustedChain, step: step,
+                    "the issuer of \(what) allows \(maxPathLength) CA certificates below it, the chain has \(index)")
+            }
+            guard case .some(.some(let usage)) = try? issuer.extensions.keyUsage, usage.keyCertSign else {
+                throw AttestationError(
+                    .untrustedChain, step: step, "the issuer of \(what) may not sign certificates (no keyCertSign)")
             }
             notBefore = max(notBefore, Int64(certificate.notValidBefore.timeIntervalSince1970))
             notAfter = min(notAfter, Int64(certificate.notValidAfter.timeIntervalSince1970))

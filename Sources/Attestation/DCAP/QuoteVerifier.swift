@@ -38,8 +38,11 @@ public struct QuoteVerifier: Sendable {
     /// Verified intermediate results.
     public let cache: VerificationCache
     /// Whether a cold verification checks the PCK chain's signatures on a
-    /// second core while it verifies the collateral (see ``init(trustAnchor:cache:parallel:)``).
+    /// second core while it verifies the collateral (see ``init(trustAnchor:cache:parallel:allowServiceTD:)``).
     public let parallel: Bool
+    /// Whether TDs with service TDs are accepted: SERVTD_EXT set (TD 1.5
+    /// bodies only) and a non-zero MRSERVICETD. Off by default.
+    public let allowServiceTD: Bool
 
     /// A verifier under `trustAnchor` (Intel's SGX root CA by default).
     ///
@@ -54,11 +57,12 @@ public struct QuoteVerifier: Sendable {
     /// them when both cores are busy, so it is off by default.
     public init(
         trustAnchor: TrustAnchor = .intelSGXRootCA, cache: VerificationCache = VerificationCache(),
-        parallel: Bool = false
+        parallel: Bool = false, allowServiceTD: Bool = false
     ) {
         self.trustAnchor = trustAnchor
         self.cache = cache
         self.parallel = parallel
+        self.allowServiceTD = allowServiceTD
     }
 
     /// Parses and verifies `quote` at `now` (Unix seconds).
@@ -72,7 +76,9 @@ public struct QuoteVerifier: Sendable {
     /// Order: collateral signatures and chains; the PCK chain with CRLs;
     /// CRL next-update; TCB info and QE identity dates; CRL this-update;
     /// certificate validity; QE report signature; attestation key binding;
-    /// QE identity; quote signature; TCB status; `Revoked`; debug TD.
+    /// QE identity; quote signature; TCB info kind, FMSPC, PCE-ID, TDX
+    /// module; TCB status (with `Revoked` refused); MRSERVICETD and TD
+    /// attributes.
     /// - Throws: ``AttestationError`` naming the step that failed.
     public func verify(quote: Quote, collateral: Collateral, now: Int64) throws(AttestationError) -> VerifiedQuote {
         let collateralKey = Digest(parts: [collateral.digest.bytes[...], trustAnchor.digest[...]])
@@ -97,15 +103,15 @@ public struct QuoteVerifier: Sendable {
             throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate has no SGX extension")
         }
         let evidence = Evidence(
-            quote: quote, collateral: verifiedCollateral, pck: pck, pckExtensions: extensions, now: now, cache: cache)
+            quote: quote, collateral: verifiedCollateral, pck: pck, pckExtensions: extensions, now: now, cache: cache,
+            allowServiceTD: allowServiceTD)
         for rule in Self.rules {
             if case .failsToMeetPolicy(let error) = rule.evaluate(evidence) { throw error }
         }
         let verdict = try TCBStatusRule().evaluate(evidence)
-        guard verdict.status != .revoked else {
-            throw AttestationError(.tcbRevoked, step: .tcbStatus, "the platform's TCB level is Revoked")
+        for rule in Self.tdRules {
+            if case .failsToMeetPolicy(let error) = rule.evaluate(evidence) { throw error }
         }
-        if case .failsToMeetPolicy(let error) = TDAttributesRule().evaluate(evidence) { throw error }
         return VerifiedQuote(quote: quote, tcb: verdict, platform: extensions)
     }
 
@@ -119,6 +125,22 @@ public struct QuoteVerifier: Sendable {
         AttestationKeyBindingRule(),
         QEIdentityRule(),
         QuoteSignatureRule(),
+        TCBInfoKindRule(),
+        PlatformIdentityRule.fmspc,
+        PlatformIdentityRule.pceID,
+        TDXModuleRequiredRule(),
+        TDXModuleSignerRule(),
+    ]
+
+    /// After the TCB status, in dcap-qvl 0.7.0's order.
+    private static let tdRules: [any DCAPRule] = [
+        MRServiceTDRule(),
+        ForbiddenTDAttributeRule.debug,
+        ForbiddenTDAttributeRule.profiling,
+        ReservedTDAttributesRule(),
+        ForbiddenTDAttributeRule.migratable,
+        ServiceTDExtensionRule(),
+        SEPTVEDisableRule(),
     ]
 
     private func pckChain(

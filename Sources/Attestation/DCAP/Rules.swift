@@ -10,6 +10,8 @@ struct Evidence {
     let pckExtensions: PCKExtensions
     let now: Int64
     let cache: VerificationCache
+    /// Whether the relying party allows service TDs (SERVTD_EXT, a non-zero MRSERVICETD).
+    var allowServiceTD = false
 }
 
 /// One DCAP rule, shaped like swift-certificates' `VerifierPolicy`: a small
@@ -152,8 +154,11 @@ struct QEIdentityRule: DCAPRule {
         where byte & identity.attributesMask[i] != identity.attributes[i] & identity.attributesMask[i] {
             return fail(.mismatch, "QE ATTRIBUTES do not match under the mask (byte \(i))")
         }
-        guard identity.tcbLevels.contains(where: { Int(report.isvSVN) >= $0.isvSVN }) else {
-            return fail(.noMatchingTCBLevel, "QE ISVSVN \(report.isvSVN) is below every QE identity TCB level")
+        guard report.attributes[report.attributes.startIndex] & 0x02 == 0 else {
+            return fail(.mismatch, "the QE runs in debug mode")
+        }
+        if case .failure(let error) = QELevelMatch(identity: identity).level(for: report.isvSVN) {
+            return .failsToMeetPolicy(error)
         }
         return .meetsPolicy
     }
@@ -176,16 +181,67 @@ struct QuoteSignatureRule: DCAPRule {
     }
 }
 
-/// Debug TDs are never accepted.
-struct TDAttributesRule: DCAPRule {
+private func attributeFailure(_ code: AttestationError.Code, _ e: Evidence, _ what: String) -> RuleResult {
+    .failsToMeetPolicy(
+        AttestationError(
+            code, step: .tdAttributes,
+            "\(what) (TDATTRIBUTES 0x\(String(e.quote.report.tdAttributesValue, radix: 16)))"))
+}
+
+/// TDs with any of `bits` set in TDATTRIBUTES are refused: DEBUG (bit 0),
+/// the TD-under-debug profiling bits 4–6, MIGRATABLE (bit 29).
+struct ForbiddenTDAttributeRule: DCAPRule {
+    let bits: UInt64
+    let code: AttestationError.Code
+    let what: String
+
+    static let debug = Self(bits: TDAttributes.debug, code: .debugTD, what: "the TD runs in debug mode")
+    static let profiling = Self(bits: TDAttributes.profiling, code: .debugTD, what: "TD profiling is enabled")
+    static let migratable = Self(bits: TDAttributes.migratable, code: .tdAttributeRefused, what: "the TD is migratable")
+
     func evaluate(_ e: Evidence) -> RuleResult {
-        guard !e.quote.report.isDebug else {
-            return .failsToMeetPolicy(
-                AttestationError(
-                    .debugTD, step: .tdAttributes,
-                    "the TD runs in debug mode (TDATTRIBUTES 0x\(String(e.quote.report.tdAttributesValue, radix: 16)))")
-            )
+        e.quote.report.tdAttributesValue & bits != 0 ? attributeFailure(code, e, what) : .meetsPolicy
+    }
+}
+
+/// Every TDATTRIBUTES bit the TDX module ABI leaves reserved must be zero.
+struct ReservedTDAttributesRule: DCAPRule {
+    func evaluate(_ e: Evidence) -> RuleResult {
+        let reserved = e.quote.report.tdAttributesValue & ~TDAttributes.defined
+        return reserved != 0
+            ? attributeFailure(
+                .tdAttributeRefused, e, "reserved TD attribute bits 0x\(String(reserved, radix: 16)) are set")
+            : .meetsPolicy
+    }
+}
+
+/// SERVTD_EXT (bit 17) only where the relying party allows service TDs
+/// (never for a TD 1.0 body).
+struct ServiceTDExtensionRule: DCAPRule {
+    func evaluate(_ e: Evidence) -> RuleResult {
+        let allowed = e.allowServiceTD && e.quote.report.kind != .td10
+        return !allowed && e.quote.report.tdAttributesValue & TDAttributes.serviceTDExtension != 0
+            ? attributeFailure(.tdAttributeRefused, e, "SERVTD_EXT is set and service TDs are not allowed")
+            : .meetsPolicy
+    }
+}
+
+/// SEPT_VE_DISABLE (bit 28) must be set.
+struct SEPTVEDisableRule: DCAPRule {
+    func evaluate(_ e: Evidence) -> RuleResult {
+        e.quote.report.tdAttributesValue & TDAttributes.septVEDisable == 0
+            ? attributeFailure(.tdAttributeRefused, e, "SEPT_VE_DISABLE is not set") : .meetsPolicy
+    }
+}
+
+/// A TD 1.5 body's MRSERVICETD must be all zero unless service TDs are allowed.
+struct MRServiceTDRule: DCAPRule {
+    func evaluate(_ e: Evidence) -> RuleResult {
+        guard !e.allowServiceTD, let mr = e.quote.report.mrServiceTD, mr.contains(where: { $0 != 0 }) else {
+            return .meetsPolicy
         }
-        return .meetsPolicy
+        return .failsToMeetPolicy(
+            AttestationError(
+                .tdAttributeRefused, step: .tdAttributes, "MRSERVICETD is not zero and service TDs are not allowed"))
     }
 }

@@ -1,7 +1,8 @@
 import Foundation
 import KeyrackCore
 
-/// A TCB status, as Intel's collateral names them.
+/// A TCB status, as Intel's collateral names them, plus the two TD 1.5
+/// relaunch statuses a verdict can give.
 public enum TCBStatus: String, Sendable, Hashable, Codable, CaseIterable {
     /// The platform is patched.
     case upToDate = "UpToDate"
@@ -17,35 +18,61 @@ public enum TCBStatus: String, Sendable, Hashable, Codable, CaseIterable {
     case outOfDateConfigurationNeeded = "OutOfDateConfigurationNeeded"
     /// The TCB level has been revoked: never accepted.
     case revoked = "Revoked"
+    /// TD 1.5 only, a verdict and never a level: the TD launched on an
+    /// out-of-date TDX module but its current module (TEE_TCB_SVN2) is not
+    /// out of date; relaunching the TD brings it up to date.
+    case tdRelaunchAdvised = "TDRelaunchAdvised"
+    /// ``tdRelaunchAdvised`` where the platform also needs configuration changes.
+    case tdRelaunchAdvisedConfigurationNeeded = "TDRelaunchAdvisedConfigurationNeeded"
 
-    private var flags: (outOfDate: Bool, configuration: Bool, hardening: Bool, revoked: Bool) {
+    /// The statuses a platform TCB level of a TCB info may carry.
+    static let platformLevelStatuses: Set<TCBStatus> = [
+        .upToDate, .swHardeningNeeded, .configurationNeeded, .configurationAndSWHardeningNeeded, .outOfDate,
+        .outOfDateConfigurationNeeded, .revoked,
+    ]
+    /// The statuses a TDX module identity level may carry (as Intel's QVL).
+    static let moduleLevelStatuses: Set<TCBStatus> = [.upToDate, .outOfDate, .revoked]
+    /// The statuses a QE identity level may carry (as Intel's QVL).
+    static let qeLevelStatuses: Set<TCBStatus> = [
+        .upToDate, .outOfDate, .configurationNeeded, .outOfDateConfigurationNeeded, .revoked,
+    ]
+
+    /// Whether the status asks for configuration changes.
+    var needsConfiguration: Bool {
         switch self {
-        case .upToDate: (false, false, false, false)
-        case .swHardeningNeeded: (false, false, true, false)
-        case .configurationNeeded: (false, true, false, false)
-        case .configurationAndSWHardeningNeeded: (false, true, true, false)
-        case .outOfDate: (true, false, false, false)
-        case .outOfDateConfigurationNeeded: (true, true, false, false)
-        case .revoked: (false, false, false, true)
+        case .configurationNeeded, .configurationAndSWHardeningNeeded, .outOfDateConfigurationNeeded,
+            .tdRelaunchAdvisedConfigurationNeeded:
+            true
+        default: false
         }
     }
 
-    /// The status that carries the concerns of both (the platform's and the
-    /// QE's or TDX module's levels combine this way).
-    public func merged(with other: TCBStatus) -> TCBStatus {
-        let a = flags
-        let b = other.flags
-        if a.revoked || b.revoked { return .revoked }
-        let outOfDate = a.outOfDate || b.outOfDate
-        let configuration = a.configuration || b.configuration
-        let hardening = a.hardening || b.hardening
-        switch (outOfDate, configuration, hardening) {
-        case (true, true, _): return .outOfDateConfigurationNeeded
-        case (true, false, _): return .outOfDate
-        case (false, true, true): return .configurationAndSWHardeningNeeded
-        case (false, true, false): return .configurationNeeded
-        case (false, false, true): return .swHardeningNeeded
-        case (false, false, false): return .upToDate
+    /// This platform status converged with a component's (the TDX module's
+    /// or the QE's), as Intel's QVL and dcap-qvl 0.7.0 do: only a component
+    /// that is `OutOfDate` or `Revoked` changes the platform's status.
+    public func converged(withComponent component: TCBStatus) -> TCBStatus {
+        switch (component, self) {
+        case (.revoked, _): .revoked
+        case (.outOfDate, .upToDate), (.outOfDate, .swHardeningNeeded): .outOfDate
+        case (.outOfDate, .configurationNeeded), (.outOfDate, .configurationAndSWHardeningNeeded):
+            .outOfDateConfigurationNeeded
+        default: self
+        }
+    }
+
+    /// A TD 1.5's launch status (this) with the status of its current TDX
+    /// module: an out-of-date launch whose current module is not out of date
+    /// becomes ``tdRelaunchAdvised`` (``tdRelaunchAdvisedConfigurationNeeded``
+    /// when either needs configuration).
+    public func relaunchChecked(current: TCBStatus) -> TCBStatus {
+        switch (self, current) {
+        case (.outOfDate, .upToDate), (.outOfDate, .swHardeningNeeded), (.outOfDate, .configurationNeeded),
+            (.outOfDate, .configurationAndSWHardeningNeeded), (.outOfDateConfigurationNeeded, .upToDate),
+            (.outOfDateConfigurationNeeded, .swHardeningNeeded), (.outOfDateConfigurationNeeded, .configurationNeeded),
+            (.outOfDateConfigurationNeeded, .configurationAndSWHardeningNeeded):
+            needsConfiguration || current.needsConfiguration
+                ? .tdRelaunchAdvisedConfigurationNeeded : .tdRelaunchAdvised
+        default: self
         }
     }
 }
@@ -64,11 +91,15 @@ public struct TCBInfo: Sendable, Hashable {
     public let fmspc: [UInt8]
     /// The PCE id, 2 bytes.
     public let pceID: [UInt8]
+    /// The TCB evaluation data number: which TCB recovery this TCB info reflects.
+    public let tcbEvaluationDataNumber: Int
     /// The TDX module's expected signer and attributes (used when TEE_TCB_SVN[1] is 0).
     public let tdxModule: ModuleIdentity?
     /// TDX module identities by id (`TDX_01`, ...), each with its own TCB levels.
     public let tdxModuleIdentities: [ModuleIdentity]
-    /// The platform TCB levels, best first.
+    /// The platform TCB levels, highest first: sorted by SGX components,
+    /// then PCESVN, then TDX components (as Intel's QVL orders them), not in
+    /// document order.
     public let tcbLevels: [Level]
 
     /// A TDX module's expected identity.
@@ -83,6 +114,13 @@ public struct TCBInfo: Sendable, Hashable {
         public let attributesMask: [UInt8]
         /// The module's TCB levels (by ISVSVN), best first.
         public let tcbLevels: [ModuleLevel]
+
+        /// Whether this identity is the one for module major version
+        /// `version` (`TDX_<2 hex digits>`, compared case-insensitively).
+        func isFor(version: UInt8) -> Bool {
+            let digits = String(version, radix: 16, uppercase: true)
+            return id.uppercased() == "TDX_" + (version < 16 ? "0" : "") + digits
+        }
     }
 
     /// A TDX module TCB level.
@@ -91,6 +129,8 @@ public struct TCBInfo: Sendable, Hashable {
         public let isvSVN: Int
         /// The status at this level.
         public let status: TCBStatus
+        /// The level's TCB date, Unix seconds.
+        public let tcbDate: Int64
         /// Intel security advisories that apply.
         public let advisoryIDs: [String]
     }
@@ -105,8 +145,20 @@ public struct TCBInfo: Sendable, Hashable {
         public let tdxComponents: [UInt8]
         /// The status at this level.
         public let status: TCBStatus
+        /// The level's TCB date, Unix seconds.
+        public let tcbDate: Int64
         /// Intel security advisories that apply.
         public let advisoryIDs: [String]
+
+        /// Intel's order: SGX components, then PCESVN, then TDX components,
+        /// each compared lexicographically.
+        static func isHigher(_ a: Level, than b: Level) -> Bool {
+            if a.sgxComponents != b.sgxComponents {
+                return b.sgxComponents.lexicographicallyPrecedes(a.sgxComponents)
+            }
+            if a.pceSVN != b.pceSVN { return a.pceSVN > b.pceSVN }
+            return b.tdxComponents.lexicographicallyPrecedes(a.tdxComponents)
+        }
     }
 
     /// Decodes TCB info JSON.
@@ -127,11 +179,7 @@ public struct TCBInfo: Sendable, Hashable {
             let f = CollateralFields(m, fail: fail)
             var levels: [ModuleLevel] = []
             for l in try f.optionalArray("tcbLevels") {
-                let lf = CollateralFields(l, fail: fail)
-                levels.append(
-                    ModuleLevel(
-                        isvSVN: try CollateralFields(try lf.field("tcb"), fail: fail).int("isvsvn"),
-                        status: try lf.status("tcbStatus"), advisoryIDs: try lf.strings("advisoryIDs")))
+                levels.append(try CollateralFields(l, fail: fail).moduleLevel())
             }
             return ModuleIdentity(
                 id: id, mrSigner: try f.hex("mrsigner", 48), attributes: try f.hex("attributes", 8),
@@ -149,7 +197,8 @@ public struct TCBInfo: Sendable, Hashable {
             levels.append(
                 Level(
                     sgxComponents: sgx, pceSVN: try tcb.int("pcesvn"), tdxComponents: tdx,
-                    status: try lf.status("tcbStatus"), advisoryIDs: try lf.strings("advisoryIDs")))
+                    status: try lf.status("tcbStatus"), tcbDate: try lf.date("tcbDate"),
+                    advisoryIDs: try lf.strings("advisoryIDs")))
         }
         var identities: [ModuleIdentity] = []
         for m in try d.optionalArray("tdxModuleIdentities") {
@@ -161,9 +210,15 @@ public struct TCBInfo: Sendable, Hashable {
         self.nextUpdate = next
         self.fmspc = try d.hex("fmspc", 6)
         self.pceID = try d.hex("pceId", 2)
+        self.tcbEvaluationDataNumber = try d.int("tcbEvaluationDataNumber")
         if let m = root["tdxModule"] { self.tdxModule = try module(m, id: "") } else { self.tdxModule = nil }
         self.tdxModuleIdentities = identities
-        self.tcbLevels = levels
+        // Equal levels keep their document order.
+        self.tcbLevels = levels.enumerated().sorted { a, b in
+            if Level.isHigher(a.element, than: b.element) { return true }
+            if Level.isHigher(b.element, than: a.element) { return false }
+            return a.offset < b.offset
+        }.map(\.element)
     }
 }
 
@@ -207,6 +262,22 @@ struct CollateralFields {
             throw fail("\(key) is not \(count) bytes of hex")
         }
         return bytes
+    }
+
+    /// An RFC 3339 date with `Z` (fractional seconds allowed), Unix seconds.
+    func date(_ key: String) throws(AttestationError) -> Int64 {
+        let text = try string(key)
+        guard let seconds = parseISO8601(text) else { throw fail("\(key) \(text) is not an RFC 3339 date in UTC") }
+        return seconds
+    }
+
+    /// A TDX module or QE identity level: `tcb.isvsvn`, `tcbDate`, `tcbStatus`, `advisoryIDs`.
+    func moduleLevel() throws(AttestationError) -> TCBInfo.ModuleLevel {
+        let svn = try CollateralFields(try field("tcb"), fail: fail).int("isvsvn")
+        guard (0...Int(UInt16.max)).contains(svn) else { throw fail("isvsvn \(svn) is out of range") }
+        return TCBInfo.ModuleLevel(
+            isvSVN: svn, status: try status("tcbStatus"), tcbDate: try date("tcbDate"),
+            advisoryIDs: try strings("advisoryIDs"))
     }
 
     func status(_ key: String) throws(AttestationError) -> TCBStatus {
@@ -259,6 +330,8 @@ public struct QEIdentity: Sendable, Hashable {
     public let mrSigner: [UInt8]
     /// Expected ISVPRODID.
     public let isvProdID: UInt16
+    /// The TCB evaluation data number.
+    public let tcbEvaluationDataNumber: Int
     /// The QE's TCB levels by ISVSVN, best first.
     public let tcbLevels: [TCBInfo.ModuleLevel]
 
@@ -283,11 +356,7 @@ public struct QEIdentity: Sendable, Hashable {
         func le32(_ b: [UInt8]) -> UInt32 { UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24 }
         var levels: [TCBInfo.ModuleLevel] = []
         for l in try d.array("tcbLevels") {
-            let lf = CollateralFields(l, fail: fail)
-            levels.append(
-                TCBInfo.ModuleLevel(
-                    isvSVN: try CollateralFields(try lf.field("tcb"), fail: fail).int("isvsvn"),
-                    status: try lf.status("tcbStatus"), advisoryIDs: try lf.strings("advisoryIDs")))
+            levels.append(try CollateralFields(l, fail: fail).moduleLevel())
         }
         self.id = try d.string("id")
         self.version = try d.int("version")
@@ -299,6 +368,7 @@ public struct QEIdentity: Sendable, Hashable {
         self.attributesMask = try d.hex("attributesMask", 16)
         self.mrSigner = try d.hex("mrsigner", 32)
         self.isvProdID = UInt16(prodID)
+        self.tcbEvaluationDataNumber = try d.int("tcbEvaluationDataNumber")
         self.tcbLevels = levels
     }
 }

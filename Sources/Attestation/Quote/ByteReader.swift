@@ -6,7 +6,7 @@
 struct ByteReader {
     let bytes: [UInt8]
     private(set) var offset: Int
-    let end: Int
+    private(set) var end: Int
 
     init(_ bytes: [UInt8], range: Range<Int>? = nil) {
         self.bytes = bytes
@@ -15,6 +15,12 @@ struct ByteReader {
     }
 
     var remaining: Int { end - offset }
+
+    /// Stops reading `count` bytes from here (`count ≤ remaining`).
+    mutating func limit(to count: Int) {
+        precondition(count >= 0 && count <= remaining)
+        end = offset + count
+    }
 
     mutating func take(_ count: Int, _ field: String) throws(AttestationError) -> ArraySlice<UInt8> {
         guard count >= 0, count <= remaining else {

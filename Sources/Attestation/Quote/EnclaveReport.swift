@@ -61,12 +61,14 @@ public struct QuoteSignatureData: Sendable, Hashable {
                 "certification data type \(type), expected \(Self.certificationTypeQEReport) (QE report)")
         }
         let size = Int(try reader.u32("certification_data.size"))
-        guard size == reader.remaining else {
+        guard size <= reader.remaining else {
             throw AttestationError(
-                size > reader.remaining ? .truncated : .malformed, step: .parseQuote,
-                "certification data size \(size) does not match the \(reader.remaining) bytes left in the signature data"
-            )
+                .truncated, step: .parseQuote,
+                "certification data size \(size) runs past the \(reader.remaining) bytes left in the signature data")
         }
+        // Bytes after the type-6 certification data, or after the PCK chain
+        // inside it, are ignored, as both references do.
+        reader.limit(to: size)
         qeReport = EnclaveReport(bytes: try reader.take(EnclaveReport.size, "qe_report"))
         qeReportSignature = try reader.take(64, "qe_report_signature")
         let authLength = Int(try reader.u16("qe_auth_data.length"))
@@ -79,9 +81,5 @@ public struct QuoteSignatureData: Sendable, Hashable {
         }
         let innerSize = Int(try reader.u32("pck_certification_data.size"))
         pckChainPEM = try reader.take(innerSize, "pck_certification_data")
-        guard reader.remaining == 0 else {
-            throw AttestationError(
-                .malformed, step: .parseQuote, "\(reader.remaining) unexpected bytes after the PCK certification data")
-        }
     }
 }

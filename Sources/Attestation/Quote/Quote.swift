@@ -13,7 +13,7 @@ public struct Quote: Sendable, Hashable {
     public let bytes: [UInt8]
     /// The header.
     public let header: QuoteHeader
-    /// The v5 body type (2 = TD 1.0, 3 = TD 1.5); `nil` for v4.
+    /// The v5 body type (2 = TD 1.0, 3 = TD 1.5, 4 = TD 1.5 with the "ex" fields); `nil` for v4.
     public let bodyType: UInt16?
     /// The TD report body.
     public let report: TDReport
@@ -22,7 +22,8 @@ public struct Quote: Sendable, Hashable {
     /// Length of the prefix the quote signature covers: header ‖ (v5 type and
     /// size) ‖ body.
     public let signedLength: Int
-    /// Number of zero bytes after the signature data.
+    /// Number of bytes after the signature data (real quotes carry zero
+    /// padding; like both references, any trailing bytes are tolerated).
     public let paddingLength: Int
 
     /// The bytes the attestation key signed.
@@ -60,12 +61,13 @@ public struct Quote: Sendable, Hashable {
             switch type {
             case 2: kind = .td10
             case 3: kind = .td15
+            case 4: kind = .td15ex
             case 1:
                 throw AttestationError(
                     .notTDXQuote, step: .parseQuote, "not a TDX quote: v5 body type 1 (SGX enclave report)")
             default:
                 throw AttestationError(
-                    .unsupported, step: .parseQuote, "v5 body type \(type) is not supported (2 or 3 are)")
+                    .unsupported, step: .parseQuote, "v5 body type \(type) is not supported (2, 3 or 4 are)")
             }
             guard size == kind.size else {
                 throw AttestationError(
@@ -85,11 +87,6 @@ public struct Quote: Sendable, Hashable {
         var inner = ByteReader(bytes, range: reader.offset..<(reader.offset + signatureLength))
         let signatureData = try QuoteSignatureData(reading: &inner)
         let paddingStart = reader.offset + signatureLength
-        for index in paddingStart..<bytes.count where bytes[index] != 0 {
-            throw AttestationError(
-                .malformed, step: .parseQuote,
-                "non-zero byte at offset \(index) in the padding after the signature data")
-        }
         self.bytes = bytes
         self.header = header
         self.bodyType = bodyType

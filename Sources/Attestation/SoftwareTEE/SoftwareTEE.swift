@@ -3,9 +3,11 @@ import Foundation
 import KeyrackCore
 
 /// A TEE in software for machines without TDX: it keeps a test PKI shaped
-/// like Intel's in a directory and issues quotes in the real v4 byte format
-/// over any report data and measurements, with a real QE report and
-/// signatures, plus the matching collateral.
+/// like Intel's in a directory and issues quotes in the real v4 and v5 byte
+/// formats (TD 1.0, TD 1.5 and TD 1.5 "ex" bodies, any TD attributes and
+/// TDX module fields) over any report data and measurements, with a real QE
+/// report and signatures, plus the matching collateral (any platform,
+/// module and QE TCB levels; see ``TestPlatformOptions``).
 ///
 /// Nothing in ``QuoteVerifier`` knows about it: its quotes verify only under
 /// its own root as the trust anchor.
@@ -52,7 +54,9 @@ public struct SoftwareTEE: Sendable {
             "issuedAt": now,
             "options": [
                 "tcbStatus": options.tcbStatus.rawValue, "revokedPCK": options.revokedPCK,
-                "expiredCollateral": options.expiredCollateral,
+                "expiredCollateral": options.expiredCollateral, "tcbLevels": options.tcbLevels ?? NSNull(),
+                "issuedAgo": options.issuedAgo, "collateralValidFor": options.collateralValidFor,
+                "crlValidFor": options.crlValidFor,
             ],
             "pckKey": keys.pck.rawRepresentation.hexString,
             "attestationKey": keys.attestation.rawRepresentation.hexString,
@@ -102,10 +106,12 @@ public struct SoftwareTEE: Sendable {
         )
     }
 
-    /// A v4 quote over `reportData` (64 bytes) with the given measurements
-    /// (the defaults where `nil`); `debug` sets TDATTRIBUTES.DEBUG.
+    /// A quote over `reportData` (64 bytes) with the given measurements (the
+    /// defaults where `nil`) in `shape` (a v4 quote of a healthy TD by
+    /// default); `debug` also sets TDATTRIBUTES.DEBUG.
     public func quote(
-        reportData: [UInt8], mrTD: [UInt8]? = nil, rtmrs: [[UInt8]?] = [nil, nil, nil, nil], debug: Bool = false
+        reportData: [UInt8], mrTD: [UInt8]? = nil, rtmrs: [[UInt8]?] = [nil, nil, nil, nil], debug: Bool = false,
+        shape: QuoteShape = QuoteShape()
     ) throws(AttestationError) -> [UInt8] {
         var measurements = defaultMeasurements
         if let mrTD { measurements.mrTD = mrTD }
@@ -115,7 +121,7 @@ public struct SoftwareTEE: Sendable {
         let keys = TestPKIKeys(root: pck, pckCA: pck, pck: pck, tcbSigning: pck, attestation: attestation)
         return try QuoteWriter.quote(
             keys: keys, pckChainPEM: pckChainPEM, reportData: reportData, measurements: measurements, debug: debug,
-            certification: certification, attestationKey: attestationPublicKey)
+            shape: shape, certification: certification, attestationKey: attestationPublicKey)
     }
 }
 

@@ -56,12 +56,26 @@ public struct TestPlatformOptions: Sendable, Hashable, Codable {
     public var revokedPCK = false
     /// Issue TCB info and QE identity whose next update is in the past.
     public var expiredCollateral = false
+    /// A description of the TCB levels, module identities, QE levels and any
+    /// other TCB info or QE identity fields, as JSON (see `keyrack tee init
+    /// --help`); `nil` for one platform level rated ``tcbStatus``.
+    public var tcbLevels: String? = nil
+    /// Seconds before `now` the TCB info, QE identity and CRLs are issued.
+    public var issuedAgo: Int64 = 3_600
+    /// Seconds after `now` the TCB info and QE identity are valid for.
+    public var collateralValidFor: Int64 = 30 * 86_400
+    /// Seconds after `now` the CRLs are valid for.
+    public var crlValidFor: Int64 = 30 * 86_400
 
     /// The default: an up-to-date platform, nothing revoked or expired.
-    public init(tcbStatus: TCBStatus = .upToDate, revokedPCK: Bool = false, expiredCollateral: Bool = false) {
+    public init(
+        tcbStatus: TCBStatus = .upToDate, revokedPCK: Bool = false, expiredCollateral: Bool = false,
+        tcbLevels: String? = nil
+    ) {
         self.tcbStatus = tcbStatus
         self.revokedPCK = revokedPCK
         self.expiredCollateral = expiredCollateral
+        self.tcbLevels = tcbLevels
     }
 }
 
@@ -145,18 +159,19 @@ public struct TestPKI: Sendable {
         tcbSigning = try certificate(
             keys.tcbSigning, subject: tcbName, issuer: rootName, issuerKey: keys.root, ca: false)
 
-        let crlThis = now - 3_600
-        let crlNext = now + 30 * 86_400
+        let crlThis = now - options.issuedAgo
+        let crlNext = now + options.crlValidFor
         let rootCRL = try Self.crl(
             issuer: rootName, key: keys.root, thisUpdate: crlThis, nextUpdate: crlNext, revoked: [])
         let pckCRL = try Self.crl(
             issuer: pckCAName, key: keys.pckCA, thisUpdate: crlThis, nextUpdate: crlNext,
             revoked: options.revokedPCK ? [pck.serialNumber.bytes] : [])
 
-        let issue = options.expiredCollateral ? now - 60 * 86_400 : now - 3_600
-        let next = options.expiredCollateral ? now - 30 * 86_400 : now + 30 * 86_400
-        let tcbInfo = Self.tcbInfoJSON(status: options.tcbStatus, issue: issue, next: next)
-        let qeIdentity = Self.qeIdentityJSON(issue: issue, next: next)
+        let issue = options.expiredCollateral ? now - 60 * 86_400 : now - options.issuedAgo
+        let next = options.expiredCollateral ? now - 30 * 86_400 : now + options.collateralValidFor
+        let description = try TestCollateralDescription(json: options.tcbLevels)
+        let tcbInfo = try description.tcbInfo(status: options.tcbStatus, issue: issue, next: next)
+        let qeIdentity = try description.qeIdentity(issue: issue, next: next)
         let rootDER = try Self.der(root)
         let tcbChain = PEM.encode([try Self.der(tcbSigning), rootDER])
         collateral = Collateral(
@@ -186,11 +201,26 @@ public struct TestPKI: Sendable {
         }
     }
 
-    /// A v2 CRL with a CRL number, signed with `key`.
+    /// A CRL or CRL entry extension a test adds: OID, criticality, DER value.
+    struct TestExtension {
+        let oid: ASN1ObjectIdentifier
+        let critical: Bool
+        let value: [UInt8]
+    }
+
+    /// A v2 CRL with a CRL number (and `extensions`), signed with `key`;
+    /// each revoked entry carries `entryExtensions`.
     static func crl(
         issuer: DistinguishedName, key: P256.Signing.PrivateKey, thisUpdate: Int64, nextUpdate: Int64?,
-        revoked: [ArraySlice<UInt8>]
+        revoked: [ArraySlice<UInt8>], extensions: [TestExtension] = [], entryExtensions: [TestExtension] = []
     ) throws -> [UInt8] {
+        func serialize(_ e: TestExtension, _ s: inout DER.Serializer) throws {
+            try s.appendConstructedNode(identifier: .sequence) { s in
+                try s.serialize(e.oid)
+                if e.critical { try s.serialize(true) }
+                try s.serialize(ASN1OctetString(contentBytes: e.value[...]))
+            }
+        }
         func time(_ seconds: Int64) throws -> UTCTime {
             let c = civil(seconds)
             return try UTCTime(
@@ -214,6 +244,11 @@ public struct TestPKI: Sendable {
                             let positive = (serial.first ?? 0) >= 0x80 ? [0] + Array(serial) : Array(serial)
                             s.appendPrimitiveNode(identifier: .integer) { $0.append(contentsOf: positive) }
                             try s.serialize(try time(thisUpdate))
+                            if !entryExtensions.isEmpty {
+                                try s.appendConstructedNode(identifier: .sequence) { s in
+                                    for e in entryExtensions { try serialize(e, &s) }
+                                }
+                            }
                         }
                     }
                 }
@@ -226,6 +261,7 @@ public struct TestPKI: Sendable {
                         try number.serialize(1)
                         try s.serialize(ASN1OctetString(contentBytes: number.serializedBytes[...]))
                     }
+                    for e in extensions { try serialize(e, &s) }
                 }
             }
         }
@@ -238,46 +274,5 @@ public struct TestPKI: Sendable {
             try s.serialize(ASN1BitString(bytes: Array(signature)[...]))
         }
         return out.serializedBytes
-    }
-
-    private static func components(_ svns: [UInt8]) -> String {
-        "[" + svns.map { "{\"svn\":\($0)}" }.joined(separator: ",") + "]"
-    }
-
-    private static func level(
-        sgx: [UInt8], pceSVN: UInt16, tdx: [UInt8], status: TCBStatus, advisories: [String]
-    ) -> String {
-        let ids =
-            advisories.isEmpty ? "" : ",\"advisoryIDs\":[" + advisories.map { "\"\($0)\"" }.joined(separator: ",") + "]"
-        return
-            "{\"tcb\":{\"sgxtcbcomponents\":\(components(sgx)),\"pcesvn\":\(pceSVN),\"tdxtcbcomponents\":\(components(tdx))},\"tcbDate\":\"2024-03-13T00:00:00Z\",\"tcbStatus\":\"\(status.rawValue)\"\(ids)}"
-    }
-
-    /// TCB info JSON in Intel's v3 TDX format. For a status other than
-    /// `UpToDate`, an unreachable `UpToDate` level comes first and the
-    /// platform matches the second.
-    static func tcbInfoJSON(status: TCBStatus, issue: Int64, next: Int64) -> String {
-        let zeros48 = String(repeating: "0", count: 96)
-        var levels: [String] = []
-        if status != .upToDate {
-            var better = TestPlatform.tdxComponents
-            better[2] += 1
-            levels.append(
-                level(
-                    sgx: TestPlatform.sgxComponents, pceSVN: TestPlatform.pceSVN, tdx: better, status: .upToDate,
-                    advisories: []))
-        }
-        levels.append(
-            level(
-                sgx: TestPlatform.sgxComponents, pceSVN: TestPlatform.pceSVN, tdx: TestPlatform.tdxComponents,
-                status: status, advisories: status == .upToDate ? [] : TestPlatform.advisories))
-        let module =
-            "\"mrsigner\":\"\(zeros48)\",\"attributes\":\"0000000000000000\",\"attributesMask\":\"FFFFFFFFFFFFFFFF\""
-        return
-            "{\"id\":\"TDX\",\"version\":3,\"issueDate\":\"\(formatISO8601(issue))\",\"nextUpdate\":\"\(formatISO8601(next))\",\"fmspc\":\"\(TestPlatform.fmspc.hexString.uppercased())\",\"pceId\":\"\(TestPlatform.pceID.hexString)\",\"tcbType\":0,\"tcbEvaluationDataNumber\":17,\"tdxModule\":{\(module)},\"tdxModuleIdentities\":[{\"id\":\"TDX_01\",\(module),\"tcbLevels\":[{\"tcb\":{\"isvsvn\":4},\"tcbDate\":\"2024-03-13T00:00:00Z\",\"tcbStatus\":\"UpToDate\"}]}],\"tcbLevels\":[\(levels.joined(separator: ","))]}"
-    }
-
-    static func qeIdentityJSON(issue: Int64, next: Int64) -> String {
-        "{\"id\":\"TD_QE\",\"version\":2,\"issueDate\":\"\(formatISO8601(issue))\",\"nextUpdate\":\"\(formatISO8601(next))\",\"tcbEvaluationDataNumber\":17,\"miscselect\":\"00000000\",\"miscselectMask\":\"FFFFFFFF\",\"attributes\":\"\(TestPlatform.qeAttributes.hexString.uppercased())\",\"attributesMask\":\"FBFFFFFFFFFFFFFF0000000000000000\",\"mrsigner\":\"\(TestPlatform.qeMRSigner.hexString.uppercased())\",\"isvprodid\":\(TestPlatform.qeISVProdID),\"tcbLevels\":[{\"tcb\":{\"isvsvn\":\(TestPlatform.qeISVSVN)},\"tcbDate\":\"2024-03-13T00:00:00Z\",\"tcbStatus\":\"UpToDate\"}]}"
     }
 }

@@ -42,7 +42,10 @@ public enum KMSRoutes {
             return Response(
                 status: .ok,
                 headers: headers,
-                body: ResponseBody(byteBuffer: ByteBuffer(string: service.metrics.render(pendingChallenges: pending)))
+                body: ResponseBody(
+                    byteBuffer: ByteBuffer(
+                        string: service.metrics.render(
+                            pendingChallenges: pending, extra: service.verifier.metricsLines())))
             )
         }
         return router

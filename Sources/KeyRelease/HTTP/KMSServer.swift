@@ -59,8 +59,12 @@ public enum KMSServer {
         }
         let verifier = TDXEvidenceVerifier(
             trustAnchor: anchor,
-            collateralDirectory: configuration.collateralDirectory.map { URL(fileURLWithPath: $0) }
+            collateralDirectory: configuration.collateralDirectory.map { URL(fileURLWithPath: $0) },
+            pccsURL: configuration.pccsURL
         )
+        if let url = configuration.pccsURL {
+            logger.info("collateral: fetched from a PCCS on first use", metadata: ["pccs": "\(url)"])
+        }
         for (file, reason) in verifier.skippedCollateralFiles {
             logger.warning("skipped a file in COLLATERAL_DIR", metadata: ["file": "\(file)", "reason": "\(reason)"])
         }
@@ -115,7 +119,10 @@ public enum KMSServer {
             router: router,
             server: server,
             configuration: .init(address: address, serverName: "keyrack-kms"),
-            services: [PolicyReloader(holder: policies, logger: logger)],
+            services: [
+                PolicyReloader(holder: policies, logger: logger),
+                CollateralReloader(verifier: verifier, logger: logger),
+            ],
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.listenPort
                 let url = "\(scheme)://\(configuration.listenHost):\(port)"
@@ -135,23 +142,11 @@ struct PolicyReloader: Service {
     let logger: Logger
 
     func run() async throws {
-        guard holder.path != nil else { return }
-        let signals = await UnixSignalsSequence(trapping: .sighup)
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                for await _ in signals.cancelOnGracefulShutdown() {
-                    report(holder.reload(), trigger: "SIGHUP")
-                }
-            }
-            group.addTask {
-                while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                    try? await Task.sleep(for: .seconds(1))
-                    if let result = holder.reloadIfChanged() { report(result, trigger: "file changed") }
-                }
-            }
-            await group.next()
-            group.cancelAll()
-        }
+        // A service that returns ends the whole group: without a file, wait for shutdown.
+        guard holder.path != nil else { return try await gracefulShutdown() }
+        await reloadOnSIGHUPAndChange(
+            sighup: { report(holder.reload(), trigger: "SIGHUP") },
+            tick: { if let result = holder.reloadIfChanged() { report(result, trigger: "file changed") } })
     }
 
     private func report(_ result: Result<Void, PolicyError>, trigger: String) {
@@ -163,5 +158,54 @@ struct PolicyReloader: Service {
                 metadata: ["trigger": "\(trigger)", "reason": "\(error.reason)"]
             )
         }
+    }
+}
+
+/// Reloads `COLLATERAL_DIR` on SIGHUP and when a file in it changes (checked
+/// every second). A failed reload keeps the last good collateral and logs why.
+struct CollateralReloader: Service {
+    let verifier: TDXEvidenceVerifier
+    let logger: Logger
+
+    func run() async throws {
+        guard verifier.directory != nil else { return try await gracefulShutdown() }
+        await reloadOnSIGHUPAndChange(
+            sighup: { if let result = verifier.reloadCollateral() { report(result, trigger: "SIGHUP") } },
+            tick: {
+                if let result = verifier.reloadCollateralIfChanged() { report(result, trigger: "directory changed") }
+            })
+    }
+
+    private func report(_ result: Result<Void, EvidenceFailure>, trigger: String) {
+        switch result {
+        case .success:
+            logger.info("collateral reloaded", metadata: ["trigger": "\(trigger)"])
+            for (file, reason) in verifier.skippedCollateralFiles {
+                logger.warning(
+                    "skipped a file in COLLATERAL_DIR", metadata: ["file": "\(file)", "reason": "\(reason)"])
+            }
+        case .failure(let error):
+            logger.error(
+                "collateral reload failed; keeping the last good collateral",
+                metadata: ["trigger": "\(trigger)", "reason": "\(error.reason)"])
+        }
+    }
+}
+
+/// Runs `sighup` on every SIGHUP and `tick` every second, until graceful shutdown.
+func reloadOnSIGHUPAndChange(sighup: @escaping @Sendable () -> Void, tick: @escaping @Sendable () -> Void) async {
+    let signals = await UnixSignalsSequence(trapping: .sighup)
+    await withTaskGroup(of: Void.self) { group in
+        group.addTask {
+            for await _ in signals.cancelOnGracefulShutdown() { sighup() }
+        }
+        group.addTask {
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                try? await Task.sleep(for: .seconds(1))
+                tick()
+            }
+        }
+        await group.next()
+        group.cancelAll()
     }
 }

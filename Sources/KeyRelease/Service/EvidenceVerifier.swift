@@ -21,6 +21,21 @@ public protocol EvidenceVerifier: Sendable {
     /// Why quotes cannot be verified right now (no collateral loaded), or
     /// nil if they can.
     func notReadyReason() -> String?
+
+    /// Gets ready to verify `quote` at `now` (fetching its platform's
+    /// collateral if needed), before any challenge is spent: why it cannot
+    /// be verified now (missing or expired collateral), or nil.
+    func prepare(quote: [UInt8], now: Date) async -> String?
+
+    /// Extra `/metrics` lines (Prometheus text format).
+    func metricsLines() -> [String]
+}
+
+extension EvidenceVerifier {
+    /// Nothing to prepare.
+    public func prepare(quote: [UInt8], now: Date) async -> String? { nil }
+    /// No extra metrics.
+    public func metricsLines() -> [String] { [] }
 }
 
 /// Why a quote was refused (`401 InvalidQuote`).

@@ -21,6 +21,7 @@ public struct KMSConfiguration: Sendable, Equatable {
     public var keyNamespacePrefix = "keyrack/storage"
     public var trustAnchorFile: String?
     public var collateralDirectory: String?
+    public var pccsURL: String?
     public var tlsCertificateFile: String?
     public var tlsKeyFile: String?
 
@@ -40,7 +41,11 @@ public struct KMSConfiguration: Sendable, Equatable {
         ("DSTACK_SOCKET_PATH", "the dstack agent's socket (/var/run/dstack.sock)"),
         ("KEY_NAMESPACE_PREFIX", "the key derivation namespace (keyrack/storage)"),
         ("TRUST_ANCHOR", "DER or PEM root CA for quotes (Intel's SGX root CA)"),
-        ("COLLATERAL_DIR", "directory of collateral JSON documents, indexed by FMSPC"),
+        ("COLLATERAL_DIR", "directory of collateral JSON documents, indexed by FMSPC; reloaded on SIGHUP and change"),
+        (
+            "PCCS_URL",
+            "PCCS or Intel PCS base URL: collateral fetched on first use, cached, refreshed (instead of COLLATERAL_DIR)"
+        ),
         ("TLS_CERT", "PEM certificate chain to serve HTTPS (with TLS_KEY)"),
         ("TLS_KEY", "PEM private key for TLS_CERT"),
     ]
@@ -98,6 +103,15 @@ public struct KMSConfiguration: Sendable, Equatable {
         }
         trustAnchorFile = value("TRUST_ANCHOR")
         collateralDirectory = value("COLLATERAL_DIR")
+        pccsURL = value("PCCS_URL")
+        if let pccsURL {
+            guard collateralDirectory == nil else {
+                throw KMSConfigurationError(variable: "PCCS_URL", reason: "give PCCS_URL or COLLATERAL_DIR, not both")
+            }
+            guard let url = URL(string: pccsURL), url.scheme == "http" || url.scheme == "https", url.host != nil else {
+                throw KMSConfigurationError(variable: "PCCS_URL", reason: "\(pccsURL) is not an http(s) URL")
+            }
+        }
         tlsCertificateFile = value("TLS_CERT")
         tlsKeyFile = value("TLS_KEY")
         if (tlsCertificateFile == nil) != (tlsKeyFile == nil) {

@@ -36,7 +36,7 @@ public final class KMSMetrics: Sendable {
     public func keyReleases(_ outcome: String) -> Int { state.withLock { $0.releases[outcome] ?? 0 } }
 
     /// The Prometheus text exposition, with `pendingChallenges` as a gauge.
-    public func render(pendingChallenges: Int?) -> String {
+    public func render(pendingChallenges: Int?, extra: [String] = []) -> String {
         let snapshot = state.withLock { $0 }
         var lines: [String] = []
         lines.append("# HELP keyrack_kms_challenges_total POST /challenge requests by outcome.")
@@ -62,6 +62,7 @@ public final class KMSMetrics: Sendable {
             lines.append("# TYPE keyrack_kms_pending_challenges gauge")
             lines.append("keyrack_kms_pending_challenges \(pendingChallenges)")
         }
+        lines += extra
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -150,6 +150,10 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
         guard let policy = policies.policy else {
             throw KMSError(.policyNotReady, "no attestation policy loaded: \(policies.lastError ?? "unknown")")
         }
+        // The quote's platform first: preparing may refresh stale collateral.
+        if let reason = await verifier.prepare(quote: [UInt8](quote), now: Date()) {
+            throw KMSError(.policyNotReady, "collateral not ready: \(reason)")
+        }
         if let reason = verifier.notReadyReason() {
             throw KMSError(.policyNotReady, "collateral not ready: \(reason)")
         }

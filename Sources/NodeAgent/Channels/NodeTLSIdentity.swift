@@ -8,7 +8,6 @@ import Synchronization
 import TrustQuorum
 import X509
 
-
 /// The TLS side of a node's identity: its device certificate chain, the
 /// root of trust that signs its handshakes, and the manufacturing root every
 /// peer must chain to. Channels are TLS 1.3 only, with certificates required

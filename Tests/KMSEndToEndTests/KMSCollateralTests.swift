@@ -12,11 +12,11 @@ struct KMSCollateralTests {
     )
     func pccs() async throws {
         let platform = try Platform()
-        // Collateral valid for 12 seconds from now (refreshed from 9 s on), from keys the test keeps, so it can be re-issued.
+        // Collateral valid for 45 seconds from now (refreshed in its last quarter, as PCCSCollateralCache does), long enough for a KMS started on a loaded machine, from keys the test keeps, so it can be re-issued.
         let keys = TestPKIKeys()
         let teeDirectory = platform.directory.appendingPathComponent("short")
         var options = TestPlatformOptions()
-        options.collateralValidFor = 12
+        options.collateralValidFor = 45
         let start = Int64(Date().timeIntervalSince1970)
         let tee = try SoftwareTEE.initialize(directory: teeDirectory, options: options, now: start, keys: keys)
         let pccs = try PCCSStandIn(collateral: tee.collateral)
@@ -41,7 +41,7 @@ struct KMSCollateralTests {
         #expect(metrics.text.contains("keyrack_kms_pccs_fetches_total 1\n"))
 
         // Past nextUpdate and the PCCS still down: not ready, and the challenge is not spent.
-        let expiry = start + 13 - Int64(Date().timeIntervalSince1970)
+        let expiry = start + 46 - Int64(Date().timeIntervalSince1970)
         if expiry > 0 { try await Task.sleep(for: .seconds(expiry)) }
         let third = try await kms.challenge(for: identity)
         let request = try KeyRequest.valid(third, identity: identity, tee: tee).body

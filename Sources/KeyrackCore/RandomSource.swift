@@ -21,6 +21,7 @@ public protocol SecureRandomSource: RandomNumberGenerator {
 
 extension SecureRandomSource {
     /// The next 64 random bits.
+    @inlinable
     public mutating func next() -> UInt64 {
         var value: UInt64 = 0
         withUnsafeMutableBytes(of: &value) { fill($0) }
@@ -28,6 +29,7 @@ extension SecureRandomSource {
     }
 
     /// `count` random bytes.
+    @inlinable
     public mutating func bytes(_ count: Int) -> [UInt8] {
         var result = [UInt8](repeating: 0, count: count)
         result.withUnsafeMutableBytes { fill($0) }
@@ -35,6 +37,7 @@ extension SecureRandomSource {
     }
 
     /// `count` random bytes in zeroizing storage.
+    @inlinable
     public mutating func secretBytes(_ count: Int) -> SecretBytes {
         SecretBytes(count: count) { fill($0) }
     }

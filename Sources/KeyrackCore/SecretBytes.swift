@@ -26,6 +26,7 @@ public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomD
     @usableFromInline let range: Range<Int>
 
     /// Copies `bytes` into zeroizing storage.
+    @inlinable
     public init(_ bytes: some Collection<UInt8>) {
         let storage = Storage(count: bytes.count)
         _ = UnsafeMutableBufferPointer(
@@ -37,6 +38,7 @@ public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomD
 
     /// Allocates `count` zeroed bytes and lets `body` fill them in place, so
     /// that the secret never exists in an ordinary array.
+    @inlinable
     public init<E: Error>(
         count: Int,
         initializingWith body: (UnsafeMutableRawBufferPointer) throws(E) -> Void
@@ -47,11 +49,13 @@ public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomD
     }
 
     /// The whole of `storage`, which the caller (Keyrack's own sharing code) has just filled.
+    @usableFromInline
     package init(storage: Storage) {
         self.init(storage: storage, range: 0..<storage.buffer.count)
     }
 
     /// Part of `storage`, which the caller has just filled.
+    @usableFromInline
     package init(storage: Storage, range: Range<Int>) {
         self.storage = storage
         self.range = range
@@ -91,6 +95,7 @@ public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomD
         @usableFromInline package let buffer: UnsafeMutableRawBufferPointer
         private let allocation: UnsafeMutableRawBufferPointer
 
+        @usableFromInline
         package init(count: Int) {
             precondition(count >= 0, "negative length")
             // At least one byte, so that an empty secret still owns a
@@ -121,6 +126,7 @@ public func secureZero(_ buffer: UnsafeMutableRawBufferPointer) {
 }
 
 /// Compares two byte buffers in time that depends only on their lengths.
+@inlinable
 public func constantTimeEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
     guard a.count == b.count else { return false }
     var difference: UInt8 = 0
@@ -131,6 +137,7 @@ public func constantTimeEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferP
 }
 
 /// Compares two byte collections in time that depends only on their lengths.
+@inlinable
 public func constantTimeEqual(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
     guard a.count == b.count else { return false }
     var difference: UInt8 = 0

@@ -31,8 +31,7 @@ struct AgentCoreTests {
     func persistBeforeSend() throws {
         var rack = CoreRack(count: 3)
         rack.connectAll()
-        let request = ReconfigureRequest(
-            rackId: rack.rackId, epoch: Epoch(1), lastCommittedEpoch: nil, members: Set(rack.platforms), threshold: 2)
+        let request = rack.initialRequest
         var core = rack.cores[0]
         let first = core.handle(.admin(.reconfigure(request), request: 7))
         let write = try #require(first.firstIndex { if case .writeLedger = $0 { true } else { false } })
@@ -54,8 +53,7 @@ struct AgentCoreTests {
     func haltOnWriteFailure() throws {
         var rack = CoreRack(count: 3)
         rack.connectAll()
-        let request = ReconfigureRequest(
-            rackId: rack.rackId, epoch: Epoch(1), lastCommittedEpoch: nil, members: Set(rack.platforms), threshold: 2)
+        let request = rack.initialRequest
         rack.failLedgerWrite = [0]
         let answer = rack.admin(.reconfigure(request), to: 0)
         #expect(answer?.error?.code == .halted)
@@ -77,8 +75,7 @@ struct AgentCoreTests {
     func eventsWaitForWrites() throws {
         var rack = CoreRack(count: 3)
         rack.connectAll()
-        let request = ReconfigureRequest(
-            rackId: rack.rackId, epoch: Epoch(1), lastCommittedEpoch: nil, members: Set(rack.platforms), threshold: 2)
+        let request = rack.initialRequest
         var core = rack.cores[0]
         _ = core.handle(.admin(.reconfigure(request), request: 1))
         #expect(core.handle(.admin(.status, request: 2)).isEmpty)

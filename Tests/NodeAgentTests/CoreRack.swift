@@ -110,6 +110,12 @@ struct CoreRack {
         return replies[index]?.removeValue(forKey: request)
     }
 
+    /// The first configuration of every node, K = 2, at epoch 1.
+    var initialRequest: ReconfigureRequest {
+        ReconfigureRequest(
+            rackId: rackId, epoch: Epoch(1), lastCommittedEpoch: nil, members: Set(platforms), threshold: 2)
+    }
+
     /// Every status, of the nodes that are up.
     func statuses() -> [NodeStatus] { cores.indices.filter { !down.contains($0) }.map { cores[$0].status() } }
 

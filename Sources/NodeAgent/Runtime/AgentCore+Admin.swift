@@ -110,29 +110,40 @@ extension AgentCore {
     }
 
     mutating func diskKey(disk: String, epoch: Epoch?) -> AdminResponse {
-        let refuse = { (code: AdminError.Code, reason: String) in AdminResponse(error: AdminError(code, reason)) }
         guard settings.disks.contains(disk) else {
-            return refuse(.diskUnknown, "'\(disk)' is not one of this node's disks")
+            return AdminResponse(error: AdminError(.diskUnknown, "'\(disk)' is not one of this node's disks"))
         }
+        do {
+            let key = try derivedKey(disk: disk, epoch: epoch)
+            return AdminResponse(key: key.key.withUnsafeBytes { $0.hexString }, keyEpoch: key.epoch)
+        } catch {
+            return AdminResponse(error: error)
+        }
+    }
+
+    /// The key of `disk` at `epoch` (the latest committed one if nil): the
+    /// one derivation behind the admin API's `diskKey` and the volumes' keys.
+    /// Refused once expunged, before any commit, and until the latest
+    /// committed epoch's rack secret is loaded.
+    mutating func derivedKey(disk: String, epoch: Epoch?) throws(AdminError) -> DiskKey {
         if let expunged = node.persistentState.expunged {
-            return refuse(.expunged, "this node was removed from the rack at epoch \(expunged.epoch)")
+            throw AdminError(.expunged, "this node was removed from the rack at epoch \(expunged.epoch)")
         }
         guard let latest = node.persistentState.latestCommittedEpoch else {
-            return refuse(.notCommitted, "this node has committed no configuration")
+            throw AdminError(.notCommitted, "this node has committed no configuration")
         }
         guard unlockedEpoch == latest else {
-            return refuse(.locked, "the rack secret is not loaded yet (waiting for shares)")
+            throw AdminError(.locked, "the rack secret is not loaded yet (waiting for shares)")
         }
         let wanted = epoch ?? latest
+        let secret: RackSecret?
         do {
-            guard let secret = try node.loadRackSecret(wanted) else {
-                return refuse(.locked, "the rack secret is not loaded yet")
-            }
-            let key = DiskKey(secret: secret, epoch: wanted, rackId: settings.rackId, diskId: Array(disk.utf8))
-            return AdminResponse(key: key.key.withUnsafeBytes { $0.hexString }, keyEpoch: wanted)
+            secret = try node.loadRackSecret(wanted)
         } catch {
-            return refuse(AdminError.Code(error.code), error.description)
+            throw AdminError(AdminError.Code(error.code), error.description)
         }
+        guard let secret else { throw AdminError(.locked, "the rack secret is not loaded yet") }
+        return DiskKey(secret: secret, epoch: wanted, rackId: settings.rackId, diskId: Array(disk.utf8))
     }
 
     func haltedOrOK() -> AdminResponse {

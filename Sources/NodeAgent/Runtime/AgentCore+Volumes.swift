@@ -12,21 +12,11 @@ extension AgentCore {
     /// for a bound volume; refused while the node is halted, expunged or locked.
     public mutating func volumeKey(disk: String, epoch: Epoch?) throws(VolumeError) -> DiskKey {
         if let halted { throw VolumeError(.locked, "this node has halted: \(halted)") }
-        if let expunged = node.persistentState.expunged {
-            throw VolumeError(.locked, "this node was removed from the rack at epoch \(expunged.epoch)")
-        }
-        guard let latest = node.persistentState.latestCommittedEpoch, unlockedEpoch == latest else {
-            throw VolumeError(.locked, "the rack secret is not loaded yet (waiting for shares)")
-        }
-        let wanted = epoch ?? latest
-        let secret: RackSecret?
         do {
-            secret = try node.loadRackSecret(wanted)
+            return try derivedKey(disk: disk, epoch: epoch)
         } catch {
-            throw VolumeError(.locked, "the rack secret of epoch \(wanted) is not available: \(error)")
+            throw VolumeError(.locked, error.reason)
         }
-        guard let secret else { throw VolumeError(.locked, "the rack secret of epoch \(wanted) is not loaded yet") }
-        return DiskKey(secret: secret, epoch: wanted, rackId: settings.rackId, diskId: Array(disk.utf8))
     }
 
     /// Records a volume's re-key progress (`plan`, nil when none is under

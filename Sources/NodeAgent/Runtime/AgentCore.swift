@@ -140,8 +140,8 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
 
     /// What a write outstanding holds back.
     enum Pending: Sendable {
-        /// A ledger write; `released` goes out once it is on disk.
-        case ledger(generation: UInt64, state: PersistentState, released: [Action], request: RequestID?)
+        /// A ledger write; the node's `output` is released once it is on disk.
+        case ledger(generation: UInt64, state: PersistentState, output: NodeOutput, request: RequestID?)
         /// An agent-state write an answer depends on.
         case agentState(generation: UInt64, undo: Undo, request: RequestID)
     }
@@ -277,13 +277,13 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         case .admin(let command, let request):
             admin(command, request)
         case .ledgerWritten(let written):
-            guard case .ledger(let generation, let state, let released, let request) = pending,
+            guard case .ledger(let generation, let state, let output, let request) = pending,
                 generation == written
             else { return }
             pending = nil
             self.generation = generation
             durable = state
-            for action in released { release(action) }
+            release(output)
             if let request { emit(.reply(request, haltedOrOK())) }
         case .ledgerWriteFailed(let failed, let reason):
             guard case .ledger(let generation, _, _, let request) = pending, generation == failed else { return }
@@ -367,56 +367,42 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         }
         pollUnlock()
         let output = node.drainOutput()
-        var released: [Action] = []
-        for outgoing in output.messages {
-            released.append(.send(outgoing.message, to: outgoing.to, connection: 0))
-        }
-        for warning in output.warnings {
-            released.append(.log(AgentLog(.warning, "\(warning)")))
-        }
-        if !output.alarms.isEmpty {
-            for alarm in output.alarms {
-                released.append(.log(AgentLog(.error, "ALARM \(alarm.name)", ["alarm": "\(alarm)"])))
-            }
-            // Recorded (and saved) when released, after the ledger.
-            released.append(.saveAgentState(alarmsAppended(output.alarms.map(\.description))))
-        }
         if output.persistentStateChanged {
             let next = generation + 1
             emit(.writeLedger(node.persistentState, generation: next))
-            pending = .ledger(generation: next, state: node.persistentState, released: released, request: request)
+            pending = .ledger(generation: next, state: node.persistentState, output: output, request: request)
             return
         }
-        for action in released { release(action) }
+        release(output)
         if let request { emit(.reply(request, AdminResponse())) }
     }
 
-    /// Emits an action held back by a ledger write: a message goes on the
-    /// peer's channel at this moment (or is dropped: the node resends on
-    /// connect); an alarm record is merged into the current agent state.
-    mutating func release(_ action: Action) {
-        switch action {
-        case .send(let message, let peer, _):
-            guard let id = connections[peer] else { return }
-            emit(.send(message, to: peer, connection: id))
-        case .saveAgentState(let withAlarms):
-            agentState.alarms = withAlarms.alarms
-            saveAgentState()
-        default:
-            emit(action)
+    /// Carries out what the node asked for once the state it depends on is
+    /// on disk: its messages go on the peers' channels as they are at this
+    /// moment (one for a peer that is not connected is dropped: the node
+    /// resends on connect), then its warnings and alarms are logged, and the
+    /// alarms recorded in the agent state.
+    mutating func release(_ output: NodeOutput) {
+        for outgoing in output.messages {
+            guard let id = connections[outgoing.to] else { continue }
+            emit(.send(outgoing.message, to: outgoing.to, connection: id))
         }
+        for warning in output.warnings { log(.warning, "\(warning)") }
+        guard !output.alarms.isEmpty else { return }
+        for alarm in output.alarms { log(.error, "ALARM \(alarm.name)", ["alarm": "\(alarm)"]) }
+        recordAlarms(output.alarms.map(\.description))
+        saveAgentState()
     }
 
-    func alarmsAppended(_ alarms: [String]) -> AgentState {
-        var state = agentState
-        state.alarms = Array((state.alarms + alarms).suffix(AgentState.maximumAlarms))
-        return state
+    /// Appends `alarms` to the agent state, keeping the latest ``AgentState/maximumAlarms``.
+    mutating func recordAlarms(_ alarms: [String]) {
+        agentState.alarms = Array((agentState.alarms + alarms).suffix(AgentState.maximumAlarms))
     }
 
     mutating func halt(_ reason: String) {
         halted = reason
         log(.critical, reason)
-        agentState = alarmsAppended(["NodeHalted: \(reason)"])
+        recordAlarms(["NodeHalted: \(reason)"])
         saveAgentState()
         closeEverything()
     }

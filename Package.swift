@@ -227,6 +227,7 @@ var targets: [Target] = [
         dependencies: [
             "Attestation",
             "KeyrackCore",
+            "KeyrackTestSupport",
             "SecretSharing",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "X509", package: "swift-certificates"),

@@ -150,7 +150,7 @@ public final class LocalRack {
         _ index: Int,
         environment: [String: String] = [:],
         executable: String? = nil,
-        timeout: Duration = .seconds(20)
+        timeout: Duration = .seconds(60)
     ) async throws(LabError) {
         try launch(index, environment: environment, executable: executable)
         try await waitUntilAnswering(index, timeout: timeout)
@@ -185,18 +185,30 @@ public final class LocalRack {
     }
 
     /// Waits until node `index`'s admin socket answers.
-    public func waitUntilAnswering(_ index: Int, timeout: Duration = .seconds(20)) async throws(LabError) {
+    public func waitUntilAnswering(_ index: Int, timeout: Duration = .seconds(60)) async throws(LabError) {
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if (try? await AdminSocket.perform(AdminRequest(.status), path: members[index].socket)) != nil { return }
-            if let process = processes[index], !process.isRunning {
-                throw LabError(
-                    .start,
-                    "node \(index + 1) exited with status \(process.terminationStatus): \(logTail(index))")
+        var lastError = "no answer"
+        // One more try once the deadline has passed: a caller starved of CPU
+        // (a whole test suite on two cores) may wake only after it.
+        for final in [false, true] {
+            while final || ContinuousClock.now < deadline {
+                do {
+                    _ = try await AdminSocket.perform(AdminRequest(.status), path: members[index].socket)
+                    return
+                } catch {
+                    lastError = error.description
+                }
+                if let process = processes[index], !process.isRunning {
+                    throw LabError(
+                        .start,
+                        "node \(index + 1) exited with status \(process.terminationStatus): \(logTail(index))")
+                }
+                if final { break }
+                try? await Task.sleep(for: .milliseconds(20))
             }
-            try? await Task.sleep(for: .milliseconds(20))
         }
-        throw LabError(.timeout, "node \(index + 1) did not answer within \(timeout): \(logTail(index))")
+        throw LabError(
+            .timeout, "node \(index + 1) did not answer within \(timeout) (\(lastError)): \(logTail(index))")
     }
 
     /// Stops node `index` with `signal` (SIGTERM: a clean stop; SIGKILL: a
@@ -243,12 +255,15 @@ public final class LocalRack {
     ) async throws(LabError) -> [NodeStatus] {
         let deadline = ContinuousClock.now + timeout
         var last: [NodeStatus?] = []
-        while ContinuousClock.now < deadline {
+        repeat {
+            // Checked once more after the deadline: a starved caller may wake only after it.
+            let final = ContinuousClock.now >= deadline
             last = await statuses(indices)
             let ready = last.compactMap { $0 }.filter(condition)
             if ready.count == indices.count { return ready }
+            if final { break }
             try? await Task.sleep(for: .milliseconds(25))
-        }
+        } while true
         let lagging = zip(indices, last).filter { $0.1.map { !condition($0) } ?? true }.map { "node \($0.0 + 1)" }
         throw LabError(.timeout, "\(lagging.joined(separator: ", ")) not \(what) within \(timeout)")
     }

@@ -1,5 +1,6 @@
 import Foundation
 import KeyrackCore
+import KeyrackTestSupport
 import SecretSharing
 import Testing
 
@@ -37,31 +38,20 @@ enum DCAPQVL {
     }
 
     /// dcap-qvl's verdicts, in order. Throws, naming `pip install dcap-qvl==0.7.0`, when it is missing.
-    static func verdicts(_ cases: [[String: Any]]) throws -> [[String: Any]] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script]
-        let input = Pipe()
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        do {
-            try process.run()
-        } catch {
-            throw Failure(
-                description: "python3 is needed for the dcap-qvl cross-check, then `pip install dcap-qvl==0.7.0`")
+    static func verdicts(_ cases: [[String: Any]]) async throws -> [[String: Any]] {
+        let payload = try JSONSerialization.data(withJSONObject: cases)
+        // On a thread of its own: a child that runs for seconds must not hold
+        // one of the cooperative pool's threads, which every async test shares.
+        let result = try await offCooperativePool {
+            try runProcessBlocking(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", script], input: payload)
         }
-        input.fileHandleForWriting.write(try JSONSerialization.data(withJSONObject: cases))
-        try input.fileHandleForWriting.close()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
+        let data = result.output
+        guard result.status == 0 else {
+            let errorText = String(decoding: result.errors, as: UTF8.self)
             throw Failure(
                 description:
-                    "the dcap-qvl cross-check could not run: \(errorText) (install it: `pip install dcap-qvl==0.7.0`)")
+                    "the dcap-qvl cross-check could not run: \(errorText) (install Python 3, then `pip install dcap-qvl==0.7.0`)"
+            )
         }
         guard let list = try JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
             throw Failure(description: "dcap-qvl printed no verdict list")
@@ -83,7 +73,7 @@ enum DCAPQVL {
 @Suite("dcap-qvl 0.7.0 agrees with the verifier on the software-TEE matrix")
 struct DCAPQVLAgreementTests {
     @Test("case by case, except the recorded known differences")
-    func agreement() throws {
+    func agreement() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "keyrack-qvl-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -103,7 +93,7 @@ struct DCAPQVLAgreementTests {
             ])
             ours.append(try rule.verdict())
         }
-        let theirs = try DCAPQVL.verdicts(inputs)
+        let theirs = try await DCAPQVL.verdicts(inputs)
         try #require(theirs.count == RuleMatrix.cases.count)
         let known = try DCAPQVL.knownDifferences()
         var used = Set<String>()

@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackTestSupport
 import Testing
 
 /// The shared TDX test data, `<repo>/../shared/testdata/tdx`.
@@ -156,7 +157,7 @@ struct AttestCLITests {
                     "attest", "verify", "--quote", quote, "--collateral", collateral, "--trust-anchor", root, "--now",
                     teeNow, "--json",
                 ]))
-            let theirs = try runDCAPQVL(quote: quote, collateral: collateral, root: root, now: teeNow)
+            let theirs = try await runDCAPQVL(quote: quote, collateral: collateral, root: root, now: teeNow)
             let label = (initOptions + quoteOptions).joined(separator: " ")
             #expect(ours["ok"] as? Bool == theirs["ok"] as? Bool, "\(label): ours \(ours), dcap-qvl \(theirs)")
             if theirs["ok"] as? Bool == true {
@@ -186,28 +187,22 @@ struct AttestCLITests {
 }
 
 /// Runs `scripts/dcap_qvl_verify.py`; fails with the install step if dcap-qvl is missing.
-private func runDCAPQVL(quote: String, collateral: String, root: String, now: String) throws -> [String: Any] {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = [
-        "python3", repository.appendingPathComponent("scripts/dcap_qvl_verify.py").path, quote, collateral, root, now,
-    ]
-    let output = Pipe()
-    let error = Pipe()
-    process.standardOutput = output
-    process.standardError = error
-    do {
-        try process.run()
-    } catch {
-        throw CLITestError(
-            "python3 is needed for the dcap-qvl cross-check: install Python 3, then `pip install dcap-qvl`")
+private func runDCAPQVL(quote: String, collateral: String, root: String, now: String) async throws -> [String: Any] {
+    // On a thread of its own, not on the cooperative pool every async test shares.
+    let result = try await offCooperativePool {
+        try runProcessBlocking(
+            URL(fileURLWithPath: "/usr/bin/env"),
+            [
+                "python3", repository.appendingPathComponent("scripts/dcap_qvl_verify.py").path, quote, collateral,
+                root, now,
+            ]
+        )
     }
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    let errorText = String(decoding: error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
+    let data = result.output
+    guard result.status == 0 else {
+        let errorText = String(decoding: result.errors, as: UTF8.self)
         throw CLITestError(
-            "the dcap-qvl cross-check could not run (\(errorText.trimmingCharacters(in: .whitespacesAndNewlines))); install it with `pip install dcap-qvl`"
+            "the dcap-qvl cross-check could not run (\(errorText.trimmingCharacters(in: .whitespacesAndNewlines))); install Python 3, then `pip install dcap-qvl==0.7.0`"
         )
     }
     let object = try JSONSerialization.jsonObject(with: data)

@@ -133,24 +133,19 @@ struct PCCSTests {
             # The answer is printed by then; leave without finalizing.
             os._exit(0)
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [
-            "python3", "-X", "faulthandler", "-c", script, pccs.url, shared("tdx_v4_uptodate.quote"),
-            shared("intel_sgx_root_ca.der"),
-            "\(v4Now)",
-        ]
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(
-            process.terminationStatus == 0,
-            "dcap-qvl get_collateral failed: \(errorText) (`pip install dcap-qvl==0.7.0`)")
+        let url = pccs.url
+        // On a thread of its own, not on the cooperative pool every async test shares.
+        let result = try await offCooperativePool {
+            try runProcessBlocking(
+                URL(fileURLWithPath: "/usr/bin/env"),
+                [
+                    "python3", "-X", "faulthandler", "-c", script, url, shared("tdx_v4_uptodate.quote"),
+                    shared("intel_sgx_root_ca.der"), "\(v4Now)",
+                ])
+        }
+        let data = result.output
+        let errorText = String(decoding: result.errors, as: UTF8.self)
+        #expect(result.status == 0, "dcap-qvl get_collateral failed: \(errorText) (`pip install dcap-qvl==0.7.0`)")
         let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(errorText)")
         #expect(object["status"] as? String == "UpToDate")
         #expect(pccs.tcbInfoRequests == 1)

@@ -58,16 +58,12 @@ struct RackCLITests {
             #expect(badConfig.status == 1)
             #expect(badConfig.errors.contains("/nonexistent/node.json"))
             // --raw writes the same key as 32 bytes (node 2 holds the same rack secret).
-            let process = Process()
-            process.executableURL = keyrack
-            process.arguments = ["node", "disk-key", "--admin", rack.members[1].socket, "--disk", "data0", "--raw"]
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            try process.run()
-            let raw = pipe.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            #expect(process.terminationStatus == 0)
-            #expect(Array(raw) == [UInt8](hex: key))
+            let socket = rack.members[1].socket
+            let raw = try await offCooperativePool {
+                try runProcessBlocking(keyrack, ["node", "disk-key", "--admin", socket, "--disk", "data0", "--raw"])
+            }
+            #expect(raw.status == 0)
+            #expect(Array(raw.output) == [UInt8](hex: key))
 
             let rotated = try await runToCompletion(keyrack, ["rack", "rotate", "--nodes", nodes])
             #expect(rotated.status == 0, "\(rotated.errors)")

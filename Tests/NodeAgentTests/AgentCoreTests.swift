@@ -224,6 +224,9 @@ struct AgentCoreTests {
             AdminRequest(.diskKey), AdminRequest(.diskRekeyed, disk: "data0"), AdminRequest(.setPeers),
             AdminRequest(.setPeers, peers: ["not-a-platform": "127.0.0.1:1"]),
             AdminRequest(.setPeers, peers: ["kr:sn-2": "no-port"]),
+            AdminRequest(.luksFormat), AdminRequest(.luksBind, existingKey: "c2VjcmV0"),
+            AdminRequest(.luksBind, disk: "data0"), AdminRequest(.luksBind, disk: "data0", existingKey: "not base64!"),
+            AdminRequest(.luksBind, disk: "data0", existingKey: ""),
         ] {
             #expect(throws: AdminError(.request, "")) { try AdminCommand(request, localPlatform: me) }
         }
@@ -234,8 +237,18 @@ struct AgentCoreTests {
             AdminCommand.status, .commit(Epoch(3)), .diskKey(disk: "d", epoch: nil),
             .diskRekeyed(disk: "d", epoch: Epoch(2)),
             .setPeers([PlatformId(part: "kr", serial: "sn-2"): PeerAddress(host: "h", port: 1)]),
+            .luksFormat(disk: "data0"), .luksBind(disk: "data0", existingKey: SecretBytes(Array("secret".utf8))),
         ] {
             #expect((try? AdminCommand(AdminRequest(command: command), localPlatform: me)) == command)
         }
+    }
+
+    @Test("a core asked for a volume command answers that it manages no volumes (the shell's volume manager does)")
+    func volumeCommandsAreTheShells() throws {
+        var rack = CoreRack(count: 1)
+        let reply = rack.admin(.luksFormat(disk: "data0"), to: 0)
+        let answer = try #require(reply)
+        #expect(answer.error?.code == .request)
+        #expect(answer.volume == nil)
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+import KeyrackCore
 import TrustQuorum
 
 /// An admin request once it is known to be well formed: what the node's
@@ -19,6 +21,11 @@ public enum AdminCommand: Sendable, Equatable {
     case diskKey(disk: String, epoch: Epoch?)
     /// The operator re-keyed `disk` to `epoch`.
     case diskRekeyed(disk: String, epoch: Epoch)
+    /// Bind the LUKS2 volume `disk`, which `existingKey` opens now, to the rack.
+    /// Answered by the node's volume manager.
+    case luksBind(disk: String, existingKey: SecretBytes)
+    /// Create the LUKS2 volume `disk` with a rack-derived key. Answered by the node's volume manager.
+    case luksFormat(disk: String)
 
     /// Parses a request from the wire; refuses one that lacks what its
     /// operation needs or whose peers are not `part:serial` → `host:port`
@@ -43,9 +50,15 @@ public enum AdminCommand: Sendable, Equatable {
             self = .diskKey(disk: try required(request.disk, "disk"), epoch: request.epoch)
         case .diskRekeyed:
             self = .diskRekeyed(disk: try required(request.disk, "disk"), epoch: try required(request.epoch, "epoch"))
-        case .luksBind, .luksFormat:
-            // The node's volume manager answers these before the core sees a command.
-            throw AdminError(.request, "'\(request.operation.rawValue)' is answered by the volume manager")
+        case .luksBind:
+            let disk = try required(request.disk, "disk")
+            guard var decoded = request.existingKey.flatMap({ Data(base64Encoded: $0) }), !decoded.isEmpty else {
+                throw AdminError(.request, "the request lacks 'existingKey' (base64)")
+            }
+            self = .luksBind(disk: disk, existingKey: SecretBytes(decoded))
+            decoded.resetBytes(in: 0..<decoded.count)
+        case .luksFormat:
+            self = .luksFormat(disk: try required(request.disk, "disk"))
         }
     }
 
@@ -87,6 +100,11 @@ extension AdminRequest {
                 peers: Dictionary(uniqueKeysWithValues: peers.map { ($0.key.description, $0.value.description) }))
         case .diskKey(let disk, let epoch): self.init(.diskKey, epoch: epoch, disk: disk)
         case .diskRekeyed(let disk, let epoch): self.init(.diskRekeyed, epoch: epoch, disk: disk)
+        case .luksBind(let disk, let existingKey):
+            self.init(
+                .luksBind, disk: disk,
+                existingKey: existingKey.withUnsafeBytes { Data($0) }.base64EncodedString())
+        case .luksFormat(let disk): self.init(.luksFormat, disk: disk)
         }
     }
 }

@@ -39,6 +39,9 @@ extension AgentCore {
             diskRekeyed(disk: disk, epoch: epoch, request)
         case .diskKey(let disk, let epoch):
             emit(.reply(request, diskKey(disk: disk, epoch: epoch)))
+        case .luksBind, .luksFormat:
+            // The shell's volume manager runs cryptsetup; a core without one cannot.
+            emit(.reply(request, AdminResponse(error: AdminError(.request, "this node manages no LUKS2 volumes"))))
         }
     }
 

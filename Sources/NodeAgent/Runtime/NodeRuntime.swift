@@ -116,7 +116,6 @@ public actor NodeRuntime: Service {
         do {
             admin = try await AdminSocket.listen(path: configuration.admin) { [weak self] request in
                 guard let self else { return AdminResponse(error: AdminError(.stopping, "stopping")) }
-                if let answer = await self.handleVolumeRequest(request) { return answer }
                 return await self.answer(request)
             }
         } catch {
@@ -209,13 +208,14 @@ public actor NodeRuntime: Service {
         #endif
     }
 
-    private func answer(_ request: AdminRequest) -> AdminResponse {
+    private func answer(_ request: AdminRequest) async -> AdminResponse {
         let command: AdminCommand
         do {
             command = try AdminCommand(request, localPlatform: platformId)
         } catch {
             return AdminResponse(error: error)
         }
+        if let answer = await handleVolumeCommand(command) { return answer }
         nextRequest += 1
         let id = nextRequest
         perform(.admin(command, request: id))

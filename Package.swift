@@ -218,6 +218,8 @@ var targets: [Target] = [
             "SecretSharing",
             "KeyrackTestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "PropertyBased", package: "swift-property-based"),
         ],
         swiftSettings: strict

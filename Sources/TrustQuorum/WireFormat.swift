@@ -100,14 +100,39 @@ public enum WireFormat {
         return writer.bytes
     }
 
+    /// The length of a frame header.
+    public static let frameHeaderLength = 4
+
+    /// The header of a frame whose payload is `length` bytes. This and
+    /// ``payloadLength(header:)`` are the framing, used by
+    /// ``encodeFrame(_:)`` and ``decodeFrame(_:)`` here and by the node's
+    /// channel and admin-socket handlers alike.
+    public static func frameHeader(payloadLength length: Int) throws(WireError) -> [UInt8] {
+        try checkLength(length)
+        return UInt32(length).bigEndianBytes
+    }
+
+    /// The payload length a frame announces in its first bytes, or `nil`
+    /// if fewer than ``frameHeaderLength`` bytes have arrived. A length over
+    /// ``maximumFrameLength`` is refused before anything is buffered for it.
+    public static func payloadLength(header bytes: some Collection<UInt8>) throws(WireError) -> Int? {
+        guard bytes.count >= frameHeaderLength else { return nil }
+        let length = bytes.prefix(frameHeaderLength).reduce(0) { $0 << 8 | Int($1) }
+        try checkLength(length)
+        return length
+    }
+
+    private static func checkLength(_ length: Int) throws(WireError) {
+        guard length <= maximumFrameLength else {
+            throw WireError(code: .frameTooLarge, reason: "\(length) bytes, the limit is \(maximumFrameLength)")
+        }
+    }
+
     /// The frame of `message`: length prefix and payload. A payload over
     /// ``maximumFrameLength`` (a chain of about 26,000 epochs) is refused.
     public static func encodeFrame(_ message: Message) throws(WireError) -> [UInt8] {
         let payload = try encodePayload(message)
-        guard payload.count <= maximumFrameLength else {
-            throw WireError(code: .frameTooLarge, reason: "\(payload.count) bytes, the limit is \(maximumFrameLength)")
-        }
-        return UInt32(payload.count).bigEndianBytes + payload
+        return try frameHeader(payloadLength: payload.count) + payload
     }
 
     /// Decodes one payload (no frame header); every byte must be used.
@@ -153,13 +178,10 @@ public enum WireFormat {
     /// bytes it used, or `nil` if the frame is not complete yet.
     public static func decodeFrame(_ buffer: some Collection<UInt8>) throws(WireError) -> (Message, Int)? {
         let bytes = Array(buffer)
-        guard bytes.count >= 4 else { return nil }
-        let length = bytes[0..<4].reduce(0) { $0 << 8 | Int($1) }
-        guard length <= maximumFrameLength else {
-            throw WireError(code: .frameTooLarge, reason: "\(length) bytes, the limit is \(maximumFrameLength)")
-        }
-        guard bytes.count >= 4 + length else { return nil }
-        return (try decodePayload(bytes[4..<(4 + length)]), 4 + length)
+        guard let length = try payloadLength(header: bytes) else { return nil }
+        let end = frameHeaderLength + length
+        guard bytes.count >= end else { return nil }
+        return (try decodePayload(bytes[frameHeaderLength..<end]), end)
     }
 }
 

@@ -17,8 +17,12 @@ struct CLITestError: Error, CustomStringConvertible {
 }
 
 /// Runs `keyrack` with `arguments`, feeding `input` on standard input.
-func runKeyrack(_ arguments: [String], input: Data = Data()) async throws -> ProcessResult {
-    let result = try await offCooperativePool { try runProcessBlocking(keyrackExecutable(), arguments, input: input) }
+func runKeyrack(
+    _ arguments: [String], input: Data = Data(), environment: [String: String] = [:]
+) async throws -> ProcessResult {
+    let result = try await offCooperativePool {
+        try runProcessBlocking(keyrackExecutable(), arguments, input: input, environment: environment)
+    }
     return ProcessResult(
         status: result.status,
         standardOutput: result.output,

@@ -114,6 +114,16 @@ struct DemoCLITests {
         #expect(result.output.contains("node 5 caught up and unlocked"))
         #expect(result.output.contains("node 2 refused (expunged at epoch"))
         #expect(result.output.contains("HTTP 403 PolicyViolation"))
+        // cryptsetup is installed here (.ci/run): node 1's LUKS2 image is bound, verified and re-keyed.
+        let luks = result.output.split(separator: "\n").filter { $0.contains("LUKS2 image") }.map(String.init)
+        #expect(luks.contains { $0.contains("node 1's LUKS2 image bound under epoch 1 (keyslots [0, 1]") }, "\(luks)")
+        #expect(luks.contains { $0.contains("node 1's LUKS2 image verified at unlock with epoch 1's key") }, "\(luks)")
+        #expect(
+            luks.contains {
+                $0.contains("node 1's LUKS2 image re-keyed") && $0.contains("(the old key no longer opens it)")
+            },
+            "\(luks)")
+        #expect(!result.output.contains("skipped"))
         // Keys appear only as short fingerprints: no 32-byte value in hex anywhere.
         #expect(result.output.range(of: "[0-9a-f]{64}", options: .regularExpression) == nil)
         // Its directory (configurations, ledgers, sockets) is gone and no node process is left.
@@ -122,6 +132,24 @@ struct DemoCLITests {
         #expect(!FileManager.default.fileExists(atPath: directory))
         let processes = try await runToCompletion(URL(fileURLWithPath: "/usr/bin/pgrep"), ["-f", directory])
         #expect(processes.output.isEmpty)
+    }
+
+    @Test("demo on a machine without cryptsetup: says what it skipped and why, and tells the rest of the story")
+    func demoWithoutCryptsetup() async throws {
+        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("no-cryptsetup-\(UUID())")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: empty) }
+        let result = try await runKeyrack(["demo"], environment: ["KEYRACK_TEST_CRYPTSETUP_PATH": empty.path])
+        #expect(result.status == 0, "\(result.output)\n\(result.standardError)")
+        let reason = try #require(
+            result.output.split(separator: "\n").first { $0.hasPrefix("The LUKS2 steps are skipped: ") })
+        #expect(reason.contains("install the Debian package cryptsetup-bin"), "\(reason)")
+        #expect(
+            result.output.contains(
+                "skipped: the LUKS2 volume steps (cryptsetup is not installed: apt-get install cryptsetup-bin)"))
+        #expect(!result.output.contains("LUKS2 image bound"))
+        #expect(result.output.components(separatedBy: "   ✓ ").count == 8)
+        #expect(!result.output.contains("FAILED"))
     }
 
     @Test("bench shamir --json prints one JSON object with the three medians")

@@ -214,7 +214,7 @@ struct ChannelTests {
     func oversize() throws {
         let encoder = FrameEncoder()
         var out = ByteBuffer()
-        #expect(throws: PeerChannelError.self) {
+        #expect(throws: WireError.self) {
             try encoder.encode(data: ByteBuffer(repeating: 0, count: (1 << 20) + 1), out: &out)
         }
         try encoder.encode(data: ByteBuffer(string: "ok"), out: &out)

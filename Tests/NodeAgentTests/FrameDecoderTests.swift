@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import Testing
+import TrustQuorum
 
 @testable import NodeAgent
 
@@ -39,7 +40,7 @@ struct FrameDecoderTests {
         #expect {
             try channel.writeInbound(header)
         } throws: { error in
-            (error as? PeerChannelError)?.description.contains("over 1 MiB") == true
+            (error as? WireError)?.code == .frameTooLarge
         }
         _ = try? channel.finish()
         // Exactly 1 MiB is allowed.

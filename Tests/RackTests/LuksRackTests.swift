@@ -145,6 +145,83 @@ struct LuksRackTests {
         }
     }
 
+    @Test(
+        "luks-bind reads --existing-key-file; luks-format keys an empty device by the rack alone; both through the CLI")
+    func bindFromFileAndFormat() async throws {
+        try await withRack(count: 2) { rack in
+            let images = try LuksImages(in: rack.directory)
+            let devices = try Self.addVolumes(rack, images, [0])
+            let blank = try images.blank("node-2-data0.img")
+            var configuration = rack.members[1].configuration
+            configuration.volumes = [LuksVolume(disk: "data0", device: blank, open: false)]
+            configuration.disks = configuration.volumes.map(\.disk)
+            try configuration.json().write(to: URL(fileURLWithPath: rack.members[1].configurationFile))
+            let first = try await setUp(rack, [0, 1], threshold: 2)
+            let keyrack = try keyrackExecutable()
+            let config0 = rack.members[0].configurationFile
+            let config1 = rack.members[1].configurationFile
+            let device = try #require(devices[0])
+
+            // The whole file is the key, as with cryptsetup --key-file: a trailing newline is another key.
+            let keyFile = rack.directory.appendingPathComponent("existing.key").path
+            let passphrase = Data(LuksImages.passphrase.unsafeCopiedBytes)
+            #expect(
+                FileManager.default.createFile(
+                    atPath: keyFile, contents: passphrase + Data("\n".utf8), attributes: [.posixPermissions: 0o600]))
+            let header = try images.bytes(device)
+            let wrong = try await runToCompletion(
+                keyrack, ["node", "luks-bind", "--config", config0, "--disk", "data0", "--existing-key-file", keyFile])
+            #expect(wrong.status == 1)
+            #expect(try images.bytes(device) == header, "a refused bind changed the header")
+            let absent = try await runToCompletion(
+                keyrack,
+                [
+                    "node", "luks-bind", "--config", config0, "--disk", "data0", "--existing-key-file",
+                    keyFile + ".absent",
+                ])
+            #expect(absent.status == 1)
+            #expect(absent.errors.contains("cannot read the existing key file \(keyFile).absent"), "\(absent.errors)")
+            try passphrase.write(to: URL(fileURLWithPath: keyFile))
+            let bound = try await runToCompletion(
+                keyrack, ["node", "luks-bind", "--config", config0, "--disk", "data0", "--existing-key-file", keyFile])
+            #expect(bound.status == 0, "\(bound.errors)")
+            #expect(bound.output == "data0: bound under epoch \(first.epoch) (keyslot 1), key verified\n")
+            #expect(try images.keyslots(device) == [0, 1])
+
+            // luks-format: a new header whose only key is the rack's, with its token.
+            let formatted = try await runToCompletion(
+                keyrack, ["node", "luks-format", "--config", config1, "--disk", "data0"])
+            #expect(formatted.status == 0, "\(formatted.errors)")
+            #expect(formatted.output == "data0: formatted under epoch \(first.epoch) (keyslot 0), key verified\n")
+            #expect(try images.keyslots(blank) == [0])
+            #expect(
+                try images.keyrackTokens(blank) == [
+                    KeyrackTokenSummary(
+                        id: 0, epoch: first.epoch.value, keyslots: ["0"], rackId: rack.rackId.description,
+                        diskId: "data0")
+                ])
+            let key = try await Self.key(rack, 1, epoch: first.epoch)
+            #expect(try images.opens(blank, key))
+            #expect(try !images.opens(blank, LuksImages.passphrase))
+            try await Self.waitVerified(rack, [0, 1], epoch: first.epoch)
+
+            // Formatting a device that holds a header is refused and changes nothing.
+            let formattedHeader = try images.bytes(blank)
+            let again = try await runToCompletion(
+                keyrack, ["node", "luks-format", "--config", config1, "--disk", "data0"])
+            #expect(again.status == 1)
+            #expect(again.errors.contains("NODE-VOLUME-NOT-EMPTY"), "\(again.errors)")
+            #expect(try images.bytes(blank) == formattedHeader)
+
+            // Both volumes follow the rack at a rotation.
+            let second = try await RackOperator(sockets: rack.sockets()).run(.rotate)
+            try await Self.waitVerified(rack, [0, 1], epoch: second.epoch)
+            #expect(try images.keyrackTokens(blank).map(\.epoch) == [second.epoch.value])
+            #expect(try !images.opens(blank, key))
+            #expect(try images.opens(blank, try await Self.key(rack, 1, epoch: second.epoch)))
+        }
+    }
+
     @Test("a node killed right after each re-key step recovers at restart and completes the re-key")
     func crashAfterEachRekeyStep() async throws {
         try await withRack(count: 3) { rack in

@@ -78,6 +78,24 @@ struct WireFormatTests {
         for cut in [0, 3, 4, frame.count - 1] { #expect(try WireFormat.decodeFrame(frame.prefix(cut)) == nil) }
     }
 
+    @Test("the framing the node's NIO handlers use: header of a length, length of a header, 1 MiB at most")
+    func framing() throws {
+        let limit = WireFormat.maximumFrameLength
+        #expect(try WireFormat.frameHeader(payloadLength: 0) == [0, 0, 0, 0])
+        #expect(try WireFormat.frameHeader(payloadLength: limit) == [0x00, 0x10, 0x00, 0x00])
+        #expect(throws: WireError(code: .frameTooLarge, reason: "\(limit + 1) bytes, the limit is \(limit)")) {
+            try WireFormat.frameHeader(payloadLength: limit + 1)
+        }
+        #expect(try WireFormat.payloadLength(header: [0x00, 0x00, 0x01]) == nil)
+        #expect(try WireFormat.payloadLength(header: [0x00, 0x00, 0x01, 0x02, 0xff]) == 258)
+        #expect(try WireFormat.payloadLength(header: [0x00, 0x10, 0x00, 0x00]) == limit)
+        #expect(throws: WireError(code: .frameTooLarge, reason: "\(limit + 1) bytes, the limit is \(limit)")) {
+            try WireFormat.payloadLength(header: [0x00, 0x10, 0x00, 0x01])
+        }
+        let frame = try WireFormat.encodeFrame(Self.allMessages[0])
+        #expect(try WireFormat.payloadLength(header: frame) == frame.count - WireFormat.frameHeaderLength)
+    }
+
     @Test("typed errors: too large, version, unknown tag, trailing bytes, truncation, non-canonical members")
     func typedErrors() throws {
         #expect(throws: WireError.self) { try WireFormat.decodeFrame([0x00, 0x10, 0x00, 0x01]) }

@@ -68,7 +68,7 @@ public enum KMSServer {
         for (file, reason) in verifier.skippedCollateralFiles {
             logger.warning("skipped a file in COLLATERAL_DIR", metadata: ["file": "\(file)", "reason": "\(reason)"])
         }
-        if let reason = verifier.notReadyReason() {
+        if let reason = verifier.notReadyReason(now: Date()) {
             logger.warning(
                 "collateral not ready: key release answers 503 PolicyNotReady", metadata: ["reason": "\(reason)"])
         }

@@ -18,9 +18,9 @@ public protocol EvidenceVerifier: Sendable {
     /// status) at `now` and returns what the policy looks at.
     func verify(_ quote: Parsed, now: Date) throws(EvidenceFailure) -> MeasuredState
 
-    /// Why quotes cannot be verified right now (no collateral loaded), or
-    /// nil if they can.
-    func notReadyReason() -> String?
+    /// Why quotes cannot be verified at `now` (no collateral loaded, or all
+    /// of it expired), or nil if they can.
+    func notReadyReason(now: Date) -> String?
 
     /// Gets ready to verify `quote` at `now` (fetching its platform's
     /// collateral if needed), before any challenge is spent: why it cannot

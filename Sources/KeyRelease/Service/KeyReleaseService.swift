@@ -151,10 +151,11 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
             throw KMSError(.policyNotReady, "no attestation policy loaded: \(policies.lastError ?? "unknown")")
         }
         // The quote's platform first: preparing may refresh stale collateral.
-        if let reason = await verifier.prepare(quote: [UInt8](quote), now: Date()) {
+        let instant = now()
+        if let reason = await verifier.prepare(quote: [UInt8](quote), now: instant) {
             throw KMSError(.policyNotReady, "collateral not ready: \(reason)")
         }
-        if let reason = verifier.notReadyReason() {
+        if let reason = verifier.notReadyReason(now: instant) {
             throw KMSError(.policyNotReady, "collateral not ready: \(reason)")
         }
 
@@ -227,7 +228,7 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
     /// Why the service is not ready (`/readyz` answers 503 with it), or nil.
     public func notReadyReason() async -> String? {
         if policies.policy == nil { return "policy: \(policies.lastError ?? "not loaded")" }
-        if let reason = verifier.notReadyReason() { return "collateral: \(reason)" }
+        if let reason = verifier.notReadyReason(now: now()) { return "collateral: \(reason)" }
         do {
             try await store.checkReady()
         } catch {

@@ -104,13 +104,13 @@ public struct TDXEvidenceVerifier: EvidenceVerifier {
         }
     }
 
-    public func notReadyReason() -> String? {
-        if let pccs { return pccs.notReadyReason(now: Int64(Date().timeIntervalSince1970)) }
+    public func notReadyReason(now date: Date) -> String? {
+        let now = Int64(date.timeIntervalSince1970)
+        if let pccs { return pccs.notReadyReason(now: now) }
         guard let directory else { return "no COLLATERAL_DIR configured" }
         switch directory.current {
         case .failure(let failure): return failure.reason
         case .success(let loaded):
-            let now = Int64(Date().timeIntervalSince1970)
             let expired = loaded.byFMSPC.filter { (try? $0.value.validUntil()).map { now > $0 } ?? true }
             if !expired.isEmpty, expired.count == loaded.byFMSPC.count {
                 return

@@ -1,25 +1,22 @@
-import Foundation
 import NIOCore
-import NIOPosix
-import NIOSSL
-import NIOTLS
-import SwiftASN1
-import Synchronization
 import TrustQuorum
-import X509
 
-/// Frames of the trust-quorum wire: a 4-byte big-endian length and the
-/// payload, at most 1 MiB.
+/// The trust-quorum framing (``WireFormat/frameHeader(payloadLength:)``,
+/// ``WireFormat/payloadLength(header:)``: a 4-byte big-endian length and
+/// the payload, at most 1 MiB) as NIO handlers, for the peer channels and
+/// the admin socket. The rule lives in `WireFormat`, which the simulator's
+/// invariant checker exercises on every message: there is one codec.
 struct FrameDecoder: ByteToMessageDecoder {
     typealias InboundOut = ByteBuffer
-    static let maximum = 1 << 20
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
-        guard Int(length) <= Self.maximum else { throw PeerChannelError("a frame of \(length) bytes is over 1 MiB") }
-        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
-        buffer.moveReaderIndex(forwardBy: 4)
-        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: Int(length))!))
+        // An oversize length is refused (WireError .frameTooLarge) before its body is buffered.
+        guard let length = try WireFormat.payloadLength(header: buffer.readableBytesView) else {
+            return .needMoreData
+        }
+        guard buffer.readableBytes >= WireFormat.frameHeaderLength + length else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: WireFormat.frameHeaderLength)
+        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: length)!))
         return .continue
     }
 }
@@ -28,8 +25,7 @@ struct FrameEncoder: MessageToByteEncoder {
     typealias OutboundIn = ByteBuffer
 
     func encode(data: ByteBuffer, out: inout ByteBuffer) throws {
-        guard data.readableBytes <= FrameDecoder.maximum else { throw PeerChannelError("a frame over 1 MiB") }
-        out.writeInteger(UInt32(data.readableBytes))
+        out.writeBytes(try WireFormat.frameHeader(payloadLength: data.readableBytes))
         out.writeImmutableBuffer(data)
     }
 }

@@ -79,4 +79,45 @@ struct KMSCollateralTests {
         #expect(last?.status == 200, "\(last?.text ?? "")")
         #expect(try await kms.send(.get, "/readyz", json: "").status == 200)
     }
+
+    @Test(
+        "PCCS_URL: a tampered TCB info is 503 PolicyNotReady with the challenge unspent; 32 releases at once on first use fetch each item once"
+    )
+    func pccsUnderLoad() async throws {
+        let platform = try Platform()
+        let pccs = try PCCSStandIn(collateral: platform.tee.collateral)
+        defer { pccs.stop() }
+        pccs.set(.tamperedTCBInfo)
+        var environment = platform.environment(port: 0)
+        environment["COLLATERAL_DIR"] = nil
+        environment["PCCS_URL"] = pccs.url
+        let kms = try await KMS(environment)
+        let identity = PeerIdentity.generate()
+        let refusedChallenge = try await kms.challenge(for: identity)
+        let held = try KeyRequest.valid(refusedChallenge, identity: identity, tee: platform.tee).body
+        let refused = try await kms.post("/get-key", held)
+        #expect(refused.status == 503, "\(refused.text)")
+        #expect(refused.error?.error == "PolicyNotReady")
+        #expect(refused.error?.message.contains("the PCCS fetch failed") == true, "\(refused.text)")
+
+        // The PCCS serves good collateral again; a failed fetch is retried after 5 s, not before.
+        pccs.set(.normal)
+        try await Task.sleep(for: .milliseconds(5_500))
+        let callers = (0..<32).map { _ in PeerIdentity.generate() }
+        var requests: [[String: String]] = [held]
+        for caller in callers {
+            let challenge = try await kms.challenge(for: caller)
+            requests.append(try KeyRequest.valid(challenge, identity: caller, tee: platform.tee).body)
+        }
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for request in requests { group.addTask { try await kms.post("/get-key", request).status } }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(statuses == [Int](repeating: 200, count: 33), "the challenge refused while not ready was spent?")
+        let metrics = Set(try await kms.send(.get, "/metrics", json: "").text.split(separator: "\n").map(String.init))
+        #expect(metrics.contains("keyrack_kms_pccs_fetches_total 2"), "one failed fetch, one good one")
+        #expect(metrics.contains("keyrack_kms_pccs_fetch_failures_total 1"))
+        #expect(pccs.tcbInfoRequests == 2)
+        #expect(pccs.requests("/tdx/certification/v4/qe/identity") == 2)
+    }
 }

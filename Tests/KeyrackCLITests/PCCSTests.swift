@@ -92,6 +92,18 @@ struct PCCSTests {
         // Within the validity window, before the refresh time: no fetch.
         _ = try await cache.collateral(for: quote, now: v4Now + 60)
         #expect(cache.counts.fetches == 1)
+        // At the refresh time (a quarter of the window, at most an hour, before nextUpdate): one
+        // refresh in the background, the cached document served meanwhile.
+        let refreshAt = validUntil - min(3_600, (validUntil - v4Now) / 4)
+        #expect(try await cache.collateral(for: quote, now: refreshAt - 1) == collateral)
+        #expect(cache.counts.fetches == 1)
+        #expect(try await cache.collateral(for: quote, now: refreshAt + 1) == collateral)
+        #expect(cache.counts.fetches == 2)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while pccs.tcbInfoRequests < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(pccs.tcbInfoRequests == 2)
+        #expect(try await cache.collateral(for: quote, now: refreshAt + 2) == collateral)
+        #expect(cache.counts.fetches == 2, "one refresh per window")
         // Down, in the last stretch before nextUpdate: the refresh fails, the cached document is served.
         pccs.set(.down)
         #expect(try await cache.collateral(for: quote, now: validUntil - 10) == collateral)

@@ -92,6 +92,18 @@ func tdxPolicy(_ tee: SoftwareTEE, mode: AttestationMode = .enforce) throws -> N
         contentsOf: writePolicy(NodeAttestationPolicy.json(allowing: nil, softwareTEE: tee, mode: mode)))
 }
 
+/// The same policy with collateral from the PCCS at `url` instead of the TEE's directory.
+func tdxPolicy(_ tee: SoftwareTEE, pccs url: String) throws -> NodeAttestationPolicy {
+    let json = NodeAttestationPolicy.json(allowing: nil, softwareTEE: tee)
+    var object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+    var tdx = try #require(object["tdx"] as? [String: Any])
+    tdx["collateralDirectory"] = nil
+    tdx["pccs"] = url
+    object["tdx"] = tdx
+    let data = try JSONSerialization.data(withJSONObject: object)
+    return try NodeAttestationPolicy.load(contentsOf: writePolicy(String(decoding: data, as: UTF8.self)))
+}
+
 /// Writes `json` to a fresh temporary file.
 func writePolicy(_ json: String) throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("policy-\(UUID().uuidString).json")

@@ -1,6 +1,7 @@
 import Attestation
 import Foundation
 import KeyrackCore
+import KeyrackTestSupport
 import NIOCore
 import SecretSharing
 import Testing
@@ -42,6 +43,41 @@ struct ChannelAttestationTests {
         #expect(server.evidenceKind == .tdxQuote && server.isCompliant)
         #expect(try result.client.get().evidenceKind == .tdxQuote)
         #expect(result.echo == "ack:ping")
+    }
+
+    @Test(
+        "a TDX policy with a PCCS: collateral fetched once for many handshakes; down with nothing cached, the peer is refused"
+    )
+    func tdxFromPCCS() async throws {
+        let rack = try Rack()
+        let tee = try rack.softwareTEE()
+        let pccs = try PCCSStandIn(collateral: tee.collateral)
+        defer { pccs.stop() }
+        let policy = try tdxPolicy(tee, pccs: pccs.url)
+        #expect(try #require(policy.tdx).collateralDirectory == nil, "the policy reads a directory, not the PCCS")
+        for round in 1...2 {
+            let result = try await runExchange(
+                server: try rack.tdxNode("SRV\(round)", tee: tee, policy: policy),
+                client: try rack.tdxNode("CLI\(round)", tee: tee, policy: policy))
+            #expect(try result.server.get().isCompliant)
+            #expect(try result.client.get().isCompliant)
+            #expect(result.echo == "ack:ping")
+        }
+        // Four appraisals, one fetch of each collateral item.
+        #expect(pccs.tcbInfoRequests == 1)
+        #expect(pccs.requests("/tdx/certification/v4/qe/identity") == 1)
+        // A node that starts while the PCCS is down has nothing cached: the peer is refused, saying why.
+        pccs.set(.down)
+        let result = try await runExchange(
+            server: try rack.tdxNode("SRV3", tee: tee, policy: try tdxPolicy(tee, pccs: pccs.url)),
+            client: try rack.tdxNode("CLI3", tee: tee, policy: policy))
+        let refusal = try #require(result.serverError)
+        #expect(refusal.contains("TDX quote verification") && refusal.contains("the PCCS fetch failed"), "\(refusal)")
+        #expect(result.echo == nil)
+        // One more fetch, by the new node (it stops at the first item, the PCK CRL, answered 503); the
+        // client's policy had the collateral cached and asked nothing.
+        #expect(pccs.requests("/sgx/certification/v4/pckcrl") == 2)
+        #expect(pccs.tcbInfoRequests == 1)
     }
 
     @Test("an attestor prints neither the device key nor the software TEE's keys")

@@ -32,7 +32,9 @@ struct NodeAttestationPolicyTests {
         #expect(policy.softwareRootOfTrust == SoftwareMeasurementPolicy(allowing: log))
         let tdx = try #require(policy.tdx)
         #expect(tdx.trustAnchor == tee.trustAnchor)
-        #expect(tdx.collateral.byFMSPC.count == 1)
+        let collateral = try #require(
+            tdx.collateralDirectory, "the policy does not read the TEE's collateral directory")
+        #expect(collateral.byFMSPC.count == 1)
         #expect(tdx.measurements.rules.map(\.field) == ["MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3", "tcbStatus"])
     }
 
@@ -78,6 +80,19 @@ struct NodeAttestationPolicyTests {
                 "cannot read the TDX trust anchor"
             ),
             (#"{"tdx": {"trustAnchor": "intel", "collateralDirectory": ".", "allow": {}}}"#, "no collateral document"),
+            (#"{"tdx": {"trustAnchor": "intel", "allow": {}}}"#, "exactly one of 'collateralDirectory' and 'pccs'"),
+            (
+                #"{"tdx": {"trustAnchor": "intel", "collateralDirectory": ".", "pccs": "https://pccs:8081", "allow": {}}}"#,
+                "exactly one of 'collateralDirectory' and 'pccs'"
+            ),
+            (
+                #"{"tdx": {"trustAnchor": "intel", "pccs": "pccs:8081", "allow": {}}}"#,
+                "must be an https:// (or http://) URL"
+            ),
+            (
+                #"{"tdx": {"trustAnchor": "intel", "pccs": "ftp://pccs/", "allow": {}}}"#,
+                "must be an https:// (or http://) URL"
+            ),
         ])
     func broken(json: String, expected: String) throws {
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -148,7 +148,7 @@ struct LuksRackTests {
     @Test(
         "luks-bind reads --existing-key-file; luks-format keys an empty device by the rack alone; both through the CLI")
     func bindFromFileAndFormat() async throws {
-        try await withRack(count: 2) { rack in
+        try await withRack(count: 3) { rack in
             let images = try LuksImages(in: rack.directory)
             let devices = try Self.addVolumes(rack, images, [0])
             let blank = try images.blank("node-2-data0.img")
@@ -156,7 +156,7 @@ struct LuksRackTests {
             configuration.volumes = [LuksVolume(disk: "data0", device: blank, open: false)]
             configuration.disks = configuration.volumes.map(\.disk)
             try configuration.json().write(to: URL(fileURLWithPath: rack.members[1].configurationFile))
-            let first = try await setUp(rack, [0, 1], threshold: 2)
+            let first = try await setUp(rack, [0, 1, 2], threshold: 2)
             let keyrack = try keyrackExecutable()
             let config0 = rack.members[0].configurationFile
             let config1 = rack.members[1].configurationFile

@@ -190,12 +190,14 @@ private final class Exchange: Sendable {
         }
 
         let violations: [AttestationViolation]
+        let now = attestor.now()
+        let collateral = await attestor.policy.collateral(for: theirs, now: now)
         do {
             violations = try attestor.policy.appraise(
                 theirs,
                 binding: binding.value(sender: channel.peer, role: channel.role == .client ? .server : .client),
                 peerKey: channel.peerCertificate.publicKey,
-                now: attestor.now())
+                now: now, collateral: collateral)
         } catch {
             throw await refuse(error.violation.description, &inbound)
         }

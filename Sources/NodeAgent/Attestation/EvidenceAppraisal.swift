@@ -22,10 +22,13 @@ extension NodeAttestationPolicy {
     ///   - binding: the report data the peer's evidence must carry
     ///     (``ChannelBinding/value(sender:role:)`` for the peer).
     ///   - peerKey: the public key of the peer's verified certificate.
+    ///   - collateral: for a TDX quote, its collateral as ``collateral(for:now:)``
+    ///     found it; `nil` looks it up in the policy's collateral directory.
     /// - Returns: the policy rules the evidence breaks (empty if none).
     /// - Throws: ``AppraisalFailure`` when the evidence cannot be trusted.
     func appraise(
-        _ evidence: NodeEvidence, binding: [UInt8], peerKey: Certificate.PublicKey, now: Date
+        _ evidence: NodeEvidence, binding: [UInt8], peerKey: Certificate.PublicKey, now: Date,
+        collateral: Result<Collateral, AttestationError>? = nil
     ) throws(AppraisalFailure) -> [AttestationViolation] {
         switch evidence {
         case .softwareRootOfTrust(let software):
@@ -54,10 +57,17 @@ extension NodeAttestationPolicy {
                 throw AppraisalFailure(rule: "evidence kind", "the policy accepts no TDX quotes")
             }
             let verified: VerifiedQuote
-            do {
+            do throws(AttestationError) {
+                let found: Collateral
+                switch (collateral, tdx.collateralSource) {
+                case (let prepared?, _): found = try prepared.get()
+                case (nil, .directory(let directory)): found = try directory.collateral(for: quote)
+                case (nil, .pccs):
+                    throw AttestationError(
+                        .collateralUnavailable, step: .parseCollateral, "the PCCS collateral was not fetched")
+                }
                 verified = try tdx.verifier.verify(
-                    quote: quote, collateral: try tdx.collateral.collateral(for: quote),
-                    now: Int64(now.timeIntervalSince1970))
+                    quote: quote, collateral: found, now: Int64(now.timeIntervalSince1970))
             } catch {
                 throw AppraisalFailure(rule: "TDX quote verification", error.description)
             }
@@ -68,6 +78,19 @@ extension NodeAttestationPolicy {
                 AttestationViolation(
                     rule: rule.field, detail: "the TD's value \(Self.value(of: rule.field, in: state)) is not allowed")
             }
+        }
+    }
+
+    /// The collateral a peer's TDX quote needs, found before appraisal so
+    /// that appraisal itself does no I/O: from the collateral directory, or
+    /// from the PCCS (which may fetch). `nil` for other evidence, without a
+    /// TDX section, or for bytes that are not a quote (appraisal reports those).
+    func collateral(for evidence: NodeEvidence, now: Date) async -> Result<Collateral, AttestationError>? {
+        guard case .tdxQuote(let bytes) = evidence, let tdx, let quote = try? Quote(bytes: bytes) else { return nil }
+        do throws(AttestationError) {
+            return .success(try await tdx.collateral(for: quote, now: now))
+        } catch {
+            return .failure(error)
         }
     }
 

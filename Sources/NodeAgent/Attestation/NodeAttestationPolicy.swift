@@ -12,7 +12,7 @@ import SecretSharing
 ///   "softwareRootOfTrust": { "allow": { "executable": ["<sha-256 hex>", …] } },
 ///   "tdx": {
 ///     "trustAnchor": "tee/root.der",
-///     "collateralDirectory": "tee",
+///     "collateralDirectory": "tee",          (or "pccs": "https://pccs.example:8081")
 ///     "allow": { "mrtd": […], "rtmr0": […], "rtmr1": […], "rtmr2": […], "rtmr3": […], "tcbStatus": ["UpToDate"] }
 ///   }
 /// }
@@ -177,28 +177,58 @@ public struct SoftwareMeasurementPolicy: Sendable, Hashable {
 }
 
 /// How TDX quotes are appraised: full DCAP verification under
-/// ``trustAnchor`` with the collateral of ``collateral``, then the
+/// ``trustAnchor`` with the collateral of ``collateralSource``, then the
 /// MRTD/RTMR0–3/TCB status allowlists of ``measurements`` (the KMS's policy
 /// format).
 public struct TDXAttestationPolicy: Sendable {
+    /// Where the collateral for peers' quotes comes from.
+    public enum CollateralSource: Sendable {
+        /// Documents in a directory (`tdx.collateralDirectory`), read when the policy is loaded.
+        case directory(CollateralDirectory)
+        /// A PCCS or Intel's PCS (`tdx.pccs`): fetched by FMSPC and PCK CA on
+        /// first use, cached, refreshed before `nextUpdate`, and served from
+        /// the cache while the PCCS is down and the document is still valid.
+        case pccs(PCCSCollateralCache)
+    }
+
     /// The root every quote's chains must lead to.
     public let trustAnchor: TrustAnchor
-    /// Collateral by FMSPC.
-    public let collateral: CollateralDirectory
+    /// Where collateral comes from.
+    public let collateralSource: CollateralSource
     /// The measurement allowlists.
     public let measurements: AttestationPolicy
     let verifier: QuoteVerifier
 
     /// A TDX policy from its parts.
-    public init(trustAnchor: TrustAnchor, collateral: CollateralDirectory, measurements: AttestationPolicy) {
+    public init(trustAnchor: TrustAnchor, collateral: CollateralSource, measurements: AttestationPolicy) {
         self.trustAnchor = trustAnchor
-        self.collateral = collateral
+        self.collateralSource = collateral
         self.measurements = measurements
         verifier = QuoteVerifier(trustAnchor: trustAnchor)
     }
 
+    /// A TDX policy with the collateral of a directory.
+    public init(trustAnchor: TrustAnchor, collateral: CollateralDirectory, measurements: AttestationPolicy) {
+        self.init(trustAnchor: trustAnchor, collateral: .directory(collateral), measurements: measurements)
+    }
+
+    /// The collateral directory, when the collateral comes from one.
+    public var collateralDirectory: CollateralDirectory? {
+        if case .directory(let directory) = collateralSource { return directory }
+        return nil
+    }
+
+    /// The collateral for `quote` at `now`: looked up in the directory, or
+    /// from the PCCS cache (which fetches on first use and before expiry).
+    func collateral(for quote: Quote, now: Date) async throws(AttestationError) -> Collateral {
+        switch collateralSource {
+        case .directory(let directory): return try directory.collateral(for: quote)
+        case .pccs(let cache): return try await cache.collateral(for: quote, now: Int64(now.timeIntervalSince1970))
+        }
+    }
+
     init(_ section: JSONFields<NodeAttestationPolicyError>, relativeTo base: URL?) throws(NodeAttestationPolicyError) {
-        try section.refuseUnknownKeys(["trustAnchor", "collateralDirectory", "allow"])
+        try section.refuseUnknownKeys(["trustAnchor", "collateralDirectory", "pccs", "allow"])
         func path(_ key: String) throws(NodeAttestationPolicyError) -> URL {
             guard let value = try section.optionalString(key) else {
                 throw NodeAttestationPolicyError("'tdx.\(key)' is missing")
@@ -220,15 +250,28 @@ public struct TDXAttestationPolicy: Sendable {
                 throw NodeAttestationPolicyError("the TDX trust anchor \(file.path): \(error.reason)")
             }
         }
-        let directory = try path("collateralDirectory")
-        let collateral: CollateralDirectory
-        do {
-            collateral = try CollateralDirectory(directory: directory)
-        } catch {
-            throw NodeAttestationPolicyError(error.reason)
-        }
-        guard !collateral.byFMSPC.isEmpty else {
-            throw NodeAttestationPolicyError("no collateral document in \(directory.path)")
+        let source: CollateralSource
+        switch (try section.optionalString("collateralDirectory"), try section.optionalString("pccs")) {
+        case (.some, .some), (nil, nil):
+            throw NodeAttestationPolicyError("'tdx' needs exactly one of 'collateralDirectory' and 'pccs'")
+        case (nil, let url?):
+            guard let parsed = URL(string: url), ["https", "http"].contains(parsed.scheme ?? ""), parsed.host != nil
+            else {
+                throw NodeAttestationPolicyError("'tdx.pccs' must be an https:// (or http://) URL, not \"\(url)\"")
+            }
+            source = .pccs(PCCSCollateralCache(url: url, verifier: QuoteVerifier(trustAnchor: anchor)))
+        case (.some, nil):
+            let directory = try path("collateralDirectory")
+            let collateral: CollateralDirectory
+            do {
+                collateral = try CollateralDirectory(directory: directory)
+            } catch {
+                throw NodeAttestationPolicyError(error.reason)
+            }
+            guard !collateral.byFMSPC.isEmpty else {
+                throw NodeAttestationPolicyError("no collateral document in \(directory.path)")
+            }
+            source = .directory(collateral)
         }
         guard let allow = try section.optionalObject("allow") else {
             throw NodeAttestationPolicyError("'tdx.allow' is missing")
@@ -241,7 +284,7 @@ public struct TDXAttestationPolicy: Sendable {
         } catch {
             throw NodeAttestationPolicyError("'tdx.allow' cannot be read")
         }
-        self.init(trustAnchor: anchor, collateral: collateral, measurements: measurements)
+        self.init(trustAnchor: anchor, collateral: source, measurements: measurements)
     }
 }
 

@@ -63,6 +63,8 @@ struct TeeCommand: ParsableCommand {
         @Option(help: "TCB info and QE identity are valid this many seconds after --now (negative: expired).")
         var validFor: Int64 = 30 * 86_400
         @Option(help: "The CRLs are valid this many seconds after --now.") var crlValidFor: Int64 = 30 * 86_400
+        @Option(help: "The CRLs are issued this many seconds before --now (default: --issued-ago; negative: later).")
+        var crlIssuedAgo: Int64?
 
         func run() throws {
             try reportingFailures {
@@ -83,6 +85,7 @@ struct TeeCommand: ParsableCommand {
                 options.issuedAgo = issuedAgo
                 options.collateralValidFor = validFor
                 options.crlValidFor = crlValidFor
+                options.crlIssuedAgo = crlIssuedAgo
                 try SoftwareTEE.initialize(
                     directory: directory, options: options, now: now ?? Int64(Date().timeIntervalSince1970))
                 try writeStandardOutput(

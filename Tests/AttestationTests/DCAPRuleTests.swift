@@ -67,6 +67,22 @@ struct DCAPRuleTests {
         #expect(try lab.verify(try lab.collateral()).status == .upToDate)
     }
 
+    @Test("one list of rules: the TCB status is a step of it, after the collateral and quote rules, before the TD's")
+    func ruleList() throws {
+        let kinds = QuoteVerifier.steps.map { step -> String in
+            switch step {
+            case .rule(let rule): return String(describing: type(of: rule))
+            case .tcbStatus: return "TCBStatusRule"
+            }
+        }
+        #expect(kinds.filter { $0 == "TCBStatusRule" }.count == 1)
+        let status = try #require(kinds.firstIndex(of: "TCBStatusRule"))
+        #expect(try #require(kinds.firstIndex(of: "QuoteSignatureRule")) < status)
+        #expect(try #require(kinds.firstIndex(of: "TDXModuleSignerRule")) < status)
+        #expect(try #require(kinds.firstIndex(of: "MRServiceTDRule")) == status + 1)
+        #expect(kinds.firstIndex(of: "SEPTVEDisableRule") == kinds.count - 1)
+    }
+
     @Test("TCB status rule: TCB info kind, FMSPC, PCE-ID, TDX module identity and its levels")
     func tcbStatusRule() throws {
         let lab = try Lab()

@@ -350,7 +350,28 @@ enum RuleMatrix {
         RuleCase(
             name: "PCE-ID not the TCB info's", levels: #"{"tcbInfo": {"pceId": "0100"}}"#,
             expected: refused(.mismatch)),
+        // CRL validity at its boundary: still valid at exactly nextUpdate (Intel's QVL), expired a second later.
+        RuleCase(name: "CRLs at exactly their nextUpdate", options: crlValid(for: 0), expected: upToDate),
+        RuleCase(
+            name: "CRLs a second past their nextUpdate", options: crlValid(for: -1),
+            expected: refused(.crlExpired, .crl)),
+        RuleCase(
+            name: "CRLs issued a minute from now", options: crlIssued(ago: -60),
+            expected: refused(.crlNotYetValid, .crl)),
+        RuleCase(name: "CRLs issued at this instant", options: crlIssued(ago: 0), expected: upToDate),
     ]
+
+    static func crlIssued(ago seconds: Int64) -> TestPlatformOptions {
+        var options = TestPlatformOptions()
+        options.crlIssuedAgo = seconds
+        return options
+    }
+
+    static func crlValid(for seconds: Int64) -> TestPlatformOptions {
+        var options = TestPlatformOptions()
+        options.crlValidFor = seconds
+        return options
+    }
 }
 
 @Suite("rules to the letter: the software-TEE matrix")

@@ -137,6 +137,19 @@ struct AttestCLITests {
 
     @Test("dcap-qvl accepts the software TEE's quotes with its root and agrees on every verdict")
     func dcapQVLCrossCheck() async throws {
+        // The collateral of README's --tcb-levels example: two platform levels, module levels, a QE level.
+        let levels = temporaryDirectory().appendingPathComponent("levels.json")
+        try FileManager.default.createDirectory(
+            at: levels.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try Data(
+            #"""
+            {"tcbLevels": [{"tdx": [5, 0, 4], "status": "UpToDate"},
+                           {"tdx": [5, 0, 3], "status": "OutOfDate", "advisories": ["INTEL-SA-01079"]}],
+             "tdxModuleIdentities": [{"id": "TDX_01", "levels": [{"isvsvn": 5, "status": "UpToDate"},
+                                                                {"isvsvn": 2, "status": "OutOfDate"}]}],
+             "qeLevels": [{"isvsvn": 4, "status": "ConfigurationNeeded"}]}
+            """#.utf8
+        ).write(to: levels)
         let cases: [([String], [String])] = [
             ([], []),
             (["--tcb-status", "OutOfDate"], []),
@@ -146,6 +159,30 @@ struct AttestCLITests {
             (["--revoked-pck"], []),
             (["--expired-collateral"], []),
             ([], ["--debug"]),
+            // The quote shapes and collateral options of `tee init` and `tee quote`, through the binary.
+            ([], ["--version", "5"]),
+            ([], ["--version", "5", "--body", "td15"]),
+            ([], ["--version", "5", "--body", "td15", "--mr-service-td", String(repeating: "ab", count: 48)]),
+            ([], ["--version", "5", "--body", "td15", "--tee-tcb-svn2", "02010300000000000000000000000000"]),
+            ([], ["--td-attributes", "0000000000000000"]),
+            ([], ["--td-attributes", "0000003000000000"]),
+            ([], ["--tee-tcb-svn", "04010300000000000000000000000000"]),
+            ([], ["--seam-attributes", "0100000000000000"]),
+            ([], ["--trailing-bytes", "0000"]),
+            (["--tcb-levels", levels.path], []),
+            (["--tcb-levels", levels.path], ["--tee-tcb-svn", "02010300000000000000000000000000"]),
+            (["--valid-for=-60"], []),
+            (["--crl-valid-for=-60"], []),
+            (["--issued-ago", "7200"], []),
+        ]
+        // What the TDX rules say of the cases whose verdict does not depend on a reading of the rules.
+        let expected: [String: Bool] = [
+            "": true, "--revoked-pck": false, "--expired-collateral": false, "--debug": false,
+            "--version 5": true, "--version 5 --body td15": true,
+            "--version 5 --body td15 --mr-service-td \(String(repeating: "ab", count: 48))": false,
+            "--td-attributes 0000000000000000": false, "--td-attributes 0000003000000000": false,
+            "--valid-for=-60": false, "--crl-valid-for=-60": false,
+            "--issued-ago 7200": true,
         ]
         for (initOptions, quoteOptions) in cases {
             let directory = temporaryDirectory()
@@ -160,6 +197,7 @@ struct AttestCLITests {
             let theirs = try await runDCAPQVL(quote: quote, collateral: collateral, root: root, now: teeNow)
             let label = (initOptions + quoteOptions).joined(separator: " ")
             #expect(ours["ok"] as? Bool == theirs["ok"] as? Bool, "\(label): ours \(ours), dcap-qvl \(theirs)")
+            if let verdict = expected[label] { #expect(ours["ok"] as? Bool == verdict, "\(label): \(ours)") }
             if theirs["ok"] as? Bool == true {
                 #expect(ours["status"] as? String == theirs["status"] as? String, "\(label)")
                 #expect(ours["advisoryIds"] as? [String] == theirs["advisoryIds"] as? [String], "\(label)")

@@ -105,15 +105,31 @@ public struct QuoteVerifier: Sendable {
         let evidence = Evidence(
             quote: quote, collateral: verifiedCollateral, pck: pck, pckExtensions: extensions, now: now, cache: cache,
             allowServiceTD: allowServiceTD)
-        for rule in Self.rules {
-            if case .failsToMeetPolicy(let error) = rule.evaluate(evidence) { throw error }
+        var verdict: TCBVerdict?
+        for step in Self.steps {
+            switch step {
+            case .rule(let rule):
+                if case .failsToMeetPolicy(let error) = rule.evaluate(evidence) { throw error }
+            case .tcbStatus(let rule):
+                verdict = try rule.evaluate(evidence)
+            }
         }
-        let verdict = try TCBStatusRule().evaluate(evidence)
-        for rule in Self.tdRules {
-            if case .failsToMeetPolicy(let error) = rule.evaluate(evidence) { throw error }
+        guard let verdict else {
+            throw AttestationError(.noMatchingTCBLevel, step: .tcbStatus, "the rule list has no TCB status step")
         }
         return VerifiedQuote(quote: quote, tcb: verdict, platform: extensions)
     }
+
+    /// A step of verification: a rule that passes or refuses, or the TCB
+    /// status rule, which also yields the verdict the later rules follow.
+    enum Step: Sendable {
+        case rule(any DCAPRule)
+        case tcbStatus(TCBStatusRule)
+    }
+
+    /// Every rule, in dcap-qvl 0.7.0's order: the collateral, signature and
+    /// identity rules, the TCB status, then the TD's own attributes.
+    static let steps: [Step] = rules.map(Step.rule) + [.tcbStatus(TCBStatusRule())] + tdRules.map(Step.rule)
 
     private static let rules: [any DCAPRule] = [
         CRLFreshnessRule(),

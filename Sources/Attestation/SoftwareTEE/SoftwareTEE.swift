@@ -56,7 +56,7 @@ public struct SoftwareTEE: Sendable {
                 "tcbStatus": options.tcbStatus.rawValue, "revokedPCK": options.revokedPCK,
                 "expiredCollateral": options.expiredCollateral, "tcbLevels": options.tcbLevels ?? NSNull(),
                 "issuedAgo": options.issuedAgo, "collateralValidFor": options.collateralValidFor,
-                "crlValidFor": options.crlValidFor,
+                "crlValidFor": options.crlValidFor, "crlIssuedAgo": options.crlIssuedAgo ?? NSNull(),
             ],
             "pckKey": keys.pck.rawRepresentation.hexString,
             "attestationKey": keys.attestation.rawRepresentation.hexString,

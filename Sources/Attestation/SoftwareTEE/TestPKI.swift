@@ -66,6 +66,8 @@ public struct TestPlatformOptions: Sendable, Hashable, Codable {
     public var collateralValidFor: Int64 = 30 * 86_400
     /// Seconds after `now` the CRLs are valid for.
     public var crlValidFor: Int64 = 30 * 86_400
+    /// Seconds before `now` the CRLs are issued (their thisUpdate), if not ``issuedAgo``.
+    public var crlIssuedAgo: Int64? = nil
 
     /// The default: an up-to-date platform, nothing revoked or expired.
     public init(
@@ -159,7 +161,7 @@ public struct TestPKI: Sendable {
         tcbSigning = try certificate(
             keys.tcbSigning, subject: tcbName, issuer: rootName, issuerKey: keys.root, ca: false)
 
-        let crlThis = now - options.issuedAgo
+        let crlThis = now - (options.crlIssuedAgo ?? options.issuedAgo)
         let crlNext = now + options.crlValidFor
         let rootCRL = try Self.crl(
             issuer: rootName, key: keys.root, thisUpdate: crlThis, nextUpdate: crlNext, revoked: [])

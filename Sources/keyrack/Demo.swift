@@ -92,7 +92,7 @@ struct MeasurementDrift: QuoteSource {
         do {
             return try tee.quote(reportData: reportData, rtmrs: [nil, Array(repeating: 0x42, count: 48), nil, nil])
         } catch {
-            throw QuoteSourceError(error.description)
+            throw QuoteSourceError(.softwareTEE, error.description)
         }
     }
 }

@@ -81,13 +81,19 @@ struct KMSCollateralTests {
     }
 
     @Test(
-        "PCCS_URL: a tampered TCB info is 503 PolicyNotReady with the challenge unspent; 32 releases at once on first use fetch each item once"
+        "PCCS_URL: an unknown FMSPC and a tampered TCB info are 503 PolicyNotReady with the challenge unspent; 33 releases at once after recovery fetch each item once"
     )
     func pccsUnderLoad() async throws {
         let platform = try Platform()
-        let pccs = try PCCSStandIn(collateral: platform.tee.collateral)
+        // First the PCCS knows only another platform (another FMSPC): the quote's is unknown (404).
+        var otherPlatform = TestPlatformOptions()
+        otherPlatform.tcbLevels = #"{"tcbInfo": {"fmspc": "AABBCCDDEEFF"}}"#
+        let pccs = try PCCSStandIn(
+            collateral: try TestPKI(
+                keys: TestPKIKeys(), options: otherPlatform, now: Int64(Date().timeIntervalSince1970)
+            )
+            .collateral)
         defer { pccs.stop() }
-        pccs.set(.tamperedTCBInfo)
         var environment = platform.environment(port: 0)
         environment["COLLATERAL_DIR"] = nil
         environment["PCCS_URL"] = pccs.url
@@ -95,12 +101,25 @@ struct KMSCollateralTests {
         let identity = PeerIdentity.generate()
         let refusedChallenge = try await kms.challenge(for: identity)
         let held = try KeyRequest.valid(refusedChallenge, identity: identity, tee: platform.tee).body
+        let unknown = try await kms.post("/get-key", held)
+        #expect(unknown.status == 503, "\(unknown.text)")
+        #expect(unknown.error?.error == "PolicyNotReady")
+        #expect(unknown.error?.message.contains("the PCCS fetch failed") == true, "\(unknown.text)")
+        #expect(unknown.error?.message.contains("404") == true, "\(unknown.text)")
+
+        // Then the platform's collateral, but tampered with; a failed fetch is retried after 5 s, not before.
+        pccs.serve(platform.tee.collateral)
+        pccs.set(.tamperedTCBInfo)
+        let early = try await kms.post("/get-key", held)
+        #expect(early.error?.message.contains("404") == true, "retried before the retry interval: \(early.text)")
+        try await Task.sleep(for: .milliseconds(5_500))
         let refused = try await kms.post("/get-key", held)
         #expect(refused.status == 503, "\(refused.text)")
         #expect(refused.error?.error == "PolicyNotReady")
         #expect(refused.error?.message.contains("the PCCS fetch failed") == true, "\(refused.text)")
+        #expect(refused.error?.message.contains("404") == false, "\(refused.text)")
 
-        // The PCCS serves good collateral again; a failed fetch is retried after 5 s, not before.
+        // The PCCS serves good collateral again.
         pccs.set(.normal)
         try await Task.sleep(for: .milliseconds(5_500))
         let callers = (0..<32).map { _ in PeerIdentity.generate() }
@@ -115,9 +134,9 @@ struct KMSCollateralTests {
         }
         #expect(statuses == [Int](repeating: 200, count: 33), "the challenge refused while not ready was spent?")
         let metrics = Set(try await kms.send(.get, "/metrics", json: "").text.split(separator: "\n").map(String.init))
-        #expect(metrics.contains("keyrack_kms_pccs_fetches_total 2"), "one failed fetch, one good one")
-        #expect(metrics.contains("keyrack_kms_pccs_fetch_failures_total 1"))
-        #expect(pccs.tcbInfoRequests == 2)
-        #expect(pccs.requests("/tdx/certification/v4/qe/identity") == 2)
+        #expect(metrics.contains("keyrack_kms_pccs_fetches_total 3"), "two failed fetches, one good one")
+        #expect(metrics.contains("keyrack_kms_pccs_fetch_failures_total 2"))
+        #expect(pccs.tcbInfoRequests == 3)
+        #expect(pccs.requests("/tdx/certification/v4/qe/identity") == 2, "the 404 ended the first fetch")
     }
 }

@@ -76,15 +76,16 @@ struct ConfigurationTests {
         #expect(loaded.peerId == identity.peerId)
         let signature = try loaded.sign([1, 2, 3])
         #expect(identity.peerId.isValidSignature(signature, for: [1, 2, 3]))
-        #expect(throws: IdentityError.self) { try PeerIdentity.generate().write(to: path) }
+        #expect((#expect(throws: IdentityError.self) { try PeerIdentity.generate().write(to: path) })?.code == .exists)
 
         var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
         bytes[40] ^= 1
         try FileManager.default.removeItem(atPath: path)
         #expect(FileManager.default.createFile(atPath: path, contents: bytes, attributes: [.posixPermissions: 0o600]))
-        #expect(throws: IdentityError.self) { try PeerIdentity.read(from: path) }
+        #expect((#expect(throws: IdentityError.self) { try PeerIdentity.read(from: path) })?.code == .format)
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
-        #expect(throws: IdentityError.self) { try PeerIdentity.read(from: path) }
+        #expect((#expect(throws: IdentityError.self) { try PeerIdentity.read(from: path) })?.code == .permissions)
+        #expect((#expect(throws: IdentityError.self) { try PeerIdentity.read(from: path + ".absent") })?.code == .io)
     }
 }
 

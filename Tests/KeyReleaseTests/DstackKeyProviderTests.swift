@@ -28,20 +28,27 @@ struct DstackKeyProviderTests {
     func failures() async throws {
         let failing = try DstackStandIn(behaviour: .failing)
         defer { failing.stop() }
-        await #expect(throws: KeyProviderError("dstack answered HTTP 500")) {
+        let http = await #expect(throws: KeyProviderError.self) {
             try await DstackKeyProvider(socketPath: failing.socketPath).deriveKey(namespace: "n", peerId: peer)
         }
+        #expect(http?.code == .dstackAnswer)
+        #expect(http?.reason == "dstack answered HTTP 500")
         let garbage = try DstackStandIn(behaviour: .garbage)
         defer { garbage.stop() }
-        await #expect(throws: KeyProviderError("dstack's answer is not the GetKey JSON")) {
+        let malformed = await #expect(throws: KeyProviderError.self) {
             try await DstackKeyProvider(socketPath: garbage.socketPath).deriveKey(namespace: "n", peerId: peer)
         }
+        #expect(malformed?.code == .dstackAnswer)
+        #expect(malformed?.reason == "dstack's answer is not the GetKey JSON")
         let gone = try DstackStandIn()
         let path = gone.socketPath
         gone.stop()
         let provider = DstackKeyProvider(socketPath: path)
-        #expect(throws: KeyProviderError.self) { try provider.checkReady() }
-        await #expect(throws: KeyProviderError.self) { try await provider.deriveKey(namespace: "n", peerId: peer) }
+        #expect((#expect(throws: KeyProviderError.self) { try provider.checkReady() })?.code == .dstackUnreachable)
+        let unreachable = await #expect(throws: KeyProviderError.self) {
+            try await provider.deriveKey(namespace: "n", peerId: peer)
+        }
+        #expect(unreachable?.code == .dstackUnreachable)
     }
 
     @Test("the stand-in is faithful: the official Python client (dstack-sdk) gets the same key from it")

@@ -403,7 +403,7 @@ struct KMSRoutesTests {
 
             try Data("{\"not\": \"collateral\"}".utf8).write(to: document)
             let failed = try #require(verifier.reloadCollateralIfChanged())
-            #expect(throws: EvidenceFailure.self) { try failed.get() }
+            #expect((#expect(throws: EvidenceFailure.self) { try failed.get() })?.code == .collateral)
             #expect(verifier.notReadyReason(now: Date()) == nil, "the last good collateral is kept")
             let again = try await client.challenge(for: caller)
             #expect(try await client.post("/get-key", try caller.getKeyBody(again, tee: kms.tee)).status == .ok)

@@ -47,7 +47,7 @@ struct LocalKeyProviderTests {
         #expect {
             try LocalKeyProvider(rootFile: loose)
         } throws: { error in
-            (error as? KeyProviderError)?.reason.contains("chmod 600") == true
+            (error as? KeyProviderError).map { $0.code == .keyRoot && $0.reason.contains("chmod 600") } == true
         }
         let short = directory.appendingPathComponent("short").path
         #expect(
@@ -56,7 +56,7 @@ struct LocalKeyProviderTests {
         #expect {
             try LocalKeyProvider(rootFile: short)
         } throws: { error in
-            (error as? KeyProviderError)?.reason.contains("exactly 32 bytes") == true
+            (error as? KeyProviderError).map { $0.code == .keyRoot && $0.reason.contains("exactly 32 bytes") } == true
         }
         #expect(throws: KeyProviderError.self) {
             try LocalKeyProvider(rootFile: directory.appendingPathComponent("no/such/dir/root").path)

@@ -38,54 +38,46 @@ public struct PeerIdentity: Sendable, CustomStringConvertible, CustomDebugString
     public func write(to path: String) throws(IdentityError) {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
-            throw IdentityError(
-                errno == EEXIST
-                    ? "\(path) already exists; refusing to overwrite an identity"
-                    : "cannot create \(path): errno \(errno)"
-            )
+            throw errno == EEXIST
+                ? IdentityError(.exists, "\(path) already exists; refusing to overwrite an identity")
+                : IdentityError(.io, "cannot create \(path): errno \(errno)")
         }
         defer { close(descriptor) }
         let secret = SecretBytes(Self.prefix + privateKey.rawRepresentation + privateKey.publicKey.rawRepresentation)
         let written = secret.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
         guard written == secret.count, fsync(descriptor) == 0 else {
             unlink(path)
-            throw IdentityError("cannot write \(path): errno \(errno)")
+            throw IdentityError(.io, "cannot write \(path): errno \(errno)")
         }
     }
 
     /// Reads a key file written by ``write(to:)`` (or by libp2p tooling).
     public static func read(from path: String) throws(IdentityError) -> PeerIdentity {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw IdentityError("cannot open identity file \(path): errno \(errno)") }
+        guard descriptor >= 0 else { throw IdentityError(.io, "cannot open identity file \(path): errno \(errno)") }
         defer { close(descriptor) }
         var status = stat()
-        guard fstat(descriptor, &status) == 0 else { throw IdentityError("cannot stat \(path)") }
+        guard fstat(descriptor, &status) == 0 else { throw IdentityError(.io, "cannot stat \(path)") }
         guard status.st_mode & 0o077 == 0 else {
-            throw IdentityError("identity file \(path) is readable by group or others; chmod 600 it")
+            throw IdentityError(.permissions, "identity file \(path) is readable by group or others; chmod 600 it")
         }
         guard status.st_size == 68 else {
-            throw IdentityError("identity file \(path) is not a libp2p Ed25519 private key (68 bytes expected)")
+            throw IdentityError(
+                .format, "identity file \(path) is not a libp2p Ed25519 private key (68 bytes expected)")
         }
         var ok = false
         let contents = SecretBytes(count: 68) { buffer in ok = Glibc.read(descriptor, buffer.baseAddress, 68) == 68 }
-        guard ok else { throw IdentityError("cannot read \(path)") }
+        guard ok else { throw IdentityError(.io, "cannot read \(path)") }
         return try contents.withUnsafeBytes { bytes throws(IdentityError) -> PeerIdentity in
             guard Array(bytes.prefix(4)) == prefix else {
-                throw IdentityError("identity file \(path) is not a libp2p Ed25519 private key")
+                throw IdentityError(.format, "identity file \(path) is not a libp2p Ed25519 private key")
             }
             guard let key = try? Curve25519.Signing.PrivateKey(rawRepresentation: bytes[4..<36]),
                 key.publicKey.rawRepresentation == Data(bytes[36..<68])
             else {
-                throw IdentityError("identity file \(path) is corrupt: its public key does not match its seed")
+                throw IdentityError(.format, "identity file \(path) is corrupt: its public key does not match its seed")
             }
             return PeerIdentity(privateKey: key)
         }
     }
-}
-
-/// An identity file that could not be written or read.
-public struct IdentityError: Error, Equatable, Sendable, CustomStringConvertible {
-    public let reason: String
-    init(_ reason: String) { self.reason = reason }
-    public var description: String { reason }
 }

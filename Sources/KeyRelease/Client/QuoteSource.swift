@@ -8,13 +8,6 @@ public protocol QuoteSource: Sendable {
     func quote(reportData: [UInt8]) async throws(QuoteSourceError) -> [UInt8]
 }
 
-/// Why no quote could be produced.
-public struct QuoteSourceError: Error, Equatable, Sendable, CustomStringConvertible {
-    public let reason: String
-    public init(_ reason: String) { self.reason = reason }
-    public var description: String { reason }
-}
-
 /// Quotes from the dstack guest agent: `POST /GetQuote {"report_data": hex}`
 /// answers `{"quote": hex, "event_log": …}`.
 public struct DstackQuoteSource: QuoteSource {
@@ -29,12 +22,14 @@ public struct DstackQuoteSource: QuoteSource {
             defer { connection.close() }
             response = try await connection.request(.POST, "/GetQuote", body: body)
         } catch {
-            throw QuoteSourceError("dstack at \(socketPath): \(error.reason)")
+            throw QuoteSourceError(.dstackUnreachable, "dstack at \(socketPath): \(error.reason)")
         }
-        guard response.status == 200 else { throw QuoteSourceError("dstack answered HTTP \(response.status)") }
+        guard response.status == 200 else {
+            throw QuoteSourceError(.dstackAnswer, "dstack answered HTTP \(response.status)")
+        }
         guard let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any],
             let hex = object["quote"] as? String, let quote = [UInt8](hex: hex), !quote.isEmpty
-        else { throw QuoteSourceError("dstack's answer is not the GetQuote JSON") }
+        else { throw QuoteSourceError(.dstackAnswer, "dstack's answer is not the GetQuote JSON") }
         return quote
     }
 }
@@ -49,7 +44,7 @@ public struct ConfigfsTSMQuoteSource: QuoteSource {
         let manager = FileManager.default
         guard manager.fileExists(atPath: root) else {
             throw QuoteSourceError(
-                "no TDX quote interface at \(root): not running in a TD (or configfs-tsm not mounted)")
+                .notInTD, "no TDX quote interface at \(root): not running in a TD (or configfs-tsm not mounted)")
         }
         let entry = "\(root)/keyrack-\(UUID().uuidString)"
         do {
@@ -57,12 +52,12 @@ public struct ConfigfsTSMQuoteSource: QuoteSource {
             defer { try? manager.removeItem(atPath: entry) }
             try Data(reportData).write(to: URL(fileURLWithPath: "\(entry)/inblob"))
             let quote = try Data(contentsOf: URL(fileURLWithPath: "\(entry)/outblob"))
-            guard !quote.isEmpty else { throw QuoteSourceError("the TDX module returned an empty quote") }
+            guard !quote.isEmpty else { throw QuoteSourceError(.tdxModule, "the TDX module returned an empty quote") }
             return Array(quote)
         } catch let error as QuoteSourceError {
             throw error
         } catch {
-            throw QuoteSourceError("configfs-tsm quote failed: \(error.localizedDescription)")
+            throw QuoteSourceError(.tdxModule, "configfs-tsm quote failed: \(error.localizedDescription)")
         }
     }
 }
@@ -78,7 +73,7 @@ public struct SoftwareTEEQuoteSource: QuoteSource {
         do {
             tee = try SoftwareTEE(directory: directory)
         } catch {
-            throw QuoteSourceError("software TEE at \(directory.path): \(error)")
+            throw QuoteSourceError(.softwareTEE, "software TEE at \(directory.path): \(error)")
         }
     }
 
@@ -89,7 +84,7 @@ public struct SoftwareTEEQuoteSource: QuoteSource {
         do {
             return try tee.quote(reportData: reportData)
         } catch {
-            throw QuoteSourceError("software TEE: \(error.description)")
+            throw QuoteSourceError(.softwareTEE, "software TEE: \(error.description)")
         }
     }
 }

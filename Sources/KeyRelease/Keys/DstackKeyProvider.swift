@@ -40,7 +40,7 @@ public struct DstackKeyProvider: KeyProvider {
         do {
             body = try JSONEncoder().encode(GetKeyRequest(path: "\(namespace)/\(peerId)", purpose: "storage"))
         } catch {
-            throw KeyProviderError("cannot encode the dstack request")
+            throw KeyProviderError(.dstackAnswer, "cannot encode the dstack request")
         }
         let response: HTTPConnection.Response
         do {
@@ -48,15 +48,15 @@ public struct DstackKeyProvider: KeyProvider {
             defer { connection.close() }
             response = try await connection.request(.POST, "/GetKey", body: Array(body))
         } catch {
-            throw KeyProviderError("dstack at \(socketPath): \(error.reason)")
+            throw KeyProviderError(.dstackUnreachable, "dstack at \(socketPath): \(error.reason)")
         }
         let (status, reply) = (response.status, response.body)
-        guard status == 200 else { throw KeyProviderError("dstack answered HTTP \(status)") }
+        guard status == 200 else { throw KeyProviderError(.dstackAnswer, "dstack answered HTTP \(status)") }
         guard let decoded = try? JSONDecoder().decode(GetKeyResponse.self, from: Data(reply)) else {
-            throw KeyProviderError("dstack's answer is not the GetKey JSON")
+            throw KeyProviderError(.dstackAnswer, "dstack's answer is not the GetKey JSON")
         }
         guard let key = SecretBytes(hex: decoded.key), key.count >= 32 else {
-            throw KeyProviderError("dstack's key is not at least 32 bytes of hex")
+            throw KeyProviderError(.dstackAnswer, "dstack's key is not at least 32 bytes of hex")
         }
         return key.withUnsafeBytes { SecretBytes($0.prefix(32)) }
     }
@@ -64,7 +64,7 @@ public struct DstackKeyProvider: KeyProvider {
     public func checkReady() throws(KeyProviderError) {
         var status = stat()
         guard stat(socketPath, &status) == 0, status.st_mode & S_IFMT == S_IFSOCK else {
-            throw KeyProviderError("no dstack socket at \(socketPath)")
+            throw KeyProviderError(.dstackUnreachable, "no dstack socket at \(socketPath)")
         }
     }
 }

@@ -13,13 +13,3 @@ public protocol KeyProvider: Sendable {
     /// Whether keys can be derived right now (for `/readyz`).
     func checkReady() async throws(KeyProviderError)
 }
-
-/// Why no key could be derived. The KMS answers `502 KeyDerivationFailed`.
-/// Never contains key material.
-public struct KeyProviderError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// What went wrong.
-    public let reason: String
-    /// An error with a reason.
-    public init(_ reason: String) { self.reason = reason }
-    public var description: String { reason }
-}

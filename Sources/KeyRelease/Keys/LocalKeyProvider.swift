@@ -23,7 +23,7 @@ public struct LocalKeyProvider: KeyProvider {
 
     /// A provider with the given root (for tests and the demo).
     public init(root: SecretBytes) throws(KeyProviderError) {
-        guard root.count == 32 else { throw KeyProviderError("the key root must be 32 bytes") }
+        guard root.count == 32 else { throw KeyProviderError(.keyRoot, "the key root must be 32 bytes") }
         self.root = root
     }
 
@@ -44,38 +44,46 @@ public struct LocalKeyProvider: KeyProvider {
     private static func loadOrCreate(_ path: String) throws(KeyProviderError) -> SecretBytes {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         if descriptor < 0 {
-            guard errno == ENOENT else { throw KeyProviderError("cannot open KEY_ROOT_FILE \(path): errno \(errno)") }
+            guard errno == ENOENT else {
+                throw KeyProviderError(.keyRoot, "cannot open KEY_ROOT_FILE \(path): errno \(errno)")
+            }
             return try create(path)
         }
         defer { close(descriptor) }
         var status = stat()
-        guard fstat(descriptor, &status) == 0 else { throw KeyProviderError("cannot stat KEY_ROOT_FILE \(path)") }
+        guard fstat(descriptor, &status) == 0 else {
+            throw KeyProviderError(.keyRoot, "cannot stat KEY_ROOT_FILE \(path)")
+        }
         guard status.st_mode & 0o077 == 0 else {
             throw KeyProviderError(
+                .keyRoot,
                 "KEY_ROOT_FILE \(path) is readable by group or others (mode \(String(status.st_mode & 0o777, radix: 8))); chmod 600 it"
             )
         }
         guard status.st_size == 32 else {
-            throw KeyProviderError("KEY_ROOT_FILE \(path) must hold exactly 32 bytes, it holds \(status.st_size)")
+            throw KeyProviderError(
+                .keyRoot, "KEY_ROOT_FILE \(path) must hold exactly 32 bytes, it holds \(status.st_size)")
         }
         var failed = false
         let root = SecretBytes(count: 32) { buffer in
             failed = read(descriptor, buffer.baseAddress, 32) != 32
         }
-        guard !failed else { throw KeyProviderError("cannot read KEY_ROOT_FILE \(path)") }
+        guard !failed else { throw KeyProviderError(.keyRoot, "cannot read KEY_ROOT_FILE \(path)") }
         return root
     }
 
     private static func create(_ path: String) throws(KeyProviderError) -> SecretBytes {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw KeyProviderError("cannot create KEY_ROOT_FILE \(path): errno \(errno)") }
+        guard descriptor >= 0 else {
+            throw KeyProviderError(.keyRoot, "cannot create KEY_ROOT_FILE \(path): errno \(errno)")
+        }
         defer { close(descriptor) }
         var random = SystemRandomSource()
         let root = random.secretBytes(32)
         let written = root.withUnsafeBytes { write(descriptor, $0.baseAddress, 32) }
         guard written == 32, fsync(descriptor) == 0 else {
             unlink(path)
-            throw KeyProviderError("cannot write KEY_ROOT_FILE \(path): errno \(errno)")
+            throw KeyProviderError(.keyRoot, "cannot write KEY_ROOT_FILE \(path): errno \(errno)")
         }
         return root
     }

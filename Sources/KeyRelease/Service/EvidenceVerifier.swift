@@ -37,12 +37,3 @@ extension EvidenceVerifier {
     /// No extra metrics.
     public func metricsLines() -> [String] { [] }
 }
-
-/// Why a quote was refused (`401 InvalidQuote`).
-public struct EvidenceFailure: Error, Equatable, Sendable, CustomStringConvertible {
-    /// The reason, without quote bytes.
-    public let reason: String
-    /// A failure with a reason.
-    public init(_ reason: String) { self.reason = reason }
-    public var description: String { reason }
-}

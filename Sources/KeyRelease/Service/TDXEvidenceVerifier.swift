@@ -35,7 +35,7 @@ public struct TDXEvidenceVerifier: EvidenceVerifier {
         do {
             return try Quote(bytes: quote)
         } catch {
-            throw EvidenceFailure(error.description)
+            throw EvidenceFailure(.malformed, error.description)
         }
     }
 
@@ -75,7 +75,7 @@ public struct TDXEvidenceVerifier: EvidenceVerifier {
                 tcbStatus: verified.status.rawValue
             )
         } catch {
-            throw EvidenceFailure(error.description)
+            throw EvidenceFailure(.unverified, error.description)
         }
     }
 
@@ -153,7 +153,8 @@ final class CollateralDirectoryHolder: Sendable {
 
     init(url: URL?) {
         self.url = url
-        state = Mutex(State(current: .failure(EvidenceFailure("no COLLATERAL_DIR configured")), signature: []))
+        state = Mutex(
+            State(current: .failure(EvidenceFailure(.collateral, "no COLLATERAL_DIR configured")), signature: []))
         _ = reload()
     }
 
@@ -172,16 +173,16 @@ final class CollateralDirectoryHolder: Sendable {
     }
 
     func reload() -> Result<Void, EvidenceFailure> {
-        guard let url else { return .failure(EvidenceFailure("no COLLATERAL_DIR configured")) }
+        guard let url else { return .failure(EvidenceFailure(.collateral, "no COLLATERAL_DIR configured")) }
         let signature = signature()
         let loaded: Result<CollateralDirectory, EvidenceFailure>
         do {
             let directory = try CollateralDirectory(directory: url)
             loaded =
                 directory.byFMSPC.isEmpty
-                ? .failure(EvidenceFailure("no collateral document in \(url.path)")) : .success(directory)
+                ? .failure(EvidenceFailure(.collateral, "no collateral document in \(url.path)")) : .success(directory)
         } catch {
-            loaded = .failure(EvidenceFailure(error.reason))
+            loaded = .failure(EvidenceFailure(.collateral, error.reason))
         }
         return state.withLock { state in
             state.signature = signature

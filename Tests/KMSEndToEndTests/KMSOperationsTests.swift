@@ -33,6 +33,38 @@ struct KMSOperationsTests {
         #expect(kms.process.log.contains("policy reloaded"))
     }
 
+    @Test("COLLATERAL_DIR is read again on SIGHUP, also when no file's name, size or time changed")
+    func collateralOnSIGHUP() async throws {
+        let platform = try Platform()
+        let kms = try await KMS.start(platform)
+        let identity = PeerIdentity.generate()
+        func release() async throws -> HTTPConnection.Response {
+            let challenge = try await kms.challenge(for: identity)
+            return try await kms.post("/get-key", try KeyRequest.valid(challenge, identity: identity, tee: platform.tee).body)
+        }
+        #expect(try await release().status == 200)
+        // The same document with one hex digit of the TCB info signature changed (same size), and its
+        // times put back: the once-a-second change check cannot see it; only SIGHUP can.
+        let file = platform.teeDirectory.appendingPathComponent("collateral.json")
+        var status = stat()
+        try #require(stat(file.path, &status) == 0)
+        var text = try String(contentsOf: file, encoding: .utf8)
+        let signature = platform.tee.collateral.tcbInfoSignature.hexString
+        let range = try #require(text.range(of: signature))
+        text.replaceSubrange(range, with: (signature.first == "0" ? "1" : "0") + signature.dropFirst())
+        try Data(text.utf8).write(to: file)
+        var times = [status.st_atim, status.st_mtim]
+        try #require(utimensat(AT_FDCWD, file.path, &times, 0) == 0)
+        try await Task.sleep(for: .milliseconds(2_500))
+        #expect(try await release().status == 200, "the change check saw a file whose name, size and time are the same")
+
+        kms.process.signal(SIGHUP)
+        try await eventually { try await release().status == 401 }
+        let refused = try await release()
+        #expect(refused.error?.error == "InvalidQuote")
+        #expect(refused.error?.message.contains("signature") == true, "\(refused.text)")
+    }
+
     @Test("no policy: 503 PolicyNotReady without spending the challenge; the policy file appears: keys flow")
     func noPolicy() async throws {
         let platform = try Platform()

@@ -215,6 +215,21 @@ struct AttestCLITests {
         let object = try jsonObject(result)
         #expect((object["cold_us"] as? Int ?? 0) > 0)
         #expect((object["warm_us"] as? Int ?? 0) > 0)
+        #expect(object["dcap_qvl_us"] == nil)
+        // Beside dcap-qvl 0.7.0 on the same inputs: its time and the two ratios.
+        let compared = try await runKeyrack([
+            "bench", "verify", "--quote", tdx("tdx_v4_uptodate.quote"), "--collateral",
+            tdx("tdx_v4_uptodate.collateral.json"), "--now", "1750332747", "--samples", "3", "--against-dcap-qvl",
+            "--json",
+        ])
+        #expect(compared.status == 0, "\(compared.standardError)")
+        let both = try jsonObject(compared)
+        let reference = try #require(both["dcap_qvl_us"] as? Int)
+        let cold = try #require(both["cold_us"] as? Int)
+        #expect(reference > 0)
+        let ratio = try #require(both["cold_ratio"] as? Double)
+        #expect(abs(ratio - Double(cold) / Double(reference)) < 0.01 + 1.0 / Double(reference))
+        #expect((both["warm_ratio"] as? Double ?? 0) > 0)
         let failing = try await runKeyrack([
             "bench", "verify", "--quote", tdx("tdx_v4_uptodate.quote"), "--collateral",
             tdx("tdx_v4_uptodate.collateral.json"), "--now", "1", "--samples", "3",

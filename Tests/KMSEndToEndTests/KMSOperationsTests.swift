@@ -40,7 +40,8 @@ struct KMSOperationsTests {
         let identity = PeerIdentity.generate()
         func release() async throws -> HTTPConnection.Response {
             let challenge = try await kms.challenge(for: identity)
-            return try await kms.post("/get-key", try KeyRequest.valid(challenge, identity: identity, tee: platform.tee).body)
+            let request = try KeyRequest.valid(challenge, identity: identity, tee: platform.tee)
+            return try await kms.post("/get-key", request.body)
         }
         #expect(try await release().status == 200)
         // The same document with one hex digit of the TCB info signature changed (same size), and its

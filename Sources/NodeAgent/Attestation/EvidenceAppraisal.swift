@@ -23,12 +23,12 @@ extension NodeAttestationPolicy {
     ///     (``ChannelBinding/value(sender:role:)`` for the peer).
     ///   - peerKey: the public key of the peer's verified certificate.
     ///   - collateral: for a TDX quote, its collateral as ``collateral(for:now:)``
-    ///     found it; `nil` looks it up in the policy's collateral directory.
+    ///     found it (from the directory or the PCCS).
     /// - Returns: the policy rules the evidence breaks (empty if none).
     /// - Throws: ``AppraisalFailure`` when the evidence cannot be trusted.
     func appraise(
         _ evidence: NodeEvidence, binding: [UInt8], peerKey: Certificate.PublicKey, now: Date,
-        collateral: Result<Collateral, AttestationError>? = nil
+        collateral: Result<Collateral, AttestationError>?
     ) throws(AppraisalFailure) -> [AttestationViolation] {
         switch evidence {
         case .softwareRootOfTrust(let software):
@@ -58,13 +58,9 @@ extension NodeAttestationPolicy {
             }
             let verified: VerifiedQuote
             do throws(AttestationError) {
-                let found: Collateral
-                switch (collateral, tdx.collateralSource) {
-                case (let prepared?, _): found = try prepared.get()
-                case (nil, .directory(let directory)): found = try directory.collateral(for: quote)
-                case (nil, .pccs):
+                guard let found = try collateral?.get() else {
                     throw AttestationError(
-                        .collateralUnavailable, step: .parseCollateral, "the PCCS collateral was not fetched")
+                        .collateralUnavailable, step: .parseCollateral, "no collateral was found for the quote")
                 }
                 verified = try tdx.verifier.verify(
                     quote: quote, collateral: found, now: Int64(now.timeIntervalSince1970))

@@ -16,23 +16,24 @@ extension NodeRuntime: VolumeHost {
                 error: AdminError(
                     code: "NODE-VOLUME-BOUND",
                     reason: "'\(disk)' is a LUKS2 volume: the node re-keys it itself after every commit"))
-        case .luksBind, .luksFormat:
-            if let halted { return AdminResponse(error: AdminError(.halted, halted)) }
-            do throws(VolumeError) {
-                let status: VolumeStatus
-                if case .luksBind(let disk, let existingKey) = command {
-                    status = try await volumes.bind(disk: disk, existingKey: existingKey)
-                } else if case .luksFormat(let disk) = command {
-                    status = try await volumes.format(disk: disk)
-                } else {
-                    return nil
-                }
-                return AdminResponse(volume: status)
-            } catch {
-                return AdminResponse(error: error.adminError)
+        case .luksBind(let disk, let existingKey):
+            return await volumeAnswer { () throws(VolumeError) in
+                try await volumes.bind(disk: disk, existingKey: existingKey)
             }
+        case .luksFormat(let disk):
+            return await volumeAnswer { () throws(VolumeError) in try await volumes.format(disk: disk) }
         default:
             return nil
+        }
+    }
+
+    /// The answer to a volume operation: refused while halted, else its status or its error.
+    private func volumeAnswer(_ operation: () async throws(VolumeError) -> VolumeStatus) async -> AdminResponse {
+        if let halted { return AdminResponse(error: AdminError(.halted, halted)) }
+        do throws(VolumeError) {
+            return AdminResponse(volume: try await operation())
+        } catch {
+            return AdminResponse(error: error.adminError)
         }
     }
 }

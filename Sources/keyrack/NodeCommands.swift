@@ -68,9 +68,7 @@ struct NodeCommand: AsyncParsableCommand {
                         return true
                     }
                 }
-                if let path = ProcessInfo.processInfo.environment["KEYRACK_TEST_CRYPTSETUP_PATH"] {
-                    volumeOptions.cryptsetupSearchPath = path.split(separator: ":").map(String.init)
-                }
+                volumeOptions.cryptsetupSearchPath = testCryptsetupSearchPath()
             #else
                 let crashHook: Int? = nil
                 let volumeOptions = VolumeOptions()
@@ -335,6 +333,18 @@ private func volumeRequest(_ request: AdminRequest, node: AdminSocketOption) asy
     let response = try await AdminSocket.call(request, path: try node.socket(), timeout: .seconds(600))
     if let error = response.error { throw error }
     return response
+}
+
+/// In debug builds, the folders `KEYRACK_TEST_CRYPTSETUP_PATH` names (colon-separated):
+/// tests stand in a machine without cryptsetup with it, for the nodes and the demo alike.
+/// Nil otherwise, and always in release builds.
+func testCryptsetupSearchPath() -> [String]? {
+    #if DEBUG
+        if let path = ProcessInfo.processInfo.environment["KEYRACK_TEST_CRYPTSETUP_PATH"] {
+            return path.split(separator: ":").map(String.init)
+        }
+    #endif
+    return nil
 }
 
 private func describe(_ volume: VolumeStatus?, disk: String, verb: String) -> String {

@@ -123,14 +123,8 @@ final class RackDemo {
         let member = rack.members[0]
         let image = member.directory.appendingPathComponent("data0.img").path
         do {
-            var searchPath = Cryptsetup.defaultSearchPath
-            // Tests stand in a machine without cryptsetup (debug builds only, as for the nodes).
-            #if DEBUG
-                if let path = ProcessInfo.processInfo.environment["KEYRACK_TEST_CRYPTSETUP_PATH"] {
-                    searchPath = path.split(separator: ":").map(String.init)
-                }
-            #endif
-            let cryptsetup = try Cryptsetup.locate(searchPath: searchPath)
+            let cryptsetup = try Cryptsetup.locate(
+                searchPath: testCryptsetupSearchPath() ?? Cryptsetup.defaultSearchPath)
             guard FileManager.default.createFile(atPath: image, contents: nil), truncate(image, 32 << 20) == 0 else {
                 throw CommandFailure("cannot create \(image)")
             }

@@ -251,4 +251,15 @@ struct AgentCoreTests {
         #expect(answer.error?.code == .request)
         #expect(answer.volume == nil)
     }
+
+    @Test("a luks-bind command never prints the existing key, however it is described")
+    func luksBindRedacted() {
+        let key = SecretBytes(Array("correct horse battery staple".utf8))
+        let command = AdminCommand.luksBind(disk: "data0", existingKey: key)
+        for text in [String(describing: command), String(reflecting: command), "\(command)"] {
+            #expect(!text.contains("correct horse"), "\(text)")
+            #expect(!text.contains("636f7272656374"), "\(text)")
+            #expect(text.contains("data0"))
+        }
+    }
 }

@@ -83,6 +83,7 @@ var targets: [Target] = [
     .target(
         name: "RedisClient",
         dependencies: [
+            "KeyrackCore",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ],

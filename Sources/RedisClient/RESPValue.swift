@@ -1,3 +1,4 @@
+import KeyrackCore
 import NIOCore
 
 /// A value of the Redis serialization protocol, version 2.
@@ -41,10 +42,19 @@ public enum RESPValue: Sendable, Equatable {
 }
 
 /// Why a reply could not be decoded.
-public struct RESPDecodingError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// What was wrong with the bytes.
-    public let reason: String
-    public var description: String { "malformed RESP reply: \(reason)" }
+public typealias RESPDecodingError = CodedError<RESPDecodingErrorCode>
+
+/// The codes of ``RESPDecodingError``.
+public struct RESPDecodingErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// The bytes are not RESP2: an unknown type byte, a bad number or
+    /// length, a missing CRLF.
+    public static let malformed = RESPDecodingErrorCode("REDIS-RESP-MALFORMED")
+    /// The reply is beyond what this client reads: nested too deep, a line,
+    /// bulk string or array too long.
+    public static let limit = RESPDecodingErrorCode("REDIS-RESP-LIMIT")
 }
 
 /// Parses RESP2 replies incrementally.
@@ -52,6 +62,8 @@ enum RESPParser {
     /// The largest bulk string accepted (Redis's own maximum is 512 MiB; the
     /// stores here never read more than a few hundred bytes).
     static let maximumBulkLength = 64 << 20
+    /// The most elements an array may have.
+    static let maximumArrayCount = 1 << 20
     /// The deepest nesting accepted.
     static let maximumDepth = 16
 
@@ -67,7 +79,7 @@ enum RESPParser {
     }
 
     private static func parseValue(_ buffer: inout ByteBuffer, depth: Int) throws(RESPDecodingError) -> RESPValue? {
-        guard depth <= maximumDepth else { throw RESPDecodingError(reason: "nested deeper than \(maximumDepth)") }
+        guard depth <= maximumDepth else { throw RESPDecodingError(.limit, "nested deeper than \(maximumDepth)") }
         guard let marker = buffer.readInteger(as: UInt8.self) else { return nil }
         guard let line = try readLine(&buffer) else { return nil }
         switch marker {
@@ -76,22 +88,28 @@ enum RESPParser {
         case UInt8(ascii: "-"):
             return .error(line)
         case UInt8(ascii: ":"):
-            guard let value = Int64(line) else { throw RESPDecodingError(reason: "integer '\(line.prefix(32))'") }
+            guard let value = Int64(line) else { throw RESPDecodingError(.malformed, "integer '\(line.prefix(32))'") }
             return .integer(value)
         case UInt8(ascii: "$"):
-            guard let length = Int(line), length >= -1, length <= maximumBulkLength else {
-                throw RESPDecodingError(reason: "bulk length '\(line.prefix(32))'")
+            guard let length = Int(line), length >= -1 else {
+                throw RESPDecodingError(.malformed, "bulk length '\(line.prefix(32))'")
+            }
+            guard length <= maximumBulkLength else {
+                throw RESPDecodingError(.limit, "bulk length \(length) over \(maximumBulkLength)")
             }
             if length == -1 { return .bulkString(nil) }
             guard buffer.readableBytes >= length + 2 else { return nil }
             let bytes = buffer.readBytes(length: length)!
             guard buffer.readInteger(as: UInt16.self) == 0x0D0A else {
-                throw RESPDecodingError(reason: "bulk string not followed by CRLF")
+                throw RESPDecodingError(.malformed, "bulk string not followed by CRLF")
             }
             return .bulkString(bytes)
         case UInt8(ascii: "*"):
-            guard let count = Int(line), count >= -1, count <= 1 << 20 else {
-                throw RESPDecodingError(reason: "array length '\(line.prefix(32))'")
+            guard let count = Int(line), count >= -1 else {
+                throw RESPDecodingError(.malformed, "array length '\(line.prefix(32))'")
+            }
+            guard count <= maximumArrayCount else {
+                throw RESPDecodingError(.limit, "array length \(count) over \(maximumArrayCount)")
             }
             if count == -1 { return .array(nil) }
             var elements: [RESPValue] = []
@@ -102,7 +120,7 @@ enum RESPParser {
             }
             return .array(elements)
         default:
-            throw RESPDecodingError(reason: "unknown type byte \(marker)")
+            throw RESPDecodingError(.malformed, "unknown type byte \(marker)")
         }
     }
 
@@ -110,14 +128,14 @@ enum RESPParser {
     private static func readLine(_ buffer: inout ByteBuffer) throws(RESPDecodingError) -> String? {
         let view = buffer.readableBytesView
         guard let end = view.firstIndex(of: UInt8(ascii: "\r")) else {
-            guard buffer.readableBytes <= 4096 else { throw RESPDecodingError(reason: "line longer than 4096 bytes") }
+            guard buffer.readableBytes <= 4096 else { throw RESPDecodingError(.limit, "line longer than 4096 bytes") }
             return nil
         }
         let length = view.distance(from: view.startIndex, to: end)
         guard buffer.readableBytes >= length + 2 else { return nil }
         let line = buffer.readString(length: length)!
         guard buffer.readInteger(as: UInt16.self) == 0x0D0A else {
-            throw RESPDecodingError(reason: "CR not followed by LF")
+            throw RESPDecodingError(.malformed, "CR not followed by LF")
         }
         return line
     }

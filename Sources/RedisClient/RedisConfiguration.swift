@@ -1,3 +1,4 @@
+import KeyrackCore
 import NIOCore
 
 /// Where and how to reach a Redis server. Printing it never shows the password.
@@ -51,7 +52,7 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible, 
 
     /// Parses `redis://[[user]:password@]host[:port][/db]`.
     public init(url: String) throws(RedisConfigurationError) {
-        guard url.hasPrefix("redis://") else { throw .init(reason: "the URL must start with redis://") }
+        guard url.hasPrefix("redis://") else { throw .init(.scheme, "the URL must start with redis://") }
         var rest = Substring(url.dropFirst("redis://".count))
         var user: String?
         var password: String?
@@ -71,7 +72,7 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible, 
             let path = rest[rest.index(after: slash)...]
             if !path.isEmpty {
                 guard let index = Int(path), index >= 0 else {
-                    throw .init(reason: "the database must be a non-negative number")
+                    throw .init(.database, "the database must be a non-negative number")
                 }
                 database = index
             }
@@ -81,12 +82,12 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible, 
         var port = 6379
         if let colon = rest.lastIndex(of: ":") {
             guard let number = Int(rest[rest.index(after: colon)...]), (1...65535).contains(number) else {
-                throw .init(reason: "the port must be a number from 1 to 65535")
+                throw .init(.port, "the port must be a number from 1 to 65535")
             }
             port = number
             host = rest[..<colon]
         }
-        guard !host.isEmpty else { throw .init(reason: "the URL has no host") }
+        guard !host.isEmpty else { throw .init(.host, "the URL has no host") }
         self.init(host: String(host), port: port, database: database, user: user, password: password)
     }
 }
@@ -102,8 +103,19 @@ extension RedisConfiguration {
 }
 
 /// A Redis URL that could not be understood. Never contains the password.
-public struct RedisConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// What is wrong.
-    public let reason: String
-    public var description: String { "invalid Redis URL: \(reason)" }
+public typealias RedisConfigurationError = CodedError<RedisConfigurationErrorCode>
+
+/// The codes of ``RedisConfigurationError``: the part of the URL that is wrong.
+public struct RedisConfigurationErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// The URL does not start with `redis://`.
+    public static let scheme = RedisConfigurationErrorCode("REDIS-URL-SCHEME")
+    /// The URL has no host.
+    public static let host = RedisConfigurationErrorCode("REDIS-URL-HOST")
+    /// The port is not a number from 1 to 65535.
+    public static let port = RedisConfigurationErrorCode("REDIS-URL-PORT")
+    /// The database is not a non-negative number.
+    public static let database = RedisConfigurationErrorCode("REDIS-URL-DATABASE")
 }

@@ -117,7 +117,8 @@ struct SoftwareTEETests {
         let error = #expect(throws: SoftwareTEEError.self) {
             try SoftwareTEE(directory: URL(fileURLWithPath: "/nonexistent-keyrack-tee"))
         }
-        #expect(error?.description.contains("keyrack tee init") == true)
+        #expect(error?.code == .missing)
+        #expect(error?.reason.contains("keyrack tee init") == true)
     }
 }
 

@@ -39,29 +39,35 @@ struct ConfigurationTests {
     }
 
     @Test(
-        "a bad value names its variable",
+        "a bad value has its code and names its variable",
         arguments: [
-            ("LISTEN_ADDR", "8080"), ("LISTEN_ADDR", "h:70000"), ("CHALLENGE_TTL_SECS", "0"),
-            ("CHALLENGE_TTL_SECS", "five"), ("MAX_PENDING_CHALLENGES", "-1"), ("REDIS_URL", "http://x"),
-            ("KEY_PROVIDER", "vault"), ("TRUST_ANCHOR", "/no/such.der"),
-            ("COLLATERAL_DIR", "/no/such/dir"), ("KEY_NAMESPACE_PREFIX", "a/"),
+            ("LISTEN_ADDR", "8080", KMSConfigurationErrorCode.value), ("LISTEN_ADDR", "h:70000", .value),
+            ("CHALLENGE_TTL_SECS", "0", .value), ("CHALLENGE_TTL_SECS", "five", .value),
+            ("MAX_PENDING_CHALLENGES", "-1", .value), ("REDIS_URL", "http://x", .value),
+            ("KEY_PROVIDER", "vault", .value), ("TRUST_ANCHOR", "/no/such.der", .unreadable),
+            ("COLLATERAL_DIR", "/no/such/dir", .unreadable), ("KEY_NAMESPACE_PREFIX", "a/", .value),
+            ("PCCS_URL", "ftp://pccs", .value),
         ]
     )
-    func bad(variable: String, value: String) {
-        #expect {
+    func bad(variable: String, value: String, code: KMSConfigurationErrorCode) {
+        let error = #expect(throws: KMSConfigurationError.self) {
             try KMSConfiguration(environment: [variable: value])
-        } throws: { error in
-            (error as? KMSConfigurationError)?.variable == variable
         }
+        #expect(error?.code == code)
+        #expect(error?.reason.hasPrefix("\(variable): ") == true)
     }
 
-    @Test("TLS_CERT without TLS_KEY names the missing one")
-    func tlsPair() {
-        #expect(
-            throws: KMSConfigurationError(variable: "TLS_KEY", reason: "TLS_CERT and TLS_KEY must be given together")
-        ) {
+    @Test("TLS_CERT without TLS_KEY names the missing one; PCCS_URL excludes COLLATERAL_DIR")
+    func combinations() {
+        let tls = #expect(throws: KMSConfigurationError.self) {
             try KMSConfiguration(environment: ["TLS_CERT": "/etc/hostname"])
         }
+        #expect(tls?.code == .combination)
+        #expect(tls?.reason.hasPrefix("TLS_KEY: ") == true)
+        let both = #expect(throws: KMSConfigurationError.self) {
+            try KMSConfiguration(environment: ["PCCS_URL": "https://pccs", "COLLATERAL_DIR": "/tmp"])
+        }
+        #expect(both?.code == .combination)
     }
 
     @Test("an identity file round trips, is 0600, is never overwritten, and a tampered one is refused")

@@ -64,24 +64,21 @@ struct PolicyTests {
     }
 
     @Test(
-        "malformed policies are refused with the reason",
+        "malformed policies are refused with their code",
         arguments: [
-            (policyJSON(extra: ",\"rtmr4\":[]"), "unknown policy field 'rtmr4'"),
-            (policyJSON(mrtd: ["abc"]), "'mrtd' entries must be 96 hex"),
-            (policyJSON(mrtd: [String(repeating: "1", count: 94)]), "'mrtd' entries must be 96 hex"),
-            (policyJSON(tcbStatus: ["Revoked"]), "Revoked can never be allowed"),
-            (policyJSON(tcbStatus: ["Fine"]), "not an acceptable TCB status"),
-            (Data("[1]".utf8), "must be a JSON object"),
-            (Data("{".utf8), "not valid JSON"),
-            (Data("{\"mrtd\":[]}".utf8), "'rtmr0' must be a list"),
+            (policyJSON(extra: ",\"rtmr4\":[]"), PolicyErrorCode.unknownField),
+            (policyJSON(mrtd: ["abc"]), .field),
+            (policyJSON(mrtd: [String(repeating: "1", count: 94)]), .field),
+            (policyJSON(tcbStatus: ["Revoked"]), .field),
+            (policyJSON(tcbStatus: ["Fine"]), .field),
+            (Data("[1]".utf8), .json),
+            (Data("{".utf8), .json),
+            (Data("{\"mrtd\":[]}".utf8), .field),
         ]
     )
-    func malformed(json: Data, reason: String) {
-        #expect {
-            try AttestationPolicy(json: json)
-        } throws: { error in
-            (error as? PolicyError)?.reason.contains(reason) == true
-        }
+    func malformed(json: Data, code: PolicyErrorCode) {
+        let error = #expect(throws: PolicyError.self) { try AttestationPolicy(json: json) }
+        #expect(error?.code == code)
     }
 
     @Test("the holder keeps the last good policy when a reload fails, and reloads on change")
@@ -91,6 +88,7 @@ struct PolicyTests {
         let missing = PolicyHolder(path: path)
         #expect(missing.policy == nil)
         #expect(missing.lastError?.contains("cannot read") == true)
+        #expect(failureCode(missing.reload()) == .unreadable)
 
         try policyJSON().write(to: URL(fileURLWithPath: path))
         let holder = PolicyHolder(path: path)
@@ -98,12 +96,13 @@ struct PolicyTests {
         #expect(holder.reloadIfChanged() == nil)
 
         try Data("{broken".utf8).write(to: URL(fileURLWithPath: path))
-        guard case .failure = holder.reloadIfChanged() else {
+        guard case .failure(let error)? = holder.reloadIfChanged() else {
             Issue.record("a broken file was accepted or not noticed")
             return
         }
+        #expect(error.code == .json)
         #expect(holder.policy?.violation(for: matchingState()) == nil)
-        #expect(holder.lastError?.contains("not valid JSON") == true)
+        #expect(holder.lastError == error.reason)
 
         try policyJSON(tcbStatus: ["OutOfDate"]).write(to: URL(fileURLWithPath: path))
         guard case .success = holder.reload() else {
@@ -114,5 +113,12 @@ struct PolicyTests {
         #expect(holder.lastError == nil)
 
         #expect(PolicyHolder(path: nil).lastError == "no POLICY_FILE configured")
+        #expect(failureCode(PolicyHolder(path: nil).reload()) == .notConfigured)
+    }
+
+    /// The code of a failed reload, nil for a success.
+    private func failureCode(_ result: Result<Void, PolicyError>) -> PolicyErrorCode? {
+        guard case .failure(let error) = result else { return nil }
+        return error.code
     }
 }

@@ -37,16 +37,23 @@ struct RESPParserTests {
 
     @Test(
         "malformed replies are errors",
-        arguments: ["?x\r\n", ":12a\r\n", "$-2\r\n", "$3\r\nabcXY", "*-5\r\n", "+OK\rX", "$99999999999\r\n"]
+        arguments: ["?x\r\n", ":12a\r\n", "$-2\r\n", "$3\r\nabcXY", "*-5\r\n", "+OK\rX"]
     )
     func malformed(text: String) {
-        #expect(throws: RESPDecodingError.self) { try parse(text) }
+        let error = #expect(throws: RESPDecodingError.self) { try parse(text) }
+        #expect(error?.code == .malformed)
     }
 
-    @Test("nesting deeper than the limit is refused")
-    func depth() {
-        let deep = String(repeating: "*1\r\n", count: 40) + ":1\r\n"
-        #expect(throws: RESPDecodingError.self) { try parse(deep) }
+    @Test(
+        "replies beyond the limits are refused",
+        arguments: [
+            String(repeating: "*1\r\n", count: 40) + ":1\r\n", "$99999999999\r\n", "*2000000\r\n",
+            "+" + String(repeating: "a", count: 5000),
+        ]
+    )
+    func limits(text: String) {
+        let error = #expect(throws: RESPDecodingError.self) { try parse(text) }
+        #expect(error?.code == .limit)
     }
 
     @Test("random bytes never crash the parser")
@@ -100,15 +107,13 @@ struct RedisConfigurationTests {
     @Test(
         "bad URLs say what is wrong and never echo the password",
         arguments: [
-            "http://h", "redis://", "redis://:pw@h:0", "redis://:pw@h:port", "redis://:pw@h/x", "redis://:pw@h/-1",
+            ("http://h", RedisConfigurationErrorCode.scheme), ("redis://", .host), ("redis://:pw@h:0", .port),
+            ("redis://:pw@h:port", .port), ("redis://:pw@h/x", .database), ("redis://:pw@h/-1", .database),
         ]
     )
-    func bad(url: String) {
-        do {
-            _ = try RedisConfiguration(url: url)
-            Issue.record("accepted \(url)")
-        } catch {
-            #expect(!error.description.contains("pw"))
-        }
+    func bad(url: String, code: RedisConfigurationErrorCode) {
+        let error = #expect(throws: RedisConfigurationError.self) { try RedisConfiguration(url: url) }
+        #expect(error?.code == code)
+        #expect(error.map { !"\($0)".contains("pw") } == true)
     }
 }

@@ -67,28 +67,29 @@ public struct AttestationPolicy: Sendable {
         let object: [String: Any]
         do {
             guard let parsed = try JSONSerialization.jsonObject(with: json) as? [String: Any] else {
-                throw PolicyError("the policy must be a JSON object")
+                throw PolicyError(.json, "the policy must be a JSON object")
             }
             object = parsed
         } catch let error as PolicyError {
             throw error
         } catch {
-            throw PolicyError("the policy is not valid JSON")
+            throw PolicyError(.json, "the policy is not valid JSON")
         }
         let measurementFields = ["mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"]
         let known = Set(measurementFields + ["tcbStatus"])
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
-            throw PolicyError("unknown policy field '\(unknown)' (known: \(known.sorted().joined(separator: ", ")))")
+            throw PolicyError(
+                .unknownField, "unknown policy field '\(unknown)' (known: \(known.sorted().joined(separator: ", ")))")
         }
         var rules: [any PolicyRule] = []
         for (index, name) in measurementFields.enumerated() {
             guard let list = object[name] as? [String] else {
-                throw PolicyError("'\(name)' must be a list of hex strings")
+                throw PolicyError(.field, "'\(name)' must be a list of hex strings")
             }
             var allowed = Set<[UInt8]>()
             for entry in list {
                 guard let bytes = [UInt8](hex: entry), bytes.count == 48 else {
-                    throw PolicyError("'\(name)' entries must be 96 hex characters (48 bytes)")
+                    throw PolicyError(.field, "'\(name)' entries must be 96 hex characters (48 bytes)")
                 }
                 allowed.insert(bytes)
             }
@@ -101,7 +102,7 @@ public struct AttestationPolicy: Sendable {
             )
         }
         guard let statuses = object["tcbStatus"] as? [String] else {
-            throw PolicyError("'tcbStatus' must be a list of TCB status names")
+            throw PolicyError(.field, "'tcbStatus' must be a list of TCB status names")
         }
         let validStatuses: Set<String> = [
             "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
@@ -109,7 +110,7 @@ public struct AttestationPolicy: Sendable {
         ]
         if let bad = statuses.first(where: { !validStatuses.contains($0) }) {
             throw PolicyError(
-                "'tcbStatus' entry '\(bad)' is not an acceptable TCB status (Revoked can never be allowed)"
+                .field, "'tcbStatus' entry '\(bad)' is not an acceptable TCB status (Revoked can never be allowed)"
             )
         }
         rules.append(TCBStatusAllowlist(allowed: Set(statuses)))
@@ -118,10 +119,23 @@ public struct AttestationPolicy: Sendable {
 }
 
 /// A policy file that could not be used, and why.
-public struct PolicyError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// What is wrong.
-    public let reason: String
-    /// A policy error with its reason.
-    public init(_ reason: String) { self.reason = reason }
-    public var description: String { reason }
+public typealias PolicyError = CodedError<PolicyErrorCode>
+
+/// The codes of ``PolicyError``.
+public struct PolicyErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// No policy file is configured (`POLICY_FILE` is not set).
+    public static let notConfigured = PolicyErrorCode("ATTEST-POLICY-NOT-CONFIGURED")
+    /// The policy file cannot be read.
+    public static let unreadable = PolicyErrorCode("ATTEST-POLICY-UNREADABLE")
+    /// The policy is not JSON, or not a JSON object.
+    public static let json = PolicyErrorCode("ATTEST-POLICY-JSON")
+    /// The policy has a field this version does not know (a misspelt field
+    /// would otherwise allow everything).
+    public static let unknownField = PolicyErrorCode("ATTEST-POLICY-UNKNOWN-FIELD")
+    /// A field is missing or has a value that is not allowed (not a list,
+    /// not 48 bytes of hex, not an acceptable TCB status).
+    public static let field = PolicyErrorCode("ATTEST-POLICY-FIELD")
 }

@@ -77,7 +77,7 @@ public struct SoftwareTEE: Sendable {
         func read(_ name: String) throws -> Data {
             guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent(name).path) else {
                 throw SoftwareTEEError(
-                    "\(directory.path)/\(name) is missing: run `keyrack tee init --dir \(directory.path)`")
+                    .missing, "\(directory.path)/\(name) is missing: run `keyrack tee init --dir \(directory.path)`")
             }
             return data
         }
@@ -88,10 +88,10 @@ public struct SoftwareTEE: Sendable {
             let chain = state["pckChain"] as? String, let mrtdHex = state["mrtd"] as? String,
             let mrtd = [UInt8](hex: mrtdHex), let rtmrHex = state["rtmrs"] as? [String]
         else {
-            throw SoftwareTEEError("\(directory.path)/tee.json is not a keyrack software TEE state file")
+            throw SoftwareTEEError(.state, "\(directory.path)/tee.json is not a keyrack software TEE state file")
         }
         let rtmrs = rtmrHex.compactMap { [UInt8](hex: $0) }
-        guard rtmrs.count == 4 else { throw SoftwareTEEError("tee.json: rtmrs must be four hex values") }
+        guard rtmrs.count == 4 else { throw SoftwareTEEError(.state, "tee.json: rtmrs must be four hex values") }
         self.directory = directory
         self.pck = try P256.Signing.PrivateKey(rawRepresentation: pckRaw)
         self.attestation = try P256.Signing.PrivateKey(rawRepresentation: akRaw)
@@ -126,10 +126,19 @@ public struct SoftwareTEE: Sendable {
 }
 
 /// A software TEE directory problem.
-public struct SoftwareTEEError: Error, CustomStringConvertible {
-    /// What is wrong.
-    public let description: String
-    init(_ description: String) { self.description = description }
+public typealias SoftwareTEEError = CodedError<SoftwareTEEErrorCode>
+
+/// The codes of ``SoftwareTEEError``.
+public struct SoftwareTEEErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// A file of the directory is missing: it was never made with `keyrack tee init`.
+    public static let missing = SoftwareTEEErrorCode("ATTEST-TEE-MISSING")
+    /// `tee.json` is not a keyrack software TEE state file.
+    public static let state = SoftwareTEEErrorCode("ATTEST-TEE-STATE")
+    /// The TCB levels description (`keyrack tee init --tcb-levels`) cannot be used.
+    public static let tcbLevels = SoftwareTEEErrorCode("ATTEST-TEE-TCB-LEVELS")
 }
 
 extension SoftwareTEE: CustomStringConvertible {

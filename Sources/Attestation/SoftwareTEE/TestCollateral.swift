@@ -41,14 +41,15 @@ struct TestCollateralDescription {
         do {
             object = try JSONSerialization.jsonObject(with: Data(json.utf8), options: [.fragmentsAllowed])
         } catch {
-            throw SoftwareTEEError("the TCB levels description is not JSON: \(error.localizedDescription)")
+            throw SoftwareTEEError(.tcbLevels, "the TCB levels description is not JSON: \(error.localizedDescription)")
         }
         guard let root = object as? [String: Any] else {
-            throw SoftwareTEEError("the TCB levels description must be a JSON object")
+            throw SoftwareTEEError(.tcbLevels, "the TCB levels description must be a JSON object")
         }
         let known: Set = ["tcbLevels", "tdxModuleIdentities", "qeLevels", "tdxModule", "tcbInfo", "qeIdentity"]
         if let unknown = root.keys.first(where: { !known.contains($0) }) {
             throw SoftwareTEEError(
+                .tcbLevels,
                 "unknown key \(unknown) in the TCB levels description (known: \(known.sorted().joined(separator: ", ")))"
             )
         }
@@ -62,7 +63,7 @@ struct TestCollateralDescription {
         var svns = fallback.map(Int.init)
         if let value {
             guard let list = value as? [Int], list.count <= 16, list.allSatisfy({ (0...255).contains($0) }) else {
-                throw SoftwareTEEError("\(name) must be a list of at most 16 SVNs (0–255)")
+                throw SoftwareTEEError(.tcbLevels, "\(name) must be a list of at most 16 SVNs (0–255)")
             }
             svns = list + [Int](repeating: 0, count: 16 - list.count)
         }
@@ -72,6 +73,7 @@ struct TestCollateralDescription {
     private static func status(_ value: Any?, _ name: String) throws -> String {
         guard let text = value as? String, TCBStatus(rawValue: text) != nil else {
             throw SoftwareTEEError(
+                .tcbLevels,
                 "\(name).status must be one of \(TCBStatus.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         return text
@@ -80,14 +82,18 @@ struct TestCollateralDescription {
     private static func dated(_ level: inout [String: Any], _ item: [String: Any]) throws {
         level["tcbDate"] = item["tcbDate"] ?? defaultDate
         if let advisories = item["advisories"] {
-            guard let ids = advisories as? [String] else { throw SoftwareTEEError("advisories must be strings") }
+            guard let ids = advisories as? [String] else {
+                throw SoftwareTEEError(.tcbLevels, "advisories must be strings")
+            }
             if !ids.isEmpty { level["advisoryIDs"] = ids }
         }
     }
 
     /// A platform level from the description's shorthand (or Intel's form).
     static func platformLevel(_ item: Any) throws -> [String: Any] {
-        guard let item = item as? [String: Any] else { throw SoftwareTEEError("a TCB level must be an object") }
+        guard let item = item as? [String: Any] else {
+            throw SoftwareTEEError(.tcbLevels, "a TCB level must be an object")
+        }
         if item["tcb"] != nil { return item }
         var level: [String: Any] = [
             "tcb": [
@@ -103,9 +109,11 @@ struct TestCollateralDescription {
 
     /// A module or QE level: `isvsvn`, `status`, `advisories`, `tcbDate`.
     static func isvLevel(_ item: Any) throws -> [String: Any] {
-        guard let item = item as? [String: Any] else { throw SoftwareTEEError("a level must be an object") }
+        guard let item = item as? [String: Any] else { throw SoftwareTEEError(.tcbLevels, "a level must be an object") }
         if item["tcb"] != nil { return item }
-        guard let svn = item["isvsvn"] as? Int else { throw SoftwareTEEError("a module or QE level needs isvsvn") }
+        guard let svn = item["isvsvn"] as? Int else {
+            throw SoftwareTEEError(.tcbLevels, "a module or QE level needs isvsvn")
+        }
         var level: [String: Any] = ["tcb": ["isvsvn": svn], "tcbStatus": try status(item["status"], "a level")]
         try dated(&level, item)
         return level
@@ -123,7 +131,7 @@ struct TestCollateralDescription {
         var levels: [[String: Any]]
         if let given = root["tcbLevels"] {
             guard let list = given as? [Any], !list.isEmpty else {
-                throw SoftwareTEEError("tcbLevels must be a non-empty list")
+                throw SoftwareTEEError(.tcbLevels, "tcbLevels must be a non-empty list")
             }
             levels = try list.map(Self.platformLevel)
         } else {
@@ -147,10 +155,12 @@ struct TestCollateralDescription {
         ]
         if let given = root["tdxModuleIdentities"] {
             guard let list = given as? [[String: Any]] else {
-                throw SoftwareTEEError("tdxModuleIdentities must be a list of objects")
+                throw SoftwareTEEError(.tcbLevels, "tdxModuleIdentities must be a list of objects")
             }
             identities = try list.map { item in
-                guard let id = item["id"] as? String else { throw SoftwareTEEError("a module identity needs an id") }
+                guard let id = item["id"] as? String else {
+                    throw SoftwareTEEError(.tcbLevels, "a module identity needs an id")
+                }
                 let levels = try ((item["levels"] ?? item["tcbLevels"]) as? [Any] ?? []).map(Self.isvLevel)
                 return Self.module(item).merging(["id": id, "tcbLevels": levels]) { $1 }
             }
@@ -173,7 +183,7 @@ struct TestCollateralDescription {
         var levels = [try Self.isvLevel(["isvsvn": Int(TestPlatform.qeISVSVN), "status": "UpToDate"])]
         if let given = root["qeLevels"] {
             guard let list = given as? [Any], !list.isEmpty else {
-                throw SoftwareTEEError("qeLevels must be a non-empty list")
+                throw SoftwareTEEError(.tcbLevels, "qeLevels must be a non-empty list")
             }
             levels = try list.map(Self.isvLevel)
         }
@@ -191,7 +201,9 @@ struct TestCollateralDescription {
     private static func override(_ document: [String: Any], with changes: Any?, _ name: String) throws -> [String: Any]
     {
         guard let changes else { return document }
-        guard let fields = changes as? [String: Any] else { throw SoftwareTEEError("\(name) must be an object") }
+        guard let fields = changes as? [String: Any] else {
+            throw SoftwareTEEError(.tcbLevels, "\(name) must be an object")
+        }
         var out = document
         for (key, value) in fields { out[key] = value is NSNull ? nil : value }
         return out

@@ -46,12 +46,12 @@ public enum KMSServer {
         let anchor: TrustAnchor
         if let path = configuration.trustAnchorFile {
             guard let bytes = FileManager.default.contents(atPath: path) else {
-                throw KMSConfigurationError(variable: "TRUST_ANCHOR", reason: "cannot read \(path)")
+                throw KMSConfigurationError(.unreadable, "TRUST_ANCHOR: cannot read \(path)")
             }
             do {
                 anchor = try TrustAnchor(bytes: Array(bytes))
             } catch {
-                throw KMSConfigurationError(variable: "TRUST_ANCHOR", reason: error.reason)
+                throw KMSConfigurationError(.content, "TRUST_ANCHOR: \(error.reason)")
             }
             logger.warning("trust anchor from TRUST_ANCHOR, not Intel's SGX root CA", metadata: ["file": "\(path)"])
         } else {
@@ -108,7 +108,7 @@ public enum KMSServer {
                 server = try .tls(.http1(), tlsConfiguration: tls)
             } catch {
                 throw KMSConfigurationError(
-                    variable: "TLS_CERT", reason: "cannot load the TLS certificate or key: \(error)")
+                    .content, "TLS_CERT: cannot load the TLS certificate or key: \(error)")
             }
             scheme = "https"
         } else {

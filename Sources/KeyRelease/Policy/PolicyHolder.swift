@@ -27,26 +27,24 @@ public final class PolicyHolder: Sendable {
     /// failure the previous one stays and the reason is returned.
     @discardableResult
     public func reload() -> Result<Void, PolicyError> {
-        guard let path else { return .failure(PolicyError("no POLICY_FILE configured")) }
+        guard let path else { return .failure(PolicyError(.notConfigured, "no POLICY_FILE configured")) }
         let stamp = FileStamp(path: path)
-        do {
+        do throws(PolicyError) {
             let data: Data
             do {
                 data = try Data(contentsOf: URL(fileURLWithPath: path))
             } catch {
-                throw PolicyError("cannot read POLICY_FILE \(path)")
+                throw PolicyError(.unreadable, "cannot read POLICY_FILE \(path)")
             }
             let policy = try AttestationPolicy(json: data)
             state.withLock { $0 = (policy, nil, stamp) }
             return .success(())
-        } catch let error as PolicyError {
+        } catch {
             state.withLock {
                 $0.lastError = error.reason
                 $0.stamp = stamp
             }
             return .failure(error)
-        } catch {
-            return .failure(PolicyError("\(error)"))
         }
     }
 

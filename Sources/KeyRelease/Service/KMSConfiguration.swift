@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackCore
 import RedisClient
 
 /// The KMS's settings, read from environment variables (the flags of
@@ -63,8 +64,7 @@ public struct KMSConfiguration: Sendable, Equatable {
             guard let raw = value(name) else { return nil }
             guard let number = Int(raw), range.contains(number) else {
                 throw KMSConfigurationError(
-                    variable: name,
-                    reason: "must be a whole number from \(range.lowerBound) to \(range.upperBound)"
+                    .value, "\(name): must be a whole number from \(range.lowerBound) to \(range.upperBound)"
                 )
             }
             return number
@@ -72,7 +72,7 @@ public struct KMSConfiguration: Sendable, Equatable {
         if let listen = value("LISTEN_ADDR") {
             guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
                 (0...65535).contains(port), colon != listen.startIndex
-            else { throw KMSConfigurationError(variable: "LISTEN_ADDR", reason: "must be host:port") }
+            else { throw KMSConfigurationError(.value, "LISTEN_ADDR: must be host:port") }
             listenHost = String(listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
             listenPort = port
         }
@@ -82,14 +82,14 @@ public struct KMSConfiguration: Sendable, Equatable {
             do {
                 redis = try RedisConfiguration(url: url)
             } catch {
-                throw KMSConfigurationError(variable: "REDIS_URL", reason: error.reason)
+                throw KMSConfigurationError(.value, "REDIS_URL: \(error.reason)")
             }
             redis?.pipelinedConnections = try integer("REDIS_PIPELINED_CONNECTIONS", in: 0...64) ?? 0
         }
         policyFile = value("POLICY_FILE")
         if let kind = value("KEY_PROVIDER") {
             guard let parsed = KeyProviderKind(rawValue: kind) else {
-                throw KMSConfigurationError(variable: "KEY_PROVIDER", reason: "must be local or dstack")
+                throw KMSConfigurationError(.value, "KEY_PROVIDER: must be local or dstack")
             }
             keyProvider = parsed
         }
@@ -97,7 +97,7 @@ public struct KMSConfiguration: Sendable, Equatable {
         dstackSocketPath = value("DSTACK_SOCKET_PATH") ?? dstackSocketPath
         if let prefix = value("KEY_NAMESPACE_PREFIX") {
             guard !prefix.hasSuffix("/") else {
-                throw KMSConfigurationError(variable: "KEY_NAMESPACE_PREFIX", reason: "must not end with '/'")
+                throw KMSConfigurationError(.value, "KEY_NAMESPACE_PREFIX: must not end with '/'")
             }
             keyNamespacePrefix = prefix
         }
@@ -106,19 +106,18 @@ public struct KMSConfiguration: Sendable, Equatable {
         pccsURL = value("PCCS_URL")
         if let pccsURL {
             guard collateralDirectory == nil else {
-                throw KMSConfigurationError(variable: "PCCS_URL", reason: "give PCCS_URL or COLLATERAL_DIR, not both")
+                throw KMSConfigurationError(
+                    .combination, "PCCS_URL: give PCCS_URL or COLLATERAL_DIR, not both")
             }
             guard let url = URL(string: pccsURL), url.scheme == "http" || url.scheme == "https", url.host != nil else {
-                throw KMSConfigurationError(variable: "PCCS_URL", reason: "\(pccsURL) is not an http(s) URL")
+                throw KMSConfigurationError(.value, "PCCS_URL: \(pccsURL) is not an http(s) URL")
             }
         }
         tlsCertificateFile = value("TLS_CERT")
         tlsKeyFile = value("TLS_KEY")
         if (tlsCertificateFile == nil) != (tlsKeyFile == nil) {
-            throw KMSConfigurationError(
-                variable: tlsCertificateFile == nil ? "TLS_CERT" : "TLS_KEY",
-                reason: "TLS_CERT and TLS_KEY must be given together"
-            )
+            let missing = tlsCertificateFile == nil ? "TLS_CERT" : "TLS_KEY"
+            throw KMSConfigurationError(.combination, "\(missing): TLS_CERT and TLS_KEY must be given together")
         }
         // POLICY_FILE may not exist yet: the KMS starts, answers 503
         // PolicyNotReady, and loads it when it appears.
@@ -126,22 +125,36 @@ public struct KMSConfiguration: Sendable, Equatable {
             ("TRUST_ANCHOR", trustAnchorFile), ("TLS_CERT", tlsCertificateFile), ("TLS_KEY", tlsKeyFile),
         ] {
             if let path, !FileManager.default.isReadableFile(atPath: path) {
-                throw KMSConfigurationError(variable: name, reason: "cannot read \(path)")
+                throw KMSConfigurationError(.unreadable, "\(name): cannot read \(path)")
             }
         }
         if let directory = collateralDirectory {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue
             else {
-                throw KMSConfigurationError(variable: "COLLATERAL_DIR", reason: "\(directory) is not a directory")
+                throw KMSConfigurationError(.unreadable, "COLLATERAL_DIR: \(directory) is not a directory")
             }
         }
     }
 }
 
-/// A configuration value that cannot be used, naming its variable.
-public struct KMSConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
-    public let variable: String
-    public let reason: String
-    public var description: String { "\(variable): \(reason)" }
+/// A configuration value that cannot be used. The reason starts with the
+/// variable's name: `LISTEN_ADDR: must be host:port`.
+public typealias KMSConfigurationError = CodedError<KMSConfigurationErrorCode>
+
+/// The codes of ``KMSConfigurationError``.
+public struct KMSConfigurationErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// A variable's value has the wrong form or is out of range.
+    public static let value = KMSConfigurationErrorCode("KMS-CONFIG-VALUE")
+    /// Variables that go together or exclude each other: `PCCS_URL` with
+    /// `COLLATERAL_DIR`, `TLS_CERT` without `TLS_KEY`.
+    public static let combination = KMSConfigurationErrorCode("KMS-CONFIG-COMBINATION")
+    /// A file or directory a variable names cannot be read, or is not a directory.
+    public static let unreadable = KMSConfigurationErrorCode("KMS-CONFIG-UNREADABLE")
+    /// A file a variable names is read but cannot be used: `TRUST_ANCHOR` is
+    /// not a certificate, `TLS_CERT` or `TLS_KEY` does not load.
+    public static let content = KMSConfigurationErrorCode("KMS-CONFIG-CONTENT")
 }

@@ -258,6 +258,9 @@ struct LrtqShareCollector: Sendable {
 
     var isComplete: Bool { shares.count >= threshold }
 
+    /// What to ask `peer` for when it connects: its LRTQ share, unless it sent one.
+    func request(for peer: PlatformId) -> Message.Kind? { senders.contains(peer) ? nil : .getLrtqShare }
+
     /// Exactly K shares, in x order.
     var orderedShares: [Share] {
         Array(shares.values.sorted { $0.x < $1.x }.prefix(threshold))

@@ -11,35 +11,14 @@ extension Node {
     public mutating func connected(_ peer: PlatformId) {
         connectedPeers.insert(peer)
         guard persistentState.expunged == nil else { return }
+        let requests: [Message.Kind?]
         switch state {
-        case .idle:
-            break
-        case .coordinating(let coordinator):
-            switch coordinator.phase {
-            case .collectingShares(let collecting):
-                let old = collecting.collector.configuration
-                if old.members[peer] != nil, collecting.collector.shares[peer] == nil {
-                    send(.getShare(old.epoch), to: peer)
-                }
-            case .collectingLrtqShares(let collecting):
-                if coordinator.request.members.contains(peer), !collecting.collector.senders.contains(peer) {
-                    send(.getLrtqShare, to: peer)
-                }
-            case .preparing(let preparing):
-                if let share = preparing.shares[peer], !preparing.acked.contains(peer) {
-                    send(.prepare(preparing.configuration, share), to: peer)
-                }
-            }
-        case .computingShare(let collector):
-            if collector.configuration.members[peer] != nil, collector.shares[peer] == nil {
-                send(.getShare(collector.configuration.epoch), to: peer)
-            }
+        case .idle: requests = []
+        case .coordinating(let coordinator): requests = [coordinator.request(for: peer)]
+        case .computingShare(let computation): requests = [computation.request(for: peer)]
         }
-        if let loader, loader.configuration.members[peer] != nil, loader.shares[peer] == nil {
-            send(.getShare(loader.configuration.epoch), to: peer)
-        }
-        if let lrtqLoader, !lrtqLoader.senders.contains(peer) {
-            send(.getLrtqShare, to: peer)
+        for case let kind? in requests + [loader?.request(for: peer), lrtqLoader?.request(for: peer)] {
+            send(kind, to: peer)
         }
     }
 
@@ -99,11 +78,8 @@ extension Node {
     }
 
     mutating func receivedPrepareAck(from: PlatformId, _ epoch: Epoch) {
-        guard case .coordinating(var coordinator) = state, case .preparing(var preparing) = coordinator.phase,
-            preparing.configuration.epoch == epoch, preparing.configuration.members[from] != nil
-        else { return }
-        preparing.acked.insert(from)
-        coordinator.phase = .preparing(preparing)
+        guard case .coordinating(var coordinator) = state else { return }
+        coordinator.receivedAck(of: epoch, from: from)
         state = .coordinating(coordinator)
     }
 
@@ -135,31 +111,24 @@ extension Node {
         case .idle:
             break
         case .coordinating(var coordinator):
-            if case .collectingShares(var collecting) = coordinator.phase,
-                collecting.collector.configuration.epoch == epoch
-            {
-                collecting.collector.shares[from] = share
-                if collecting.collector.isComplete {
-                    finishCollecting(coordinator.request, collecting)
-                } else {
-                    coordinator.phase = .collectingShares(collecting)
-                    state = .coordinating(coordinator)
-                }
+            switch coordinator.received(share, of: epoch, from: from) {
+            case .ignored: break
+            case .collecting: state = .coordinating(coordinator)
+            case .finished(let collecting): finishCollecting(coordinator.request, collecting)
             }
-        case .computingShare(var collector):
-            if collector.configuration.epoch == epoch {
-                collector.shares[from] = share
-                if collector.isComplete {
-                    finishComputingShare(collector)
-                } else {
-                    state = .computingShare(collector)
-                }
+        case .computingShare(var computation):
+            switch computation.received(share, of: epoch, from: from) {
+            case .ignored: break
+            case .collecting: state = .computingShare(computation)
+            case .finished(let computed): finishComputingShare(epoch: epoch, computed)
             }
         }
-        if var loader, loader.configuration.epoch == epoch {
-            loader.shares[from] = share
-            self.loader = loader
-            if loader.isComplete { finishLoading(loader) }
+        if var loader {
+            switch loader.received(share, of: epoch, from: from) {
+            case .ignored: break
+            case .collecting: self.loader = loader
+            case .finished(let combined): finishLoading(epoch: epoch, combined)
+            }
         }
     }
 
@@ -184,13 +153,13 @@ extension Node {
     mutating func receivedLrtqShare(from: PlatformId, _ share: Share) {
         guard let lrtq = persistentState.lrtq else { return }  // left LRTQ, or never in it
         var rejected = false
-        if case .coordinating(var coordinator) = state, case .collectingLrtqShares(var collecting) = coordinator.phase {
-            rejected = collecting.collector.add(share, from: from, lrtq: lrtq) == .rejected
-            if collecting.collector.isComplete {
-                finishCollectingLrtq(coordinator.request, collecting)
-            } else {
-                coordinator.phase = .collectingLrtqShares(collecting)
-                state = .coordinating(coordinator)
+        if case .coordinating(var coordinator) = state {
+            let (refused, progress) = coordinator.receivedLrtqShare(share, from: from, lrtq: lrtq)
+            rejected = refused
+            switch progress {
+            case .ignored: break
+            case .collecting: state = .coordinating(coordinator)
+            case .finished(let collecting): finishCollectingLrtq(coordinator.request, collecting)
             }
         }
         if var lrtqLoader {

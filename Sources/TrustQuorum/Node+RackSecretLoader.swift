@@ -36,13 +36,10 @@ extension Node {
         guard let ownShare = persistentState.shares[latestEpoch] else {
             return nil  // still computing our share
         }
-        if loader?.configuration.epoch != latestEpoch {
-            var collector = ShareCollector(configuration: latest)
-            collector.shares[platformId] = ownShare
-            loader = collector
-            for peer in latest.sortedMembers where peer != platformId && connectedPeers.contains(peer) {
-                send(.getShare(latestEpoch), to: peer)
-            }
+        if loader?.epoch != latestEpoch {
+            let started = RackSecretLoader(configuration: latest, ownShare: ownShare, platformId: platformId)
+            loader = started
+            ask(latest.sortedMembers, started.request(for:))
         }
         return nil
     }
@@ -55,7 +52,7 @@ extension Node {
             _ = collector.add(lrtq.share, from: platformId, lrtq: lrtq)
             lrtqLoader = collector
             output.warnings.append(.lrtqDeprecated(.unlocking))
-            for peer in connectedPeers.sorted() { send(.getLrtqShare, to: peer) }
+            ask(connectedPeers.sorted(), collector.request(for:))
         }
         return nil
     }
@@ -81,15 +78,13 @@ extension Node {
         return secret
     }
 
-    mutating func finishLoading(_ collector: ShareCollector) {
+    mutating func finishLoading(epoch: Epoch, _ combined: Result<RackSecret, SecretSharingError>) {
         loader = nil
-        let config = collector.configuration
-        do {
-            let combined = try Shamir.combine(collector.orderedShares, threshold: config.threshold)
-            guard let secret = RackSecret(combined) else { throw SecretSharingError.emptySecret }
-            secretCache[config.epoch] = secret
-        } catch {
-            output.alarms.append(.rackSecretReconstructionFailed(epoch: config.epoch, reason: "\(error)"))
+        switch combined {
+        case .success(let secret):
+            secretCache[epoch] = secret
+        case .failure(let error):
+            output.alarms.append(.rackSecretReconstructionFailed(epoch: epoch, reason: "\(error)"))
         }
     }
 }

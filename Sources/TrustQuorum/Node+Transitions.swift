@@ -22,7 +22,7 @@ extension Node {
         }
         highestEpochSeen = max(highestEpochSeen ?? epoch, epoch)
         output.persistentStateChanged = true
-        if let loading = loader?.configuration.epoch, loading < epoch { loader = nil }
+        if let loading = loader?.epoch, loading < epoch { loader = nil }
         if persistentState.lrtq != nil {
             // The first committed trust-quorum configuration: LRTQ is left for
             // good. Epoch 1 is read from the chain from now on.
@@ -39,14 +39,13 @@ extension Node {
             if (coordinator.request.lastCommitted?.epoch ?? Epoch(0)) < epoch || coordinator.request.epoch <= epoch {
                 state = .idle
             }
-        case .computingShare(let collector):
-            if collector.configuration.epoch < epoch { state = .idle }
+        case .computingShare(let computation):
+            if computation.epoch < epoch { state = .idle }
         }
         if persistentState.shares[epoch] == nil {
-            state = .computingShare(ShareCollector(configuration: config))
-            for peer in config.sortedMembers where peer != platformId && connectedPeers.contains(peer) {
-                send(.getShare(epoch), to: peer)
-            }
+            let computation = ShareComputation(configuration: config, platformId: platformId)
+            state = .computingShare(computation)
+            ask(config.sortedMembers, computation.request(for:))
         }
     }
 
@@ -54,11 +53,7 @@ extension Node {
         let old = collecting.collector.configuration
         let oldSecret: RackSecret
         do {
-            let combined = try Shamir.combine(collecting.collector.orderedShares, threshold: old.threshold)
-            guard let secret = RackSecret(combined) else {
-                throw SecretSharingError.emptySecret
-            }
-            oldSecret = secret
+            oldSecret = try collecting.collector.combine()
         } catch {
             output.alarms.append(.rackSecretReconstructionFailed(epoch: old.epoch, reason: "\(error)"))
             state = .idle
@@ -148,34 +143,22 @@ extension Node {
         output.persistentStateChanged = true
         var others = shares
         others[platformId] = nil
-        state = .coordinating(
-            Coordinator(
-                request: request,
-                phase: .preparing(Preparing(configuration: config, shares: others, acked: [platformId]))
-            )
+        let coordinator = Coordinator(
+            request: request,
+            phase: .preparing(Preparing(configuration: config, shares: others, acked: [platformId]))
         )
-        for peer in config.sortedMembers where peer != platformId && connectedPeers.contains(peer) {
-            send(.prepare(config, others[peer]!), to: peer)
-        }
+        state = .coordinating(coordinator)
+        ask(config.sortedMembers, coordinator.request(for:))
     }
 
-    mutating func finishComputingShare(_ collector: ShareCollector) {
-        let config = collector.configuration
+    mutating func finishComputingShare(epoch: Epoch, _ computed: Result<Share, ShareComputationFailure>) {
         state = .idle
-        // We are a member: commit(configuration:) only starts a computation for configurations listing us.
-        let x = config.xCoordinate(of: platformId)!
-        do {
-            let share = try Shamir.recompute(at: x, from: collector.orderedShares, threshold: config.threshold)
-            guard config.validates(share, from: platformId) else {
-                output.alarms.append(
-                    .shareComputationFailed(epoch: config.epoch, reason: "the computed share does not match our digest")
-                )
-                return
-            }
-            persistentState.shares[config.epoch] = share
+        switch computed {
+        case .success(let share):
+            persistentState.shares[epoch] = share
             output.persistentStateChanged = true
-        } catch {
-            output.alarms.append(.shareComputationFailed(epoch: config.epoch, reason: "\(error)"))
+        case .failure(let failure):
+            output.alarms.append(.shareComputationFailed(epoch: epoch, reason: failure.reason))
         }
     }
 }

@@ -30,7 +30,7 @@ public struct Node: Sendable {
 
     var state: State = .idle
     var connectedPeers: Set<PlatformId> = []
-    var loader: ShareCollector?
+    var loader: RackSecretLoader?
     var lrtqLoader: LrtqShareCollector?
     var secretCache: [Epoch: RackSecret] = [:]
     var chainOpenedAt: Epoch?
@@ -42,7 +42,7 @@ public struct Node: Sendable {
     enum State: Sendable {
         case idle
         case coordinating(Coordinator)
-        case computingShare(ShareCollector)
+        case computingShare(ShareComputation)
     }
 
     /// A node starting (or restarting) from its persisted state.
@@ -70,7 +70,7 @@ public struct Node: Sendable {
             return
         }
         if persistentState.shares[latest] == nil {
-            state = .computingShare(ShareCollector(configuration: config))
+            state = .computingShare(ShareComputation(configuration: config, platformId: platformId))
         }
     }
 
@@ -104,7 +104,7 @@ public struct Node: Sendable {
 
     /// The epoch whose share this node is computing, if any.
     public var computingShareEpoch: Epoch? {
-        if case .computingShare(let collector) = state { return collector.configuration.epoch }
+        if case .computingShare(let computation) = state { return computation.epoch }
         return nil
     }
 
@@ -147,17 +147,14 @@ public struct Node: Sendable {
         let salt = random.bytes(EncryptedRackSecrets.saltByteCount)
         var collector = ShareCollector(configuration: last)
         collector.shares[platformId] = persistentState.shares[last.epoch]!
-        state = .coordinating(
-            Coordinator(
-                request: validated,
-                phase: .collectingShares(
-                    CollectingShares(collector: collector, newSecret: secret, salt: salt, newShares: newShares)
-                )
+        let coordinator = Coordinator(
+            request: validated,
+            phase: .collectingShares(
+                CollectingShares(collector: collector, newSecret: secret, salt: salt, newShares: newShares)
             )
         )
-        for peer in last.sortedMembers where peer != platformId && connectedPeers.contains(peer) {
-            send(.getShare(last.epoch), to: peer)
-        }
+        state = .coordinating(coordinator)
+        ask(last.sortedMembers, coordinator.request(for:))
     }
 
     /// Starts coordinating the upgrade of this legacy (LRTQ) rack to the trust
@@ -189,17 +186,14 @@ public struct Node: Sendable {
         let salt = random.bytes(EncryptedRackSecrets.saltByteCount)
         var collector = LrtqShareCollector(threshold: lrtq.threshold)
         _ = collector.add(lrtq.share, from: platformId, lrtq: lrtq)
-        state = .coordinating(
-            Coordinator(
-                request: validated,
-                phase: .collectingLrtqShares(
-                    CollectingLrtqShares(collector: collector, newSecret: secret, salt: salt, newShares: newShares)
-                )
+        let coordinator = Coordinator(
+            request: validated,
+            phase: .collectingLrtqShares(
+                CollectingLrtqShares(collector: collector, newSecret: secret, salt: salt, newShares: newShares)
             )
         )
-        for peer in validated.members.sorted() where peer != platformId && connectedPeers.contains(peer) {
-            send(.getLrtqShare, to: peer)
-        }
+        state = .coordinating(coordinator)
+        ask(validated.members.sorted(), coordinator.request(for:))
     }
 
     /// Hands one of this node's spare LRTQ shares to a node being added
@@ -253,6 +247,14 @@ public struct Node: Sendable {
         }
         if let latest = persistentState.latestCommittedEpoch, epoch <= latest { return }
         commit(configuration: configuration)
+    }
+
+    /// Sends each of `peers` that is connected (never this node itself), in
+    /// order, what `request` asks of it.
+    mutating func ask(_ peers: [PlatformId], _ request: (PlatformId) -> Message.Kind?) {
+        for peer in peers where peer != platformId && connectedPeers.contains(peer) {
+            if let kind = request(peer) { send(kind, to: peer) }
+        }
     }
 
     mutating func send(_ kind: Message.Kind, to peer: PlatformId) {

@@ -165,6 +165,7 @@ var targets: [Target] = [
             "KeyrackLab",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "X509", package: "swift-certificates"),
             "TrustQuorum",
             "Simulation",

@@ -9,7 +9,7 @@ struct BenchCommand: ParsableCommand {
         subcommands: [ShamirBench.self, VerifyBench.self, KMSBench.self, RackBench.self]
     )
 
-    struct ShamirBench: ParsableCommand {
+    struct ShamirBench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "shamir",
             abstract: "Median time of split, combine and recompute.",
@@ -28,8 +28,8 @@ struct BenchCommand: ParsableCommand {
         @Option(help: "Operations per timed batch.") var batch = 64
         @Flag(help: "Print one JSON object.") var json = false
 
-        func run() throws {
-            try reportingFailures {
+        func run() async throws {
+            try await reportingAsyncFailures {
                 guard samples > 0, batch > 0 else { throw CommandFailure("--samples and --batch must be positive") }
                 var random = SystemRandomSource()
                 let secret = random.secretBytes(secretBytes)
@@ -38,13 +38,13 @@ struct BenchCommand: ParsableCommand {
                 let target = made[threshold % made.count].x
 
                 var sink = 0
-                let split = try medianNanoseconds(samples: samples, batch: batch) {
+                let split = try await medianNanoseconds(samples: samples, batch: batch) {
                     sink &+= try Shamir.split(secret, threshold: threshold, shares: shares).count
                 }
-                let combine = try medianNanoseconds(samples: samples, batch: batch) {
+                let combine = try await medianNanoseconds(samples: samples, batch: batch) {
                     sink &+= try Shamir.combine(basis, threshold: threshold).count
                 }
-                let recompute = try medianNanoseconds(samples: samples, batch: batch) {
+                let recompute = try await medianNanoseconds(samples: samples, batch: batch) {
                     sink &+= try Shamir.recompute(at: target, from: basis, threshold: threshold).count
                 }
                 precondition(sink != 0)
@@ -86,14 +86,14 @@ struct BenchCommand: ParsableCommand {
 
 /// Runs `body` `batch` times per sample after a warm-up of as many samples,
 /// and returns the median over samples of the nanoseconds per operation.
-func medianNanoseconds(samples: Int, batch: Int, _ body: () throws -> Void) rethrows -> Int {
+func medianNanoseconds(samples: Int, batch: Int, _ body: () async throws -> Void) async rethrows -> Int {
     let clock = ContinuousClock()
-    for _ in 0..<(max(samples / 4, 1) * batch) { try body() }
+    for _ in 0..<(max(samples / 4, 1) * batch) { try await body() }
     var perOperation: [Double] = []
     perOperation.reserveCapacity(samples)
     for _ in 0..<samples {
         let start = clock.now
-        for _ in 0..<batch { try body() }
+        for _ in 0..<batch { try await body() }
         let elapsed = clock.now - start
         let nanoseconds = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
         perOperation.append(nanoseconds / Double(batch))

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import KeyrackCore
 import KeyrackLab
@@ -7,6 +6,7 @@ import Logging
 import NodeAgent
 import SecretSharing
 import TrustQuorum
+import UnixSignals
 
 #if canImport(Glibc)
     import Glibc
@@ -78,37 +78,24 @@ final class RackDemo {
         } catch {
             return "cannot create the rack: \(error)"
         }
-        // Interrupted (Ctrl-C, SIGTERM): stop the nodes and remove the files before exiting.
+        // Interrupted (Ctrl-C, SIGTERM): stop the nodes and remove the files
+        // before exiting. A child task watches the signals while this task
+        // runs the steps; it is cancelled when they end.
         let registry = rack.processIdentifiers
         let root = directory
         let keep = keep
-        let interrupted = [SIGINT, SIGTERM].map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler {
-                registry.signalAll(SIGKILL)
-                if !keep { try? FileManager.default.removeItem(at: root) }
-                writeStandardError("keyrack demo: interrupted; stopped the nodes\n")
-                exit(130)
+        let failure = await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+                    registry.signalAll(SIGKILL)
+                    if !keep { try? FileManager.default.removeItem(at: root) }
+                    writeStandardError("keyrack demo: interrupted; stopped the nodes\n")
+                    exit(130)
+                }
             }
-            source.resume()
-            return source
-        }
-        defer { for source in interrupted { source.cancel() } }
-        out.say("A manufacturing CA, 6 device identities (Ed25519, software root of trust) and node configurations;")
-        out.say("peers attest inside TLS with a measurement log signed by their root of trust, and the policy")
-        out.say("(enforced) admits exactly this keyrack executable.")
-        prepareLuks(rack)
-        var failure: String?
-        do {
-            try await steps(rack)
-        } catch {
-            failure = "\(error)"
-            out.say("FAILED: \(error)")
-            for member in rack.members {
-                let tail = rack.logTail(member.index, lines: 4)
-                if !tail.isEmpty { out.say("--- \(member.platform) log tail ---\n\(tail)") }
-            }
+            let failure = await runSteps(rack)
+            group.cancelAll()
+            return failure
         }
         await rack.stopAll()
         printTable()
@@ -116,6 +103,25 @@ final class RackDemo {
             out.say("skipped: the LUKS2 volume steps (cryptsetup is not installed: apt-get install cryptsetup-bin)")
         }
         return failure
+    }
+
+    /// The steps proper, with the log tails of every node on a failure.
+    private func runSteps(_ rack: LocalRack) async -> String? {
+        out.say("A manufacturing CA, 6 device identities (Ed25519, software root of trust) and node configurations;")
+        out.say("peers attest inside TLS with a measurement log signed by their root of trust, and the policy")
+        out.say("(enforced) admits exactly this keyrack executable.")
+        prepareLuks(rack)
+        do {
+            try await steps(rack)
+            return nil
+        } catch {
+            out.say("FAILED: \(error)")
+            for member in rack.members {
+                let tail = rack.logTail(member.index, lines: 4)
+                if !tail.isEmpty { out.say("--- \(member.platform) log tail ---\n\(tail)") }
+            }
+            return "\(error)"
+        }
     }
 
     /// Makes node 1's disk data0 a LUKS2 image with a passphrase (bound to the rack in step 1), if cryptsetup is here.

@@ -4,7 +4,7 @@ import Foundation
 
 /// `keyrack bench verify`: median time of one quote verification with empty
 /// and with warm caches.
-struct VerifyBench: ParsableCommand {
+struct VerifyBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Median microseconds per quote verification, with empty caches (cold) and warm caches (warm).",
@@ -31,13 +31,13 @@ struct VerifyBench: ParsableCommand {
     @Option(help: "How many timed samples (the median is over these).") var samples = 201
     @Flag(help: "Print one JSON object.") var json = false
     @Flag(help: .hidden) var breakdown = false
-    @Flag(help: "Let cold verifications check the PCK chain on a second core (QuoteVerifier's parallel option).")
+    @Flag(help: "Let cold verifications check the PCK chain in a child task, on a second core (verifyConcurrently).")
     var parallel = false
     @Flag(help: "Also time dcap-qvl 0.7.0 (pip install dcap-qvl==0.7.0) on the same inputs and print the ratios.")
     var againstDcapQvl = false
 
-    func run() throws {
-        try reportingFailures {
+    func run() async throws {
+        try await reportingAsyncFailures {
             guard samples > 0 else { throw CommandFailure("--samples must be positive") }
             let (bytes, collateral, anchor) = try loadVerificationInputs(
                 quote: quote, collateral: collateral, trustAnchor: trustAnchor)
@@ -49,21 +49,26 @@ struct VerifyBench: ParsableCommand {
             }
             if breakdown {
                 for (name, part) in try BenchmarkParts.parts(quote: bytes, collateral: collateral, anchor: anchor) {
-                    let ns = try medianNanoseconds(samples: 51, batch: 8) { try part() }
+                    let ns = try await medianNanoseconds(samples: 51, batch: 8) { try part() }
                     try writeStandardOutput("\(name): \(ns / 1000) µs\n")
                 }
             }
             var sink = 0
-            let cold = try medianNanoseconds(samples: samples, batch: 1) {
-                let verifier = QuoteVerifier(trustAnchor: anchor, cache: VerificationCache(), parallel: parallel)
-                sink &+= try verifier.verify(quote: bytes, collateral: collateral, now: now).advisoryIDs.count + 1
+            let cold = try await medianNanoseconds(samples: samples, batch: 1) {
+                let verifier = QuoteVerifier(trustAnchor: anchor, cache: VerificationCache())
+                let verified =
+                    parallel
+                    ? try await verifier.verifyConcurrently(
+                        quote: try Quote(bytes: bytes), collateral: collateral, now: now)
+                    : try verifier.verify(quote: bytes, collateral: collateral, now: now)
+                sink &+= verified.advisoryIDs.count + 1
             }
             let collateralJSON = collateral.jsonData()
-            let decode = try medianNanoseconds(samples: max(samples / 4, 1), batch: 1) {
+            let decode = try await medianNanoseconds(samples: max(samples / 4, 1), batch: 1) {
                 sink &+= try Collateral(json: collateralJSON).rootCACRL.count
             }
             let warmVerifier = QuoteVerifier(trustAnchor: anchor)
-            let warm = try medianNanoseconds(samples: samples, batch: 16) {
+            let warm = try await medianNanoseconds(samples: samples, batch: 16) {
                 sink &+= try warmVerifier.verify(quote: bytes, collateral: collateral, now: now).advisoryIDs.count + 1
             }
             precondition(sink != 0)

@@ -56,7 +56,7 @@ struct ExpectedVerdictTests {
     @Test(
         "verdict at each of the three instants, sequential and with the parallel cold path",
         arguments: tdxCases, [false, true])
-    func verdicts(name: String, parallel: Bool) throws {
+    func verdicts(name: String, parallel: Bool) async throws {
         let expected = try #require(try TestData.expected()[name] as? [String: Any])
         let bytes = try TestData.bytes(try #require(expected["quote"] as? String))
         let collateral = try TestData.collateral(try #require(expected["collateral"] as? String))
@@ -64,25 +64,30 @@ struct ExpectedVerdictTests {
         #expect(instants.count == 3)
         for instant in instants {
             // A fresh cache per instant, so that each one is a cold verification.
-            let verifier = QuoteVerifier(parallel: parallel)
-            try check(instant, name: name, bytes: bytes, collateral: collateral, verifier: verifier)
+            let verifier = QuoteVerifier()
+            try await check(instant, name: name) { now in
+                parallel
+                    ? try await verifier.verifyConcurrently(
+                        quote: try Quote(bytes: bytes), collateral: collateral, now: now)
+                    : try verifier.verify(quote: bytes, collateral: collateral, now: now)
+            }
         }
     }
 
     private func check(
-        _ instant: [String: Any], name: String, bytes: [UInt8], collateral: Collateral, verifier: QuoteVerifier
-    ) throws {
+        _ instant: [String: Any], name: String, verify: (Int64) async throws -> VerifiedQuote
+    ) async throws {
         let now = Int64(try #require(instant["now"] as? Int))
         let label = instant["label"] as? String ?? "?"
         if instant["result"] as? String == "ok" {
-            let verified = try verifier.verify(quote: bytes, collateral: collateral, now: now)
+            let verified = try await verify(now)
             #expect(verified.status.rawValue == instant["status"] as? String, "\(name) \(label)")
             #expect(verified.advisoryIDs == instant["advisory_ids"] as? [String], "\(name) \(label)")
         } else {
             let text = try #require(instant["error"] as? String)
             let wanted = try #require(Self.expectedError(text), "unmapped dcap-qvl error: \(text)")
-            let error = #expect(throws: AttestationError.self, "\(name) \(label)") {
-                try verifier.verify(quote: bytes, collateral: collateral, now: now)
+            let error = await #expect(throws: AttestationError.self, "\(name) \(label)") {
+                try await verify(now)
             }
             #expect(error == wanted, "\(name) \(label): \(String(describing: error)) vs \(text)")
         }

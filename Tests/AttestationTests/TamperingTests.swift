@@ -78,19 +78,20 @@ struct TamperingTests {
     }
 
     @Test("each region of the quote, cold, with the parallel cold path: same steps")
-    func quoteRegionsParallel() throws {
+    func quoteRegionsParallel() async throws {
         let collateral = try #require(Self.collateral)
         for (name, offset, step) in try Self.quoteRegions() {
             var bytes = Self.quoteBytes
             let original = bytes[offset]
             bytes[offset] = (original >= 0x41 && original <= 0x5A) ? original ^ 0x02 : original ^ 0x01
-            let error = #expect(throws: AttestationError.self, "\(name)") {
-                try QuoteVerifier(parallel: true).verify(quote: bytes, collateral: collateral, now: TestData.v4Now)
+            let error = await #expect(throws: AttestationError.self, "\(name)") {
+                try await QuoteVerifier().verifyConcurrently(
+                    quote: try Quote(bytes: bytes), collateral: collateral, now: TestData.v4Now)
             }
             #expect(error?.step == step, "\(name): \(String(describing: error))")
         }
-        let good = try QuoteVerifier(parallel: true).verify(
-            quote: Self.quoteBytes, collateral: collateral, now: TestData.v4Now)
+        let good = try await QuoteVerifier().verifyConcurrently(
+            quote: try Quote(bytes: Self.quoteBytes), collateral: collateral, now: TestData.v4Now)
         #expect(good.status == .upToDate)
     }
 

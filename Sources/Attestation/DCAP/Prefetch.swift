@@ -1,36 +1,22 @@
 import Crypto
-import Dispatch
-import Synchronization
 
-/// Work on the quote's PCK chain that does not need the collateral, started
-/// on another core while the collateral is verified (only on a cold cache):
-/// decoding the chain, and checking its link signatures and the QE report
-/// signature into the signature cache. It decides nothing: the sequential
-/// verification that follows repeats every check, finding the signatures in
-/// the cache, so errors and their order are exactly as without it.
-final class PCKPrefetch: Sendable {
-    private let decoded = Mutex<Result<[ParsedCertificate], AttestationError>?>(nil)
-    private let done = DispatchSemaphore(value: 0)
-
-    init(quote: Quote, anchor: TrustAnchor, cache: VerificationCache) {
-        DispatchQueue.global(qos: .userInitiated).async { [self] in
-            let result = Result { () throws(AttestationError) in
-                try ChainVerifier.decode(
-                    quote.signatureData.pckChainPEM, step: .pckChain, name: "PCK", anchor: anchor)
-            }
-            if case .success(let chain) = result {
-                Self.warm(chain: chain, quote: quote, anchor: anchor, cache: cache)
-            }
-            decoded.withLock { $0 = result }
-            done.signal()
+/// Work on the quote's PCK chain that does not need the collateral, run as a
+/// child task of a cold ``QuoteVerifier/verifyConcurrently(quote:collateral:now:)``
+/// while the parent verifies the collateral: decoding the chain, and checking
+/// its link signatures and the QE report signature into the signature cache.
+/// It decides nothing: the sequential verification that follows repeats
+/// every check, finding the signatures in the cache, so errors and their
+/// order are exactly as without it.
+enum PCKPrefetch {
+    /// Decodes the chain and warms the cache; returns the decoded chain or why it did not decode.
+    static func decodeAndWarm(
+        quote: Quote, anchor: TrustAnchor, cache: VerificationCache
+    ) async -> Result<[ParsedCertificate], AttestationError> {
+        let result = Result { () throws(AttestationError) in
+            try ChainVerifier.decode(quote.signatureData.pckChainPEM, step: .pckChain, name: "PCK", anchor: anchor)
         }
-    }
-
-    /// Waits for the work and returns the decoded chain.
-    func chain() -> Result<[ParsedCertificate], AttestationError>? {
-        done.wait()
-        done.signal()
-        return decoded.withLock { $0 }
+        if case .success(let chain) = result { warm(chain: chain, quote: quote, anchor: anchor, cache: cache) }
+        return result
     }
 
     private static func warm(chain: [ParsedCertificate], quote: Quote, anchor: TrustAnchor, cache: VerificationCache) {

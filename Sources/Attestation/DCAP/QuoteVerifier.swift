@@ -37,31 +37,18 @@ public struct QuoteVerifier: Sendable {
     public let trustAnchor: TrustAnchor
     /// Verified intermediate results.
     public let cache: VerificationCache
-    /// Whether a cold verification checks the PCK chain's signatures on a
-    /// second core while it verifies the collateral (see ``init(trustAnchor:cache:parallel:allowServiceTD:)``).
-    public let parallel: Bool
     /// Whether TDs with service TDs are accepted: SERVTD_EXT set (TD 1.5
     /// bodies only) and a non-zero MRSERVICETD. Off by default.
     public let allowServiceTD: Bool
 
-    /// A verifier under `trustAnchor` (Intel's SGX root CA by default).
-    ///
-    /// With `parallel`, a verification that finds nothing in
-    /// the cache decodes the quote's PCK chain and checks its signatures and
-    /// the QE report signature on a Dispatch global queue while the calling
-    /// thread verifies the collateral, then waits for it. This only fills
-    /// the signature cache early: verdicts, failing steps and their order are
-    /// the same either way. Warm verifications run on the calling thread only.
-    /// It shortens cold verifications when a core is idle (about 470 → 370 µs
-    /// for the v4 test quote on the 2-core development machine) and lengthens
-    /// them when both cores are busy, so it is off by default.
+    /// A verifier under `trustAnchor` (Intel's SGX root CA by default),
+    /// keeping what it verified in `cache`.
     public init(
         trustAnchor: TrustAnchor = .intelSGXRootCA, cache: VerificationCache = VerificationCache(),
-        parallel: Bool = false, allowServiceTD: Bool = false
+        allowServiceTD: Bool = false
     ) {
         self.trustAnchor = trustAnchor
         self.cache = cache
-        self.parallel = parallel
         self.allowServiceTD = allowServiceTD
     }
 
@@ -81,24 +68,61 @@ public struct QuoteVerifier: Sendable {
     /// attributes.
     /// - Throws: ``AttestationError`` naming the step that failed.
     public func verify(quote: Quote, collateral: Collateral, now: Int64) throws(AttestationError) -> VerifiedQuote {
-        let collateralKey = Digest(parts: [collateral.digest.bytes[...], trustAnchor.digest[...]])
+        let collateralKey = Self.collateralKey(collateral, trustAnchor)
         let verifiedCollateral: VerifiedCollateral
-        var prefetch: PCKPrefetch? = nil
         if let known = cache.collateral(collateralKey) {
             verifiedCollateral = known
         } else {
-            if parallel { prefetch = PCKPrefetch(quote: quote, anchor: trustAnchor, cache: cache) }
-            do {
-                verifiedCollateral = try VerifiedCollateral.verify(
-                    collateral, key: collateralKey, anchor: trustAnchor, cache: cache)
-            } catch {
-                _ = prefetch?.chain()
-                throw error
-            }
+            verifiedCollateral = try VerifiedCollateral.verify(
+                collateral, key: collateralKey, anchor: trustAnchor, cache: cache)
             cache.store(verifiedCollateral, for: collateralKey)
         }
-        let pck = try pckChain(
-            quote, collateralKey: collateralKey, collateral: verifiedCollateral, decoded: prefetch?.chain())
+        return try finish(
+            quote, collateralKey: collateralKey, collateral: verifiedCollateral, decoded: nil, now: now)
+    }
+
+    /// Verifies `quote` exactly as the sequential `verify(quote:collateral:now:)`
+    /// does, using a second core when the cache is cold: a child task
+    /// decodes the quote's PCK chain and checks its link signatures and the
+    /// QE report signature into the signature cache while this task
+    /// verifies the collateral. The child decides nothing — the sequential
+    /// steps that follow repeat every check and find the signatures in the
+    /// cache — so verdicts, failing steps and their order are the same.
+    /// A warm verification runs in this task only.
+    ///
+    /// It shortens a cold verification when a core is idle and lengthens it
+    /// when both are busy (`keyrack bench verify --parallel` measures it),
+    /// which is why the KMS and the node call the sequential method.
+    /// - Throws: ``AttestationError`` naming the step that failed.
+    public func verifyConcurrently(
+        quote: Quote, collateral: Collateral, now: Int64
+    ) async throws(AttestationError) -> VerifiedQuote {
+        let collateralKey = Self.collateralKey(collateral, trustAnchor)
+        if cache.collateral(collateralKey) != nil { return try verify(quote: quote, collateral: collateral, now: now) }
+        async let warmed = PCKPrefetch.decodeAndWarm(quote: quote, anchor: trustAnchor, cache: cache)
+        let verifiedCollateral: VerifiedCollateral
+        do {
+            verifiedCollateral = try VerifiedCollateral.verify(
+                collateral, key: collateralKey, anchor: trustAnchor, cache: cache)
+        } catch {
+            _ = await warmed
+            throw error
+        }
+        cache.store(verifiedCollateral, for: collateralKey)
+        return try finish(
+            quote, collateralKey: collateralKey, collateral: verifiedCollateral, decoded: await warmed, now: now)
+    }
+
+    private static func collateralKey(_ collateral: Collateral, _ anchor: TrustAnchor) -> Digest {
+        Digest(parts: [collateral.digest.bytes[...], anchor.digest[...]])
+    }
+
+    /// The steps after the collateral: the PCK chain, then every rule in order.
+    private func finish(
+        _ quote: Quote, collateralKey: Digest, collateral verifiedCollateral: VerifiedCollateral,
+        decoded: Result<[ParsedCertificate], AttestationError>?, now: Int64
+    ) throws(AttestationError) -> VerifiedQuote {
+        let pck = try pckChain(quote, collateralKey: collateralKey, collateral: verifiedCollateral, decoded: decoded)
         guard let extensions = pck.pckExtensions else {
             throw AttestationError(.decodingFailed, step: .pckChain, "the PCK certificate has no SGX extension")
         }

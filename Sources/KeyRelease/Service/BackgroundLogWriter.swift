@@ -1,58 +1,71 @@
-import Foundation
 import Logging
+import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// Writes log lines to a file descriptor from a thread of its own, in
+/// Writes log lines to a file descriptor off the logging thread, in
 /// batches, so that a request never waits for a `write(2)` to standard
 /// error (or for another thread's write, under the stream's lock).
 ///
 /// Every key release and refusal logs an audit line; with `StreamLogHandler`
 /// each was a locked, unbuffered write on the thread serving the request —
 /// on an event loop, a write that blocks when a slow reader lets a pipe fill
-/// stalls every connection of that loop. Lines are kept in order, never
-/// dropped: when a reader falls more than ``maximumPending`` bytes behind,
-/// loggers wait for the writer (back-pressure, as a blocking write would).
-/// ``flush()`` returns once everything logged so far is written; the KMS
-/// calls it before it exits.
-public final class BackgroundLogWriter: @unchecked Sendable {
+/// stalls every connection of that loop. Here a line is appended to a
+/// buffer, and the first line of a burst schedules one drain on
+/// `NIOThreadPool.singleton` (the process's place for blocking work), which
+/// writes whatever has gathered until the buffer is empty.
+///
+/// Lines are kept in order, never dropped: every write happens under one
+/// writer lock, and the bytes it writes are taken from the buffer under that
+/// lock, so batches leave in the order they were appended. When a reader
+/// falls more than ``maximumPending`` bytes behind, the logger writes the
+/// buffer itself under the writer lock (back-pressure, as a blocking write
+/// would). ``flush()`` does the same: it returns once everything logged so
+/// far is written. The KMS calls it before it exits.
+public final class BackgroundLogWriter: Sendable {
     /// Bytes that may wait before loggers are held back.
     public static let maximumPending = 1 << 20
 
     /// The writer for standard error.
     public static let standardError = BackgroundLogWriter(descriptor: STDERR_FILENO)
 
-    private let descriptor: Int32
-    /// Guards `pending` and `writing`; signalled when lines arrive and when a batch is written.
-    private let condition = NSCondition()
-    private var pending: [UInt8] = []
-    private var writing = false
+    private struct Buffer {
+        var pending: [UInt8] = []
+        /// A drain is scheduled or running on the thread pool.
+        var draining = false
+    }
 
-    init(descriptor: Int32) {
+    private let descriptor: Int32
+    private let pool: NIOThreadPool
+    private let buffer = Mutex(Buffer())
+    /// Held for every write, and while taking the bytes it writes.
+    private let writer = Mutex(())
+
+    init(descriptor: Int32, pool: NIOThreadPool = .singleton) {
         self.descriptor = descriptor
-        // The writer lives as long as the process: its thread holds it.
-        let thread = Thread { self.run() }
-        thread.name = "keyrack-log-writer"
-        thread.start()
+        self.pool = pool
     }
 
     /// Queues `text` for writing.
     func append(_ text: String) {
-        condition.lock()
-        while pending.count >= Self.maximumPending { condition.wait() }
-        if pending.isEmpty { condition.broadcast() }
-        pending.append(contentsOf: text.utf8)
-        condition.unlock()
+        let (scheduleDrain, overLimit) = buffer.withLock { buffer in
+            buffer.pending.append(contentsOf: text.utf8)
+            let schedule = !buffer.draining
+            buffer.draining = true
+            return (schedule, buffer.pending.count >= Self.maximumPending)
+        }
+        if overLimit {
+            writePending()
+        } else if scheduleDrain {
+            pool.submit { [self] _ in drain() }
+        }
     }
 
     /// Waits until everything appended so far has been written.
-    public func flush() {
-        condition.lock()
-        while !pending.isEmpty || writing { condition.wait() }
-        condition.unlock()
-    }
+    public func flush() { writePending() }
 
     /// A `StreamLogHandler` (same line format) that writes through this writer.
     public func logHandler(label: String, level: Logger.Level = .info) -> StreamLogHandler {
@@ -66,27 +79,33 @@ public final class BackgroundLogWriter: @unchecked Sendable {
         mutating func write(_ string: String) { writer.append(string) }
     }
 
-    private func run() {
-        var batch: [UInt8] = []
+    /// On the thread pool: writes batches until the buffer is empty.
+    private func drain() {
         while true {
-            condition.lock()
-            while pending.isEmpty { condition.wait() }
-            condition.unlock()
-            // Let a burst gather into one write.
-            usleep(1_000)
-            condition.lock()
-            swap(&batch, &pending)
-            writing = true
-            condition.broadcast()
-            condition.unlock()
+            let wrote = writer.withLock { _ in
+                let batch = buffer.withLock { buffer -> [UInt8]? in
+                    if buffer.pending.isEmpty {
+                        buffer.draining = false
+                        return nil
+                    }
+                    defer { buffer.pending = [] }
+                    return buffer.pending
+                }
+                if let batch { writeAll(batch) }
+                return batch != nil
+            }
+            if !wrote { return }
+        }
+    }
 
-            writeAll(batch)
-            batch.removeAll(keepingCapacity: batch.capacity <= Self.maximumPending)
-
-            condition.lock()
-            writing = false
-            condition.broadcast()
-            condition.unlock()
+    /// On the caller's thread: writes everything pending now, after any batch being written.
+    private func writePending() {
+        writer.withLock { _ in
+            let batch = buffer.withLock { buffer in
+                defer { buffer.pending = [] }
+                return buffer.pending
+            }
+            if !batch.isEmpty { writeAll(batch) }
         }
     }
 

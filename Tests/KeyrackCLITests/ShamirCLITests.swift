@@ -134,6 +134,38 @@ struct DemoCLITests {
         #expect(processes.output.isEmpty)
     }
 
+    @Test("demo interrupted by SIGINT: stops its nodes, removes its directory, exits 130", .timeLimit(.minutes(2)))
+    func demoInterrupted() async throws {
+        let demo = try KeyrackProcess(["demo"], environment: [:])
+        // Wait (at most 60 s) until the first line names the directory and a node of it runs.
+        var directory: String?
+        for _ in 0..<600 {
+            if directory == nil, let first = demo.log.split(separator: "\n").first, first.contains(" in ") {
+                directory = first.components(separatedBy: " in ").last
+            }
+            if let directory {
+                let nodes = try await runToCompletion(
+                    URL(fileURLWithPath: "/usr/bin/pgrep"), ["-f", "node run --config \(directory)/"])
+                if !nodes.output.isEmpty { break }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let root = try #require(directory, "the demo never printed its directory: \(demo.log)")
+        let running = try await runToCompletion(
+            URL(fileURLWithPath: "/usr/bin/pgrep"), ["-f", "node run --config \(root)/"])
+        #expect(!running.output.isEmpty, "no node of the demo ran: \(demo.log)")
+        demo.signal(SIGINT)
+        let status = try await offCooperativePool {
+            demo.process.waitUntilExit()
+            return demo.process.terminationStatus
+        }
+        #expect(status == 130, "\(demo.log)")
+        #expect(demo.log.contains("keyrack demo: interrupted; stopped the nodes"))
+        #expect(!FileManager.default.fileExists(atPath: root))
+        let left = try await runToCompletion(URL(fileURLWithPath: "/usr/bin/pgrep"), ["-f", root])
+        #expect(left.output.isEmpty, "node processes left: \(left.output)")
+    }
+
     @Test("demo on a machine without cryptsetup: says what it skipped and why, and tells the rest of the story")
     func demoWithoutCryptsetup() async throws {
         let empty = FileManager.default.temporaryDirectory.appendingPathComponent("no-cryptsetup-\(UUID())")

@@ -26,11 +26,12 @@ struct AttestationFrameTests {
         #expect(try AttestationFrame(parsing: frame.buffer) == frame)
         var longer = frame.buffer
         longer.writeInteger(UInt8(0))
-        #expect(throws: PeerChannelError.self) { try AttestationFrame(parsing: longer) }
+        #expect((#expect(throws: PeerChannelError.self) { try AttestationFrame(parsing: longer) })?.code == .malformed)
         let bytes = Array(buffer: frame.buffer)
-        #expect(throws: PeerChannelError.self) {
+        let truncated = #expect(throws: PeerChannelError.self) {
             try AttestationFrame(parsing: ByteBuffer(bytes: bytes.dropLast()))
         }
+        #expect(truncated?.code == .malformed)
     }
 
     @Test("a refusal reason is cut to 512 bytes and loses its control characters")

@@ -17,6 +17,8 @@ struct ExchangeResult {
 
     var serverError: String? { if case .failure(let error) = server { error.reason } else { nil } }
     var clientError: String? { if case .failure(let error) = client { error.reason } else { nil } }
+    var serverCode: PeerChannelErrorCode? { if case .failure(let error) = server { error.code } else { nil } }
+    var clientCode: PeerChannelErrorCode? { if case .failure(let error) = client { error.code } else { nil } }
 }
 
 /// A test node: its TLS identity and attestor.
@@ -153,7 +155,7 @@ struct AttestingServer {
     /// The result of the first attestation, and stops listening.
     func finish() async -> Result<AttestationOutcome, PeerChannelError> {
         var iterator = results.makeAsyncIterator()
-        let result = await iterator.next() ?? .failure(PeerChannelError("the server never attested"))
+        let result = await iterator.next() ?? .failure(PeerChannelError(.closed, "the server never attested"))
         serving.cancel()
         await listener.close()
         return result

@@ -72,6 +72,7 @@ struct ChannelAttestationTests {
             server: try rack.tdxNode("SRV3", tee: tee, policy: try tdxPolicy(tee, pccs: pccs.url)),
             client: try rack.tdxNode("CLI3", tee: tee, policy: policy))
         let refusal = try #require(result.serverError)
+        #expect(result.serverCode == .refused)
         #expect(refusal.contains("TDX quote verification") && refusal.contains("the PCCS fetch failed"), "\(refusal)")
         #expect(result.echo == nil)
         // One more fetch, by the new node (it stops at the first item, the PCK CRL, answered 503); the
@@ -105,8 +106,9 @@ struct ChannelAttestationTests {
             client: try rack.softwareNode("CLI2", policy: try softwarePolicy()))
         let server = try #require(result.serverError)
         let client = try #require(result.clientError)
-        #expect(server.contains("refused peer 913-0000019:CLI2") && server.contains("measurement 'executable'"))
-        #expect(client.contains("refused this node's attestation") && client.contains("measurement 'executable'"))
+        #expect(result.serverCode == .refused && result.clientCode == .refusedByPeer)
+        #expect(server.contains("913-0000019:CLI2") && server.contains("measurement 'executable'"))
+        #expect(client.contains("measurement 'executable'"))
         // The allowlist is never echoed.
         #expect(!server.contains(otherBuildDigest.hexString) && !client.contains(otherBuildDigest.hexString))
         #expect(result.echo == nil)
@@ -141,9 +143,9 @@ struct ChannelAttestationTests {
             client: try rack.tdxNode("CLI2", tee: tee, measurements: other, policy: try tdxPolicy(tee)))
         switch mode {
         case .enforce:
-            let server = try #require(result.serverError)
-            #expect(server.contains("refused peer") && server.contains("MRTD"))
-            #expect(try #require(result.clientError).contains("refused this node's attestation: MRTD"))
+            #expect(result.serverCode == .refused && result.clientCode == .refusedByPeer)
+            #expect(try #require(result.serverError).contains("MRTD"))
+            #expect(try #require(result.clientError).contains(": MRTD"))
         case .permissive:
             let outcome = try result.server.get()
             #expect(outcome.violations.map(\.rule) == ["MRTD"])
@@ -159,6 +161,7 @@ struct ChannelAttestationTests {
         let result = try await runExchange(
             server: try rack.softwareNode("SRV1", policy: try softwarePolicy(mode: .permissive)),
             client: try rack.tdxNode("CLI2", tee: tee, policy: try softwarePolicy()))
+        #expect(result.serverCode == .refused)
         #expect(try #require(result.serverError).contains("evidence kind"))
     }
 
@@ -169,23 +172,23 @@ struct ChannelAttestationTests {
         let result = try await runExchange(
             server: try rack.softwareNode("SRV1", policy: try softwarePolicy()),
             client: try rack.softwareNode("CLI2", policy: try softwarePolicy(), files: broken))
-        let client = try #require(result.clientError)
-        #expect(client.contains("aborted: it could not produce its evidence: cannot open"))
-        #expect(throws: NodeEvidenceError.self) {
+        #expect(result.clientCode == .aborted)
+        #expect(try #require(result.clientError).contains("it could not produce its evidence: cannot open"))
+        let unmeasured = #expect(throws: NodeEvidenceError.self) {
             try rack.softwareNode("CLI3", policy: try softwarePolicy(), files: broken).attestor.prepare()
         }
-        #expect(try #require(result.serverError).contains("peer 913-0000019:CLI2 aborted the attestation"))
+        #expect(unmeasured?.code == .measure)
+        #expect(result.serverCode == .abortedByPeer)
+        #expect(try #require(result.serverError).contains("913-0000019:CLI2"))
     }
 
     @Test("outside a TD, the configfs-tsm quote provider says so")
     func noConfigfsTSM() {
         let provider = ConfigfsTSMQuoteProvider(root: "/nonexistent/tsm/report")
-        #expect(
-            throws: NodeEvidenceError(
-                "no TDX quote interface at /nonexistent/tsm/report: not running in a TD (or configfs-tsm not mounted)")
-        ) {
+        let error = #expect(throws: NodeEvidenceError.self) {
             try provider.quote(reportData: Array(repeating: 0, count: 64))
         }
+        #expect(error?.code == .notInTD)
     }
 
     @Test("an evidence frame replayed from another session is refused on the channel binding")
@@ -233,7 +236,7 @@ struct ChannelAttestationTests {
             Issue.record("the replayed evidence was accepted")
             return
         }
-        #expect(error.reason.contains("channel binding"))
+        #expect(error.code == .refused && error.reason.contains("channel binding"))
         #expect(
             seen.contains { if case .refused(let reason) = $0 { reason.contains("channel binding") } else { false } })
     }
@@ -273,9 +276,9 @@ struct ChannelAttestationTests {
         }
         switch misbehaviour {
         case .nothing:
-            #expect(error.reason.contains("timed out") && error.reason.contains("nonce"))
+            #expect(error.code == .timeout && error.reason.contains("nonce"))
         default:
-            #expect(error.reason.contains("malformed attestation frame"))
+            #expect(error.code == .refused && error.reason.contains("malformed attestation frame"))
             #expect(seen.contains { if case .refused(let reason) = $0 { reason.contains("malformed") } else { false } })
         }
     }

@@ -45,15 +45,17 @@ struct IdentityTests {
             platform: PlatformId(part: "p", serial: "s")
         )
         let foreign = try theirs.sign(csr)
-        await #expect(throws: IdentityFileError.self) {
+        let other = await #expect(throws: IdentityFileError.self) {
             try await DeviceIdentity.verify(foreign, intermediates: [theirs.intermediate], root: ours.root)
         }
+        #expect(other?.code == .unverified)
         let genuine = try ours.sign(csr)
-        await #expect(throws: IdentityFileError.self) {
+        let alone = await #expect(throws: IdentityFileError.self) {
             try await DeviceIdentity.verify(genuine, intermediates: [], root: ours.root)
         }
+        #expect(alone?.code == .unverified)
         // Expired at the time of checking.
-        await #expect(throws: IdentityFileError.self) {
+        let late = await #expect(throws: IdentityFileError.self) {
             try await DeviceIdentity.verify(
                 genuine,
                 intermediates: [ours.intermediate],
@@ -61,6 +63,7 @@ struct IdentityTests {
                 now: Date().addingTimeInterval(40 * 365 * 86400)
             )
         }
+        #expect(late?.code == .unverified)
     }
 
     @Test(
@@ -94,18 +97,20 @@ struct IdentityTests {
             extensions = try Certificate.Extensions { try ExtendedKeyUsage([.serverAuth, .clientAuth]) }
         }
         let leaf = try ca.issue(platform, key: key, extensions: extensions)
-        await #expect {
+        let refused = await #expect(throws: IdentityFileError.self) {
             try await DeviceIdentity.verify(leaf, intermediates: [ca.intermediate], root: ca.root)
-        } throws: { error in
-            (error as? IdentityFileError)?.reason.contains(reason) == true
         }
+        #expect(refused?.code == .unverified)
+        // The reason names the device certificate rule that the leaf breaks.
+        #expect(refused?.reason.contains(reason) == true, "\(String(describing: refused))")
         // The same issuance with a device certificate's extensions verifies.
         let device = try ca.issue(platform, key: key, extensions: try ManufacturingCA.deviceExtensions)
         #expect(try await DeviceIdentity.verify(device, intermediates: [ca.intermediate], root: ca.root) == platform)
         // The intermediate itself, as a leaf.
-        await #expect(throws: IdentityFileError.self) {
+        let intermediate = await #expect(throws: IdentityFileError.self) {
             try await DeviceIdentity.verify(ca.intermediate, intermediates: [], root: ca.root)
         }
+        #expect(intermediate?.code == .unverified)
     }
 
     @Test("an expired device certificate, or one not yet valid, does not verify")
@@ -116,13 +121,15 @@ struct IdentityTests {
             directory: directory.appendingPathComponent("device"), platform: PlatformId(part: "p", serial: "s"))
         // Issued eleven years ago for ten years: expired a year ago.
         let expired = try ca.sign(csr, now: Date().addingTimeInterval(-11 * 365 * 86400))
-        await #expect(throws: IdentityFileError.self) {
+        let stale = await #expect(throws: IdentityFileError.self) {
             try await DeviceIdentity.verify(expired, intermediates: [ca.intermediate], root: ca.root)
         }
+        #expect(stale?.code == .unverified)
         let future = try ca.sign(csr, now: Date().addingTimeInterval(86400))
-        await #expect(throws: IdentityFileError.self) {
+        let early = await #expect(throws: IdentityFileError.self) {
             try await DeviceIdentity.verify(future, intermediates: [ca.intermediate], root: ca.root)
         }
+        #expect(early?.code == .unverified)
         let current = try ca.sign(csr)
         let verified = try await DeviceIdentity.verifiedChain(current, intermediates: [ca.intermediate], root: ca.root)
         #expect(verified.chain == [current, ca.intermediate, ca.root])
@@ -138,7 +145,8 @@ struct IdentityTests {
         #expect(csr.publicKey == rootOfTrust.publicKey)
         #expect(csr.publicKey.isValidSignature(csr.signature, for: csr))
         #expect(csr.signatureAlgorithm == (type == .ed25519 ? .ed25519 : .sha256WithRSAEncryption))
-        #expect(throws: RootOfTrustError.self) { try rootOfTrust.certificateSigner.serializeAsPEM() }
+        let exported = #expect(throws: RootOfTrustError.self) { try rootOfTrust.certificateSigner.serializeAsPEM() }
+        #expect(exported?.code == .export)
     }
 
     @Test("the CA refuses a CSR whose signature does not verify, or whose subject names no platform")
@@ -159,7 +167,7 @@ struct IdentityTests {
             signature: try other.certificateSigner.sign(
                 bytes: Array("not the request".utf8), signatureAlgorithm: .ed25519)
         )
-        #expect(throws: IdentityFileError.self) { try ca.sign(forged) }
+        #expect((#expect(throws: IdentityFileError.self) { try ca.sign(forged) })?.code == .forgedCSR)
         let nameless = try CertificateSigningRequest(
             version: .v1,
             subject: try DistinguishedName { CommonName("no colon here") },
@@ -167,22 +175,24 @@ struct IdentityTests {
             attributes: .init(),
             signatureAlgorithm: .ed25519
         )
-        #expect(throws: IdentityFileError.self) { try ca.sign(nameless) }
+        #expect((#expect(throws: IdentityFileError.self) { try ca.sign(nameless) })?.code == .platform)
     }
 
     @Test("nothing is overwritten: a second ca init or device init in the same place is refused")
     func noOverwrite() throws {
         defer { try? FileManager.default.removeItem(at: directory) }
         _ = try ManufacturingCA.create(in: directory.appendingPathComponent("ca"))
-        #expect(throws: IdentityFileError.self) {
+        let secondCA = #expect(throws: IdentityFileError.self) {
             try ManufacturingCA.create(in: directory.appendingPathComponent("ca"))
         }
+        #expect(secondCA?.code == .exists)
         _ = try DeviceIdentity.initialize(
             directory: directory.appendingPathComponent("d"), platform: PlatformId(part: "p", serial: "s"))
-        #expect(throws: IdentityFileError.self) {
+        let secondDevice = #expect(throws: IdentityFileError.self) {
             try DeviceIdentity.initialize(
                 directory: directory.appendingPathComponent("d"), platform: PlatformId(part: "p", serial: "s"))
         }
+        #expect(secondDevice?.code == .exists)
     }
 }
 

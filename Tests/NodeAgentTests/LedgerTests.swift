@@ -115,11 +115,8 @@ struct LedgerTests {
         try FileManager.default.removeItem(at: fixture.file(0))
         try FileManager.default.createDirectory(
             at: fixture.file(0).appendingPathComponent("blocker"), withIntermediateDirectories: true)
-        #expect {
-            try ledger.write(fixture.state, generation: 2)
-        } throws: { error in
-            (error as? LedgerError)?.reason.contains("cannot rename") == true
-        }
+        let failed = #expect(throws: LedgerError.self) { try ledger.write(fixture.state, generation: 2) }
+        #expect(failed?.code == .io)
         // No temporary file is left behind.
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: fixture.directories[0].path)
         #expect(leftovers == ["ledger"])
@@ -131,7 +128,7 @@ struct LedgerTests {
         let ledger = try fixture.ledger()
         try ledger.write(fixture.state, generation: 3)
         for index in 0..<2 { try Data("broken".utf8).write(to: fixture.file(index)) }
-        #expect(throws: LedgerError.self) { try ledger.load() }
+        #expect((#expect(throws: LedgerError.self) { try ledger.load() })?.code == .unusable)
     }
 
     @Test("the files alone reveal no share, and another node's root of trust cannot open them")
@@ -145,11 +142,10 @@ struct LedgerTests {
         #expect(!contains(bytes, hex.prefix(32)))
         var random = SeededRandomSource(seed: 100)
         let other = try SoftwareRootOfTrust(seed: random.secretBytes(32))
-        #expect {
-            try fixture.ledger(other).load()
-        } throws: { error in
-            (error as? LedgerError)?.reason.contains("another node's root of trust") == true
-        }
+        let refused = #expect(throws: LedgerError.self) { try fixture.ledger(other).load() }
+        #expect(refused?.code == .unusable)
+        // Each copy's reason says why it is refused.
+        #expect(refused?.reason.contains("another node's root of trust") == true)
     }
 
     @Test("a leftover temporary file from a crash mid-write is ignored")
@@ -164,12 +160,14 @@ struct LedgerTests {
     @Test("two distinct directories are required")
     func directories() throws {
         let fixture = try LedgerFixture()
-        #expect(throws: LedgerError.self) {
+        let same = #expect(throws: LedgerError.self) {
             try Ledger(directories: [fixture.directories[0], fixture.directories[0]], rootOfTrust: fixture.rootOfTrust)
         }
-        #expect(throws: LedgerError.self) {
+        #expect(same?.code == .directories)
+        let one = #expect(throws: LedgerError.self) {
             try Ledger(directories: [fixture.directories[0]], rootOfTrust: fixture.rootOfTrust)
         }
+        #expect(one?.code == .directories)
     }
 }
 
@@ -181,13 +179,14 @@ struct RootOfTrustTests {
     func keyFile(type: DeviceKeyType) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("rot-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: path) }
-        #expect(throws: RootOfTrustError.self) { try SoftwareRootOfTrust(keyFile: path) }
+        #expect((#expect(throws: RootOfTrustError.self) { try SoftwareRootOfTrust(keyFile: path) })?.code == .missing)
         let first = try SoftwareRootOfTrust.create(keyFile: path, type: type)
         let attributes = try FileManager.default.attributesOfItem(atPath: path)
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
         let second = try SoftwareRootOfTrust(keyFile: path)
         #expect(first.publicKey == second.publicKey)
-        #expect(throws: RootOfTrustError.self) { try SoftwareRootOfTrust.create(keyFile: path, type: type) }
+        let again = #expect(throws: RootOfTrustError.self) { try SoftwareRootOfTrust.create(keyFile: path, type: type) }
+        #expect(again?.code == .exists)
         let signature = try first.sign([1, 2, 3])
         if type == .ed25519 {
             let key = try #require(Curve25519.Signing.PublicKey(second.publicKey))
@@ -199,11 +198,18 @@ struct RootOfTrustTests {
         // or other authenticated data does not open it.
         let sealed = try first.seal([1, 2, 3], purpose: "a", authenticating: [9])
         #expect(try second.open(sealed, purpose: "a", authenticating: [9]) == SecretBytes([1, 2, 3]))
-        #expect(throws: RootOfTrustError.self) { try second.open(sealed, purpose: "b", authenticating: [9]) }
-        #expect(throws: RootOfTrustError.self) { try second.open(sealed, purpose: "a", authenticating: [8]) }
+        let otherPurpose = #expect(throws: RootOfTrustError.self) {
+            try second.open(sealed, purpose: "b", authenticating: [9])
+        }
+        #expect(otherPurpose?.code == .open)
+        let otherData = #expect(throws: RootOfTrustError.self) {
+            try second.open(sealed, purpose: "a", authenticating: [8])
+        }
+        #expect(otherData?.code == .open)
         #expect(try first.open(try first.seal([4], purpose: "b"), purpose: "b") == SecretBytes([4]))
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
-        #expect(throws: RootOfTrustError.self) { try SoftwareRootOfTrust(keyFile: path) }
+        let exposed = #expect(throws: RootOfTrustError.self) { try SoftwareRootOfTrust(keyFile: path) }
+        #expect(exposed?.code == .permissions)
     }
 }
 
@@ -219,11 +225,12 @@ extension RootOfTrustTests {
         #expect(first != second)
         #expect(!contains(first, secret))
         #expect(try one.open(second, purpose: "p") == SecretBytes(secret))
-        #expect(throws: RootOfTrustError.self) { try other.open(first, purpose: "p") }
+        #expect((#expect(throws: RootOfTrustError.self) { try other.open(first, purpose: "p") })?.code == .open)
         var flipped = first
         flipped[flipped.count - 1] ^= 1
-        #expect(throws: RootOfTrustError.self) { try one.open(flipped, purpose: "p") }
-        #expect(throws: RootOfTrustError.self) { try one.open(Array(first.prefix(20)), purpose: "p") }
+        #expect((#expect(throws: RootOfTrustError.self) { try one.open(flipped, purpose: "p") })?.code == .open)
+        let truncated = #expect(throws: RootOfTrustError.self) { try one.open(Array(first.prefix(20)), purpose: "p") }
+        #expect(truncated?.code == .open)
     }
 
     @Test("every scheme the key offers signs verifiably; others are refused", arguments: DeviceKeyType.allCases)
@@ -253,7 +260,8 @@ extension RootOfTrustTests {
             #expect(!(try verifies(.rsaPssRsaeSha384, SHA256.hash(data: message), .PSS)))
         }
         for scheme in DeviceSignatureScheme.allCases where !rootOfTrust.signatureSchemes.contains(scheme) {
-            #expect(throws: RootOfTrustError.self) { try rootOfTrust.sign(message, scheme: scheme) }
+            let refused = #expect(throws: RootOfTrustError.self) { try rootOfTrust.sign(message, scheme: scheme) }
+            #expect(refused?.code == .unsupported)
         }
     }
 }

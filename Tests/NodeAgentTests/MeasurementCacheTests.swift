@@ -61,7 +61,10 @@ struct MeasurementCacheTests {
     @Test("a file that cannot be opened is a clear error")
     func missing() {
         defer { try? FileManager.default.removeItem(at: directory) }
-        #expect(throws: NodeEvidenceError.self) { try cache.measure(directory.appendingPathComponent("none").path) }
+        let error = #expect(throws: NodeEvidenceError.self) {
+            try cache.measure(directory.appendingPathComponent("none").path)
+        }
+        #expect(error?.code == .measure)
     }
 
     @Test("the current measurement log names the executable, with the digest of /proc/self/exe")
@@ -72,10 +75,11 @@ struct MeasurementCacheTests {
         #expect(log.entries.map(\.name) == ["executable", "binary"])
         let executable = try Data(contentsOf: URL(fileURLWithPath: "/proc/self/exe"))
         #expect(log["executable"] == Array(SHA256.hash(data: executable)))
-        #expect(throws: NodeEvidenceError.self) {
+        let repeated = #expect(throws: NodeEvidenceError.self) {
             try MeasurementLog.current(
                 files: [MeasuredFile(name: "binary", path: file.path), MeasuredFile(name: "binary", path: file.path)],
                 cacheDirectory: measurementCache)
         }
+        #expect(repeated?.code == .log)
     }
 }

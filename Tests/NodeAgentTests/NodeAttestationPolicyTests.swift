@@ -62,47 +62,57 @@ struct NodeAttestationPolicyTests {
     @Test(
         "a broken policy is a clear error naming what is wrong",
         arguments: [
-            ("", "not valid JSON"),
-            ("[]", "must be a JSON object"),
-            ("{}", "accepts no evidence"),
-            (#"{"mode": "enforcing", "softwareRootOfTrust": {"allow": {}}}"#, "'mode' must be"),
-            (#"{"softwareRootOfTrust": {"allow": {}}, "tdxx": {}}"#, "unknown field 'tdxx'"),
-            (#"{"softwareRootOfTrust": {"alow": {}}}"#, "unknown field 'softwareRootOfTrust.alow'"),
-            (#"{"softwareRootOfTrust": {}}"#, "'softwareRootOfTrust.allow' is missing"),
-            (#"{"softwareRootOfTrust": {"allow": {"executable": ["abcd"]}}}"#, "64 hex characters"),
+            ("", "not valid JSON", .syntax),
+            ("[]", "must be a JSON object", .syntax),
+            ("{}", "accepts no evidence", .invalid),
+            (#"{"mode": "enforcing", "softwareRootOfTrust": {"allow": {}}}"#, "'mode' must be", .invalid),
+            (#"{"softwareRootOfTrust": {"allow": {}}, "tdxx": {}}"#, "unknown field 'tdxx'", .unknownField),
+            (#"{"softwareRootOfTrust": {"alow": {}}}"#, "unknown field 'softwareRootOfTrust.alow'", .unknownField),
+            (#"{"softwareRootOfTrust": {}}"#, "'softwareRootOfTrust.allow' is missing", .missing),
+            (#"{"softwareRootOfTrust": {"allow": {"executable": ["abcd"]}}}"#, "64 hex characters", .invalid),
             (
                 #"{"softwareRootOfTrust": {"allow": {"executable": "abababababababababababababababababababababababababababababababab"}}}"#,
-                "must be a list"
+                "must be a list",
+                .invalid
             ),
-            (#"{"tdx": {"collateralDirectory": ".", "allow": {}}}"#, "'tdx.trustAnchor' is missing"),
+            (#"{"tdx": {"collateralDirectory": ".", "allow": {}}}"#, "'tdx.trustAnchor' is missing", .missing),
             (
                 #"{"tdx": {"trustAnchor": "nowhere.der", "collateralDirectory": ".", "allow": {}}}"#,
-                "cannot read the TDX trust anchor"
+                "cannot read the TDX trust anchor",
+                .trustAnchor
             ),
-            (#"{"tdx": {"trustAnchor": "intel", "collateralDirectory": ".", "allow": {}}}"#, "no collateral document"),
-            (#"{"tdx": {"trustAnchor": "intel", "allow": {}}}"#, "exactly one of 'collateralDirectory' and 'pccs'"),
+            (
+                #"{"tdx": {"trustAnchor": "intel", "collateralDirectory": ".", "allow": {}}}"#,
+                "no collateral document", .collateral
+            ),
+            (
+                #"{"tdx": {"trustAnchor": "intel", "allow": {}}}"#, "exactly one of 'collateralDirectory' and 'pccs'",
+                .invalid
+            ),
             (
                 #"{"tdx": {"trustAnchor": "intel", "collateralDirectory": ".", "pccs": "https://pccs:8081", "allow": {}}}"#,
-                "exactly one of 'collateralDirectory' and 'pccs'"
+                "exactly one of 'collateralDirectory' and 'pccs'",
+                .invalid
             ),
             (
                 #"{"tdx": {"trustAnchor": "intel", "pccs": "pccs:8081", "allow": {}}}"#,
-                "must be an https:// (or http://) URL"
+                "must be an https:// (or http://) URL",
+                .invalid
             ),
             (
                 #"{"tdx": {"trustAnchor": "intel", "pccs": "ftp://pccs/", "allow": {}}}"#,
-                "must be an https:// (or http://) URL"
+                "must be an https:// (or http://) URL",
+                .invalid
             ),
-        ])
-    func broken(json: String, expected: String) throws {
+        ] as [(String, String, NodeAttestationPolicyErrorCode)])
+    func broken(json: String, expected: String, code: NodeAttestationPolicyErrorCode) throws {
         defer { try? FileManager.default.removeItem(at: directory) }
         let url = try write(json)
-        #expect {
-            try NodeAttestationPolicy.load(contentsOf: url)
-        } throws: { error in
-            let reason = (error as? NodeAttestationPolicyError)?.reason ?? ""
-            return reason.contains(url.path) && reason.contains(expected)
-        }
+        let error = #expect(throws: NodeAttestationPolicyError.self) { try NodeAttestationPolicy.load(contentsOf: url) }
+        #expect(error?.code == code)
+        // The reason names the file and what is wrong in it.
+        let reason = error?.reason ?? ""
+        #expect(reason.contains(url.path) && reason.contains(expected), "\(reason)")
     }
 
     @Test("the TDX allowlists are the KMS policy format, checked the same way")
@@ -112,19 +122,20 @@ struct NodeAttestationPolicyTests {
             directory: directory.appendingPathComponent("tee"), now: Int64(Date().timeIntervalSince1970))
         let json = NodeAttestationPolicy.json(allowing: nil, softwareTEE: tee)
             .replacingOccurrences(of: "\"UpToDate\"", with: "\"Revoked\"")
-        #expect {
+        let error = #expect(throws: NodeAttestationPolicyError.self) {
             try NodeAttestationPolicy.load(contentsOf: write(json))
-        } throws: { error in
-            (error as? NodeAttestationPolicyError)?.reason.contains("'tdx.allow': 'tcbStatus' entry 'Revoked'") == true
         }
+        #expect(error?.code == .invalid)
+        // The KMS policy's own reason, under the field it came from.
+        #expect(error?.reason.contains("'tdx.allow': 'tcbStatus' entry 'Revoked'") == true)
     }
 
     @Test("a missing policy file is a clear error")
     func missingFile() {
         defer { try? FileManager.default.removeItem(at: directory) }
         let url = directory.appendingPathComponent("absent.json")
-        #expect(throws: NodeAttestationPolicyError("no node attestation policy at \(url.path)")) {
-            try NodeAttestationPolicy.load(contentsOf: url)
-        }
+        let error = #expect(throws: NodeAttestationPolicyError.self) { try NodeAttestationPolicy.load(contentsOf: url) }
+        #expect(error?.code == .notFound)
+        #expect(error?.reason == "no node attestation policy at \(url.path)")
     }
 }

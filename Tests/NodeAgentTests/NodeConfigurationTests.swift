@@ -44,42 +44,48 @@ struct NodeConfigurationTests {
     @Test(
         "a broken file is refused, naming the field",
         arguments: [
-            ("platform", #""no-colon""#, "is not a platform id"),
-            ("platform", #"":serial""#, "is not a platform id"),
-            ("rackId", #""0011""#, "rackId must be 16 bytes"),
-            ("listen", #""127.0.0.1""#, "is not host:port"),
-            ("listen", #""127.0.0.1:70000""#, "is not host:port"),
-            ("listen", #"":7001""#, "has no host"),
-            ("ledger", #"["a"]"#, "two different directories"),
-            ("ledger", #"["a", "a"]"#, "two different directories"),
-            ("ledger", #""a""#, "'ledger' must be a list of strings"),
-            ("disks", #"["d", "d"]"#, "disks must be distinct"),
-            ("peers", #"{"x:y": 7}"#, #"peers.x:y must be a "host:port" string"#),
-            ("identity", #"{"key": "k"}"#, "'identity.certificate' is missing"),
-            ("attestation", #"{"policy": "p", "evidence": "sgx"}"#, "attestation.evidence must be"),
-            ("colour", #""blue""#, "unknown field 'colour'"),
-            ("disks", #"[{"id": "d", "luks": "/dev/x"}]"#, "disks[0].mapper is needed to open the volume"),
-            ("disks", #"[{"id": "d", "luks": "/dev/x", "open": "no"}]"#, "disks[0].open must be true or false"),
-            ("disks", #"[{"id": "d", "luks": "/dev/x", "mapper": "a/b"}]"#, "disks[0].mapper must be"),
-            ("disks", #"[{"id": "d", "mapper": "m"}]"#, "'disks[0].luks' is missing"),
-            ("disks", #"[{"id": "d", "luks": "/dev/x", "mapper": "m", "size": 1}]"#, "unknown field 'disks[0].size'"),
-            ("disks", #"["d", {"id": "d", "luks": "/dev/x", "mapper": "m"}]"#, "disks must be distinct"),
+            ("platform", #""no-colon""#, "is not a platform id", .invalid),
+            ("platform", #"":serial""#, "is not a platform id", .invalid),
+            ("rackId", #""0011""#, "rackId must be 16 bytes", .invalid),
+            ("listen", #""127.0.0.1""#, "is not host:port", .invalid),
+            ("listen", #""127.0.0.1:70000""#, "is not host:port", .invalid),
+            ("listen", #"":7001""#, "has no host", .invalid),
+            ("ledger", #"["a"]"#, "two different directories", .invalid),
+            ("ledger", #"["a", "a"]"#, "two different directories", .invalid),
+            ("ledger", #""a""#, "'ledger' must be a list of strings", .invalid),
+            ("disks", #"["d", "d"]"#, "disks must be distinct", .invalid),
+            ("peers", #"{"x:y": 7}"#, #"peers.x:y must be a "host:port" string"#, .invalid),
+            ("identity", #"{"key": "k"}"#, "'identity.certificate' is missing", .missing),
+            ("attestation", #"{"policy": "p", "evidence": "sgx"}"#, "attestation.evidence must be", .invalid),
+            ("colour", #""blue""#, "unknown field 'colour'", .unknownField),
+            ("disks", #"[{"id": "d", "luks": "/dev/x"}]"#, "disks[0].mapper is needed to open the volume", .missing),
+            (
+                "disks", #"[{"id": "d", "luks": "/dev/x", "open": "no"}]"#, "disks[0].open must be true or false",
+                .invalid
+            ),
+            ("disks", #"[{"id": "d", "luks": "/dev/x", "mapper": "a/b"}]"#, "disks[0].mapper must be", .invalid),
+            ("disks", #"[{"id": "d", "mapper": "m"}]"#, "'disks[0].luks' is missing", .missing),
+            (
+                "disks", #"[{"id": "d", "luks": "/dev/x", "mapper": "m", "size": 1}]"#, "unknown field 'disks[0].size'",
+                .unknownField
+            ),
+            ("disks", #"["d", {"id": "d", "luks": "/dev/x", "mapper": "m"}]"#, "disks must be distinct", .invalid),
             (
                 "disks",
                 #"[{"id": "a", "luks": "/dev/x", "mapper": "m"}, {"id": "b", "luks": "/dev/y", "mapper": "m"}]"#,
-                "the same device or mapper"
+                "the same device or mapper",
+                .invalid
             ),
-            ("disks", "[7]", "disks[0] must be a disk id or an object"),
-        ]
+            ("disks", "[7]", "disks[0] must be a disk id or an object", .invalid),
+        ] as [(String, String, String, NodeConfigurationErrorCode)]
     )
-    func broken(field: String, json: String, expected: String) throws {
+    func broken(field: String, json: String, expected: String, code: NodeConfigurationErrorCode) throws {
         var object = Self.valid()
         object[field] = try JSONSerialization.jsonObject(with: Data(json.utf8), options: .fragmentsAllowed)
-        #expect {
-            try Self.parse(object)
-        } throws: { error in
-            (error as? NodeConfigurationError)?.reason.contains(expected) == true
-        }
+        let error = #expect(throws: NodeConfigurationError.self) { try Self.parse(object) }
+        #expect(error?.code == code)
+        // The reason names the field and what is wrong with it.
+        #expect(error?.reason.contains(expected) == true, "\(String(describing: error))")
     }
 
     @Test("disks: plain ids and LUKS2 volumes side by side, relative device paths resolved; written back the same")
@@ -119,16 +125,25 @@ struct NodeConfigurationTests {
 
     @Test("not JSON, or not an object, or a missing field")
     func notAnObject() {
-        #expect(throws: NodeConfigurationError("the node configuration is not valid JSON")) {
+        let notJSON = #expect(throws: NodeConfigurationError.self) {
             try NodeConfiguration(json: Data("{".utf8), relativeTo: Self.base)
         }
-        #expect(throws: NodeConfigurationError("the node configuration must be a JSON object")) {
+        #expect(notJSON?.code == .syntax)
+        #expect(notJSON?.reason == "the node configuration is not valid JSON")
+        let notObject = #expect(throws: NodeConfigurationError.self) {
             try NodeConfiguration(json: Data("[]".utf8), relativeTo: Self.base)
         }
+        #expect(notObject?.code == .syntax)
+        #expect(notObject?.reason == "the node configuration must be a JSON object")
         var object = Self.valid()
         object["admin"] = nil
-        #expect(throws: NodeConfigurationError("'admin' is missing")) { try Self.parse(object) }
-        #expect(throws: NodeConfigurationError.self) { try NodeConfiguration(contentsOf: "/nonexistent/node.json") }
+        let missing = #expect(throws: NodeConfigurationError.self) { try Self.parse(object) }
+        #expect(missing?.code == .missing)
+        #expect(missing?.reason == "'admin' is missing")
+        let unreadable = #expect(throws: NodeConfigurationError.self) {
+            try NodeConfiguration(contentsOf: "/nonexistent/node.json")
+        }
+        #expect(unreadable?.code == .unreadable)
     }
 
     @Test("platform ids parse from part:serial and nothing else")

@@ -96,7 +96,9 @@ enum AttestationFrame: Sendable, Hashable {
     /// - Throws: the reason it is malformed.
     init(parsing frame: ByteBuffer) throws(PeerChannelError) {
         var input = frame
-        func malformed(_ what: String) -> PeerChannelError { PeerChannelError("malformed attestation frame: \(what)") }
+        func malformed(_ what: String) -> PeerChannelError {
+            PeerChannelError(.malformed, "malformed attestation frame: \(what)")
+        }
         guard input.readBytes(length: 4) == Self.magic else { throw malformed("not an attestation frame") }
         guard input.readInteger(as: UInt8.self) == Self.version else { throw malformed("unknown version") }
         guard let raw = input.readInteger(as: UInt8.self), let kind = Kind(rawValue: raw) else {

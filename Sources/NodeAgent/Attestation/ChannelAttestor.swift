@@ -241,9 +241,9 @@ private final class Exchange: Sendable {
         }
         switch parsed {
         case .refused(let reason):
-            throw PeerChannelError("peer \(channel.peer) refused this node's attestation: \(reason)")
+            throw PeerChannelError(.refusedByPeer, "peer \(channel.peer) refused this node's attestation: \(reason)")
         case .aborted(let reason):
-            throw PeerChannelError("peer \(channel.peer) aborted the attestation: \(reason)")
+            throw PeerChannelError(.abortedByPeer, "peer \(channel.peer) aborted the attestation: \(reason)")
         case .nonce, .evidence, .accepted:
             break
         }
@@ -255,10 +255,11 @@ private final class Exchange: Sendable {
         let (waitingFor, expired) = progress.withLock { ($0.waitingFor, $0.expired) }
         if expired {
             return PeerChannelError(
+                .timeout,
                 "attestation with peer \(channel.peer) timed out after \(attestor.timeout) waiting for its \(waitingFor)"
             )
         }
-        return PeerChannelError("attestation with peer \(channel.peer) failed: \(reason)")
+        return PeerChannelError(.closed, "attestation with peer \(channel.peer) failed: \(reason)")
     }
 
     /// Refuses the peer: sends a refusal frame with `reason`, waits for the
@@ -268,7 +269,7 @@ private final class Exchange: Sendable {
     private func refuse(_ reason: String, _ inbound: inout Inbound) async -> PeerChannelError {
         if progress.withLock({ $0.expired }) { return failure(reason) }
         await end(with: .refused(reason), &inbound)
-        return PeerChannelError("refused peer \(channel.peer): \(AttestationFrame.clean(reason))")
+        return PeerChannelError(.refused, "refused peer \(channel.peer): \(AttestationFrame.clean(reason))")
     }
 
     /// Gives up because of a failure on this node's side (`reason` speaks of
@@ -277,7 +278,8 @@ private final class Exchange: Sendable {
     private func abort(_ reason: String, _ inbound: inout Inbound) async -> PeerChannelError {
         if progress.withLock({ $0.expired }) { return failure(reason) }
         await end(with: .aborted(reason), &inbound)
-        return PeerChannelError("attestation with peer \(channel.peer) aborted: \(AttestationFrame.clean(reason))")
+        return PeerChannelError(
+            .aborted, "attestation with peer \(channel.peer) aborted: \(AttestationFrame.clean(reason))")
     }
 
     private func end(with frame: AttestationFrame, _ inbound: inout Inbound) async {

@@ -49,9 +49,9 @@ public struct MeasurementCache: Sendable {
     /// is the running executable).
     public func measure(_ path: String) throws(NodeEvidenceError) -> Measurement {
         let file = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard file >= 0 else { throw NodeEvidenceError("cannot open \(path) to measure it: errno \(errno)") }
+        guard file >= 0 else { throw NodeEvidenceError(.measure, "cannot open \(path) to measure it: errno \(errno)") }
         defer { close(file) }
-        guard let before = Self.version(of: file) else { throw NodeEvidenceError("cannot stat \(path)") }
+        guard let before = Self.version(of: file) else { throw NodeEvidenceError(.measure, "cannot stat \(path)") }
 
         let lock = try lockDirectory()
         defer { close(lock) }  // releases the flock
@@ -88,7 +88,7 @@ public struct MeasurementCache: Sendable {
             let count = buffer.withUnsafeMutableBytes { pread(file, $0.baseAddress, $0.count, offset) }
             if count < 0 {
                 if errno == EINTR { continue }
-                throw NodeEvidenceError("cannot read \(path) to measure it: errno \(errno)")
+                throw NodeEvidenceError(.measure, "cannot read \(path) to measure it: errno \(errno)")
             }
             if count == 0 { break }
             hasher.update(data: buffer[..<count])
@@ -102,15 +102,15 @@ public struct MeasurementCache: Sendable {
             try FileManager.default.createDirectory(
                 at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
-            throw NodeEvidenceError("cannot create the measurement cache directory \(directory.path)")
+            throw NodeEvidenceError(.cache, "cannot create the measurement cache directory \(directory.path)")
         }
         let path = directory.appendingPathComponent(Self.lockName).path
         let lock = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lock >= 0 else { throw NodeEvidenceError("cannot open \(path): errno \(errno)") }
+        guard lock >= 0 else { throw NodeEvidenceError(.cache, "cannot open \(path): errno \(errno)") }
         while flock(lock, LOCK_EX) != 0 {
             guard errno == EINTR else {
                 close(lock)
-                throw NodeEvidenceError("cannot lock \(path): errno \(errno)")
+                throw NodeEvidenceError(.cache, "cannot lock \(path): errno \(errno)")
             }
         }
         return lock
@@ -137,9 +137,9 @@ public struct MeasurementCache: Sendable {
             let data = try encoder.encode(Table(format: Self.format, digests: digests))
             try writeAtomically(Array(data), to: directory, name: Self.cacheName)
         } catch let error as AtomicFileError {
-            throw NodeEvidenceError("cannot write the measurement cache: \(error.reason)")
+            throw NodeEvidenceError(.cache, "cannot write the measurement cache: \(error.reason)")
         } catch {
-            throw NodeEvidenceError("cannot encode the measurement cache")
+            throw NodeEvidenceError(.cache, "cannot encode the measurement cache")
         }
     }
 }

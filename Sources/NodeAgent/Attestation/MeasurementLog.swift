@@ -27,15 +27,19 @@ public struct MeasurementLog: Sendable, Hashable, CustomStringConvertible {
     ///   name, a digest that is not 32 bytes, or too many entries.
     public init(_ pairs: [(name: String, digest: [UInt8])]) throws(NodeEvidenceError) {
         guard pairs.count <= Self.maximumEntries else {
-            throw NodeEvidenceError("a measurement log has at most \(Self.maximumEntries) entries")
+            throw NodeEvidenceError(.log, "a measurement log has at most \(Self.maximumEntries) entries")
         }
         var seen = Set<String>()
         for (name, digest) in pairs {
             guard (1...255).contains(name.utf8.count) else {
-                throw NodeEvidenceError("a measurement name is 1 to 255 bytes")
+                throw NodeEvidenceError(.log, "a measurement name is 1 to 255 bytes")
             }
-            guard seen.insert(name).inserted else { throw NodeEvidenceError("measurement '\(name)' appears twice") }
-            guard digest.count == 32 else { throw NodeEvidenceError("measurement '\(name)' is not a SHA-256 digest") }
+            guard seen.insert(name).inserted else {
+                throw NodeEvidenceError(.log, "measurement '\(name)' appears twice")
+            }
+            guard digest.count == 32 else {
+                throw NodeEvidenceError(.log, "measurement '\(name)' is not a SHA-256 digest")
+            }
         }
         entries = pairs.map { Entry(name: $0.name, digest: $0.digest) }
     }

@@ -54,28 +54,28 @@ public struct NodeAttestationPolicy: Sendable {
     /// - Throws: ``NodeAttestationPolicyError`` naming the file and what is wrong.
     public static func load(contentsOf url: URL) throws(NodeAttestationPolicyError) -> NodeAttestationPolicy {
         guard FileManager.default.fileExists(atPath: url.path) else {
-            throw NodeAttestationPolicyError("no node attestation policy at \(url.path)")
+            throw NodeAttestationPolicyError(.notFound, "no node attestation policy at \(url.path)")
         }
         guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw NodeAttestationPolicyError("cannot read the node attestation policy \(url.path)")
+            throw NodeAttestationPolicyError(.unreadable, "cannot read the node attestation policy \(url.path)")
         }
         do {
             return try NodeAttestationPolicy(json: data, relativeTo: url.deletingLastPathComponent())
         } catch {
-            throw NodeAttestationPolicyError("\(url.path): \(error.reason)")
+            throw NodeAttestationPolicyError(error.code, "\(url.path): \(error.reason)")
         }
     }
 
     /// Parses a policy; relative paths are resolved against `base` (the
     /// current directory if `nil`).
     public init(json: Data, relativeTo base: URL? = nil) throws(NodeAttestationPolicyError) {
-        let object = try JSONFields<NodeAttestationPolicyError>(json, what: "the policy")
+        let object = try JSONFields<NodeAttestationPolicyErrorCode>(json, what: "the policy")
         try object.refuseUnknownKeys(["mode", "softwareRootOfTrust", "tdx"])
         switch try object.optionalString("mode") {
         case nil, "enforce": mode = .enforce
         case "permissive": mode = .permissive
         case let other?:
-            throw NodeAttestationPolicyError("'mode' must be \"enforce\" or \"permissive\", not \"\(other)\"")
+            throw NodeAttestationPolicyError(.invalid, "'mode' must be \"enforce\" or \"permissive\", not \"\(other)\"")
         }
         softwareRootOfTrust = try object.optionalObject("softwareRootOfTrust").map(SoftwareMeasurementPolicy.init)
         tdx = try object.optionalObject("tdx").map { section throws(NodeAttestationPolicyError) in
@@ -83,7 +83,7 @@ public struct NodeAttestationPolicy: Sendable {
         }
         guard softwareRootOfTrust != nil || tdx != nil else {
             throw NodeAttestationPolicyError(
-                "the policy accepts no evidence: give a 'softwareRootOfTrust' or a 'tdx' section")
+                .invalid, "the policy accepts no evidence: give a 'softwareRootOfTrust' or a 'tdx' section")
         }
     }
 
@@ -131,21 +131,22 @@ public struct SoftwareMeasurementPolicy: Sendable, Hashable {
         allowed = Dictionary(uniqueKeysWithValues: log.entries.map { ($0.name, [$0.digest]) })
     }
 
-    init(_ section: JSONFields<NodeAttestationPolicyError>) throws(NodeAttestationPolicyError) {
+    init(_ section: JSONFields<NodeAttestationPolicyErrorCode>) throws(NodeAttestationPolicyError) {
         try section.refuseUnknownKeys(["allow"])
         guard let allow = try section.optionalObject("allow") else {
-            throw NodeAttestationPolicyError("'softwareRootOfTrust.allow' is missing")
+            throw NodeAttestationPolicyError(.missing, "'softwareRootOfTrust.allow' is missing")
         }
         var allowed: [String: Set<[UInt8]>] = [:]
         for (name, value) in allow.object {
             guard let list = value as? [String] else {
-                throw NodeAttestationPolicyError("'softwareRootOfTrust.allow.\(name)' must be a list of hex strings")
+                throw NodeAttestationPolicyError(
+                    .invalid, "'softwareRootOfTrust.allow.\(name)' must be a list of hex strings")
             }
             var digests = Set<[UInt8]>()
             for entry in list {
                 guard let digest = [UInt8](hex: entry), digest.count == 32 else {
                     throw NodeAttestationPolicyError(
-                        "'softwareRootOfTrust.allow.\(name)' entries must be 64 hex characters (SHA-256)")
+                        .invalid, "'softwareRootOfTrust.allow.\(name)' entries must be 64 hex characters (SHA-256)")
                 }
                 digests.insert(digest)
             }
@@ -227,11 +228,13 @@ public struct TDXAttestationPolicy: Sendable {
         }
     }
 
-    init(_ section: JSONFields<NodeAttestationPolicyError>, relativeTo base: URL?) throws(NodeAttestationPolicyError) {
+    init(_ section: JSONFields<NodeAttestationPolicyErrorCode>, relativeTo base: URL?)
+        throws(NodeAttestationPolicyError)
+    {
         try section.refuseUnknownKeys(["trustAnchor", "collateralDirectory", "pccs", "allow"])
         func path(_ key: String) throws(NodeAttestationPolicyError) -> URL {
             guard let value = try section.optionalString(key) else {
-                throw NodeAttestationPolicyError("'tdx.\(key)' is missing")
+                throw NodeAttestationPolicyError(.missing, "'tdx.\(key)' is missing")
             }
             return value.hasPrefix("/") || base == nil
                 ? URL(fileURLWithPath: value) : base!.appendingPathComponent(value)
@@ -242,22 +245,23 @@ public struct TDXAttestationPolicy: Sendable {
         } else {
             let file = try path("trustAnchor")
             guard let bytes = FileManager.default.contents(atPath: file.path) else {
-                throw NodeAttestationPolicyError("cannot read the TDX trust anchor \(file.path)")
+                throw NodeAttestationPolicyError(.trustAnchor, "cannot read the TDX trust anchor \(file.path)")
             }
             do {
                 anchor = try TrustAnchor(bytes: Array(bytes))
             } catch {
-                throw NodeAttestationPolicyError("the TDX trust anchor \(file.path): \(error.reason)")
+                throw NodeAttestationPolicyError(.trustAnchor, "the TDX trust anchor \(file.path): \(error.reason)")
             }
         }
         let source: CollateralSource
         switch (try section.optionalString("collateralDirectory"), try section.optionalString("pccs")) {
         case (.some, .some), (nil, nil):
-            throw NodeAttestationPolicyError("'tdx' needs exactly one of 'collateralDirectory' and 'pccs'")
+            throw NodeAttestationPolicyError(.invalid, "'tdx' needs exactly one of 'collateralDirectory' and 'pccs'")
         case (nil, let url?):
             guard let parsed = URL(string: url), ["https", "http"].contains(parsed.scheme ?? ""), parsed.host != nil
             else {
-                throw NodeAttestationPolicyError("'tdx.pccs' must be an https:// (or http://) URL, not \"\(url)\"")
+                throw NodeAttestationPolicyError(
+                    .invalid, "'tdx.pccs' must be an https:// (or http://) URL, not \"\(url)\"")
             }
             source = .pccs(PCCSCollateralCache(url: url, verifier: QuoteVerifier(trustAnchor: anchor)))
         case (.some, nil):
@@ -266,33 +270,52 @@ public struct TDXAttestationPolicy: Sendable {
             do {
                 collateral = try CollateralDirectory(directory: directory)
             } catch {
-                throw NodeAttestationPolicyError(error.reason)
+                throw NodeAttestationPolicyError(.collateral, error.reason)
             }
             guard !collateral.byFMSPC.isEmpty else {
-                throw NodeAttestationPolicyError("no collateral document in \(directory.path)")
+                throw NodeAttestationPolicyError(.collateral, "no collateral document in \(directory.path)")
             }
             source = .directory(collateral)
         }
         guard let allow = try section.optionalObject("allow") else {
-            throw NodeAttestationPolicyError("'tdx.allow' is missing")
+            throw NodeAttestationPolicyError(.missing, "'tdx.allow' is missing")
         }
         let measurements: AttestationPolicy
         do {
             measurements = try AttestationPolicy(json: try JSONSerialization.data(withJSONObject: allow.object))
         } catch let error as PolicyError {
-            throw NodeAttestationPolicyError("'tdx.allow': \(error.reason)")
+            throw NodeAttestationPolicyError(.invalid, "'tdx.allow': \(error.reason)")
         } catch {
-            throw NodeAttestationPolicyError("'tdx.allow' cannot be read")
+            throw NodeAttestationPolicyError(.invalid, "'tdx.allow' cannot be read")
         }
         self.init(trustAnchor: anchor, collateral: source, measurements: measurements)
     }
 }
 
-/// A node attestation policy that could not be loaded, and why.
-public struct NodeAttestationPolicyError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// What is wrong, naming the file and the field.
-    public let reason: String
-    /// An error with its reason.
-    public init(_ reason: String) { self.reason = reason }
-    public var description: String { reason }
+/// A node attestation policy that could not be loaded, and why: the
+/// reason names the file and the field.
+public typealias NodeAttestationPolicyError = CodedError<NodeAttestationPolicyErrorCode>
+
+/// The codes of ``NodeAttestationPolicyError``.
+public struct NodeAttestationPolicyErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// There is no policy file.
+    public static let notFound = NodeAttestationPolicyErrorCode("NODE-POLICY-NOT-FOUND")
+    /// The policy file exists but cannot be read.
+    public static let unreadable = NodeAttestationPolicyErrorCode("NODE-POLICY-UNREADABLE")
+    /// The policy is not valid JSON, or not a JSON object.
+    public static let syntax = NodeAttestationPolicyErrorCode("NODE-POLICY-SYNTAX")
+    /// A field that must be there is missing.
+    public static let missing = NodeAttestationPolicyErrorCode("NODE-POLICY-MISSING")
+    /// A field has a value that is not allowed, or the fields do not make a
+    /// policy (no section, both or neither of `collateralDirectory` and `pccs`).
+    public static let invalid = NodeAttestationPolicyErrorCode("NODE-POLICY-INVALID")
+    /// A field is not one the policy has.
+    public static let unknownField = NodeAttestationPolicyErrorCode("NODE-POLICY-UNKNOWN-FIELD")
+    /// The TDX trust anchor cannot be read or is not a certificate.
+    public static let trustAnchor = NodeAttestationPolicyErrorCode("NODE-POLICY-TRUST-ANCHOR")
+    /// The TDX collateral directory cannot be read or holds no collateral document.
+    public static let collateral = NodeAttestationPolicyErrorCode("NODE-POLICY-COLLATERAL")
 }

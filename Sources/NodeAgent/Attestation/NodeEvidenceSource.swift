@@ -60,7 +60,7 @@ public struct NodeEvidenceSource: Sendable, CustomStringConvertible {
             do {
                 signature = try rootOfTrust.signMeasurements(log, reportData: binding)
             } catch {
-                throw NodeEvidenceError("the root of trust could not sign the evidence: \(error.reason)")
+                throw NodeEvidenceError(.sign, "the root of trust could not sign the evidence: \(error.reason)")
             }
             return .softwareRootOfTrust(SoftwareEvidence(reportData: binding, log: log, signature: signature))
         case .tdxQuote(let provider):

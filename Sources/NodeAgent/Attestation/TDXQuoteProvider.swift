@@ -25,7 +25,7 @@ public struct SoftwareTEEQuoteProvider: TDXQuoteProvider, CustomStringConvertibl
         do {
             tee = try SoftwareTEE(directory: directory)
         } catch {
-            throw NodeEvidenceError("software TEE at \(directory.path): \(error)")
+            throw NodeEvidenceError(.quote, "software TEE at \(directory.path): \(error)")
         }
         measurements = nil
     }
@@ -45,7 +45,7 @@ public struct SoftwareTEEQuoteProvider: TDXQuoteProvider, CustomStringConvertibl
             return try tee.quote(
                 reportData: reportData, mrTD: measurements?.mrTD, rtmrs: measurements?.rtmrs ?? [nil, nil, nil, nil])
         } catch {
-            throw NodeEvidenceError("software TEE: \(error.description)")
+            throw NodeEvidenceError(.quote, "software TEE: \(error.description)")
         }
     }
 }
@@ -66,22 +66,22 @@ public struct ConfigfsTSMQuoteProvider: TDXQuoteProvider, CustomStringConvertibl
     public func quote(reportData: [UInt8]) throws(NodeEvidenceError) -> [UInt8] {
         let entry = "\(root)/keyrack-node-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
         guard mkdir(entry, 0o700) == 0 else {
-            throw NodeEvidenceError(
-                errno == ENOENT
-                    ? "no TDX quote interface at \(root): not running in a TD (or configfs-tsm not mounted)"
-                    : "cannot create \(entry): errno \(errno)")
+            throw errno == ENOENT
+                ? NodeEvidenceError(
+                    .notInTD, "no TDX quote interface at \(root): not running in a TD (or configfs-tsm not mounted)")
+                : NodeEvidenceError(.quote, "cannot create \(entry): errno \(errno)")
         }
         defer { rmdir(entry) }
         // configfs attributes are written in place (no temporary file and rename).
         let inblob = Glibc.open("\(entry)/inblob", O_WRONLY | O_CLOEXEC)
-        guard inblob >= 0 else { throw NodeEvidenceError("cannot open \(entry)/inblob: errno \(errno)") }
+        guard inblob >= 0 else { throw NodeEvidenceError(.quote, "cannot open \(entry)/inblob: errno \(errno)") }
         let written = reportData.withUnsafeBytes { Glibc.write(inblob, $0.baseAddress, $0.count) }
         close(inblob)
         guard written == reportData.count else {
-            throw NodeEvidenceError("cannot write the report data to \(entry)/inblob")
+            throw NodeEvidenceError(.quote, "cannot write the report data to \(entry)/inblob")
         }
         guard let quote = FileManager.default.contents(atPath: "\(entry)/outblob"), !quote.isEmpty else {
-            throw NodeEvidenceError("the TDX module returned no quote in \(entry)/outblob")
+            throw NodeEvidenceError(.quote, "the TDX module returned no quote in \(entry)/outblob")
         }
         return Array(quote)
     }

@@ -46,6 +46,7 @@ public struct NodeTLSIdentity: Sendable {
     ) throws(PeerChannelError) {
         guard device.publicKey == rootOfTrust.publicKey else {
             throw PeerChannelError(
+                .identity,
                 "cannot load the node's TLS identity: the device certificate is not for the root of trust's key")
         }
         do {
@@ -55,11 +56,12 @@ public struct NodeTLSIdentity: Sendable {
             self.root = try NIOSSLCertificate(root)
             rootCertificate = root
         } catch {
-            throw PeerChannelError("cannot load the node's TLS identity: \(error)")
+            throw PeerChannelError(.identity, "cannot load the node's TLS identity: \(error)")
         }
         let signer = RootOfTrustTLSKey(rootOfTrust)
         guard !signer.signatureAlgorithms.isEmpty else {
-            throw PeerChannelError("cannot load the node's TLS identity: the root of trust has no TLS 1.3 scheme")
+            throw PeerChannelError(
+                .identity, "cannot load the node's TLS identity: the root of trust has no TLS 1.3 scheme")
         }
         key = NIOSSLPrivateKey(customPrivateKey: signer)
     }
@@ -165,7 +167,8 @@ struct RootOfTrustTLSKey: NIOSSLCustomPrivateKey, Hashable {
     func sign(channel: any Channel, algorithm: SignatureAlgorithm, data: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
         guard let scheme = DeviceSignatureScheme(rawValue: algorithm.rawValue), scheme.allowedInTLS13 else {
             return channel.eventLoop.makeFailedFuture(
-                RootOfTrustError("TLS asked for signature scheme 0x\(String(algorithm.rawValue, radix: 16))"))
+                RootOfTrustError(
+                    .unsupported, "TLS asked for signature scheme 0x\(String(algorithm.rawValue, radix: 16))"))
         }
         let message = Array(data.readableBytesView)
         let rootOfTrust = rootOfTrust
@@ -175,7 +178,8 @@ struct RootOfTrustTLSKey: NIOSSLCustomPrivateKey, Hashable {
     }
 
     func decrypt(channel: any Channel, data: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
-        channel.eventLoop.makeFailedFuture(RootOfTrustError("the device key does not decrypt (TLS 1.3 only)"))
+        channel.eventLoop.makeFailedFuture(
+            RootOfTrustError(.unsupported, "the device key does not decrypt (TLS 1.3 only)"))
     }
 
     static func == (lhs: Self, rhs: Self) -> Bool { lhs.publicKey == rhs.publicKey }

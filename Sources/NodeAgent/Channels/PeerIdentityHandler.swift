@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackCore
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -9,10 +10,37 @@ import TrustQuorum
 import X509
 
 /// Why a channel could not be established or used.
-public struct PeerChannelError: Error, Equatable, Sendable, CustomStringConvertible {
-    public let reason: String
-    public init(_ reason: String) { self.reason = reason }
-    public var description: String { reason }
+public typealias PeerChannelError = CodedError<PeerChannelErrorCode>
+
+/// The codes of ``PeerChannelError``.
+public struct PeerChannelErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// This node's TLS identity (its certificates, or its root of trust's key) cannot be used.
+    public static let identity = PeerChannelErrorCode("NODE-PEER-IDENTITY")
+    /// The connection to the peer cannot be made.
+    public static let connect = PeerChannelErrorCode("NODE-PEER-CONNECT")
+    /// The listening socket cannot be set up.
+    public static let listen = PeerChannelErrorCode("NODE-PEER-LISTEN")
+    /// The TLS handshake or the greeting failed, or the connection ended before the channel was established.
+    public static let handshake = PeerChannelErrorCode("NODE-PEER-HANDSHAKE")
+    /// The peer's certificate was refused, not verified, or names no platform.
+    public static let certificate = PeerChannelErrorCode("NODE-PEER-CERTIFICATE")
+    /// The handshake or the attestation exchange did not finish in time.
+    public static let timeout = PeerChannelErrorCode("NODE-PEER-TIMEOUT")
+    /// An attestation frame is malformed.
+    public static let malformed = PeerChannelErrorCode("NODE-PEER-MALFORMED")
+    /// This node refused the peer's attestation (the reason names the rule).
+    public static let refused = PeerChannelErrorCode("NODE-PEER-REFUSED")
+    /// The peer refused this node's attestation (the reason quotes the peer's).
+    public static let refusedByPeer = PeerChannelErrorCode("NODE-PEER-REFUSED-BY-PEER")
+    /// This node gave up the attestation: it cannot attest itself.
+    public static let aborted = PeerChannelErrorCode("NODE-PEER-ABORTED")
+    /// The peer gave up the attestation on its side (the reason quotes the peer's).
+    public static let abortedByPeer = PeerChannelErrorCode("NODE-PEER-ABORTED-BY-PEER")
+    /// The connection closed, or could not be written, during the attestation exchange.
+    public static let closed = PeerChannelErrorCode("NODE-PEER-CLOSED")
 }
 
 /// The peer as the TLS handshake authenticated it: its platform id and its
@@ -66,7 +94,8 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
             switch state {
             case .handshaking, .awaitingHello:
                 fail(
-                    PeerChannelError("the peer did not complete the TLS handshake and greeting within \(seconds) s"),
+                    PeerChannelError(
+                        .timeout, "the peer did not complete the TLS handshake and greeting within \(seconds) s"),
                     context: context)
             case .established, .failed:
                 break
@@ -81,7 +110,7 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
                 // The leaf of the chain the verification callback validated;
                 // without one the peer was never verified.
                 guard let certificate = handler.peerValidatedCertificateChain?.leaf else {
-                    throw PeerChannelError("the peer's certificate was not verified")
+                    throw PeerChannelError(.certificate, "the peer's certificate was not verified")
                 }
                 let der = try certificate.toDERBytes()
                 let parsed = try Certificate(derEncoded: der)
@@ -93,7 +122,9 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
             } catch let error as PeerChannelError {
                 fail(error, context: context)
             } catch {
-                fail(PeerChannelError("the peer's certificate names no platform: \(error)"), context: context)
+                fail(
+                    PeerChannelError(.certificate, "the peer's certificate names no platform: \(error)"),
+                    context: context)
             }
         }
         context.fireUserInboundEventTriggered(event)
@@ -112,7 +143,7 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
                 return
             }
             guard buffered.readBytes(length: expected.count) == expected else {
-                fail(PeerChannelError("the peer did not greet as a keyrack node"), context: context)
+                fail(PeerChannelError(.handshake, "the peer did not greet as a keyrack node"), context: context)
                 return
             }
             state = .established
@@ -126,22 +157,23 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let reason = refusal.recorded {
-            fail(PeerChannelError("refused the peer's certificate: \(reason)"), context: context)
+            fail(PeerChannelError(.certificate, "refused the peer's certificate: \(reason)"), context: context)
         } else {
-            fail(PeerChannelError("TLS handshake failed: \(error)"), context: context)
+            fail(PeerChannelError(.handshake, "TLS handshake failed: \(error)"), context: context)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         promise.fail(
-            PeerChannelError("the connection closed before the channel was established (refused by the peer?)"))
+            PeerChannelError(
+                .handshake, "the connection closed before the channel was established (refused by the peer?)"))
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         timeout?.cancel()
         // A connection that failed before it was active never sees channelInactive.
-        promise.fail(PeerChannelError("the connection ended before the channel was established"))
+        promise.fail(PeerChannelError(.handshake, "the connection ended before the channel was established"))
     }
 
     private func fail(_ error: PeerChannelError, context: ChannelHandlerContext) {

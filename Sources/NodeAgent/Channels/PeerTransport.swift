@@ -99,7 +99,7 @@ public enum PeerTransport {
         } catch let error as PeerChannelError {
             throw error
         } catch {
-            throw PeerChannelError("cannot connect to \(host):\(port): \(error)")
+            throw PeerChannelError(.connect, "cannot connect to \(host):\(port): \(error)")
         }
     }
 
@@ -126,7 +126,7 @@ public enum PeerTransport {
                 }
             return PeerListener(server: server, identity: identity)
         } catch {
-            throw PeerChannelError("cannot listen on \(host):\(port): \(error)")
+            throw PeerChannelError(.listen, "cannot listen on \(host):\(port): \(error)")
         }
     }
 }

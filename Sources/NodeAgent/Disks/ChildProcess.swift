@@ -55,13 +55,17 @@ struct ChildProcess {
         func pipeFeeding(_ secret: SecretBytes?) throws(ChildProcessError) -> Int32 {
             guard let secret else {
                 let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
-                guard null >= 0 else { throw ChildProcessError("cannot open /dev/null: errno \(errno)") }
+                guard null >= 0 else { throw ChildProcessError(.pipe, "cannot open /dev/null: errno \(errno)") }
                 childEnds.append(null)
                 return null
             }
-            guard secret.count <= maximumSecret else { throw ChildProcessError("a key longer than 60000 bytes") }
+            guard secret.count <= maximumSecret else {
+                throw ChildProcessError(.secretTooLong, "a key longer than 60000 bytes")
+            }
             var ends: [Int32] = [-1, -1]
-            guard keyrack_pipe(&ends) == 0 else { throw ChildProcessError("cannot create a pipe: errno \(errno)") }
+            guard keyrack_pipe(&ends) == 0 else {
+                throw ChildProcessError(.pipe, "cannot create a pipe: errno \(errno)")
+            }
             childEnds.append(ends[0])
             defer { close(ends[1]) }
             let written = secret.withUnsafeBytes { bytes -> Bool in
@@ -76,12 +80,14 @@ struct ChildProcess {
                 }
                 return true
             }
-            guard written else { throw ChildProcessError("cannot write to a pipe: errno \(errno)") }
+            guard written else { throw ChildProcessError(.pipe, "cannot write to a pipe: errno \(errno)") }
             return ends[0]
         }
         func outputPipe() throws(ChildProcessError) -> (read: Int32, write: Int32) {
             var ends: [Int32] = [-1, -1]
-            guard keyrack_pipe(&ends) == 0 else { throw ChildProcessError("cannot create a pipe: errno \(errno)") }
+            guard keyrack_pipe(&ends) == 0 else {
+                throw ChildProcessError(.pipe, "cannot create a pipe: errno \(errno)")
+            }
             parentEnds.append(ends[0])
             childEnds.append(ends[1])
             return (ends[0], ends[1])
@@ -104,7 +110,7 @@ struct ChildProcess {
                     &pid)
             }
         }
-        guard spawned == 0 else { throw ChildProcessError("cannot start \(executable): errno \(spawned)") }
+        guard spawned == 0 else { throw ChildProcessError(.spawn, "cannot start \(executable): errno \(spawned)") }
         // The child holds its ends now; ours must close so that its output reaches end of file.
         for descriptor in childEnds { close(descriptor) }
         childEnds = []
@@ -143,7 +149,9 @@ struct ChildProcess {
         if timedOut { kill(pid, SIGKILL) }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else { throw ChildProcessError("cannot wait for \(executable): errno \(errno)") }
+            guard errno == EINTR else {
+                throw ChildProcessError(.wait, "cannot wait for \(executable): errno \(errno)")
+            }
         }
         let exitStatus = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return Finished(
@@ -153,7 +161,19 @@ struct ChildProcess {
 }
 
 /// A child process that could not be run.
-struct ChildProcessError: Error, Equatable, Sendable {
-    let reason: String
-    init(_ reason: String) { self.reason = reason }
+typealias ChildProcessError = CodedError<ChildProcessErrorCode>
+
+/// The codes of ``ChildProcessError``.
+struct ChildProcessErrorCode: ErrorCodes {
+    let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// A pipe (or `/dev/null`) for the child's standard streams or secrets cannot be set up.
+    static let pipe = ChildProcessErrorCode("NODE-CHILD-PIPE")
+    /// A secret is too long to be written into a pipe before the child starts.
+    static let secretTooLong = ChildProcessErrorCode("NODE-CHILD-SECRET-TOO-LONG")
+    /// The program cannot be started.
+    static let spawn = ChildProcessErrorCode("NODE-CHILD-SPAWN")
+    /// The child cannot be waited for.
+    static let wait = ChildProcessErrorCode("NODE-CHILD-WAIT")
 }

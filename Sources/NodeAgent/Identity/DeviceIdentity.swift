@@ -19,7 +19,7 @@ public enum DeviceIdentity {
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         } catch {
-            throw IdentityFileError("cannot create \(directory.path)")
+            throw IdentityFileError(.io, "cannot create \(directory.path)")
         }
         let rootOfTrust: SoftwareRootOfTrust
         do {
@@ -28,7 +28,7 @@ public enum DeviceIdentity {
                 type: keyType
             )
         } catch {
-            throw IdentityFileError(error.reason)
+            throw IdentityFileError(error.code == .exists ? .exists : .io, error.reason)
         }
         let csr = try makeCSR(platform: platform, rootOfTrust: rootOfTrust)
         do {
@@ -38,7 +38,7 @@ public enum DeviceIdentity {
                 encoding: .utf8
             )
         } catch {
-            throw IdentityFileError("cannot write the CSR: \(error)")
+            throw IdentityFileError(.io, "cannot write the CSR: \(error)")
         }
         return (rootOfTrust, csr)
     }
@@ -62,7 +62,7 @@ public enum DeviceIdentity {
         } catch let error as IdentityFileError {
             throw error
         } catch {
-            throw IdentityFileError("cannot make the CSR: \(error)")
+            throw IdentityFileError(.issue, "cannot make the CSR: \(error)")
         }
     }
 
@@ -105,6 +105,7 @@ public enum DeviceIdentity {
             // root could be built at all.
             let reasons = Set(failures.map { $0.policyFailureReason.description }).sorted()
             throw IdentityFileError(
+                .unverified,
                 "the device certificate does not verify against the manufacturing root: "
                     + (reasons.isEmpty ? "it does not chain to the root" : reasons.joined(separator: "; ")))
         }

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KeyrackCore
 import SwiftASN1
 import TrustQuorum
 import X509
@@ -26,7 +27,7 @@ public struct ManufacturingCA: Sendable, CustomStringConvertible, CustomDebugStr
     public static func create(in directory: URL, now: Date = Date()) throws(IdentityFileError) -> ManufacturingCA {
         let rootPath = directory.appendingPathComponent("root.pem")
         guard !FileManager.default.fileExists(atPath: rootPath.path) else {
-            throw IdentityFileError("\(directory.path) already holds a CA; refusing to overwrite it")
+            throw IdentityFileError(.exists, "\(directory.path) already holds a CA; refusing to overwrite it")
         }
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -58,7 +59,7 @@ public struct ManufacturingCA: Sendable, CustomStringConvertible, CustomDebugStr
         } catch let error as IdentityFileError {
             throw error
         } catch {
-            throw IdentityFileError("cannot create the CA in \(directory.path): \(error)")
+            throw IdentityFileError(.io, "cannot create the CA in \(directory.path): \(error)")
         }
     }
 
@@ -108,7 +109,7 @@ public struct ManufacturingCA: Sendable, CustomStringConvertible, CustomDebugStr
         } catch let error as IdentityFileError {
             throw error
         } catch {
-            throw IdentityFileError("\(directory.path) is not a CA made by `keyrack ca init`: \(error)")
+            throw IdentityFileError(.format, "\(directory.path) is not a CA made by `keyrack ca init`: \(error)")
         }
     }
 
@@ -122,7 +123,7 @@ public struct ManufacturingCA: Sendable, CustomStringConvertible, CustomDebugStr
     /// device certificate.
     public func sign(_ csr: CertificateSigningRequest, now: Date = Date()) throws(IdentityFileError) -> Certificate {
         guard csr.publicKey.isValidSignature(csr.signature, for: csr) else {
-            throw IdentityFileError("the CSR's signature does not verify: refusing to sign")
+            throw IdentityFileError(.forgedCSR, "the CSR's signature does not verify: refusing to sign")
         }
         let platform = try PlatformIdentity.platformId(of: csr.subject)
         do {
@@ -139,7 +140,7 @@ public struct ManufacturingCA: Sendable, CustomStringConvertible, CustomDebugStr
                 issuerPrivateKey: intermediateKey
             )
         } catch {
-            throw IdentityFileError("cannot issue the device certificate: \(error)")
+            throw IdentityFileError(.issue, "cannot issue the device certificate: \(error)")
         }
     }
 }
@@ -169,7 +170,7 @@ public enum PlatformIdentity {
                 CommonName("\(platform.part):\(platform.serial)")
             }
         } catch {
-            throw IdentityFileError("cannot encode the platform id")
+            throw IdentityFileError(.issue, "cannot encode the platform id")
         }
     }
 
@@ -177,36 +178,58 @@ public enum PlatformIdentity {
     public static func platformId(of subject: DistinguishedName) throws(IdentityFileError) -> PlatformId {
         let commonNames = subject.flatMap { $0 }.filter { $0.type == .RDNAttributeType.commonName }
         guard commonNames.count == 1, let name = String(commonNames[0].value), let id = PlatformId(parsing: name)
-        else { throw IdentityFileError("the subject does not name a platform (CN=<part>:<serial>)") }
+        else { throw IdentityFileError(.platform, "the subject does not name a platform (CN=<part>:<serial>)") }
         return id
     }
 }
 
-/// A CA, device key or certificate file that could not be made or read.
-public struct IdentityFileError: Error, Equatable, Sendable, CustomStringConvertible {
-    public let reason: String
-    public init(_ reason: String) { self.reason = reason }
-    public var description: String { reason }
+/// A CA, device key or certificate file that could not be made or read, or
+/// a certificate that could not be issued or verified.
+public typealias IdentityFileError = CodedError<IdentityFileErrorCode>
+
+/// The codes of ``IdentityFileError``.
+public struct IdentityFileErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// A CA or a device key already exists where one was to be made: it is never overwritten.
+    public static let exists = IdentityFileErrorCode("NODE-IDENTITY-EXISTS")
+    /// A file or directory cannot be created, written or read.
+    public static let io = IdentityFileErrorCode("NODE-IDENTITY-IO")
+    /// A private key file is readable by others than its owner.
+    public static let permissions = IdentityFileErrorCode("NODE-IDENTITY-PERMISSIONS")
+    /// A directory does not hold a CA made by `keyrack ca init`.
+    public static let format = IdentityFileErrorCode("NODE-IDENTITY-FORMAT")
+    /// A CSR's signature does not verify: the CA refuses to sign it.
+    public static let forgedCSR = IdentityFileErrorCode("NODE-IDENTITY-FORGED-CSR")
+    /// A CSR or a certificate cannot be made.
+    public static let issue = IdentityFileErrorCode("NODE-IDENTITY-ISSUE")
+    /// A subject does not name a platform (`CN=<part>:<serial>`).
+    public static let platform = IdentityFileErrorCode("NODE-IDENTITY-PLATFORM")
+    /// A device certificate does not verify against the manufacturing root.
+    public static let unverified = IdentityFileErrorCode("NODE-IDENTITY-UNVERIFIED")
 }
 
 func writeSecret(_ bytes: some DataProtocol, to url: URL) throws(IdentityFileError) {
     let descriptor = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-    guard descriptor >= 0 else { throw IdentityFileError("cannot create \(url.path): errno \(errno)") }
+    guard descriptor >= 0 else { throw IdentityFileError(.io, "cannot create \(url.path): errno \(errno)") }
     defer { close(descriptor) }
     let data = Array(bytes)
     let written = data.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
     guard written == data.count, fsync(descriptor) == 0 else {
         unlink(url.path)
-        throw IdentityFileError("cannot write \(url.path)")
+        throw IdentityFileError(.io, "cannot write \(url.path)")
     }
 }
 
 func readSecret(_ url: URL) throws(IdentityFileError) -> [UInt8] {
     var status = stat()
-    guard stat(url.path, &status) == 0 else { throw IdentityFileError("cannot read \(url.path)") }
-    guard status.st_mode & 0o077 == 0 else { throw IdentityFileError("\(url.path) must be readable by its owner only") }
+    guard stat(url.path, &status) == 0 else { throw IdentityFileError(.io, "cannot read \(url.path)") }
+    guard status.st_mode & 0o077 == 0 else {
+        throw IdentityFileError(.permissions, "\(url.path) must be readable by its owner only")
+    }
     guard let data = FileManager.default.contents(atPath: url.path) else {
-        throw IdentityFileError("cannot read \(url.path)")
+        throw IdentityFileError(.io, "cannot read \(url.path)")
     }
     return Array(data)
 }

@@ -110,10 +110,31 @@ extension RootOfTrust {
 }
 
 /// A root of trust that failed or could not be opened.
-public struct RootOfTrustError: Error, Equatable, Sendable, CustomStringConvertible {
-    public let reason: String
-    public init(_ reason: String) { self.reason = reason }
-    public var description: String { reason }
+public typealias RootOfTrustError = CodedError<RootOfTrustErrorCode>
+
+/// The codes of ``RootOfTrustError``.
+public struct RootOfTrustErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// There is no device key file (`keyrack device init` makes one).
+    public static let missing = RootOfTrustErrorCode("NODE-ROT-MISSING")
+    /// A device key file already exists where one was to be created: it is never overwritten.
+    public static let exists = RootOfTrustErrorCode("NODE-ROT-EXISTS")
+    /// The device key file cannot be created, opened, read or written.
+    public static let io = RootOfTrustErrorCode("NODE-ROT-IO")
+    /// The device key file is readable by others than its owner.
+    public static let permissions = RootOfTrustErrorCode("NODE-ROT-PERMISSIONS")
+    /// The device key is neither an Ed25519 seed nor an RSA private key.
+    public static let format = RootOfTrustErrorCode("NODE-ROT-FORMAT")
+    /// Generating a key, signing or sealing failed.
+    public static let failed = RootOfTrustErrorCode("NODE-ROT-FAILED")
+    /// The device key cannot do what was asked (a signature scheme it lacks, decryption).
+    public static let unsupported = RootOfTrustErrorCode("NODE-ROT-UNSUPPORTED")
+    /// The device key was asked to leave the root of trust: it never does.
+    public static let export = RootOfTrustErrorCode("NODE-ROT-EXPORT")
+    /// Sealed data does not open: corrupt, truncated, or sealed by another root of trust or for another purpose.
+    public static let open = RootOfTrustErrorCode("NODE-ROT-OPEN")
 }
 
 /// The kinds of device key.
@@ -152,22 +173,20 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
             do {
                 bytes = SecretBytes(Array(try _RSA.Signing.PrivateKey(keySize: .bits4096).pemRepresentation.utf8))
             } catch {
-                throw RootOfTrustError("cannot generate an RSA-4096 key")
+                throw RootOfTrustError(.failed, "cannot generate an RSA-4096 key")
             }
         }
         let descriptor = openFile(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
-            throw RootOfTrustError(
-                errno == EEXIST
-                    ? "\(path) already exists; refusing to overwrite a device key"
-                    : "cannot create \(path): errno \(errno)"
-            )
+            throw errno == EEXIST
+                ? RootOfTrustError(.exists, "\(path) already exists; refusing to overwrite a device key")
+                : RootOfTrustError(.io, "cannot create \(path): errno \(errno)")
         }
         defer { close(descriptor) }
         let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
         guard written == bytes.count, fsync(descriptor) == 0 else {
             unlink(path)
-            throw RootOfTrustError("cannot write \(path)")
+            throw RootOfTrustError(.io, "cannot write \(path)")
         }
         return try SoftwareRootOfTrust(material: bytes)
     }
@@ -176,27 +195,27 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
     public init(keyFile path: String) throws(RootOfTrustError) {
         let descriptor = openFile(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else {
-            throw RootOfTrustError(
-                errno == ENOENT
-                    ? "no device key at \(path): run `keyrack device init`" : "cannot open \(path): errno \(errno)"
-            )
+            throw errno == ENOENT
+                ? RootOfTrustError(.missing, "no device key at \(path): run `keyrack device init`")
+                : RootOfTrustError(.io, "cannot open \(path): errno \(errno)")
         }
         defer { close(descriptor) }
         var status = stat()
         guard fstat(descriptor, &status) == 0, status.st_mode & 0o077 == 0 else {
-            throw RootOfTrustError("the device key \(path) must be readable by its owner only (chmod 600)")
+            throw RootOfTrustError(
+                .permissions, "the device key \(path) must be readable by its owner only (chmod 600)")
         }
         let size = Int(status.st_size)
-        guard size > 0, size <= 16_384 else { throw RootOfTrustError("\(path) is not a device key") }
+        guard size > 0, size <= 16_384 else { throw RootOfTrustError(.format, "\(path) is not a device key") }
         var ok = false
         let bytes = SecretBytes(count: size) { ok = read(descriptor, $0.baseAddress, size) == size }
-        guard ok else { throw RootOfTrustError("cannot read \(path)") }
+        guard ok else { throw RootOfTrustError(.io, "cannot read \(path)") }
         try self.init(material: bytes)
     }
 
     /// A root of trust over an Ed25519 seed (tests).
     public init(seed: SecretBytes) throws(RootOfTrustError) {
-        guard seed.count == 32 else { throw RootOfTrustError("a device seed is 32 bytes") }
+        guard seed.count == 32 else { throw RootOfTrustError(.format, "a device seed is 32 bytes") }
         try self.init(material: seed)
     }
 
@@ -204,13 +223,14 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
         if material.count == 32 {
             guard let key = material.withUnsafeBytes({ try? Curve25519.Signing.PrivateKey(rawRepresentation: $0) })
             else {
-                throw RootOfTrustError("the Ed25519 device seed is invalid")
+                throw RootOfTrustError(.format, "the Ed25519 device seed is invalid")
             }
             self.key = .ed25519(key)
         } else {
             let pem = material.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
             guard let key = try? _RSA.Signing.PrivateKey(pemRepresentation: pem), key.keySizeInBits >= 2048 else {
-                throw RootOfTrustError("the device key is neither an Ed25519 seed nor an RSA private key in PEM")
+                throw RootOfTrustError(
+                    .format, "the device key is neither an Ed25519 seed nor an RSA private key in PEM")
             }
             self.key = .rsa(key)
         }
@@ -259,9 +279,9 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
                 signature = nil
             }
         } catch {
-            throw RootOfTrustError("signing failed")
+            throw RootOfTrustError(.failed, "signing failed")
         }
-        guard let signature else { throw RootOfTrustError("the device key cannot sign with \(scheme)") }
+        guard let signature else { throw RootOfTrustError(.unsupported, "the device key cannot sign with \(scheme)") }
         return signature
     }
 
@@ -273,7 +293,7 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
                 try ChaChaPoly.seal(plaintext, using: sealingKey(purpose: purpose), authenticating: authenticatedData)
                     .combined)
         } catch {
-            throw RootOfTrustError("sealing failed")
+            throw RootOfTrustError(.failed, "sealing failed")
         }
     }
 
@@ -288,6 +308,7 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
             return SecretBytes(plaintext)
         } catch {
             throw RootOfTrustError(
+                .open,
                 "does not open: corrupt, truncated, or sealed by another root of trust or for another purpose")
         }
     }
@@ -339,7 +360,7 @@ struct RootOfTrustCertificateSigner: CustomPrivateKey {
         -> Certificate.Signature
     {
         guard let scheme = Self.algorithms.first(where: { $0.0 == signatureAlgorithm })?.1 else {
-            throw RootOfTrustError("the root of trust cannot sign with \(signatureAlgorithm)")
+            throw RootOfTrustError(.unsupported, "the root of trust cannot sign with \(signatureAlgorithm)")
         }
         let signature = try rootOfTrust.sign(Array(bytes), scheme: scheme)
         return try Certificate.Signature(
@@ -347,7 +368,7 @@ struct RootOfTrustCertificateSigner: CustomPrivateKey {
     }
 
     func serialize(into coder: inout DER.Serializer) throws {
-        throw RootOfTrustError("the device key never leaves its root of trust")
+        throw RootOfTrustError(.export, "the device key never leaves its root of trust")
     }
 
     static var defaultPEMDiscriminator: String { "PRIVATE KEY" }

@@ -40,13 +40,13 @@ public struct Ledger: Sendable {
     /// sealed by `rootOfTrust`.
     public init(directories: [URL], rootOfTrust: any RootOfTrust) throws(LedgerError) {
         guard directories.count == 2, directories[0].standardizedFileURL != directories[1].standardizedFileURL else {
-            throw LedgerError("a ledger needs two different directories")
+            throw LedgerError(.directories, "a ledger needs two different directories")
         }
         for directory in directories {
             do {
                 try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             } catch {
-                throw LedgerError("cannot create the ledger directory \(directory.path)")
+                throw LedgerError(.io, "cannot create the ledger directory \(directory.path)")
             }
         }
         self.directories = directories
@@ -77,6 +77,7 @@ public struct Ledger: Sendable {
         var problems = copies.problems
         if copies.existing > 0 && copies.newest == nil {
             throw LedgerError(
+                .unusable,
                 "no ledger copy can be opened: " + problems.map { "\($0.path): \($0.reason)" }.joined(separator: "; ")
             )
         }
@@ -111,33 +112,33 @@ public struct Ledger: Sendable {
             }
             return header + (try rootOfTrust.seal(plaintext, purpose: Self.purpose, authenticating: header))
         } catch {
-            throw LedgerError("cannot seal the state")
+            throw LedgerError(.seal, "cannot seal the state")
         }
     }
 
     func open(_ bytes: [UInt8]) throws(LedgerError) -> (UInt64, PersistentState) {
-        guard bytes.count >= 13 + 12 + 16 else { throw LedgerError("truncated (\(bytes.count) bytes)") }
-        guard Array(bytes.prefix(4)) == Self.magic else { throw LedgerError("not a keyrack ledger") }
-        guard bytes[4] == Self.version else { throw LedgerError("unsupported ledger version \(bytes[4])") }
+        guard bytes.count >= 13 + 12 + 16 else { throw LedgerError(.format, "truncated (\(bytes.count) bytes)") }
+        guard Array(bytes.prefix(4)) == Self.magic else { throw LedgerError(.format, "not a keyrack ledger") }
+        guard bytes[4] == Self.version else { throw LedgerError(.version, "unsupported ledger version \(bytes[4])") }
         let generation = bytes[5..<13].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         let plaintext: SecretBytes
         do {
             plaintext = try rootOfTrust.open(
                 Array(bytes[13...]), purpose: Self.purpose, authenticating: Array(bytes[0..<13]))
         } catch {
-            throw LedgerError("does not open: corrupt, truncated, or sealed by another node's root of trust")
+            throw LedgerError(.corrupt, "does not open: corrupt, truncated, or sealed by another node's root of trust")
         }
         do {
             // Decoded in place: the plaintext is not copied out of its zeroizing storage.
             let state = try plaintext.withUnsafeBytes { bytes in
-                guard let base = bytes.baseAddress else { throw LedgerError("empty") }
+                guard let base = bytes.baseAddress else { throw LedgerError(.corrupt, "empty") }
                 let view = Data(
                     bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: bytes.count, deallocator: .none)
                 return try JSONDecoder().decode(PersistentState.self, from: view)
             }
             return (generation, state)
         } catch {
-            throw LedgerError("opens but does not decode as trust-quorum state")
+            throw LedgerError(.corrupt, "opens but does not decode as trust-quorum state")
         }
     }
 
@@ -145,14 +146,32 @@ public struct Ledger: Sendable {
         do {
             try writeAtomically(bytes, to: directory, name: fileName)
         } catch {
-            throw LedgerError(error.reason)
+            throw LedgerError(.io, error.reason)
         }
     }
 }
 
 /// A ledger that could not be written or opened.
-public struct LedgerError: Error, Equatable, Sendable, CustomStringConvertible {
-    public let reason: String
-    public init(_ reason: String) { self.reason = reason }
-    public var description: String { reason }
+public typealias LedgerError = CodedError<LedgerErrorCode>
+
+/// The codes of ``LedgerError``.
+public struct LedgerErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// The ledger was not given two different directories.
+    public static let directories = LedgerErrorCode("NODE-LEDGER-DIRECTORIES")
+    /// A directory cannot be created, or a copy cannot be written to it.
+    public static let io = LedgerErrorCode("NODE-LEDGER-IO")
+    /// The root of trust cannot seal the state.
+    public static let seal = LedgerErrorCode("NODE-LEDGER-SEAL")
+    /// A copy is truncated or is not a keyrack ledger.
+    public static let format = LedgerErrorCode("NODE-LEDGER-FORMAT")
+    /// A copy is of a ledger version this node does not read.
+    public static let version = LedgerErrorCode("NODE-LEDGER-VERSION")
+    /// A copy does not open (corrupt, or sealed by another node's root of
+    /// trust) or does not decode as trust-quorum state.
+    public static let corrupt = LedgerErrorCode("NODE-LEDGER-CORRUPT")
+    /// Copies exist and none of them can be used.
+    public static let unusable = LedgerErrorCode("NODE-LEDGER-UNUSABLE")
 }

@@ -56,7 +56,7 @@ public struct AgentState: Codable, Equatable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         guard let bytes = try? encoder.encode(self) else {
-            throw AtomicFileError(reason: "cannot encode the agent state")
+            throw AtomicFileError(.encode, "cannot encode the agent state")
         }
         for directory in directories {
             try writeAtomically(Array(bytes), to: directory, name: Self.fileName)

@@ -96,7 +96,7 @@ public struct NodeConfiguration: Sendable, Equatable {
     /// Reads and checks the file at `path`.
     public init(contentsOf path: String) throws(NodeConfigurationError) {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw NodeConfigurationError("cannot read the node configuration \(path)")
+            throw NodeConfigurationError(.unreadable, "cannot read the node configuration \(path)")
         }
         let base = URL(fileURLWithPath: path).deletingLastPathComponent()
         try self.init(json: data, relativeTo: base)
@@ -104,7 +104,7 @@ public struct NodeConfiguration: Sendable, Equatable {
 
     /// Parses `json`, resolving relative paths against `base`.
     public init(json: Data, relativeTo base: URL) throws(NodeConfigurationError) {
-        let reader = try JSONFields<NodeConfigurationError>(json, what: "the node configuration")
+        let reader = try JSONFields<NodeConfigurationErrorCode>(json, what: "the node configuration")
         try reader.refuseUnknownKeys([
             "platform", "rackId", "identity", "listen", "peers", "ledger", "admin", "attestation", "disks",
         ])
@@ -113,7 +113,7 @@ public struct NodeConfiguration: Sendable, Equatable {
             path.hasPrefix("/") ? path : base.appendingPathComponent(path).standardizedFileURL.path
         }
         guard let rack = [UInt8](hex: try reader.string("rackId")).flatMap({ RackId(bytes: $0) }) else {
-            throw NodeConfigurationError("rackId must be \(RackId.byteCount) bytes in hex")
+            throw NodeConfigurationError(.invalid, "rackId must be \(RackId.byteCount) bytes in hex")
         }
         rackId = rack
         let identity = try reader.object("identity")
@@ -126,7 +126,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         var peers: [PlatformId: PeerAddress] = [:]
         for (id, address) in try reader.optionalObject("peers")?.object ?? [:] {
             guard let address = address as? String else {
-                throw NodeConfigurationError("peers.\(id) must be a \"host:port\" string")
+                throw NodeConfigurationError(.invalid, "peers.\(id) must be a \"host:port\" string")
             }
             peers[try Self.platformId(id, field: "peers")] = try PeerAddress(parsing: address, field: "peers.\(id)")
         }
@@ -134,7 +134,7 @@ public struct NodeConfiguration: Sendable, Equatable {
         self.peers = peers
         let ledger = try reader.strings("ledger").map(resolve)
         guard ledger.count == 2, ledger[0] != ledger[1] else {
-            throw NodeConfigurationError("ledger must list two different directories (on different disks)")
+            throw NodeConfigurationError(.invalid, "ledger must list two different directories (on different disks)")
         }
         self.ledger = ledger
         admin = resolve(try reader.string("admin"))
@@ -146,7 +146,7 @@ public struct NodeConfiguration: Sendable, Equatable {
             self.evidence = "software-tee:" + resolve(String(evidence.dropFirst("software-tee:".count)))
         } else {
             guard evidence == "rot" || evidence == "tdx" else {
-                throw NodeConfigurationError("attestation.evidence must be rot, software-tee:DIR or tdx")
+                throw NodeConfigurationError(.invalid, "attestation.evidence must be rot, software-tee:DIR or tdx")
             }
             self.evidence = evidence
         }
@@ -159,7 +159,7 @@ public struct NodeConfiguration: Sendable, Equatable {
     ) {
         guard let value else { return ([], []) }
         guard let entries = value as? [Any] else {
-            throw NodeConfigurationError("'disks' must be a list of disk ids or LUKS2 volume objects")
+            throw NodeConfigurationError(.invalid, "'disks' must be a list of disk ids or LUKS2 volume objects")
         }
         var disks: [String] = []
         var volumes: [LuksVolume] = []
@@ -169,9 +169,9 @@ public struct NodeConfiguration: Sendable, Equatable {
                 continue
             }
             guard let object = entry as? [String: Any] else {
-                throw NodeConfigurationError("disks[\(index)] must be a disk id or an object")
+                throw NodeConfigurationError(.invalid, "disks[\(index)] must be a disk id or an object")
             }
-            let fields = JSONFields<NodeConfigurationError>(object: object, path: "disks[\(index)]")
+            let fields = JSONFields<NodeConfigurationErrorCode>(object: object, path: "disks[\(index)]")
             try fields.refuseUnknownKeys(["id", "luks", "mapper", "open"])
             let id = try fields.string("id")
             let device = resolve(try fields.string("luks"))
@@ -179,7 +179,7 @@ public struct NodeConfiguration: Sendable, Equatable {
             var open = true
             if let flag = object["open"] {
                 guard let flag = flag as? Bool else {
-                    throw NodeConfigurationError("disks[\(index)].open must be true or false")
+                    throw NodeConfigurationError(.invalid, "disks[\(index)].open must be true or false")
                 }
                 open = flag
             }
@@ -187,10 +187,12 @@ public struct NodeConfiguration: Sendable, Equatable {
                 let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+")
                 guard mapper.count <= 127, mapper.allSatisfy(allowed.contains), mapper != ".", mapper != ".." else {
                     throw NodeConfigurationError(
+                        .invalid,
                         "disks[\(index)].mapper must be a device-mapper name (letters, digits, - _ . +; at most 127)")
                 }
             } else if open {
                 throw NodeConfigurationError(
+                    .missing,
                     "disks[\(index)].mapper is needed to open the volume (or set \"open\": false to only verify its key)"
                 )
             }
@@ -198,11 +200,11 @@ public struct NodeConfiguration: Sendable, Equatable {
             volumes.append(LuksVolume(disk: id, device: device, mapper: mapper, open: open))
         }
         guard Set(disks).count == disks.count, disks.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 255 }) else {
-            throw NodeConfigurationError("disks must be distinct, non-empty ids of at most 255 bytes")
+            throw NodeConfigurationError(.invalid, "disks must be distinct, non-empty ids of at most 255 bytes")
         }
         let mappers = volumes.compactMap(\.mapper)
         guard Set(mappers).count == mappers.count, Set(volumes.map(\.device)).count == volumes.count else {
-            throw NodeConfigurationError("two LUKS2 volumes name the same device or mapper")
+            throw NodeConfigurationError(.invalid, "two LUKS2 volumes name the same device or mapper")
         }
         return (disks, volumes)
     }
@@ -232,7 +234,7 @@ public struct NodeConfiguration: Sendable, Equatable {
     /// Parses `part:serial`.
     public static func platformId(_ text: String, field: String) throws(NodeConfigurationError) -> PlatformId {
         guard let id = PlatformId(parsing: text), Configuration.isValid(id) else {
-            throw NodeConfigurationError("\(field): '\(text)' is not a platform id (part:serial)")
+            throw NodeConfigurationError(.invalid, "\(field): '\(text)' is not a platform id (part:serial)")
         }
         return id
     }
@@ -256,20 +258,33 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
             (0...65535).contains(port)
         else {
-            throw NodeConfigurationError("\(field): '\(text)' is not host:port")
+            throw NodeConfigurationError(.invalid, "\(field): '\(text)' is not host:port")
         }
         var host = String(text[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { throw NodeConfigurationError("\(field): '\(text)' has no host") }
+        guard !host.isEmpty else { throw NodeConfigurationError(.invalid, "\(field): '\(text)' has no host") }
         self.init(host: host, port: port)
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
-/// A node configuration that cannot be used.
-public struct NodeConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
-    public let reason: String
-    public init(_ reason: String) { self.reason = reason }
-    public var description: String { reason }
+/// A node configuration that cannot be used: the reason names the field.
+public typealias NodeConfigurationError = CodedError<NodeConfigurationErrorCode>
+
+/// The codes of ``NodeConfigurationError``.
+public struct NodeConfigurationErrorCode: ErrorCodes {
+    public let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// The configuration file does not exist or cannot be read.
+    public static let unreadable = NodeConfigurationErrorCode("NODE-CONFIG-UNREADABLE")
+    /// The configuration is not valid JSON, or not a JSON object.
+    public static let syntax = NodeConfigurationErrorCode("NODE-CONFIG-SYNTAX")
+    /// A field that must be there is missing.
+    public static let missing = NodeConfigurationErrorCode("NODE-CONFIG-MISSING")
+    /// A field has a value that is not allowed (type, form, duplicates).
+    public static let invalid = NodeConfigurationErrorCode("NODE-CONFIG-INVALID")
+    /// A field is not one the configuration has.
+    public static let unknownField = NodeConfigurationErrorCode("NODE-CONFIG-UNKNOWN-FIELD")
 }

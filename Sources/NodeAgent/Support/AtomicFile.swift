@@ -1,12 +1,28 @@
 import Foundation
+import KeyrackCore
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
 /// A file that could not be written atomically, and why.
-struct AtomicFileError: Error, Equatable, Sendable {
-    let reason: String
+typealias AtomicFileError = CodedError<AtomicFileErrorCode>
+
+/// The codes of ``AtomicFileError``.
+struct AtomicFileErrorCode: ErrorCodes {
+    let rawValue: String
+    private init(_ rawValue: String) { self.rawValue = rawValue }
+
+    /// What was to be written could not be encoded.
+    static let encode = AtomicFileErrorCode("NODE-FILE-ENCODE")
+    /// The temporary file cannot be created (permissions, a missing directory).
+    static let create = AtomicFileErrorCode("NODE-FILE-CREATE")
+    /// The temporary file cannot be written or fsynced (I/O error, disk full).
+    static let write = AtomicFileErrorCode("NODE-FILE-WRITE")
+    /// The temporary file cannot be renamed over the file.
+    static let rename = AtomicFileErrorCode("NODE-FILE-RENAME")
+    /// The directory cannot be opened or fsynced, so the rename may not survive a crash.
+    static let syncDirectory = AtomicFileErrorCode("NODE-FILE-SYNC-DIRECTORY")
 }
 
 /// Writes `bytes` to `directory/name` so that a crash leaves either the old
@@ -16,7 +32,7 @@ func writeAtomically(_ bytes: [UInt8], to directory: URL, name: String) throws(A
     let final = directory.appendingPathComponent(name).path
     let temporary = final + ".tmp-\(getpid())"
     let descriptor = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-    guard descriptor >= 0 else { throw AtomicFileError(reason: "cannot create \(temporary): errno \(errno)") }
+    guard descriptor >= 0 else { throw AtomicFileError(.create, "cannot create \(temporary): errno \(errno)") }
     var offset = 0
     while offset < bytes.count {
         let written = bytes.withUnsafeBytes {
@@ -26,29 +42,29 @@ func writeAtomically(_ bytes: [UInt8], to directory: URL, name: String) throws(A
             if errno == EINTR { continue }
             close(descriptor)
             unlink(temporary)
-            throw AtomicFileError(reason: "cannot write \(temporary): errno \(errno)")
+            throw AtomicFileError(.write, "cannot write \(temporary): errno \(errno)")
         }
         offset += written
     }
     guard fsync(descriptor) == 0 else {
         close(descriptor)
         unlink(temporary)
-        throw AtomicFileError(reason: "cannot fsync \(temporary): errno \(errno)")
+        throw AtomicFileError(.write, "cannot fsync \(temporary): errno \(errno)")
     }
     close(descriptor)
     guard rename(temporary, final) == 0 else {
         unlink(temporary)
-        throw AtomicFileError(reason: "cannot rename \(temporary) to \(final): errno \(errno)")
+        throw AtomicFileError(.rename, "cannot rename \(temporary) to \(final): errno \(errno)")
     }
     // The rename itself must survive a crash: a directory that cannot be
     // synced is a failed write, not a silent one.
     let directoryDescriptor = Glibc.open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard directoryDescriptor >= 0 else {
-        throw AtomicFileError(reason: "cannot open \(directory.path) to fsync it: errno \(errno)")
+        throw AtomicFileError(.syncDirectory, "cannot open \(directory.path) to fsync it: errno \(errno)")
     }
     defer { close(directoryDescriptor) }
     guard fsync(directoryDescriptor) == 0 else {
-        throw AtomicFileError(reason: "cannot fsync \(directory.path): errno \(errno)")
+        throw AtomicFileError(.syncDirectory, "cannot fsync \(directory.path): errno \(errno)")
     }
 }
 

@@ -91,7 +91,7 @@ struct AgentCoreTests {
         let address = PeerAddress(host: "127.0.0.1", port: 7999)
         var core = rack.cores[0]
         let actions = core.handle(.admin(.setPeers([newcomer: address]), request: 1))
-        #expect(actions.contains(.dial(newcomer)))
+        #expect(actions.contains(.connect(newcomer, at: address)))
         #expect(!actions.contains { if case .reply = $0 { true } else { false } })
         #expect(core.handle(.agentStateSaved(generation: core.agentState.generation)) == [.reply(1, AdminResponse())])
         #expect(core.agentState.peers == [newcomer.description: address.description])
@@ -103,7 +103,7 @@ struct AgentCoreTests {
         rack.failStateWrite = [1]
         #expect(rack.admin(.setPeers([newcomer: address]), to: 1)?.error?.code == .stateWrite)
         #expect(rack.cores[1].agentState.peers.isEmpty)
-        #expect(rack.cores[1].dialAddress(of: newcomer) == address)  // dialed all the same
+        #expect(rack.cores[1].isDialing(newcomer))  // dialed all the same
         #expect(rack.admin(.setPeers([newcomer: address]), to: 1)?.error == nil)
         #expect(rack.cores[1].agentState.peers == [newcomer.description: address.description])
     }
@@ -130,10 +130,58 @@ struct AgentCoreTests {
     func dialing() {
         var rack = CoreRack(count: 3)
         rack.deliver(.started(listenPort: 7000), to: 1)
-        let dialed = rack.log[1].compactMap { if case .dial(let peer) = $0 { peer } else { nil } }
+        let dialed = rack.log[1].compactMap { if case .connect(let peer, _) = $0 { peer } else { nil } }
         #expect(dialed == [rack.platforms[2]])
-        #expect(rack.cores[1].dialAddress(of: rack.platforms[2]) != nil)
-        #expect(rack.cores[1].dialAddress(of: rack.platforms[0]) == nil)
+        #expect(rack.cores[1].isDialing(rack.platforms[2]))
+        #expect(!rack.cores[1].isDialing(rack.platforms[0]))
+    }
+
+    @Test("dial attempts: backoff after a failure or refusal, at once after a closed channel, none when connected")
+    func dialAttempts() throws {
+        var rack = CoreRack(count: 3)
+        rack.deliver(.started(listenPort: 7000), to: 0)
+        var core = rack.cores[0]
+        let peer = rack.platforms[1]
+        let address = try #require(core.addressBook[peer])
+        #expect(core.nextTick == nil)  // both attempts are under way
+
+        func connects(_ actions: [Core.Action]) -> [PlatformId] {
+            actions.compactMap { if case .connect(let peer, let at) = $0, at == address { peer } else { nil } }
+        }
+        // Unreachable: due between 40 and 60 ms later (50 ms ± 20 %); a tick before that starts nothing.
+        let failed = core.handle(.dialEnded(peer, .unreachable(reason: "connection refused"), now: .seconds(1)))
+        let logged = failed.compactMap { if case .log(let line) = $0 { line } else { nil } }
+        #expect(logged.map(\.message) == ["cannot reach peer; retrying with backoff"])
+        #expect(logged.first?.metadata["attempts"] == "1")
+        let due = try #require(core.nextTick)
+        #expect(due >= .seconds(1) + .milliseconds(40) && due <= .seconds(1) + .milliseconds(60))
+        #expect(connects(core.handle(.tick(now: due - .milliseconds(1)))).isEmpty)
+        #expect(connects(core.handle(.tick(now: due))) == [peer])
+        #expect(core.nextTick == nil)
+
+        // The second failure doubles the delay (80–120 ms) and is not logged (the first and every tenth are).
+        let second = core.handle(.dialEnded(peer, .refused, now: .seconds(2)))
+        #expect(!second.contains { if case .log = $0 { true } else { false } })
+        let later = try #require(core.nextTick) - .seconds(2)
+        #expect(later >= .milliseconds(80) && later <= .milliseconds(120))
+
+        // A channel that was up and closed: dialled again at once, backoff reset.
+        #expect(connects(core.handle(.tick(now: .seconds(3)))) == [peer])
+        #expect(connects(core.handle(.dialEnded(peer, .closed, now: .seconds(4)))) == [peer])
+        _ = core.handle(.dialEnded(peer, .unreachable(reason: "timeout"), now: .seconds(5)))
+        let reset = try #require(core.nextTick) - .seconds(5)
+        #expect(reset >= .milliseconds(40) && reset <= .milliseconds(60))
+
+        // Connected meanwhile (the peer dialled this node): nothing is started, checked again later.
+        _ = core.handle(.peerAttached(peer, connection: 77))
+        #expect(connects(core.handle(.tick(now: .seconds(6)))).isEmpty)
+        #expect(try #require(core.nextTick) > .seconds(6))
+
+        // Stopping: no attempt is due or started any more.
+        _ = core.handle(.stopping)
+        #expect(core.nextTick == nil)
+        #expect(connects(core.handle(.tick(now: .seconds(60)))).isEmpty)
+        #expect(connects(core.handle(.dialEnded(peer, .closed, now: .seconds(61)))).isEmpty)
     }
 
     @Test("channels: a reconnect closes the old channel; frames on a stale or malformed channel close it")

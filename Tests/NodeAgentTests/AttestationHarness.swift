@@ -41,13 +41,14 @@ extension Rack {
     /// measurement log of the running executable.
     func softwareNode(
         _ serial: String, keyType: DeviceKeyType = .ed25519, policy: NodeAttestationPolicy,
-        timeout: Duration = testTimeout, files: [MeasuredFile] = [.executable]
+        timeout: Duration = testTimeout, files: [MeasuredFile] = [.executable],
+        clock: any Clock<Duration> = ContinuousClock()
     ) throws -> TestNode {
         let (identity, rootOfTrust) = try member(serial, keyType: keyType)
         let attestor = ChannelAttestor(
             rootOfTrust: rootOfTrust,
             evidence: .softwareRootOfTrust(measurementCacheDirectory: measurementCache, files: files),
-            policy: policy, timeout: timeout)
+            policy: policy, timeout: timeout, clock: clock)
         return TestNode(identity: identity, attestor: attestor)
     }
 
@@ -209,4 +210,11 @@ func remainingFrames(_ inbound: inout NIOAsyncChannelInboundStream<ByteBuffer>.A
         if frames.last?.isFinal == true { break }
     }
     return frames
+}
+
+extension Result {
+    /// The error, if this is a failure.
+    var failure: Failure? {
+        if case .failure(let error) = self { error } else { nil }
+    }
 }

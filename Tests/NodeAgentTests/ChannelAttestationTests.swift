@@ -270,10 +270,7 @@ struct ChannelAttestationTests {
             for frame in misbehaviour.frames { try await outbound.write(frame) }
             return await remainingFrames(&inbound)
         }
-        guard case .failure(let error) = serverResult else {
-            Issue.record("the misbehaving peer was accepted")
-            return
-        }
+        let error = try #require(serverResult.failure, "the misbehaving peer was accepted")
         switch misbehaviour {
         case .nothing:
             #expect(error.code == .timeout && error.reason.contains("nonce"))
@@ -281,5 +278,26 @@ struct ChannelAttestationTests {
             #expect(error.code == .refused && error.reason.contains("malformed attestation frame"))
             #expect(seen.contains { if case .refused(let reason) = $0 { reason.contains("malformed") } else { false } })
         }
+    }
+
+    @Test("the exchange's deadline runs on the attestor's clock: a silent peer is refused when it passes, not before")
+    func deadlineOnClock() async throws {
+        let rack = try Rack()
+        let clock = ManualClock()
+        let server = try rack.softwareNode("SRV1", policy: try softwarePolicy(), timeout: .seconds(20), clock: clock)
+        let intruder = try rack.node("CLI2")
+        let (serverResult, seen) = try await runScripted(server: server, client: intruder) { _, inbound, _ in
+            // The server sent its nonce and waits for ours, which never comes.
+            try await clock.waitForSleepers(1)
+            clock.advance(by: .seconds(19))
+            let stillWaiting = clock.sleeperCount
+            clock.advance(by: .seconds(1))
+            let frames = await remainingFrames(&inbound)
+            return stillWaiting == 1 ? frames : []
+        }
+        let error = try #require(serverResult.failure, "a silent peer was accepted")
+        #expect(error.code == .timeout && error.reason.contains("nonce"), "\(error)")
+        // The deadline had not passed at 19 s (else no frame is returned), and at 20 s the peer was told why.
+        #expect(seen.contains { if case .aborted(let reason) = $0 { reason.contains("timed out") } else { false } })
     }
 }

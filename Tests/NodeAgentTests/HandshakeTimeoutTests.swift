@@ -1,7 +1,9 @@
 import Foundation
 import KeyrackTestSupport
 import NIOCore
+import NIOEmbedded
 import NIOPosix
+import Synchronization
 import Testing
 
 @testable import NodeAgent
@@ -72,4 +74,31 @@ struct HandshakeTimeoutTests {
         }
         #expect(error?.code == .timeout, "\(String(describing: error))")
     }
+
+    @Test("the handshake deadline runs on the channel's event loop: still open 1 ms before it, failed and closed at it")
+    func deadlineOnLoopClock() throws {
+        let loop = EmbeddedEventLoop()
+        let channel = EmbeddedChannel(loop: loop)
+        let promise = loop.makePromise(of: VerifiedPeer.self)
+        try channel.pipeline.syncOperations.addHandler(
+            PeerIdentityHandler(promise: promise, refusal: PeerRefusal(), deadline: .seconds(20)))
+        let outcome = Outcome()
+        promise.futureResult.whenComplete { result in outcome.result.withLock { $0 = result } }
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+
+        loop.advanceTime(by: TimeAmount.seconds(20) - TimeAmount.milliseconds(1))
+        #expect(outcome.result.withLock { $0 } == nil)
+        #expect(channel.isActive)
+
+        loop.advanceTime(by: .milliseconds(1))
+        let result = try #require(outcome.result.withLock { $0 })
+        let error = try #require(result.failure as? PeerChannelError)
+        #expect(error.reason == "the peer did not complete the TLS handshake and greeting within 20.0 s")
+        #expect(!channel.isActive)
+    }
+}
+
+/// What a promise completed with, read after the loop ran.
+private final class Outcome: Sendable {
+    let result = Mutex<Result<VerifiedPeer, any Error>?>(nil)
 }

@@ -37,22 +37,26 @@ public struct ChannelAttestor: Sendable, CustomStringConvertible {
     /// How long the whole exchange may take.
     public let timeout: Duration
     let now: @Sendable () -> Date
+    /// What ``timeout`` is measured on.
+    let clock: any Clock<Duration>
 
     /// An attestor that signs (software evidence) with `rootOfTrust`, shows
     /// evidence from `evidence`, and appraises peers against `policy`; an
-    /// exchange that takes longer than `timeout` fails.
+    /// exchange that takes longer than `timeout`, measured on `clock`, fails.
     public init(
         rootOfTrust: any RootOfTrust,
         evidence: NodeEvidenceSource,
         policy: NodeAttestationPolicy,
         timeout: Duration = .seconds(5),
-        now: @escaping @Sendable () -> Date = { Date() }
+        now: @escaping @Sendable () -> Date = { Date() },
+        clock: any Clock<Duration> = ContinuousClock()
     ) {
         self.rootOfTrust = rootOfTrust
         self.evidence = evidence
         self.policy = policy
         self.timeout = timeout
         self.now = now
+        self.clock = clock
     }
 
     /// The policy's loud start-up warning when attestation is not enforced.
@@ -90,8 +94,8 @@ public struct ChannelAttestor: Sendable, CustomStringConvertible {
     ) async throws(PeerChannelError) -> AttestationOutcome {
         let exchange = Exchange(attestor: self, channel: channel, outbound: outbound)
         let result = await withTaskGroup(of: Void.self) { group in
-            group.addTask { [timeout] in
-                guard (try? await Task.sleep(for: timeout)) != nil else { return }
+            group.addTask { [timeout, clock] in
+                guard (try? await clock.sleep(for: timeout)) != nil else { return }
                 await exchange.expire()
             }
             let result = await exchange.run(&inbound)
@@ -144,12 +148,13 @@ private final class Exchange: Sendable {
         }
         guard let waitingFor else { return }
         let outbound = self.outbound
+        let clock = attestor.clock
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 try? await outbound.write(
                     AttestationFrame.aborted("timed out waiting for this node's \(waitingFor)").buffer)
             }
-            group.addTask { try? await Task.sleep(for: .milliseconds(100)) }
+            group.addTask { try? await clock.sleep(for: .milliseconds(100)) }
             await group.next()
             group.cancelAll()
         }

@@ -52,6 +52,24 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         case agentStateSaveFailed(generation: UInt64, reason: String)
         /// The node is shutting down.
         case stopping
+        /// Time passed: `now` is the time since the node started, on the
+        /// shell's clock. Dial attempts that are due are started.
+        case tick(now: Duration)
+        /// An attempt to reach `peer` (``Action/connect(_:at:)``) ended at `now`.
+        case dialEnded(PlatformId, DialOutcome, now: Duration)
+    }
+
+    /// How an attempt to reach a peer ended.
+    public enum DialOutcome: Sendable, Equatable {
+        /// No channel: the peer is down or unreachable (`reason` for the log).
+        case unreachable(reason: String)
+        /// A channel came up but the peer was not admitted (another platform,
+        /// not in this rack, attestation failed): backed off like a failure,
+        /// so a refusing peer is not hammered with handshakes.
+        case refused
+        /// The peer was admitted and its channel has closed: it may be
+        /// restarting, so it is dialled again at once.
+        case closed
     }
 
     /// What the core asks the shell to do, in order.
@@ -64,9 +82,9 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         case send(Message, to: PlatformId, connection: ConnectionID)
         /// Close the channel `connection`.
         case close(connection: ConnectionID)
-        /// Keep a channel to `peer` up (dial with backoff while it is down).
-        case dial(PlatformId)
-        /// Stop every dialer.
+        /// Try to reach `peer` at `address` once, then report ``Event/dialEnded(_:_:now:)``.
+        case connect(PlatformId, at: PeerAddress)
+        /// Abandon every attempt under way.
         case stopDialing
         /// Answer admin request `request`.
         case reply(RequestID, AdminResponse)
@@ -133,7 +151,8 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
     var listenPort: Int
     var stopping = false
     var loadFailure: LoadRackSecretError.Code?
-    var dialing: Set<PlatformId> = []
+    /// The peers this node dials (those whose platform id sorts after its own), with their backoff.
+    var dialers: [PlatformId: Dialer] = [:]
     var pending: Pending?
     var waitingEvents: [Event] = []
     var output: [Action] = []
@@ -195,10 +214,14 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         connections[peer] == connection
     }
 
-    /// Where `peer` listens, while this node should keep dialing it.
-    public func dialAddress(of peer: PlatformId) -> PeerAddress? {
-        guard dialing.contains(peer), halted == nil, !stopping else { return nil }
-        return addressBook[peer]
+    /// Whether this node keeps dialing `peer`.
+    public func isDialing(_ peer: PlatformId) -> Bool { dialers[peer] != nil && halted == nil && !stopping }
+
+    /// When the next dial attempt is due (time since start), if one is
+    /// waiting: the shell sends ``Event/tick(now:)`` then.
+    public var nextTick: Duration? {
+        guard halted == nil, !stopping else { return nil }
+        return dialers.values.compactMap(\.due).min()
     }
 
     /// What this node reports about itself (with its LUKS2 volumes' statuses, which the shell keeps).
@@ -320,6 +343,10 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         case .stopping:
             stopping = true
             closeEverything()
+        case .tick(let now):
+            dialDue(now: now)
+        case .dialEnded(let peer, let outcome, let now):
+            dialEnded(peer, outcome, now: now)
         }
     }
 
@@ -341,18 +368,10 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         flush(request: nil)
     }
 
-    mutating func startDialers() {
-        guard halted == nil, !stopping else { return }
-        for peer in addressBook.keys.sorted() where peer > settings.platform && !dialing.contains(peer) {
-            dialing.insert(peer)
-            emit(.dial(peer))
-        }
-    }
-
     mutating func closeEverything() {
         for id in connections.values.sorted() { emit(.close(connection: id)) }
         connections = [:]
-        dialing = []
+        dialers = [:]
         emit(.stopDialing)
     }
 

@@ -17,7 +17,8 @@ import TrustQuorum
 /// answering, logging). Every rule is the core's; see ``AgentCore``.
 ///
 /// Where code runs (`docs/ARCHITECTURE.md`): this actor owns the core;
-/// accept, dial and admin loops are child tasks of ``run()``; channel I/O is
+/// the accept, admin and timer loops are child tasks of ``run()``, and each
+/// dial attempt is a task the actor keeps (cancelled on shutdown); channel I/O is
 /// NIO's; ledger writes run on the actor, which is what keeps them in order
 /// with the sends that depend on them.
 public actor NodeRuntime: Service {
@@ -30,6 +31,11 @@ public actor NodeRuntime: Service {
     let logger: Logger
     let crashAfterPersist: Int?
     let clock: any Clock<Duration>
+    /// Time since the node started, on `clock`: the `now` of the core's events.
+    let elapsed: @Sendable () -> Duration
+    /// Wakes the timer when the core has a dial attempt waiting.
+    private nonisolated let wakeups: AsyncStream<Void>
+    private let wake: AsyncStream<Void>.Continuation
     let onReady: @Sendable (_ port: Int) -> Void
     /// The LUKS2 volumes of the configuration: opened after each unlock, re-keyed after each commit.
     let volumes: VolumeManager
@@ -69,6 +75,8 @@ public actor NodeRuntime: Service {
         self.logger = logger
         self.crashAfterPersist = crashAfterPersist
         self.clock = clock
+        self.elapsed = Self.stopwatch(clock)
+        (wakeups, wake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         self.onReady = onReady
         let loaded: Ledger.Loaded
         do {
@@ -137,8 +145,10 @@ public actor NodeRuntime: Service {
             // (every accepted channel must be closed through executeThenClose).
             group.addTask { try? await listener.run { channel in await self.serve(channel, expected: nil) } }
             group.addTask { try? await admin.run() }
+            group.addTask { await self.runTimer() }
             try? await gracefulShutdown()
             perform(.stopping)
+            wake.finish()
             try? FileManager.default.removeItem(atPath: configuration.admin)
             await listener.close()
             await admin.close()
@@ -185,8 +195,8 @@ public actor NodeRuntime: Service {
                     $0.outbound.finish()
                     $0.channel.close(promise: nil)
                 }
-            case .dial(let peer):
-                if dialers[peer] == nil { dialers[peer] = Task { [weak self] in await self?.dial(peer) } }
+            case .connect(let peer, let address):
+                dialers[peer] = Task { [weak self] in await self?.attempt(peer, at: address) }
             case .stopDialing:
                 for dialer in dialers.values { dialer.cancel() }
                 dialers = [:]
@@ -196,6 +206,7 @@ public actor NodeRuntime: Service {
                 logger.log(level: line.level, "\(line.message)", metadata: line.metadata.mapValues { .string($0) })
             }
         }
+        if core.nextTick != nil { wake.yield() }
     }
 
     private func crashHook() {
@@ -228,40 +239,49 @@ public actor NodeRuntime: Service {
     // MARK: - Channels
 
     private func admits(_ peer: PlatformId) -> Bool { core.admits(peer) }
-    private func dialAddress(of peer: PlatformId) -> PeerAddress? { core.dialAddress(of: peer) }
-    private func isConnected(_ peer: PlatformId) -> Bool { core.connections[peer] != nil }
+    private var nextTick: Duration? { core.nextTick }
 
-    private nonisolated func dial(_ peer: PlatformId) async {
-        var backoff = Backoff()
-        var random = SystemRandomNumberGenerator()
+    /// Sends the core `tick(now:)` when a dial attempt is due. It sleeps
+    /// toward the earliest due attempt in slices of at most
+    /// ``timerSlice``, reading it again after each, so an attempt scheduled
+    /// while it sleeps is not late; with nothing due it waits to be woken.
+    private nonisolated func runTimer() async {
+        var wakes = wakeups.makeAsyncIterator()
         while !Task.isCancelled {
-            guard let address = await dialAddress(of: peer) else { return }
-            if await !isConnected(peer) {
-                do {
-                    let channel = try await PeerTransport.connect(
-                        host: address.host, port: address.port, identity: identity)
-                    if await serve(channel, expected: peer) {
-                        // A channel that was up and then closed: the peer may be restarting; dial again at once.
-                        backoff.reset()
-                        continue
-                    }
-                    // Refused (another platform, not in this rack, attestation failed): back off like
-                    // any failure, so a refusing peer is not hammered with handshakes.
-                    backoff.failed()
-                } catch {
-                    backoff.failed()
-                    if backoff.shouldLogFailure {
-                        logger.info(
-                            "cannot reach peer; retrying with backoff",
-                            metadata: [
-                                "peer": "\(peer)", "address": "\(address)", "attempts": "\(backoff.failures)",
-                                "reason": "\(error.reason)",
-                            ])
-                    }
-                }
+            guard let due = await nextTick else {
+                if await wakes.next() == nil { return }
+                continue
             }
-            try? await clock.sleep(for: backoff.nextDelay(using: &random))
+            let wait = due - elapsed()
+            if wait > .zero {
+                try? await clock.sleep(for: min(wait, Self.timerSlice))
+            } else {
+                await perform(.tick(now: elapsed()))
+            }
         }
+    }
+
+    /// The longest the timer sleeps before it looks at the core again.
+    static let timerSlice = Duration.milliseconds(20)
+
+    /// Time since now on `clock`, as a function.
+    private static func stopwatch<C: Clock>(_ clock: C) -> @Sendable () -> Duration where C.Duration == Duration {
+        let start = clock.now
+        return { start.duration(to: clock.now) }
+    }
+
+    /// One attempt to reach `peer` (the core's ``AgentCore/Action/connect(_:at:)``):
+    /// connect, serve the channel until it closes, and tell the core how it ended.
+    private nonisolated func attempt(_ peer: PlatformId, at address: PeerAddress) async {
+        let outcome: AgentCore<SystemRandomSource>.DialOutcome
+        do {
+            let channel = try await PeerTransport.connect(host: address.host, port: address.port, identity: identity)
+            outcome = await serve(channel, expected: peer) ? .closed : .refused
+        } catch {
+            outcome = .unreachable(reason: error.reason)
+        }
+        guard !Task.isCancelled else { return }
+        await perform(.dialEnded(peer, outcome, now: elapsed()))
     }
 
     /// Runs one established channel: attestation, then protocol frames until

@@ -94,10 +94,24 @@ var targets: [Target] = [
         dependencies: [
             "KeyrackCore",
             "RedisClient",
+            "Attestation",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ],
+        swiftSettings: strict
+    ),
+    .target(
+        name: "KeyReleaseServer",
+        dependencies: [
+            "KeyrackCore",
+            "KeyRelease",
+            "RedisClient",
+            "Attestation",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -105,7 +119,16 @@ var targets: [Target] = [
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        ],
+        swiftSettings: strict
+    ),
+    .target(
+        name: "KMSClient",
+        dependencies: [
+            "KeyrackCore",
+            "KeyRelease",
             "Attestation",
+            .product(name: "Crypto", package: "swift-crypto"),
         ],
         swiftSettings: strict
     ),
@@ -146,6 +169,8 @@ var targets: [Target] = [
             "TrustQuorum",
             "NodeAgent",
             "KeyRelease",
+            "KeyReleaseServer",
+            "KMSClient",
             "Attestation",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -161,6 +186,8 @@ var targets: [Target] = [
             "SecretSharing",
             "Attestation",
             "KeyRelease",
+            "KeyReleaseServer",
+            "KMSClient",
             "NodeAgent",
             "KeyrackLab",
             .product(name: "Logging", package: "swift-log"),
@@ -214,6 +241,8 @@ var targets: [Target] = [
         name: "KeyReleaseTests",
         dependencies: [
             "KeyRelease",
+            "KeyReleaseServer",
+            "KMSClient",
             "Attestation",
             "RedisClient",
             "KeyrackCore",
@@ -263,6 +292,8 @@ var targets: [Target] = [
             "KeyrackLab",
             "keyrack",
             "KeyRelease",
+            "KeyReleaseServer",
+            "KMSClient",
             "Attestation",
             "RedisClient",
             "KeyrackCore",

@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import KMSClient
 import KeyRelease
 import KeyrackCore
 

@@ -2,7 +2,9 @@ import ArgumentParser
 import Attestation
 import Crypto
 import Foundation
+import KMSClient
 import KeyRelease
+import KeyReleaseServer
 import KeyrackCore
 import Logging
 import SecretSharing

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import KMSClient
 import KeyRelease
+import KeyReleaseServer
 import KeyrackLab
 import Logging
 

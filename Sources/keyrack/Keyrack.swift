@@ -1,5 +1,6 @@
 import ArgumentParser
 import KeyRelease
+import KeyReleaseServer
 
 /// The `keyrack` command: argument parsing and printing only; every
 /// subcommand calls into a library module.

@@ -1,6 +1,7 @@
 import Attestation
 import Crypto
 import Foundation
+import KMSClient
 import KeyRelease
 import KeyrackTestSupport
 import Testing

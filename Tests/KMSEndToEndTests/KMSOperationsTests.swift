@@ -1,5 +1,6 @@
 import Attestation
 import Foundation
+import KMSClient
 import KeyRelease
 import KeyrackCore
 import KeyrackTestSupport

@@ -1,7 +1,9 @@
 import Foundation
 import Testing
 
+@testable import KMSClient
 @testable import KeyRelease
+@testable import KeyReleaseServer
 
 @Suite("KMS configuration and peer identity files")
 struct ConfigurationTests {

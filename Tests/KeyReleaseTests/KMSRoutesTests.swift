@@ -3,12 +3,14 @@ import Crypto
 import Foundation
 import Hummingbird
 import HummingbirdTesting
+import KMSClient
 import KeyrackCore
 import KeyrackTestSupport
 import RedisClient
 import Testing
 
 @testable import KeyRelease
+@testable import KeyReleaseServer
 
 /// The KMS assembled in this process — the production pipeline, verifier,
 /// stores, key providers and routes — with a software TEE's PKI as the

@@ -3,6 +3,7 @@ import Logging
 import Testing
 
 @testable import KeyRelease
+@testable import KeyReleaseServer
 
 #if canImport(Glibc)
     import Glibc

@@ -109,7 +109,7 @@ enum FlatJSON {
 }
 
 /// An API message that is a flat object of strings.
-protocol FlatJSONMessage: Codable {
+package protocol FlatJSONMessage: Codable {
     /// The message from decoded members; nil when one is missing.
     init?(members: [String: String])
     /// The members, keys sorted (as the server's `JSONEncoder` sorts them).
@@ -118,48 +118,48 @@ protocol FlatJSONMessage: Codable {
 
 extension FlatJSONMessage {
     /// The message from JSON text through the fast path, or nil.
-    init?(flatJSON bytes: some Collection<UInt8>) {
+    package init?(flatJSON bytes: some Collection<UInt8>) {
         guard let members = FlatJSON.decode(bytes) else { return nil }
         self.init(members: members)
     }
 
-    var flatJSON: [UInt8] { FlatJSON.encode(members) }
+    package var flatJSON: [UInt8] { FlatJSON.encode(members) }
 }
 
 extension ChallengeRequest: FlatJSONMessage {
-    init?(members: [String: String]) {
+    package init?(members: [String: String]) {
         guard let peerId = members["peerId"] else { return nil }
         self.init(peerId: peerId)
     }
-    var members: KeyValuePairs<String, String> { ["peerId": peerId] }
+    package var members: KeyValuePairs<String, String> { ["peerId": peerId] }
 }
 
 extension ChallengeResponse: FlatJSONMessage {
-    init?(members: [String: String]) {
+    package init?(members: [String: String]) {
         guard let id = members["challengeId"], let nonce = members["nonce"], let expiry = members["expiresAt"]
         else { return nil }
         self.init(challengeId: id, nonce: nonce, expiresAt: expiry)
     }
-    var members: KeyValuePairs<String, String> {
+    package var members: KeyValuePairs<String, String> {
         ["challengeId": challengeId, "expiresAt": expiresAt, "nonce": nonce]
     }
 }
 
 extension GetKeyRequest: FlatJSONMessage {
-    init?(members: [String: String]) {
+    package init?(members: [String: String]) {
         guard let id = members["challengeId"], let quote = members["quote"], let signature = members["signature"]
         else { return nil }
         self.init(challengeId: id, quote: quote, signature: signature)
     }
-    var members: KeyValuePairs<String, String> {
+    package var members: KeyValuePairs<String, String> {
         ["challengeId": challengeId, "quote": quote, "signature": signature]
     }
 }
 
 extension GetKeyResponse: FlatJSONMessage {
-    init?(members: [String: String]) {
+    package init?(members: [String: String]) {
         guard let key = members["key"] else { return nil }
         self.init(key: key)
     }
-    var members: KeyValuePairs<String, String> { ["key": key] }
+    package var members: KeyValuePairs<String, String> { ["key": key] }
 }

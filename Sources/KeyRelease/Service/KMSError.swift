@@ -61,4 +61,10 @@ public struct ErrorBody: Codable, Equatable, Sendable {
     public let error: String
     public let message: String
     public let field: String?
+
+    package init(error: String, message: String, field: String?) {
+        self.error = error
+        self.message = message
+        self.field = field
+    }
 }

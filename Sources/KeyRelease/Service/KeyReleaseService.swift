@@ -32,10 +32,10 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
     }
 
     public let settings: Settings
-    let store: any ChallengeStore
+    package let store: any ChallengeStore
     let keys: any KeyProvider
     let policies: PolicyHolder
-    let verifier: Verifier
+    package let verifier: Verifier
     let now: @Sendable () -> Date
     let audit: Logger
     public let metrics: KMSMetrics

@@ -12,6 +12,8 @@ public struct TDXEvidenceVerifier: EvidenceVerifier {
 
     let verifier: QuoteVerifier
     let directory: CollateralDirectoryHolder?
+    /// Whether collateral comes from a directory (reloaded on SIGHUP and on change), not a PCCS.
+    package var readsCollateralDirectory: Bool { directory != nil }
     let pccs: PCCSCollateralCache?
     /// Which collateral a PCK chain needs, by the chain's SHA-256: finding
     /// the FMSPC means decoding the PCK certificate, which a platform seen

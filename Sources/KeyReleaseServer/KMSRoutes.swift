@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import KeyRelease
 
 /// The HTTP face of ``KeyReleaseService``: decodes requests, calls the
 /// pipeline, encodes answers. Every non-2xx answer has the JSON body

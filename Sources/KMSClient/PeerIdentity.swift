@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KeyRelease
 import KeyrackCore
 
 #if canImport(Glibc)

@@ -1,5 +1,6 @@
 import Attestation
 import Foundation
+import KeyRelease
 import KeyrackCore
 
 /// Where a node gets a TDX quote over 64 bytes of report data.

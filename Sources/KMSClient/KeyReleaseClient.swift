@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KeyRelease
 import KeyrackCore
 
 /// The node side of key release: challenge, quote bound to the nonce and

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
+import KeyRelease
 import Logging
 import NIOSSL
 import RedisClient
@@ -168,7 +169,7 @@ struct CollateralReloader: Service {
     let logger: Logger
 
     func run() async throws {
-        guard verifier.directory != nil else { return try await gracefulShutdown() }
+        guard verifier.readsCollateralDirectory else { return try await gracefulShutdown() }
         await reloadOnSIGHUPAndChange(
             sighup: { if let result = verifier.reloadCollateral() { report(result, trigger: "SIGHUP") } },
             tick: {

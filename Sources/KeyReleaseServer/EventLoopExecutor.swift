@@ -1,3 +1,4 @@
+import KeyRelease
 import NIOCore
 import NIOPosix
 

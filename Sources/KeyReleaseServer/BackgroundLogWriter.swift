@@ -1,3 +1,4 @@
+import KeyRelease
 import Logging
 import NIOPosix
 import Synchronization

@@ -1,4 +1,5 @@
 import Foundation
+import KeyRelease
 import KeyrackCore
 import RedisClient
 

@@ -54,9 +54,14 @@ struct KMSOperationsTests {
         let signature = platform.tee.collateral.tcbInfoSignature.hexString
         let range = try #require(text.range(of: signature))
         text.replaceSubrange(range, with: (signature.first == "0" ? "1" : "0") + signature.dropFirst())
-        try Data(text.utf8).write(to: file)
+        // Written beside the directory with the old times, then renamed over the file: the once-a-second
+        // check never sees a new time, not even for the moment between a write and a utimensat.
+        let staged = file.deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("collateral.json.staged")
+        try Data(text.utf8).write(to: staged)
         var times = [status.st_atim, status.st_mtim]
-        try #require(utimensat(AT_FDCWD, file.path, &times, 0) == 0)
+        try #require(utimensat(AT_FDCWD, staged.path, &times, 0) == 0)
+        try #require(rename(staged.path, file.path) == 0)
         try await Task.sleep(for: .milliseconds(2_500))
         #expect(try await release().status == 200, "the change check saw a file whose name, size and time are the same")
 

@@ -15,17 +15,6 @@ let enableBenchmarks = ProcessInfo.processInfo.environment["ENABLE_BENCHMARKS"] 
 /// `-Xswiftc -sanitize=fuzzer`, which ordinary builds do not pass.
 let enableFuzzing = ProcessInfo.processInfo.environment["ENABLE_FUZZING"] != nil
 
-/// The GF(2^8) arithmetic is SIMD code that is two orders of magnitude
-/// slower unoptimized, and the test suite splits hundreds of thousands of
-/// secrets (the statistical secrecy tests, a million simulator events). So
-/// `SecretSharing` is optimized in debug builds too — but only in this
-/// repository's own checkout: when another package depends on Keyrack,
-/// SwiftPM evaluates this manifest from its `checkouts` folder, no unsafe
-/// flag is added, and the library products are consumable as they are.
-let isDependencyCheckout = #filePath.contains("/checkouts/")
-let optimizedInDebug: [SwiftSetting] =
-    isDependencyCheckout ? [] : [.unsafeFlags(["-O"], .when(configuration: .debug))]
-
 /// Our own targets build with every warning an error, locally and in CI;
 /// dependencies are not affected.
 let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
@@ -57,7 +46,7 @@ var targets: [Target] = [
             "KeyrackCore",
             .product(name: "Crypto", package: "swift-crypto"),
         ],
-        swiftSettings: strict + optimizedInDebug
+        swiftSettings: strict
     ),
     .target(
         name: "NodeAgent",

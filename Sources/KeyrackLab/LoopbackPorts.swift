@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -10,7 +11,10 @@ public enum LoopbackPorts {
     /// A port on 127.0.0.1 that was free a moment ago, chosen at random
     /// below the kernel's ephemeral range: a node or server that restarts on
     /// its port must not find it taken by some process's outgoing
-    /// connection, which the kernel gives ports from that range.
+    /// connection, which the kernel gives ports from that range. A port is
+    /// handed out once per process: a rack reserves a node's port long before
+    /// the node binds it, and a test running beside it must not be given the
+    /// same one meanwhile.
     public static func free() throws(LabError) -> Int {
         let ephemeralStart =
             (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
@@ -18,10 +22,13 @@ public enum LoopbackPorts {
         let candidates = 10_000..<max(10_001, min(ephemeralStart, 65_536))
         for _ in 0..<200 {
             let port = Int.random(in: candidates)
-            if isFree(port) { return port }
+            guard isFree(port), handedOut.withLock({ $0.insert(port).inserted }) else { continue }
+            return port
         }
         throw LabError(.noFreePort, "cannot find a free loopback port below \(candidates.upperBound)")
     }
+
+    private static let handedOut = Mutex(Set<Int>())
 
     /// Whether `port` on 127.0.0.1 can be bound now.
     public static func isFree(_ port: Int) -> Bool {

@@ -13,13 +13,15 @@ struct KMSCollateralTests {
     )
     func pccs() async throws {
         let platform = try Platform()
-        // Collateral valid for 45 seconds from now (refreshed in its last quarter, as PCCSCollateralCache does), long enough for a KMS started on a loaded machine, from keys the test keeps, so it can be re-issued.
+        // A platform whose TCB info and QE identity the test re-issues, from keys it keeps. The
+        // KMS fetches lazily, so the window is opened only once the KMS is up: collateral valid
+        // for 30 seconds from the first fetch (refreshed in its last quarter, as
+        // PCCSCollateralCache does), however long a loaded machine took to start the process.
         let keys = TestPKIKeys()
         let teeDirectory = platform.directory.appendingPathComponent("short")
-        var options = TestPlatformOptions()
-        options.collateralValidFor = 45
-        let start = Int64(Date().timeIntervalSince1970)
-        let tee = try SoftwareTEE.initialize(directory: teeDirectory, options: options, now: start, keys: keys)
+        let tee = try SoftwareTEE.initialize(
+            directory: teeDirectory, options: TestPlatformOptions(), now: Int64(Date().timeIntervalSince1970),
+            keys: keys)
         let pccs = try PCCSStandIn(collateral: tee.collateral)
         defer { pccs.stop() }
         var environment = platform.environment(port: 0)
@@ -28,6 +30,10 @@ struct KMSCollateralTests {
         environment["TRUST_ANCHOR"] = teeDirectory.appendingPathComponent("root.der").path
         let kms = try await KMS(environment)
         let identity = PeerIdentity.generate()
+        let start = Int64(Date().timeIntervalSince1970)
+        let short = try Self.reissue(tee.collateral, nextUpdate: start + 30, keys: keys)
+        #expect(short.tcbInfo != tee.collateral.tcbInfo)
+        pccs.serve(short)
 
         let first = try await kms.challenge(for: identity)
         let released = try await kms.post("/get-key", try KeyRequest.valid(first, identity: identity, tee: tee).body)
@@ -42,7 +48,7 @@ struct KMSCollateralTests {
         #expect(metrics.text.contains("keyrack_kms_pccs_fetches_total 1\n"))
 
         // Past nextUpdate and the PCCS still down: not ready, and the challenge is not spent.
-        let expiry = start + 46 - Int64(Date().timeIntervalSince1970)
+        let expiry = start + 31 - Int64(Date().timeIntervalSince1970)
         if expiry > 0 { try await Task.sleep(for: .seconds(expiry)) }
         let third = try await kms.challenge(for: identity)
         let request = try KeyRequest.valid(third, identity: identity, tee: tee).body
@@ -54,22 +60,7 @@ struct KMSCollateralTests {
         #expect(ready.text.contains("expired"))
 
         // The PCCS back with fresh collateral: after the retry interval the same challenge is released.
-        // The same documents with a later nextUpdate, re-signed by the TCB signing key.
-        func renew(_ json: String) -> String {
-            json.replacingOccurrences(
-                of: #""nextUpdate":"[^"]*""#, with: #""nextUpdate":"2099-01-01T00:00:00Z""#, options: .regularExpression
-            )
-        }
-        let c = tee.collateral
-        let tcbInfo = renew(c.tcbInfo)
-        let qeIdentity = renew(c.qeIdentity)
-        let renewed = Collateral(
-            pckCRLIssuerChain: c.pckCRLIssuerChain, rootCACRL: c.rootCACRL, pckCRL: c.pckCRL,
-            tcbInfoIssuerChain: c.tcbInfoIssuerChain, tcbInfo: tcbInfo,
-            tcbInfoSignature: Array(try keys.tcbSigning.signature(for: Array(tcbInfo.utf8)).rawRepresentation),
-            qeIdentityIssuerChain: c.qeIdentityIssuerChain, qeIdentity: qeIdentity,
-            qeIdentitySignature: Array(try keys.tcbSigning.signature(for: Array(qeIdentity.utf8)).rawRepresentation))
-        #expect(tcbInfo != c.tcbInfo)
+        let renewed = try Self.reissue(tee.collateral, nextUpdate: start + 30 * 86_400, keys: keys)
         pccs.serve(renewed)
         pccs.set(.normal)
         var last: HTTPConnection.Response? = nil
@@ -139,5 +130,23 @@ struct KMSCollateralTests {
         #expect(metrics.contains("keyrack_kms_pccs_fetch_failures_total 2"))
         #expect(pccs.tcbInfoRequests == 3)
         #expect(pccs.requests("/tdx/certification/v4/qe/identity") == 2, "the 404 ended the first fetch")
+    }
+
+    /// `c` with the TCB info's and QE identity's `nextUpdate` set to `nextUpdate`, re-signed by the TCB signing key.
+    static func reissue(_ c: Collateral, nextUpdate: Int64, keys: TestPKIKeys) throws -> Collateral {
+        let formatter = ISO8601DateFormatter()
+        let date = formatter.string(from: Date(timeIntervalSince1970: TimeInterval(nextUpdate)))
+        func renew(_ json: String) -> String {
+            json.replacingOccurrences(
+                of: #""nextUpdate":"[^"]*""#, with: "\"nextUpdate\":\"\(date)\"", options: .regularExpression)
+        }
+        let tcbInfo = renew(c.tcbInfo)
+        let qeIdentity = renew(c.qeIdentity)
+        return Collateral(
+            pckCRLIssuerChain: c.pckCRLIssuerChain, rootCACRL: c.rootCACRL, pckCRL: c.pckCRL,
+            tcbInfoIssuerChain: c.tcbInfoIssuerChain, tcbInfo: tcbInfo,
+            tcbInfoSignature: Array(try keys.tcbSigning.signature(for: Array(tcbInfo.utf8)).rawRepresentation),
+            qeIdentityIssuerChain: c.qeIdentityIssuerChain, qeIdentity: qeIdentity,
+            qeIdentitySignature: Array(try keys.tcbSigning.signature(for: Array(qeIdentity.utf8)).rawRepresentation))
     }
 }

@@ -94,8 +94,11 @@ struct MemoryChallengeStoreTests {
 
     @Test("1,000 concurrent consumers of one challenge: exactly one wins")
     func race() async throws {
-        let store = MemoryChallengeStore()
-        let challenge = makeChallenge(expiresAt: Date() + 60)
+        // A clock that stands still: the consumers may wait long for the cooperative pool (CPU-bound
+        // tests share it), and the challenge must not expire meanwhile.
+        let now = Date()
+        let store = MemoryChallengeStore(now: { now })
+        let challenge = makeChallenge(expiresAt: now + 60)
         try store.issue(challenge, maximumPending: 8)
         let winners = await withTaskGroup(of: Bool.self) { group in
             for _ in 0..<1000 { group.addTask { store.consume(challenge.id) != nil } }

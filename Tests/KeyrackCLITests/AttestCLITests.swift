@@ -228,7 +228,9 @@ struct AttestCLITests {
         let cold = try #require(both["cold_us"] as? Int)
         #expect(reference > 0)
         let ratio = try #require(both["cold_ratio"] as? Double)
-        #expect(abs(ratio - Double(cold) / Double(reference)) < 0.01 + 1.0 / Double(reference))
+        // The ratio is printed to three decimals from unrounded times; cold_us and dcap_qvl_us are
+        // each rounded to a microsecond, and the reference's rounding is scaled by the ratio.
+        #expect(abs(ratio - Double(cold) / Double(reference)) < 0.001 + (ratio + 1) / Double(reference))
         #expect((both["warm_ratio"] as? Double ?? 0) > 0)
         let failing = try await runKeyrack([
             "bench", "verify", "--quote", tdx("tdx_v4_uptodate.quote"), "--collateral",

@@ -4,7 +4,7 @@ import TrustQuorum
 public enum Invariant: String, Sendable, Codable, CaseIterable {
     /// All nodes that know epoch e hold the identical configuration for e.
     case configurationsAgree = "configurations-agree"
-    /// A node the coordinator counts as acked has prepared the epoch.
+    /// A node the coordinator counts as acked has prepared the epoch (or moved past it).
     case ackedNodesPrepared = "acked-nodes-prepared"
     /// A node the control plane counts as committed has committed.
     case committedNodesCommitted = "committed-nodes-committed"
@@ -334,9 +334,12 @@ public struct InvariantChecker: Sendable {
     }
 
     /// Whether a node prepared `epoch`, or has moved past it (committed or
-    /// been expunged at a later epoch, which prunes older shares).
+    /// been expunged at a later epoch, which prunes older shares, or
+    /// prepared a later epoch, which replaces an uncommitted prepare: at most
+    /// one is kept above the latest commit).
     static func hasPassed(_ state: PersistentState, _ epoch: Epoch) -> Bool {
         if state.hasPrepared(epoch) { return true }
+        if let known = state.latestKnownEpoch, known > epoch, state.hasPrepared(known) { return true }
         if let latest = state.latestCommittedEpoch, latest > epoch { return true }
         if let expunged = state.expunged, expunged.epoch > epoch { return true }
         return false

@@ -56,6 +56,8 @@ public struct ControlPlaneError: Error, Sendable, Equatable, CustomStringConvert
         /// An upgrade from LRTQ, but the rack is not in LRTQ (it never was,
         /// or its upgrade committed already).
         case notInLrtq = "TQ-CP-NOT-LRTQ"
+        /// No epoch is left within reach of the last commit (``Epoch/maximumAdvance``).
+        case epochsExhausted = "TQ-CP-EPOCHS"
     }
 
     /// What went wrong.
@@ -175,7 +177,24 @@ public struct ControlPlane: Sendable {
             self.committedMembers = committedMembers.intersection(lastCommitted.members.keys)
             committedEpochs = [lastCommitted.epoch]
         }
-        self.highestEpoch = max(highestEpoch, lastCommitted?.epoch ?? Epoch(0))
+        // A reported epoch beyond reach of the last commit is one no node
+        // accepts (a peer's forgery, or a poisoned report): starting above
+        // it would end the rack's reconfigurations.
+        let reported = highestEpoch.isWithinReach(of: lastCommitted?.epoch) ? highestEpoch : Epoch(0)
+        self.highestEpoch = max(reported, lastCommitted?.epoch ?? Epoch(0))
+    }
+
+    /// The epoch the next attempt would use, if one is left within reach.
+    private var nextEpoch: Epoch? {
+        highestEpoch.next.flatMap { $0.isWithinReach(of: lastCommitted?.epoch) ? $0 : nil }
+    }
+
+    private func requireNextEpoch() throws(ControlPlaneError) {
+        guard nextEpoch != nil else {
+            throw ControlPlaneError(
+                code: .epochsExhausted,
+                reason: "no epoch is left within \(Epoch.maximumAdvance) of the last commit (highest \(highestEpoch))")
+        }
     }
 
     /// Z, the safety margin over K: 0 for N ≤ 4, 1 for 5–8, 2 for 9–15, 3 for 16–23, 4 above.
@@ -227,6 +246,7 @@ public struct ControlPlane: Sendable {
             throw ControlPlaneError(code: .reconfigurationInProgress, reason: "a reconfiguration is under way")
         }
         let target = try Self.target(members: members, threshold: threshold, options: options)
+        try requireNextEpoch()
         return attempt(target, available: available, excluding: nil)
     }
 
@@ -246,6 +266,7 @@ public struct ControlPlane: Sendable {
             throw ControlPlaneError(code: .reconfigurationInProgress, reason: "the upgrade is under way")
         }
         var target = try Self.target(members: members, threshold: threshold, options: options)
+        try requireNextEpoch()
         target.upgrade = true
         return attempt(target, available: available, excluding: nil)
     }
@@ -274,12 +295,12 @@ public struct ControlPlane: Sendable {
         var eligible = target.members.intersection(available)
         if lastCommitted != nil { eligible.formIntersection(committedMembers) }
         if eligible.count > 1, let previous { eligible.remove(previous) }
-        guard !eligible.isEmpty else {
+        guard !eligible.isEmpty, let epoch = nextEpoch else {
+            // (Out of epochs only after 2^32 retries since the last commit.)
             state = .waiting(target)
             return nil
         }
         let sorted = eligible.sorted()
-        let epoch = highestEpoch.next
         highestEpoch = epoch
         let coordinator = sorted[Int(epoch.value % UInt64(sorted.count))]
         let request = ReconfigureRequest(

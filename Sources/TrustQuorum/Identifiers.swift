@@ -126,8 +126,22 @@ public struct Epoch: Sendable, Hashable, Comparable, Codable, CustomStringConver
 
     public init(integerLiteral value: UInt64) { self.value = value }
 
-    /// The next epoch.
-    public var next: Epoch { Epoch(value + 1) }
+    /// The next epoch; `nil` after the last one (epoch arithmetic never traps).
+    public var next: Epoch? { value == .max ? nil : Epoch(value + 1) }
+
+    /// How far above the latest committed epoch a ticket, a `Prepare` or a
+    /// configuration may be: 2^32. A peer cannot push a node (or the
+    /// operator, which starts above the highest epoch it has seen) to the
+    /// end of the epoch space, where no reconfiguration could follow.
+    public static let maximumAdvance: UInt64 = 1 << 32
+
+    /// Whether this epoch is at most ``maximumAdvance`` above `base` (the
+    /// latest committed epoch; none is epoch 0). Epochs at or below `base`
+    /// are within reach: whether they are stale is decided elsewhere.
+    public func isWithinReach(of base: Epoch?) -> Bool {
+        let floor = base?.value ?? 0
+        return value <= floor || value - floor <= Self.maximumAdvance
+    }
 
     /// The epoch the legacy (LRTQ) secret takes in the chain after the upgrade.
     public static let lrtq: Epoch = 1

@@ -62,6 +62,10 @@ extension Node {
         }
         if let latest = persistentState.latestCommittedEpoch, epoch <= latest { return }
         if let known = persistentState.latestKnownEpoch, epoch < known { return }  // older than a prepare we hold
+        guard epoch.isWithinReach(of: persistentState.latestCommittedEpoch) else {
+            rejectedMessages += 1  // would exhaust the epochs (or persist a stream of them)
+            return
+        }
         guard config.validates(share, from: platformId) else {
             rejectedShares += 1
             return
@@ -70,8 +74,7 @@ extension Node {
             guard coordinator.request.epoch < epoch else { return }  // ours is newer
             state = .idle  // a newer reconfiguration cancels ours
         }
-        persistentState.configurations[epoch] = config
-        persistentState.shares[epoch] = share
+        persistentState.keepOnlyPrepared(config, share: share)
         highestEpochSeen = max(highestEpochSeen ?? epoch, epoch)
         output.persistentStateChanged = true
         send(.prepareAck(epoch), to: from)
@@ -185,6 +188,10 @@ extension Node {
         }
         if let latest = persistentState.latestCommittedEpoch, config.epoch <= latest { return }
         guard config.members[platformId] != nil else { return }
+        guard config.epoch.isWithinReach(of: persistentState.latestCommittedEpoch) else {
+            rejectedMessages += 1
+            return
+        }
         commit(configuration: config)
     }
 

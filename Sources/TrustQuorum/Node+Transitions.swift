@@ -138,8 +138,7 @@ extension Node {
             threshold: request.threshold,
             encryptedRackSecrets: chain
         )
-        persistentState.configurations[config.epoch] = config
-        persistentState.shares[config.epoch] = shares[platformId]!
+        persistentState.keepOnlyPrepared(config, share: shares[platformId]!)
         output.persistentStateChanged = true
         var others = shares
         others[platformId] = nil

@@ -27,6 +27,10 @@ public struct Node: Sendable {
     /// Shares from peers that did not match the digest in the configuration,
     /// or came from a non-member, and were ignored.
     public internal(set) var rejectedShares = 0
+    /// Messages refused for what they ask, not for a bad share: a `Prepare`
+    /// or `CommitAdvance` beyond reach of the latest commit
+    /// (``Epoch/maximumAdvance``).
+    public internal(set) var rejectedMessages = 0
 
     var state: State = .idle
     var connectedPeers: Set<PlatformId> = []

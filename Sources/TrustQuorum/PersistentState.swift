@@ -65,6 +65,21 @@ public struct PersistentState: Sendable, Equatable, Codable {
         [configurations.keys.max(), latestCommittedEpoch].compactMap { $0 }.max()
     }
 
+    /// Records `config` as prepared with this node's `share`, dropping any
+    /// other prepared configuration above the latest commit: at most one is
+    /// kept, so a stream of `Prepare`s at rising epochs cannot grow the
+    /// ledger. (A newer reconfiguration abandons the older one; the control
+    /// plane never commits an epoch it has moved past.)
+    mutating func keepOnlyPrepared(_ config: Configuration, share: Share) {
+        let floor = latestCommittedEpoch
+        for epoch in configurations.keys where epoch != config.epoch && floor.map({ epoch > $0 }) ?? true {
+            configurations[epoch] = nil
+            shares[epoch] = nil
+        }
+        configurations[config.epoch] = config
+        shares[config.epoch] = share
+    }
+
     /// Whether this node holds its share of `epoch` (it prepared, or computed it).
     public func hasPrepared(_ epoch: Epoch) -> Bool {
         configurations[epoch] != nil && shares[epoch] != nil

@@ -58,6 +58,8 @@ public struct ReconfigureError: Error, Sendable, Equatable, CustomStringConverti
         case rackIdMismatch = "TQ-RECONF-RACK-ID"
         /// The new epoch is not greater than every epoch this node has seen.
         case epochNotNewer = "TQ-RECONF-EPOCH"
+        /// The epoch is more than ``Epoch/maximumAdvance`` above the latest commit.
+        case epochOutOfReach = "TQ-RECONF-EPOCH-REACH"
         /// The request's last committed epoch is not this node's.
         case lastCommittedEpochMismatch = "TQ-RECONF-LAST-COMMITTED"
         /// N is outside 3…maximum (32 by default, at most 255).
@@ -135,6 +137,7 @@ public struct ValidatedReconfigureRequest: Sendable, Equatable {
             highestEpochSeen: highestEpochSeen,
             maximumMembers: maximumMembers
         )
+        try Self.checkReach(request.epoch, from: state.latestCommittedEpoch)
         let lastCommitted: Configuration?
         switch (request.lastCommittedEpoch, state.latestCommittedEpoch) {
         case (nil, nil):
@@ -213,12 +216,23 @@ public struct ValidatedReconfigureRequest: Sendable, Equatable {
             highestEpochSeen: max(highestEpochSeen ?? Epoch.lrtq, Epoch.lrtq),
             maximumMembers: maximumMembers
         )
+        try Self.checkReach(request.epoch, from: .lrtq)
         self.rackId = rackId
         self.epoch = request.epoch
         self.lastCommitted = nil
         self.members = request.members
         self.threshold = request.threshold
         self.coordinator = coordinator
+    }
+
+    private static func checkReach(_ epoch: Epoch, from committed: Epoch?) throws(ReconfigureError) {
+        guard epoch.isWithinReach(of: committed) else {
+            throw ReconfigureError(
+                code: .epochOutOfReach,
+                reason:
+                    "epoch \(epoch) is more than \(Epoch.maximumAdvance) above the latest commit (\(committed ?? Epoch(0)))"
+            )
+        }
     }
 
     private static func checkCommon(

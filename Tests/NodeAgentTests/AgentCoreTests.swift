@@ -1,5 +1,6 @@
 import KeyrackCore
 import NodeAgent
+import SecretSharing
 import Testing
 import TrustQuorum
 
@@ -201,6 +202,27 @@ struct AgentCoreTests {
         // A detach of a channel that is no longer the peer's changes nothing.
         #expect(core.handle(.peerDetached(peer, connection: old)).isEmpty)
         rack.cores[0] = core
+    }
+
+    @Test("a Prepare beyond reach of the commit is refused and counted in the status, with no ledger write")
+    func rejectedCounted() throws {
+        let rack = try Self.setUp()
+        var core = rack.cores[0]
+        let committed = try #require(core.status().latestCommitted)
+        let forger = rack.platforms[2]
+        let forged = try Configuration(
+            rackId: rack.rackId, epoch: Epoch(UInt64.max), coordinator: forger, members: committed.members,
+            threshold: committed.threshold, encryptedRackSecrets: nil)
+        let share = try Share(x: 3, y: SecretBytes([UInt8](repeating: 9, count: 32)))
+        #expect(core.status().rejected == 0)
+        let actions = core.handle(
+            .received(
+                Message(rackId: rack.rackId, kind: .prepare(forged, share)), from: forger,
+                connection: rack.channel[0][2]))
+        #expect(!actions.contains { if case .writeLedger = $0 { true } else { false } })
+        #expect(!actions.contains { if case .send = $0 { true } else { false } })
+        #expect(core.status().rejected == 1)
+        #expect(core.status().highestEpochSeen == Epoch(1))
     }
 
     @Test("disk keys: refused before commit and for unknown disks; equal across nodes of the rack for one epoch")

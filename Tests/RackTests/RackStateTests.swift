@@ -121,7 +121,7 @@ struct RackStateTests {
             let first = try await setUp(rack, [0, 1, 2], threshold: 2)
             try await rack.waitUntil([0, 1, 2], "connected to each other") { $0.connected.count == 2 }
             let platforms = Set(rack.members.map(\.platform))
-            let next = first.epoch.next
+            let next = try #require(first.epoch.next)
             _ = try await AdminSocket.perform(
                 AdminRequest(
                     .reconfigure,

@@ -138,6 +138,15 @@ struct ValidationTests {
         #expect(Self.code(Self.request(epoch: 8, last: 7), seen: 1) == .coordinatorHasNotAcked)
     }
 
+    @Test("an epoch more than 2^32 above the latest commit is out of reach")
+    func epochReach() {
+        #expect(Self.code(Self.request(epoch: Epoch(UInt64.max))) == .epochOutOfReach)
+        #expect(Self.code(Self.request(epoch: Epoch(2 + (1 << 32)))) == .epochOutOfReach)
+        #expect(Self.code(Self.request(epoch: Epoch(1 + (1 << 32)))) == nil)
+        #expect(Self.upgradeCode(Self.upgrade(epoch: Epoch(2 + (1 << 32)))) == .epochOutOfReach)
+        #expect(Self.upgradeCode(Self.upgrade(epoch: Epoch(1 + (1 << 32)))) == nil)
+    }
+
     @Test("an expunged node refuses")
     func expunged() {
         var state = Self.committedState
@@ -218,7 +227,7 @@ struct ValidationTests {
 
     @Test("every error code is covered by a test above")
     func coverage() {
-        #expect(ReconfigureError.Code.allCases.count == 11)
+        #expect(ReconfigureError.Code.allCases.count == 12)
     }
 }
 

@@ -206,6 +206,10 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var ledgerProblems: [String]
     /// Whether peers' evidence is enforced (`false`: permissive development mode).
     public var attestationEnforced: Bool
+    /// Peer messages refused since the node started: shares that fail their
+    /// digest or come from a non-member, and requests beyond reach of the
+    /// latest commit (never acted on).
+    public var rejected: Int
 
     /// The latest committed epoch.
     public var committedEpoch: Epoch? { latestCommitted?.epoch }

@@ -245,7 +245,8 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
             rekey: rekeys(),
             volumes: volumes,
             ledgerProblems: startupProblems,
-            attestationEnforced: settings.attestationEnforced
+            attestationEnforced: settings.attestationEnforced,
+            rejected: node.rejectedShares + node.rejectedMessages
         )
     }
 

@@ -1,9 +1,11 @@
+import Crypto
 import Foundation
 import KeyrackCore
 import SecretSharing
 import Testing
 import TrustQuorum
 import X509
+import _CryptoExtras
 
 @testable import NodeAgent
 
@@ -147,6 +149,32 @@ struct IdentityTests {
         #expect(csr.signatureAlgorithm == (type == .ed25519 ? .ed25519 : .sha256WithRSAEncryption))
         let exported = #expect(throws: RootOfTrustError.self) { try rootOfTrust.certificateSigner.serializeAsPEM() }
         #expect(exported?.code == .export)
+    }
+
+    @Test("the CA signs Ed25519 and RSA ≥ 3072 device keys only (NODE-IDENTITY-KEY-TYPE)")
+    func deviceKeyTypes() throws {
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let ca = try ManufacturingCA.create(in: directory.appendingPathComponent("ca"))
+        let subject = try PlatformIdentity.subject(for: PlatformId(part: "p", serial: "s"))
+        func csr(_ key: Certificate.PrivateKey, _ algorithm: Certificate.SignatureAlgorithm) throws
+            -> CertificateSigningRequest
+        {
+            try CertificateSigningRequest(
+                version: .v1, subject: subject, privateKey: key, attributes: .init(), signatureAlgorithm: algorithm)
+        }
+        let p256 = try csr(Certificate.PrivateKey(P256.Signing.PrivateKey()), .ecdsaWithSHA256)
+        let p256Error = #expect(throws: IdentityFileError.self) { try ca.sign(p256) }
+        #expect(p256Error?.code == .keyType)
+        let short = try csr(
+            Certificate.PrivateKey(try _RSA.Signing.PrivateKey(keySize: .bits2048)), .sha256WithRSAEncryption)
+        let shortError = #expect(throws: IdentityFileError.self) { try ca.sign(short) }
+        #expect(shortError?.code == .keyType)
+        #expect(shortError?.reason.contains("RSA-2048") == true)
+        let rsa = try csr(
+            Certificate.PrivateKey(try _RSA.Signing.PrivateKey(keySize: .bits3072)), .sha256WithRSAEncryption)
+        #expect(try ca.sign(rsa).subject == subject)
+        let ed25519 = try csr(Certificate.PrivateKey(Curve25519.Signing.PrivateKey()), .ed25519)
+        #expect(try ca.sign(ed25519).subject == subject)
     }
 
     @Test("the CA refuses a CSR whose signature does not verify, or whose subject names no platform")

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -11,13 +12,25 @@ import NIOPosix
 /// connection carries one request frame and one response frame (4-byte
 /// big-endian length, JSON).
 public enum AdminSocket {
+    /// How long a client has to send its request once connected; a client
+    /// that stalls is disconnected.
+    static let requestDeadline: TimeAmount = .seconds(5)
+
     /// Listens at `path` (replacing a stale socket file) and answers each
     /// request with `handle`. Returns the listener once it is bound.
+    ///
+    /// The socket file is created under umask 0177, so it is never
+    /// accessible to others, not even between `bind` and `chmod` (review
+    /// finding L5); the umask is process-wide for that instant, which only
+    /// makes a file created meanwhile more private.
     static func listen(
         path: String,
+        requestDeadline: TimeAmount = requestDeadline,
         handle: @escaping @Sendable (AdminRequest) async -> AdminResponse
     ) async throws(AdminError) -> AdminListener {
         let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+        PrivateUmask.enter()
+        defer { PrivateUmask.leave() }
         do {
             server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
@@ -30,7 +43,7 @@ public enum AdminSocket {
             try? await server.channel.close()
             throw AdminError(.socket, "cannot make \(path) private (errno \(errno))")
         }
-        return AdminListener(server: server, handle: handle)
+        return AdminListener(server: server, requestDeadline: requestDeadline, handle: handle)
     }
 
     /// Frames (the peers' 4-byte length prefix) both ways on `channel`.
@@ -104,9 +117,32 @@ public enum AdminSocket {
     }
 }
 
+/// Umask 0177 while any admin socket is being bound in this process (the
+/// first to enter sets it, the last to leave restores the previous mask), so
+/// concurrent binds cannot leave the process with the wrong mask.
+enum PrivateUmask {
+    private static let state = Mutex<(count: Int, previous: mode_t)>((0, 0))
+
+    static func enter() {
+        state.withLock { state in
+            if state.count == 0 { state.previous = umask(0o177) }
+            state.count += 1
+        }
+    }
+
+    static func leave() {
+        state.withLock { state in
+            state.count -= 1
+            if state.count == 0 { umask(state.previous) }
+        }
+    }
+}
+
 /// A bound admin socket.
 struct AdminListener: Sendable {
     let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+    /// A connection whose request has not arrived by then is closed.
+    let requestDeadline: TimeAmount
     let handle: @Sendable (AdminRequest) async -> AdminResponse
 
     /// Answers requests until the socket closes.
@@ -114,10 +150,18 @@ struct AdminListener: Sendable {
         try await server.executeThenClose { inbound in
             try await withThrowingDiscardingTaskGroup { group in
                 for try await connection in inbound {
+                    // On the loop: a client that stalls before its request is disconnected,
+                    // which ends the read below.
+                    let channel = connection.channel
+                    let deadline = channel.eventLoop.scheduleTask(in: requestDeadline) {
+                        channel.close(promise: nil)
+                    }
                     group.addTask {
                         try? await connection.executeThenClose { requests, responses in
                             var iterator = requests.makeAsyncIterator()
-                            guard let frame = try await iterator.next() else { return }
+                            let first = try await iterator.next()
+                            deadline.cancel()
+                            guard let frame = first else { return }
                             let response: AdminResponse
                             if let request = try? JSONDecoder().decode(
                                 AdminRequest.self,

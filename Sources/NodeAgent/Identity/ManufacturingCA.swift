@@ -125,6 +125,7 @@ public struct ManufacturingCA: Sendable, CustomStringConvertible, CustomDebugStr
         guard csr.publicKey.isValidSignature(csr.signature, for: csr) else {
             throw IdentityFileError(.forgedCSR, "the CSR's signature does not verify: refusing to sign")
         }
+        try Self.checkDeviceKey(csr.publicKey)
         let platform = try PlatformIdentity.platformId(of: csr.subject)
         do {
             return try Certificate(
@@ -146,6 +147,25 @@ public struct ManufacturingCA: Sendable, CustomStringConvertible, CustomDebugStr
 }
 
 extension ManufacturingCA {
+    /// The smallest RSA modulus the CA certifies.
+    public static let minimumRSABits = 3072
+
+    /// A device key the CA certifies: Ed25519 (what `keyrack node init`
+    /// makes), or RSA of at least ``minimumRSABits`` bits. Anything else —
+    /// ECDSA curves, short RSA — is refused (review finding L13).
+    static func checkDeviceKey(_ key: Certificate.PublicKey) throws(IdentityFileError) {
+        if Curve25519.Signing.PublicKey(key) != nil { return }
+        if let rsa = _RSA.Signing.PublicKey(key) {
+            guard rsa.keySizeInBits >= minimumRSABits else {
+                throw IdentityFileError(
+                    .keyType,
+                    "the CSR's key is RSA-\(rsa.keySizeInBits): the CA signs RSA of \(minimumRSABits) bits or more")
+            }
+            return
+        }
+        throw IdentityFileError(.keyType, "the CSR's key is neither Ed25519 nor RSA: the CA signs only those")
+    }
+
     /// A device certificate's extensions: an end entity (not a CA) whose key
     /// signs, for TLS client and server authentication — what
     /// ``DeviceCertificatePolicy`` requires of a peer's leaf.
@@ -202,6 +222,8 @@ public struct IdentityFileErrorCode: ErrorCodes {
     public static let format = IdentityFileErrorCode("NODE-IDENTITY-FORMAT")
     /// A CSR's signature does not verify: the CA refuses to sign it.
     public static let forgedCSR = IdentityFileErrorCode("NODE-IDENTITY-FORGED-CSR")
+    /// A CSR's key is of a type or size the CA does not certify.
+    public static let keyType = IdentityFileErrorCode("NODE-IDENTITY-KEY-TYPE")
     /// A CSR or a certificate cannot be made.
     public static let issue = IdentityFileErrorCode("NODE-IDENTITY-ISSUE")
     /// A subject does not name a platform (`CN=<part>:<serial>`).

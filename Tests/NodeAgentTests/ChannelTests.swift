@@ -120,54 +120,22 @@ struct ChannelTests {
         try await expectRefusedBothWays(impostor, rack: rack, reason: reason)
     }
 
-    @Test("an expired device certificate is refused, both ways")
-    func expired() async throws {
+    @Test("a peer presenting more than its leaf and one intermediate is refused before any path search (H3)")
+    func longChain() async throws {
         let rack = try Rack()
-        let (rootOfTrust, csr) = try DeviceIdentity.initialize(
-            directory: rack.directory.appendingPathComponent("OLD"),
-            platform: PlatformId(part: "913-0000019", serial: "OLD"))
-        // Issued eleven years ago for ten years.
-        let certificate = try rack.ca.sign(csr, now: Date().addingTimeInterval(-11 * 365 * 86400))
-        let impostor = try NodeTLSIdentity(
-            device: certificate, intermediate: rack.ca.intermediate, root: rack.ca.root, rootOfTrust: rootOfTrust)
-        try await expectRefusedBothWays(impostor, rack: rack, reason: "has expired")
-    }
-
-    @Test("the handshake is signed by the root of trust, in a TLS 1.3 scheme", arguments: DeviceKeyType.allCases)
-    func signedByRootOfTrust(keyType: DeviceKeyType) async throws {
-        let rack = try Rack()
-        let server = try rack.member("SRV1", keyType: keyType)
-        let client = try rack.member("CLI2", keyType: keyType)
-        let serverSigner = RecordingRootOfTrust(server.rootOfTrust)
-        let clientSigner = RecordingRootOfTrust(client.rootOfTrust)
-        func identity(
-            _ member: (identity: NodeTLSIdentity, rootOfTrust: SoftwareRootOfTrust), _ signer: RecordingRootOfTrust
-        )
-            throws -> NodeTLSIdentity
-        {
-            try NodeTLSIdentity(
-                device: member.identity.certificate, intermediate: rack.ca.intermediate, root: rack.ca.root,
-                rootOfTrust: signer)
-        }
-        let listener = try await PeerTransport.listen(
-            host: "127.0.0.1", port: 0, identity: try identity(server, serverSigner))
-        let serving = Task {
-            try await listener.run { peer in try? await peer.channel.executeThenClose { _, _ in } }
-        }
-        defer { serving.cancel() }
-        let channel = try await PeerTransport.connect(
-            host: "127.0.0.1", port: listener.port, identity: try identity(client, clientSigner))
-        #expect(channel.peer.serial == "SRV1")
-        try await channel.channel.executeThenClose { _, _ in }
-        let expected: DeviceSignatureScheme = keyType == .ed25519 ? .ed25519 : .rsaPssRsaeSha256
-        #expect(serverSigner.schemes == [expected])
-        #expect(clientSigner.schemes == [expected])
-        await listener.close()
+        // A genuine leaf of this rack's CA, with certificates appended to what it presents.
+        let genuine = try rack.node("PAD")
+        let padded = try genuine.presenting([rack.ca.intermediate, rack.ca.root])
+        // Refused both ways; the same leaf as TLS normally sends it is admitted.
+        try await expectRefusedBothWays(padded, rack: rack, reason: "at most 2 are accepted", genuine: genuine)
     }
 
     /// A genuine node refuses `impostor` as a client (and still lets a
-    /// genuine client in afterwards), and as a server, for `reason`.
-    func expectRefusedBothWays(_ impostor: NodeTLSIdentity, rack: Rack, reason: String) async throws {
+    /// genuine client in afterwards: `genuine`, or a new node "GOOD"), and
+    /// as a server, for `reason`.
+    func expectRefusedBothWays(
+        _ impostor: NodeTLSIdentity, rack: Rack, reason: String, genuine client: NodeTLSIdentity? = nil
+    ) async throws {
         let listener = try await PeerTransport.listen(host: "127.0.0.1", port: 0, identity: try rack.node("SRV1"))
         let accepted = AsyncStream<PlatformId>.makeStream()
         let serving = Task {
@@ -178,12 +146,12 @@ struct ChannelTests {
         }
         defer { serving.cancel() }
         await expectRefused(port: listener.port, identity: impostor)
-        let genuine = try await PeerTransport.connect(
-            host: "127.0.0.1", port: listener.port, identity: try rack.node("GOOD"))
+        let client = try client ?? rack.node("GOOD")
+        let genuine = try await PeerTransport.connect(host: "127.0.0.1", port: listener.port, identity: client)
         #expect(genuine.peer.serial == "SRV1")
         try await genuine.channel.executeThenClose { _, _ in }
         var iterator = accepted.stream.makeAsyncIterator()
-        #expect(await iterator.next()?.serial == "GOOD")
+        #expect(await iterator.next() == (try PlatformIdentity.platformId(of: client.certificate.subject)))
         await listener.close()
 
         let rogue = try await PeerTransport.listen(host: "127.0.0.1", port: 0, identity: impostor)

@@ -20,15 +20,25 @@ import X509
 ///   trust store: a custom verification callback runs
 ///   ``DeviceIdentity/verifiedChain(_:intermediates:root:now:)`` on what the
 ///   peer presented (RFC 5280 to the manufacturing root, an end-entity
-///   device certificate, a platform id in its subject). Anything else, or
-///   any error, fails the handshake. The peer's platform id is read from the
+///   device certificate, a platform id in its subject). The chain is built
+///   through the locally configured intermediate only: a peer may present
+///   at most ``maximumPresentedCertificates`` (its leaf and, as TLS sends
+///   it, its intermediate), and what it presents beyond the leaf is never
+///   searched (review finding H3: a few kilobytes of same-name certificates
+///   made the path search factorial). Anything else, or any error, fails
+///   the handshake. The peer's platform id is read from the
 ///   verified certificate, never from a message.
 public struct NodeTLSIdentity: Sendable {
-    let chain: [NIOSSLCertificate]
+    private(set) var chain: [NIOSSLCertificate]
     let key: NIOSSLPrivateKey
     let root: NIOSSLCertificate
     /// The manufacturing root, as the verification callback checks against it.
     let rootCertificate: Certificate
+    /// The intermediate that issued this node's certificate: the only one a
+    /// peer's chain may go through.
+    let intermediateCertificate: Certificate
+    /// The most certificates a peer may present: its leaf and its intermediate.
+    public static let maximumPresentedCertificates = 2
     /// The node's own leaf: its device certificate, as it presents it in
     /// every handshake.
     public let certificate: Certificate
@@ -55,6 +65,7 @@ public struct NodeTLSIdentity: Sendable {
             certificateDER = try chain[0].toDERBytes()
             self.root = try NIOSSLCertificate(root)
             rootCertificate = root
+            intermediateCertificate = intermediate
         } catch {
             throw PeerChannelError(.identity, "cannot load the node's TLS identity: \(error)")
         }
@@ -64,6 +75,14 @@ public struct NodeTLSIdentity: Sendable {
                 .identity, "cannot load the node's TLS identity: the root of trust has no TLS 1.3 scheme")
         }
         key = NIOSSLPrivateKey(customPrivateKey: signer)
+    }
+
+    /// This identity presenting `extra` certificates after its own chain
+    /// (what a hostile peer might send; for tests).
+    func presenting(_ extra: [Certificate]) throws -> NodeTLSIdentity {
+        var copy = self
+        copy.chain += try extra.map { try NIOSSLCertificate($0) }
+        return copy
     }
 
     func configuration(server: Bool) -> TLSConfiguration {
@@ -102,8 +121,9 @@ public struct NodeTLSIdentity: Sendable {
     func handler(server: Bool, refusal: PeerRefusal) throws -> any ChannelHandler {
         let context = try NIOSSLContext(configuration: configuration(server: server))
         let root = rootCertificate
+        let intermediate = intermediateCertificate
         let verify: NIOSSLCustomVerificationCallbackWithMetadata = { presented, promise in
-            Self.verify(presented, root: root, refusal: refusal, promise: promise)
+            Self.verify(presented, intermediate: intermediate, root: root, refusal: refusal, promise: promise)
         }
         return server
             ? NIOSSLServerHandler(context: context, customVerificationCallbackWithMetadata: verify)
@@ -117,10 +137,18 @@ public struct NodeTLSIdentity: Sendable {
     /// then fails.
     static func verify(
         _ presented: [NIOSSLCertificate],
+        intermediate: Certificate,
         root: Certificate,
         refusal: PeerRefusal,
         promise: EventLoopPromise<NIOSSLVerificationResultWithMetadata>
     ) {
+        guard presented.count <= maximumPresentedCertificates else {
+            refusal.record(
+                "the peer presented \(presented.count) certificates: at most \(maximumPresentedCertificates) are accepted"
+            )
+            promise.succeed(.failed)
+            return
+        }
         guard let encoded = try? presented.map({ try $0.toDERBytes() }), !encoded.isEmpty else {
             refusal.record("the peer presented no certificate that encodes")
             promise.succeed(.failed)
@@ -131,9 +159,9 @@ public struct NodeTLSIdentity: Sendable {
         // pool, whatever else the process is doing there.
         Task(executorPreference: VerificationExecutor.shared) {
             do {
-                let certificates = try encoded.map { try Certificate(derEncoded: $0) }
+                let leaf = try Certificate(derEncoded: encoded[0])
                 let (_, chain) = try await DeviceIdentity.verifiedChain(
-                    certificates[0], intermediates: Array(certificates.dropFirst()), root: root)
+                    leaf, intermediates: [intermediate], root: root)
                 let validated = try chain.map { try NIOSSLCertificate($0) }
                 promise.succeed(.certificateVerified(VerificationMetadata(NIOSSL.ValidatedCertificateChain(validated))))
             } catch {

@@ -103,30 +103,86 @@ public enum PeerTransport {
         }
     }
 
+    /// Handshakes a listener runs at once, from anyone (review finding M5).
+    public static let defaultMaximumHandshakes = 64
+    /// Handshakes a listener runs at once from one remote address.
+    public static let defaultMaximumHandshakesPerAddress = 8
+
     /// Listens on `host:port` (port 0: any free port) and hands each peer
     /// whose handshake succeeds, within `handshakeTimeout`, to `accept`.
+    /// At most `maximumHandshakes` handshakes run at once, and at most
+    /// `maximumHandshakesPerAddress` from one remote address: a connection
+    /// beyond either is closed as it is accepted, so unauthenticated
+    /// connections cannot pile up.
     public static func listen(
         host: String,
         port: Int,
         identity: NodeTLSIdentity,
         handshakeTimeout: Duration = defaultHandshakeTimeout,
+        maximumHandshakes: Int = defaultMaximumHandshakes,
+        maximumHandshakesPerAddress: Int = defaultMaximumHandshakesPerAddress,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws(PeerChannelError) -> PeerListener {
+        let limiter = HandshakeLimiter(total: maximumHandshakes, perAddress: maximumHandshakesPerAddress)
         do {
             let server = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .bind(host: host, port: port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
+                .bind(host: host, port: port) {
+                    channel -> EventLoopFuture<
+                        (NIOAsyncChannel<ByteBuffer, ByteBuffer>, EventLoopFuture<VerifiedPeer>)
+                    > in
+                    let address = channel.remoteAddress?.ipAddress ?? "?"
+                    guard limiter.acquire(address) else {
+                        channel.close(promise: nil)
+                        return channel.eventLoop.makeFailedFuture(
+                            PeerChannelError(.connect, "too many handshakes in progress (from \(address))"))
+                    }
+                    return channel.eventLoop.makeCompletedFuture {
                         let promise = channel.eventLoop.makePromise(of: VerifiedPeer.self)
+                        promise.futureResult.whenComplete { _ in limiter.release(address) }
                         let wrapped = try configure(
                             channel, identity: identity, server: true, promise: promise,
                             handshakeTimeout: handshakeTimeout)
                         return (wrapped, promise.futureResult)
                     }
                 }
-            return PeerListener(server: server, identity: identity)
+            return PeerListener(server: server, identity: identity, handshakes: limiter)
         } catch {
             throw PeerChannelError(.listen, "cannot listen on \(host):\(port): \(error)")
+        }
+    }
+}
+
+/// Counts a listener's handshakes in progress, in all and by remote address.
+final class HandshakeLimiter: Sendable {
+    private let total: Int
+    private let perAddress: Int
+    private let state = Mutex<(count: Int, byAddress: [String: Int])>((0, [:]))
+
+    init(total: Int, perAddress: Int) {
+        self.total = total
+        self.perAddress = perAddress
+    }
+
+    /// Takes a slot for a handshake from `address`, if one is free.
+    func acquire(_ address: String) -> Bool {
+        state.withLock { state in
+            guard state.count < total, state.byAddress[address, default: 0] < perAddress else { return false }
+            state.count += 1
+            state.byAddress[address, default: 0] += 1
+            return true
+        }
+    }
+
+    /// Handshakes in progress.
+    var inProgress: Int { state.withLock { $0.count } }
+
+    /// Gives back the slot of a handshake from `address` that ended.
+    func release(_ address: String) {
+        state.withLock { state in
+            state.count -= 1
+            let left = state.byAddress[address, default: 1] - 1
+            state.byAddress[address] = left > 0 ? left : nil
         }
     }
 }
@@ -135,6 +191,8 @@ public enum PeerTransport {
 public struct PeerListener: Sendable {
     let server: NIOAsyncChannel<(NIOAsyncChannel<ByteBuffer, ByteBuffer>, EventLoopFuture<VerifiedPeer>), Never>
     let identity: NodeTLSIdentity
+    /// Its handshakes in progress.
+    let handshakes: HandshakeLimiter
 
     /// The port it listens on.
     public var port: Int { server.channel.localAddress?.port ?? 0 }

@@ -80,8 +80,10 @@ struct HandshakeTimeoutTests {
         let loop = EmbeddedEventLoop()
         let channel = EmbeddedChannel(loop: loop)
         let promise = loop.makePromise(of: VerifiedPeer.self)
+        let refusal = PeerRefusal()
+        refusal.certificateArrived()  // past the certificate deadline: the whole handshake's is what is timed here
         try channel.pipeline.syncOperations.addHandler(
-            PeerIdentityHandler(promise: promise, refusal: PeerRefusal(), deadline: .seconds(20)))
+            PeerIdentityHandler(promise: promise, refusal: refusal, deadline: .seconds(20)))
         let outcome = Outcome()
         promise.futureResult.whenComplete { result in outcome.result.withLock { $0 = result } }
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
@@ -95,6 +97,38 @@ struct HandshakeTimeoutTests {
         let error = try #require(result.failure as? PeerChannelError)
         #expect(error.reason == "the peer did not complete the TLS handshake and greeting within 20.0 s")
         #expect(!channel.isActive)
+    }
+
+    @Test(
+        "a peer whose certificate has not arrived 5 s after the connection is dropped then, long before the handshake deadline"
+    )
+    func certificateDeadline() throws {
+        for arrives in [false, true] {
+            let loop = EmbeddedEventLoop()
+            let channel = EmbeddedChannel(loop: loop)
+            let promise = loop.makePromise(of: VerifiedPeer.self)
+            let refusal = PeerRefusal()
+            try channel.pipeline.syncOperations.addHandler(
+                PeerIdentityHandler(promise: promise, refusal: refusal, deadline: .seconds(20)))
+            let outcome = Outcome()
+            promise.futureResult.whenComplete { result in outcome.result.withLock { $0 = result } }
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+            loop.advanceTime(by: .milliseconds(4_999))
+            #expect(outcome.result.withLock { $0 } == nil)
+            if arrives { refusal.certificateArrived() }
+            loop.advanceTime(by: .milliseconds(1))
+            if arrives {
+                #expect(outcome.result.withLock { $0 } == nil)
+                #expect(channel.isActive)
+            } else {
+                let result = try #require(outcome.result.withLock { $0 })
+                let error = try #require(result.failure as? PeerChannelError)
+                #expect(error.code == .timeout)
+                #expect(error.reason == "the peer sent no certificate within 5.0 s")
+                #expect(!channel.isActive)
+            }
+            _ = try? channel.finish()
+        }
     }
 }
 

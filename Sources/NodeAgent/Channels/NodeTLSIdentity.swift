@@ -142,6 +142,7 @@ public struct NodeTLSIdentity: Sendable {
         refusal: PeerRefusal,
         promise: EventLoopPromise<NIOSSLVerificationResultWithMetadata>
     ) {
+        refusal.certificateArrived()
         guard presented.count <= maximumPresentedCertificates else {
             refusal.record(
                 "the peer presented \(presented.count) certificates: at most \(maximumPresentedCertificates) are accepted"

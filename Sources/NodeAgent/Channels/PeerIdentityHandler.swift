@@ -76,19 +76,39 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
     let promise: EventLoopPromise<VerifiedPeer>
     let refusal: PeerRefusal
     let deadline: TimeAmount
+    let certificateDeadline: TimeAmount
     private var state = State.handshaking
     private var timeout: Scheduled<Void>?
+    private var certificateTimeout: Scheduled<Void>?
+
+    /// How long a peer has, from the connection, to get its certificate to
+    /// the verification callback, by default: an unauthenticated connection
+    /// holds a handshake slot for this long at most (review finding M5).
+    static let defaultCertificateDeadline = TimeAmount.seconds(5)
 
     /// `deadline`: how long the peer has, from the connection, to complete
     /// the TLS handshake and greet; a peer that connects and stalls is
     /// dropped instead of holding a connection open for ever.
-    init(promise: EventLoopPromise<VerifiedPeer>, refusal: PeerRefusal, deadline: TimeAmount) {
+    /// `certificateDeadline` (at most `deadline`): how long, from the
+    /// connection, until its certificate must have arrived.
+    init(
+        promise: EventLoopPromise<VerifiedPeer>, refusal: PeerRefusal, deadline: TimeAmount,
+        certificateDeadline: TimeAmount = defaultCertificateDeadline
+    ) {
         self.promise = promise
         self.refusal = refusal
         self.deadline = deadline
+        self.certificateDeadline = min(certificateDeadline, deadline)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        let certificateSeconds = Double(certificateDeadline.nanoseconds) / 1e9
+        certificateTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: certificateDeadline) { [self] in
+            guard case .handshaking = state, !refusal.hasCertificate else { return }
+            fail(
+                PeerChannelError(.timeout, "the peer sent no certificate within \(certificateSeconds) s"),
+                context: context)
+        }
         let seconds = Double(deadline.nanoseconds) / 1e9
         timeout = context.eventLoop.assumeIsolated().scheduleTask(in: deadline) { [self] in
             switch state {
@@ -148,6 +168,7 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
             }
             state = .established
             timeout?.cancel()
+            certificateTimeout?.cancel()
             promise.succeed(peer)
             if buffered.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(buffered)) }
         case .handshaking, .failed:
@@ -172,6 +193,7 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     func handlerRemoved(context: ChannelHandlerContext) {
         timeout?.cancel()
+        certificateTimeout?.cancel()
         // A connection that failed before it was active never sees channelInactive.
         promise.fail(PeerChannelError(.handshake, "the connection ended before the channel was established"))
     }
@@ -182,6 +204,7 @@ final class PeerIdentityHandler: ChannelInboundHandler, RemovableChannelHandler 
         }
         state = .failed
         timeout?.cancel()
+        certificateTimeout?.cancel()
         promise.fail(error)
         context.close(promise: nil)
     }

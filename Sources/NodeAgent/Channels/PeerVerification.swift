@@ -25,9 +25,14 @@ final class VerificationExecutor: TaskExecutor {
 /// the error the connection fails with.
 final class PeerRefusal: Sendable {
     private let reason = Mutex<String?>(nil)
+    private let certificate = Mutex(false)
 
     func record(_ text: String) { reason.withLock { $0 = text } }
     var recorded: String? { reason.withLock { $0 } }
+
+    /// The peer's certificate reached the verification callback.
+    func certificateArrived() { certificate.withLock { $0 = true } }
+    var hasCertificate: Bool { certificate.withLock { $0 } }
 }
 
 extension NIOSSLCertificate {

@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackTestSupport
 import NIOCore
 import Testing
 
@@ -50,44 +51,12 @@ struct AdminSocketTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await listener.run() }
             // A raw client that connects and never writes: the server closes it (read sees end of file).
-            let outcome = try await Task.detached { try Self.connectAndWaitForClose(path: path) }.value
-            #expect(outcome == .closedByServer)
+            let outcome = try await offCooperativePool { try RawClient(unixPath: path).waitForClose(seconds: 10) }
+            #expect(outcome == "closed")
             let response = try await AdminSocket.call(AdminRequest(.status), path: path)
             #expect(response.error == nil)
             await listener.close()
             try await group.waitForAll()
         }
-    }
-
-    enum Outcome: Equatable {
-        case closedByServer, stillOpen
-        case readError(Int32)
-    }
-
-    /// Connects to `path`, sends nothing and waits (at most 10 s) for the server to close.
-    static func connectAndWaitForClose(path: String) throws -> Outcome {
-        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        try #require(descriptor >= 0)
-        defer { close(descriptor) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        try #require(bytes.count < MemoryLayout.size(ofValue: address.sun_path))
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() { raw[index] = byte }
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        try #require(connected == 0, "connect: errno \(errno)")
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var buffer = [UInt8](repeating: 0, count: 16)
-        let count = read(descriptor, &buffer, buffer.count)
-        if count == 0 { return .closedByServer }
-        if count < 0 { return errno == EAGAIN || errno == EWOULDBLOCK ? .stillOpen : .readError(errno) }
-        return .stillOpen
     }
 }

@@ -26,30 +26,13 @@ struct HandshakeTimeoutTests {
         // A raw TCP connection that sends nothing; the server must hang up.
         // The blocking read runs on a thread of its own (not on the cooperative
         // pool every async test shares), timed from the connection on.
-        let closedAfter = try await offCooperativePool { () throws -> Duration in
-            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard descriptor >= 0 else { throw PeerChannelError(.connect, "socket") }
-            defer { close(descriptor) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = UInt16(port).bigEndian
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
-            guard connected == 0 else { throw PeerChannelError(.connect, "connect errno \(errno)") }
+        let (outcome, closedAfter) = try await offCooperativePool { () throws -> (String, Duration) in
+            let client = try RawClient(port: port, from: "127.0.0.1")
             let started = ContinuousClock.now
-            var timeout = timeval(tv_sec: 20, tv_usec: 0)
-            setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var byte: UInt8 = 0
-            let got = read(descriptor, &byte, 1)
-            guard got == 0 else {
-                throw PeerChannelError(.handshake, "expected the server to close, read returned \(got)")
-            }
-            return ContinuousClock.now - started
+            let outcome = client.waitForClose(seconds: 20)
+            return (outcome, ContinuousClock.now - started)
         }
+        #expect(outcome == "closed", "expected the server to close")
         #expect(closedAfter >= .milliseconds(250))
         #expect(closedAfter < .seconds(15))
         await listener.close()

@@ -135,9 +135,9 @@ public struct ValidatedReconfigureRequest: Sendable, Equatable {
             coordinator: coordinator,
             ownRackId: rackId,
             highestEpochSeen: highestEpochSeen,
+            latestCommitted: state.latestCommittedEpoch,
             maximumMembers: maximumMembers
         )
-        try Self.checkReach(request.epoch, from: state.latestCommittedEpoch)
         let lastCommitted: Configuration?
         switch (request.lastCommittedEpoch, state.latestCommittedEpoch) {
         case (nil, nil):
@@ -214,25 +214,15 @@ public struct ValidatedReconfigureRequest: Sendable, Equatable {
             coordinator: coordinator,
             ownRackId: rackId,
             highestEpochSeen: max(highestEpochSeen ?? Epoch.lrtq, Epoch.lrtq),
+            latestCommitted: .lrtq,
             maximumMembers: maximumMembers
         )
-        try Self.checkReach(request.epoch, from: .lrtq)
         self.rackId = rackId
         self.epoch = request.epoch
         self.lastCommitted = nil
         self.members = request.members
         self.threshold = request.threshold
         self.coordinator = coordinator
-    }
-
-    private static func checkReach(_ epoch: Epoch, from committed: Epoch?) throws(ReconfigureError) {
-        guard epoch.isWithinReach(of: committed) else {
-            throw ReconfigureError(
-                code: .epochOutOfReach,
-                reason:
-                    "epoch \(epoch) is more than \(Epoch.maximumAdvance) above the latest commit (\(committed ?? Epoch(0)))"
-            )
-        }
     }
 
     private static func checkCommon(
@@ -243,6 +233,7 @@ public struct ValidatedReconfigureRequest: Sendable, Equatable {
         coordinator: PlatformId,
         ownRackId: RackId,
         highestEpochSeen: Epoch?,
+        latestCommitted: Epoch?,
         maximumMembers: Int
     ) throws(ReconfigureError) {
         guard rackId == ownRackId else {
@@ -271,6 +262,13 @@ public struct ValidatedReconfigureRequest: Sendable, Equatable {
             throw ReconfigureError(
                 code: .epochNotNewer,
                 reason: "epoch \(epoch) is not greater than \(seen), already seen"
+            )
+        }
+        guard epoch.isWithinReach(of: latestCommitted) else {
+            throw ReconfigureError(
+                code: .epochOutOfReach,
+                reason:
+                    "epoch \(epoch) is more than \(Epoch.maximumAdvance) above the latest commit (\(latestCommitted ?? Epoch(0)))"
             )
         }
     }

@@ -11,8 +11,9 @@ import TrustQuorum
 
 /// A rack of `keyrack node run` processes on this machine's loopback, for
 /// `keyrack demo`, `keyrack bench rack` and the multi-process tests: a
-/// manufacturing CA, one device identity, ledger pair, admin socket and
-/// configuration per node, and the processes themselves.
+/// manufacturing CA, an operator identity (whose CA every node pins), one
+/// device identity, ledger pair, admin socket and configuration per node,
+/// and the processes themselves.
 ///
 /// Not thread-safe: drive it from one task.
 public final class LocalRack {
@@ -44,6 +45,8 @@ public final class LocalRack {
     public let members: [Member]
     /// The manufacturing CA's directory.
     public let caDirectory: URL
+    /// The operator identity's directory (`keyrack operator init`).
+    public let operatorDirectory: URL
     /// The attestation policy file every node appraises its peers against.
     public let policyFile: URL
     private var processes: [Int: Process] = [:]
@@ -78,6 +81,7 @@ public final class LocalRack {
         self.directory = directory
         self.executable = executable
         caDirectory = directory.appendingPathComponent("ca")
+        operatorDirectory = directory.appendingPathComponent("operator")
         policyFile = directory.appendingPathComponent("policy.json")
         var random = SystemRandomSource()
         rackId = RackId.random(using: &random)
@@ -85,6 +89,7 @@ public final class LocalRack {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             try policy.write(to: policyFile)
             let ca = try ManufacturingCA.create(in: caDirectory)
+            try OperatorIdentity.create(in: operatorDirectory, ca: ca, name: "lab operator")
             let platforms = (1...count).map { PlatformId(part: part, serial: String(format: "sn-%04d", $0)) }
             let ports = try platforms.map { _ in try LoopbackPorts.free() }
             var members: [Member] = []
@@ -106,6 +111,7 @@ public final class LocalRack {
                     certificate: certificate.path,
                     intermediate: caDirectory.appendingPathComponent("intermediate.pem").path,
                     root: caDirectory.appendingPathComponent("root.pem").path,
+                    operatorCA: operatorDirectory.appendingPathComponent("operator-ca.pem").path,
                     listen: PeerAddress(host: "127.0.0.1", port: ports[index]),
                     peers: peers,
                     ledger: [
@@ -242,7 +248,19 @@ public final class LocalRack {
 
     /// Statuses of `indices` (nil for a node that does not answer).
     public func statuses(_ indices: [Int]) async -> [NodeStatus?] {
-        await RackOperator(sockets: sockets(indices)).survey().map(\.status)
+        await RackOperator.survey(sockets(indices)).map(\.status)
+    }
+
+    /// An operator over the nodes `indices` (all by default) that signs with
+    /// the rack's operator identity.
+    public func rackOperator(
+        _ indices: [Int]? = nil, progress: @escaping @Sendable (String) -> Void = { _ in }
+    ) throws(LabError) -> RackOperator {
+        do {
+            return try RackOperator(sockets: sockets(indices), operatorDirectory: operatorDirectory, progress: progress)
+        } catch {
+            throw LabError(.setup, "cannot open the rack's operator identity: \(error)")
+        }
     }
 
     /// Waits until every node in `indices` satisfies `condition`, and returns their statuses.

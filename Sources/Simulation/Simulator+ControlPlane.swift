@@ -49,7 +49,7 @@ extension Simulator {
             let state = PersistentState(
                 lrtq: package, configurations: [:], shares: [:], committedEpochs: [], expunged: nil)
             nodes[node].persisted = state
-            nodes[node].node = Node(platformId: ids[node], rackId: rackId, persistentState: state)
+            nodes[node].node = Node(platformId: ids[node], rackId: rackId, persistentState: state, operatorVerifier: operatorVerifier)
             loadedBy[node] = nil
             markDirty(node)
             targetMembers.insert(node)
@@ -91,24 +91,15 @@ extension Simulator {
         }
     }
 
-    /// Asks node `index` to do `action`.
+    /// Asks node `index` to do `action`, signed by the operator's key.
     func carryOut(_ action: ControlPlaneAction, on index: Int) -> ControlPlaneOutcome {
         do {
-            switch action {
-            case .reconfigure(_, let request):
-                try nodes[index].node.reconfigure(request, using: &protocolRandom)
-            case .upgradeFromLrtq(_, let request):
-                try nodes[index].node.upgradeFromLrtq(request, using: &protocolRandom)
-            case .commit(_, let epoch):
-                try nodes[index].node.commit(epoch)
-            case .prepareAndCommit(_, let configuration):
-                try nodes[index].node.prepareAndCommit(configuration)
-            }
+            try nodes[index].node.perform(try action.signed(by: operatorKey), using: &protocolRandom)
             return .done
-        } catch let error as CommitError {
-            return .refused(code: error.code.rawValue, reason: "")  // the simulator reads only the code
+        } catch let error as ActionError {
+            return .refused(code: error.code, reason: "")  // the simulator reads only the code
         } catch {
-            return .refused(code: "refused", reason: "")
+            return .refused(code: "\(error)", reason: "")
         }
     }
 

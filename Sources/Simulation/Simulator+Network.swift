@@ -44,7 +44,7 @@ extension Simulator {
             nodes[node].downUntilEpoch = Epoch(controlPlane.highestEpoch.value &+ span)
         case .restart(let node):
             guard valid(node), !nodes[node].up else { break }
-            nodes[node].node = Node(platformId: ids[node], rackId: rackId, persistentState: nodes[node].persisted)
+            nodes[node].node = Node(platformId: ids[node], rackId: rackId, persistentState: nodes[node].persisted, operatorVerifier: operatorVerifier)
             nodes[node].up = true
             available.insert(ids[node])
             nodes[node].downUntilEpoch = nil
@@ -65,7 +65,7 @@ extension Simulator {
                 // A removed node is wiped before it joins again.
                 retired.remove(node)
                 nodes[node].persisted = .empty
-                nodes[node].node = Node(platformId: ids[node], rackId: rackId)
+                nodes[node].node = Node(platformId: ids[node], rackId: rackId, operatorVerifier: operatorVerifier)
                 loadedBy[node] = nil
                 markDirty(node)
                 if nodes[node].up { updateConnectivity(bouncing: node) }
@@ -151,7 +151,7 @@ extension Simulator {
         loadedBy[index] = nil  // its cached secrets are gone
         markDirty(index)
         available.remove(ids[index])
-        nodes[index].node = Node(platformId: ids[index], rackId: rackId, persistentState: nodes[index].persisted)
+        nodes[index].node = Node(platformId: ids[index], rackId: rackId, persistentState: nodes[index].persisted, operatorVerifier: operatorVerifier)
         _ = nodes[index].node.drainOutput()
         updateConnectivity()
     }

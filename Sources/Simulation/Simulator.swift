@@ -40,6 +40,10 @@ public final class Simulator {
     var partitionMask: UInt64?
     var protocolRandom: SeededRandomSource
     var eventRandom: SplitMix64
+    /// The operator's key: it signs every ticket and commit the control plane decides.
+    let operatorKey: RawOperatorKey
+    /// What every node pins: the operator's key.
+    let operatorVerifier: PinnedOperatorKeys
     var loadedSecrets: [Epoch: RackSecret] = [:]
     var loadedBy: [Int: Epoch] = [:]
     var lastLoad: RackSecret?
@@ -99,6 +103,10 @@ public final class Simulator {
         self.options = options
         var setupRandom = SeededRandomSource(seed: options.seed ^ 0x7271_7261_636B_2D69)
         rackId = RackId.random(using: &setupRandom)
+        let key = RawOperatorKey(using: &setupRandom)
+        operatorKey = key
+        operatorVerifier = key.verifier
+        let verifier = key.verifier
         protocolRandom = SeededRandomSource(seed: options.seed ^ 0x5452_5553_5451_5552)
         eventRandom = SplitMix64(seed: options.seed)
         let count = min(options.nodes + max(0, options.spareNodes), 64)
@@ -119,7 +127,8 @@ public final class Simulator {
                 PersistentState(lrtq: $0, configurations: [:], shares: [:], committedEpochs: [], expunged: nil)
             }
             return SimNode(
-                node: Node(platformId: id, rackId: rack, persistentState: state ?? .empty),
+                node: Node(
+                    platformId: id, rackId: rack, persistentState: state ?? .empty, operatorVerifier: verifier),
                 persisted: state ?? .empty
             )
         }

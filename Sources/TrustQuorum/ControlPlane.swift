@@ -4,8 +4,8 @@ public enum ControlPlaneAction: Sendable, Equatable, CustomStringConvertible {
     case reconfigure(coordinator: PlatformId, ReconfigureRequest)
     /// Ask `coordinator` to upgrade the rack from LRTQ to the trust quorum.
     case upgradeFromLrtq(coordinator: PlatformId, UpgradeFromLrtqRequest)
-    /// Tell a member that prepared the epoch to commit it.
-    case commit(PlatformId, Epoch)
+    /// Tell a member that prepared the configuration to commit it.
+    case commit(PlatformId, Configuration)
     /// Tell a member that did not (or may not have) prepared to commit this configuration.
     case prepareAndCommit(PlatformId, Configuration)
 
@@ -26,10 +26,50 @@ public enum ControlPlaneAction: Sendable, Equatable, CustomStringConvertible {
         case .upgradeFromLrtq(let coordinator, let request):
             return
                 "upgradeFromLrtq(epoch: \(request.epoch), coordinator: \(coordinator), N: \(request.members.count))"
-        case .commit(let node, let epoch): return "commit(\(epoch)) → \(node)"
+        case .commit(let node, let config): return "commit(\(config.epoch)) → \(node)"
         case .prepareAndCommit(let node, let config): return "prepareAndCommit(\(config.epoch)) → \(node)"
         }
     }
+
+    /// What the operator signs to carry this action out: the ticket of a
+    /// reconfiguration or upgrade, the commit of a configuration.
+    public var decision: Decision {
+        switch self {
+        case .reconfigure(let coordinator, let request): return .ticket(ReconfigureTicket(request, coordinator: coordinator))
+        case .upgradeFromLrtq(let coordinator, let request):
+            return .ticket(ReconfigureTicket(upgrade: request, coordinator: coordinator))
+        case .commit(_, let config), .prepareAndCommit(_, let config): return .commit(config)
+        }
+    }
+
+    /// The action with the operator's signature, as a node takes it.
+    public func signed(by signer: some DecisionSigner) throws(SigningError) -> SignedAction {
+        let signature = try signer.sign(decision)
+        switch self {
+        case .reconfigure(let coordinator, let request):
+            return .reconfigure(SignedTicket(ReconfigureTicket(request, coordinator: coordinator), signature: signature))
+        case .upgradeFromLrtq(let coordinator, let request):
+            return .upgradeFromLrtq(
+                SignedTicket(ReconfigureTicket(upgrade: request, coordinator: coordinator), signature: signature))
+        case .commit(let node, let config):
+            return .commit(node, config.epoch, signature)
+        case .prepareAndCommit(let node, let config):
+            return .prepareAndCommit(node, SignedConfiguration(config, signature: signature))
+        }
+    }
+}
+
+/// A ``ControlPlaneAction`` with the operator's signature: what a node is
+/// given (``Node/perform(_:using:)``).
+public enum SignedAction: Sendable, Equatable {
+    /// Coordinate the ticket's reconfiguration.
+    case reconfigure(SignedTicket)
+    /// Coordinate the ticket's upgrade from LRTQ.
+    case upgradeFromLrtq(SignedTicket)
+    /// Commit the prepared epoch under this commit signature.
+    case commit(PlatformId, Epoch, OperatorSignature)
+    /// Commit this signed configuration.
+    case prepareAndCommit(PlatformId, SignedConfiguration)
 }
 
 /// What became of a ``ControlPlaneAction`` once its node was asked.
@@ -396,8 +436,8 @@ public struct ControlPlane: Sendable {
         available: Set<PlatformId>
     ) -> ControlPlaneAction? {
         switch (action, outcome) {
-        case (.commit(let node, let epoch), .done):
-            commitConfirmed(by: node, epoch: epoch)
+        case (.commit(let node, let config), .done):
+            commitConfirmed(by: node, epoch: config.epoch)
         case (.prepareAndCommit(let node, let configuration), .done):
             commitConfirmed(by: node, epoch: configuration.epoch)
         case (.commit(let node, _), .refused(let code, _)) where code == CommitError.Code.notPrepared.rawValue:
@@ -440,7 +480,7 @@ public struct ControlPlane: Sendable {
         guard let lastCommitted else { return [] }
         return pendingCommits.intersection(available).sorted().map { member in
             preparedMembers.contains(member)
-                ? .commit(member, lastCommitted.epoch) : .prepareAndCommit(member, lastCommitted)
+                ? .commit(member, lastCommitted) : .prepareAndCommit(member, lastCommitted)
         }
     }
 }

@@ -31,19 +31,29 @@ extension Node {
     public mutating func received(from: PlatformId, message: Message) {
         guard message.rackId == rackId, persistentState.expunged == nil else { return }
         switch message.kind {
-        case .prepare(let config, let share): receivedPrepare(from: from, config, share)
+        case .prepare(let config, let share, let ticket): receivedPrepare(from: from, config, share, ticket)
         case .prepareAck(let epoch): receivedPrepareAck(from: from, epoch)
         case .getShare(let epoch): receivedGetShare(from: from, epoch)
         case .share(let epoch, let share): receivedShare(from: from, epoch, share)
-        case .commitAdvance(let config): receivedCommitAdvance(from: from, config)
-        case .expunged(let epoch): receivedExpunged(from: from, epoch)
+        case .commitAdvance(let signed): receivedCommitAdvance(from: from, signed)
+        case .expunged(let signed): receivedExpunged(from: from, signed)
         case .getLrtqShare: receivedGetLrtqShare(from: from)
         case .lrtqShare(let share): receivedLrtqShare(from: from, share)
         }
     }
 
-    mutating func receivedPrepare(from: PlatformId, _ config: Configuration, _ share: Share) {
-        guard config.rackId == rackId, from == config.coordinator else { return }
+    mutating func receivedPrepare(from: PlatformId, _ config: Configuration, _ share: Share, _ ticket: SignedTicket) {
+        let kind = Message.Kind.prepare(config, share, ticket)
+        guard config.rackId == rackId else { return }
+        // The operator's ticket names the coordinator and what it may prepare.
+        guard ticket.ticket.allows(config), from == ticket.ticket.coordinator else {
+            refuse(kind, from: from, "the Prepare does not match its ticket (epoch, coordinator, members or K)")
+            return
+        }
+        guard ticket.verifies(under: operatorVerifier) else {
+            refuse(kind, from: from, "the ticket's operator signature does not verify")
+            return
+        }
         let epoch = config.epoch
         if let existing = persistentState.configurations[epoch] {
             if existing != config {
@@ -63,7 +73,8 @@ extension Node {
         if let latest = persistentState.latestCommittedEpoch, epoch <= latest { return }
         if let known = persistentState.latestKnownEpoch, epoch < known { return }  // older than a prepare we hold
         guard epoch.isWithinReach(of: persistentState.latestCommittedEpoch) else {
-            rejectedMessages += 1  // would exhaust the epochs (or persist a stream of them)
+            // Would exhaust the epochs (or persist a stream of them).
+            refuse(kind, from: from, "epoch \(epoch) is beyond reach of the latest commit")
             return
         }
         guard config.validates(share, from: platformId) else {
@@ -74,7 +85,7 @@ extension Node {
             guard coordinator.request.epoch < epoch else { return }  // ours is newer
             state = .idle  // a newer reconfiguration cancels ours
         }
-        persistentState.keepOnlyPrepared(config, share: share)
+        persistentState.keepOnlyPrepared(config, share: share, ticket: ticket)
         highestEpochSeen = max(highestEpochSeen ?? epoch, epoch)
         output.persistentStateChanged = true
         send(.prepareAck(epoch), to: from)
@@ -88,21 +99,27 @@ extension Node {
 
     mutating func receivedGetShare(from: PlatformId, _ epoch: Epoch) {
         if let latest = persistentState.latestCommittedConfiguration, epoch < latest.epoch {
-            if latest.members[from] != nil {
-                send(.commitAdvance(latest), to: from)
-            } else {
-                send(.expunged(latest.epoch), to: from)
-            }
+            pointAtLatest(from)
             return
         }
         guard let config = persistentState.configurations[epoch], let share = persistentState.shares[epoch] else {
             return  // we are behind, or still computing our own share
         }
         guard config.members[from] != nil else {
-            if epoch == persistentState.latestCommittedEpoch { send(.expunged(epoch), to: from) }
+            if epoch == persistentState.latestCommittedEpoch { pointAtLatest(from) }
             return
         }
         send(.share(epoch, share), to: from)
+    }
+
+    /// Tells `peer`, which asked about an older epoch, about the latest
+    /// committed configuration with its commit signature: `CommitAdvance`
+    /// to a member, `Expunged` to anyone else. Without a signature (a state
+    /// written before signatures) there is nothing the peer could check, so
+    /// nothing is sent.
+    mutating func pointAtLatest(_ peer: PlatformId) {
+        guard let signed = persistentState.latestSignedConfiguration else { return }
+        send(signed.configuration.members[peer] != nil ? .commitAdvance(signed) : .expunged(signed), to: peer)
     }
 
     mutating func receivedShare(from: PlatformId, _ epoch: Epoch, _ share: Share) {
@@ -117,7 +134,7 @@ extension Node {
             switch coordinator.received(share, of: epoch, from: from) {
             case .ignored: break
             case .collecting: state = .coordinating(coordinator)
-            case .finished(let collecting): finishCollecting(coordinator.request, collecting)
+            case .finished(let collecting): finishCollecting(coordinator, collecting)
             }
         case .computingShare(var computation):
             switch computation.received(share, of: epoch, from: from) {
@@ -140,12 +157,8 @@ extension Node {
     /// configuration (they commit it and compute their share) and tells
     /// anyone else it was expunged.
     mutating func receivedGetLrtqShare(from: PlatformId) {
-        if let latest = persistentState.latestCommittedConfiguration {
-            if latest.members[from] != nil {
-                send(.commitAdvance(latest), to: from)
-            } else {
-                send(.expunged(latest.epoch), to: from)
-            }
+        if persistentState.latestCommittedEpoch != nil {
+            pointAtLatest(from)
             return
         }
         guard let lrtq = persistentState.lrtq else { return }  // never in LRTQ
@@ -162,7 +175,7 @@ extension Node {
             switch progress {
             case .ignored: break
             case .collecting: state = .coordinating(coordinator)
-            case .finished(let collecting): finishCollectingLrtq(coordinator.request, collecting)
+            case .finished(let collecting): finishCollectingLrtq(coordinator, collecting)
             }
         }
         if var lrtqLoader {
@@ -180,30 +193,56 @@ extension Node {
         if rejected { rejectedShares += 1 }
     }
 
-    mutating func receivedCommitAdvance(from: PlatformId, _ config: Configuration) {
+    mutating func receivedCommitAdvance(from: PlatformId, _ signed: SignedConfiguration) {
+        let config = signed.configuration
         guard config.rackId == rackId else { return }
+        if let latest = persistentState.latestCommittedEpoch, config.epoch <= latest { return }
+        guard config.members[platformId] != nil else { return }
+        guard config.epoch.isWithinReach(of: persistentState.latestCommittedEpoch) else {
+            refuse(.commitAdvance(signed), from: from, "epoch \(config.epoch) is beyond reach of the latest commit")
+            return
+        }
+        guard signed.verifies(under: operatorVerifier) else {
+            refuse(.commitAdvance(signed), from: from, "the commit's operator signature does not verify")
+            return
+        }
         if let existing = persistentState.configurations[config.epoch], existing != config {
             output.alarms.append(.mismatchedConfigurations(epoch: config.epoch, from: from))
             return
         }
-        if let latest = persistentState.latestCommittedEpoch, config.epoch <= latest { return }
-        guard config.members[platformId] != nil else { return }
-        guard config.epoch.isWithinReach(of: persistentState.latestCommittedEpoch) else {
-            rejectedMessages += 1
-            return
-        }
-        commit(configuration: config)
+        commit(signed)
     }
 
-    mutating func receivedExpunged(from: PlatformId, _ epoch: Epoch) {
+    /// Acted on only with the operator's signed configuration of the epoch
+    /// that leaves this node out, above its latest commit: then the node
+    /// records it and deletes its shares of the epochs below (rule "Nothing
+    /// irreversible on a peer's word").
+    mutating func receivedExpunged(from: PlatformId, _ signed: SignedConfiguration) {
+        let config = signed.configuration
+        let epoch = config.epoch
+        guard config.rackId == rackId else { return }
         if let latest = persistentState.latestCommittedEpoch {
             guard epoch > latest else { return }
         } else {
             // Still in LRTQ while the rack moved on without this node.
             guard persistentState.lrtq != nil, epoch > .lrtq else { return }
         }
+        guard config.members[platformId] == nil else {
+            refuse(.expunged(signed), from: from, "the configuration of epoch \(epoch) lists this node")
+            return
+        }
+        guard signed.verifies(under: operatorVerifier) else {
+            refuse(.expunged(signed), from: from, "the configuration's operator signature does not verify")
+            return
+        }
+        recordExpunged(epoch: epoch, from: from)
+    }
+
+    /// Records that this node was left out at `epoch` (told by `from`) and
+    /// deletes its shares of the epochs below; it then ignores everything.
+    mutating func recordExpunged(epoch: Epoch, from: PlatformId) {
         persistentState.expunged = ExpungedMetadata(epoch: epoch, from: from)
-        persistentState.shares.removeAll()
+        for old in persistentState.shares.keys where old < epoch { persistentState.shares[old] = nil }
         persistentState.lrtq = nil
         lrtqLoader = nil
         output.persistentStateChanged = true

@@ -7,19 +7,18 @@ import SecretSharing
 extension Node {
     // MARK: - Transitions
 
-    /// Records the commit of `config` (which lists this node), prunes older
-    /// epochs, cancels work the commit made stale and, if this node holds no
-    /// share of it, starts computing one.
-    mutating func commit(configuration config: Configuration) {
+    /// Records the commit of `signed` (which lists this node and whose
+    /// signature was verified) with its signature, prunes older epochs (the
+    /// old share goes in the same write that records the signed commit),
+    /// cancels work the commit made stale and, if this node holds no share
+    /// of it, starts computing one.
+    mutating func commit(_ signed: SignedConfiguration) {
+        let config = signed.configuration
         let epoch = config.epoch
         persistentState.configurations[epoch] = config
+        persistentState.commitSignatures[epoch] = signed.signature
         persistentState.committedEpochs.insert(epoch)
-        for old in persistentState.configurations.keys where old < epoch {
-            persistentState.configurations[old] = nil
-        }
-        for old in persistentState.shares.keys where old < epoch {
-            persistentState.shares[old] = nil
-        }
+        persistentState.prune(below: epoch)
         highestEpochSeen = max(highestEpochSeen ?? epoch, epoch)
         output.persistentStateChanged = true
         if let loading = loader?.epoch, loading < epoch { loader = nil }
@@ -49,7 +48,8 @@ extension Node {
         }
     }
 
-    mutating func finishCollecting(_ request: ValidatedReconfigureRequest, _ collecting: CollectingShares) {
+    mutating func finishCollecting(_ coordinator: Coordinator, _ collecting: CollectingShares) {
+        let request = coordinator.request
         let old = collecting.collector.configuration
         let oldSecret: RackSecret
         do {
@@ -78,13 +78,11 @@ extension Node {
             epoch: request.epoch,
             salt: collecting.salt
         )
-        prepare(request, shares: collecting.newShares, chain: sealed)
+        prepare(request, ticket: coordinator.ticket, shares: collecting.newShares, chain: sealed)
     }
 
-    mutating func finishCollectingLrtq(
-        _ request: ValidatedReconfigureRequest,
-        _ collecting: CollectingLrtqShares
-    ) {
+    mutating func finishCollectingLrtq(_ coordinator: Coordinator, _ collecting: CollectingLrtqShares) {
+        let request = coordinator.request
         let lrtqSecret: RackSecret
         do {
             lrtqSecret = try collecting.collector.combine()
@@ -100,7 +98,7 @@ extension Node {
             epoch: request.epoch,
             salt: collecting.salt
         )
-        prepare(request, shares: collecting.newShares, chain: sealed)
+        prepare(request, ticket: coordinator.ticket, shares: collecting.newShares, chain: sealed)
     }
 
     /// Draws the new secret and splits it among the request's members.
@@ -125,6 +123,7 @@ extension Node {
     /// Builds the configuration, persists our share and sends `Prepare`s.
     mutating func prepare(
         _ request: ValidatedReconfigureRequest,
+        ticket: SignedTicket,
         shares: [PlatformId: Share],
         chain: EncryptedRackSecrets?
     ) {
@@ -138,12 +137,13 @@ extension Node {
             threshold: request.threshold,
             encryptedRackSecrets: chain
         )
-        persistentState.keepOnlyPrepared(config, share: shares[platformId]!)
+        persistentState.keepOnlyPrepared(config, share: shares[platformId]!, ticket: ticket)
         output.persistentStateChanged = true
         var others = shares
         others[platformId] = nil
         let coordinator = Coordinator(
             request: request,
+            ticket: ticket,
             phase: .preparing(Preparing(configuration: config, shares: others, acked: [platformId]))
         )
         state = .coordinating(coordinator)

@@ -15,6 +15,12 @@ import SecretSharing
 /// or computing its share of a configuration it committed without having
 /// prepared it. It can independently be gathering shares to load the rack
 /// secret. Retries happen by resending when a peer connects.
+///
+/// No single peer's word changes what it holds: it coordinates only a ticket
+/// the operator signed, prepares only under such a ticket from the ticket's
+/// coordinator, commits only a configuration whose commit signature verifies
+/// under ``operatorVerifier``, and records itself removed only on a signed
+/// configuration that leaves it out.
 public struct Node: Sendable {
     /// This node's platform id.
     public let platformId: PlatformId
@@ -22,13 +28,16 @@ public struct Node: Sendable {
     public let rackId: RackId
     /// Tunables.
     public let options: NodeOptions
+    /// Judges the operator's signatures on tickets and commits.
+    public let operatorVerifier: any DecisionVerifier
     /// What must survive a restart. Persist it whenever an output says so.
     public internal(set) var persistentState: PersistentState
     /// Shares from peers that did not match the digest in the configuration,
     /// or came from a non-member, and were ignored.
     public internal(set) var rejectedShares = 0
-    /// Messages refused for what they ask, not for a bad share: a `Prepare`
-    /// or `CommitAdvance` beyond reach of the latest commit
+    /// Messages refused for what they ask, not for a bad share: a `Prepare`,
+    /// `CommitAdvance` or `Expunged` whose operator signature does not
+    /// verify or does not match, or beyond reach of the latest commit
     /// (``Epoch/maximumAdvance``).
     public internal(set) var rejectedMessages = 0
 
@@ -58,11 +67,13 @@ public struct Node: Sendable {
         platformId: PlatformId,
         rackId: RackId,
         persistentState: PersistentState = .empty,
-        options: NodeOptions = NodeOptions()
+        options: NodeOptions = NodeOptions(),
+        operatorVerifier: any DecisionVerifier
     ) {
         self.platformId = platformId
         self.rackId = rackId
         self.options = options
+        self.operatorVerifier = operatorVerifier
         self.persistentState = persistentState
         highestEpochSeen = persistentState.latestKnownEpoch
         if persistentState.expunged == nil, persistentState.lrtq != nil {
@@ -96,6 +107,37 @@ public struct Node: Sendable {
         }
     }
 
+    /// The peers that may open a channel to this node, or `nil` before its
+    /// first commit (a new node, or one in LRTQ), when the caller's address
+    /// book decides. After a commit: the members of the latest committed
+    /// configuration and of the configuration it prepared, or coordinates,
+    /// under a signed ticket above it. Nobody once expunged. (Rule
+    /// "Admission is membership" in trust-quorum.md.)
+    public var admittedPeers: Set<PlatformId>? {
+        guard persistentState.expunged == nil else { return [] }
+        var peers = Set<PlatformId>()
+        if let (_, ticket) = persistentState.preparedUnderTicket { peers.formUnion(ticket.ticket.members) }
+        if case .coordinating(let coordinator) = state { peers.formUnion(coordinator.request.members) }
+        guard let latest = persistentState.latestCommittedConfiguration else {
+            return nil
+        }
+        peers.formUnion(latest.members.keys)
+        peers.remove(platformId)
+        return peers
+    }
+
+    /// Peers admitted before the first commit in addition to the caller's
+    /// address book: the members of a configuration prepared, or
+    /// coordinated, under a signed ticket.
+    public var provisionalPeers: Set<PlatformId> {
+        guard persistentState.expunged == nil else { return [] }
+        var peers = Set<PlatformId>()
+        if let (_, ticket) = persistentState.preparedUnderTicket { peers.formUnion(ticket.ticket.members) }
+        if case .coordinating(let coordinator) = state { peers.formUnion(coordinator.request.members) }
+        peers.remove(platformId)
+        return peers
+    }
+
     /// Whether this node is coordinating a reconfiguration.
     public var isCoordinating: Bool {
         if case .coordinating = state { return true }
@@ -120,17 +162,20 @@ public struct Node: Sendable {
 
     // MARK: - Inputs from the control plane
 
-    /// Starts coordinating a reconfiguration (or the initial setup, as the
-    /// trusted dealer, when `request.lastCommittedEpoch` is `nil`).
+    /// Starts coordinating the reconfiguration `ticket` names this node the
+    /// coordinator of (or the initial setup, as the trusted dealer, when its
+    /// last committed epoch is `nil`). The ticket's operator signature must
+    /// verify; it travels with every `Prepare`.
     ///
     /// The new secret, its shares and the chain's salt are drawn here, from
     /// `random`; nothing else in the node draws randomness.
     public mutating func reconfigure(
-        _ request: ReconfigureRequest,
+        _ ticket: SignedTicket,
         using random: inout some SecureRandomSource
     ) throws(ReconfigureError) {
+        try checkTicket(ticket, kind: .reconfigure)
         let validated = try ValidatedReconfigureRequest(
-            request,
+            ticket.ticket.request,
             coordinator: platformId,
             rackId: rackId,
             state: persistentState,
@@ -138,14 +183,10 @@ public struct Node: Sendable {
             maximumMembers: options.maximumMembers
         )
         highestEpochSeen = validated.epoch
-        if let last = validated.lastCommitted, !persistentState.committedEpochs.contains(last.epoch) {
-            // The control plane committed it; our commit message is late.
-            commit(configuration: last)
-        }
         let (secret, newShares) = Self.drawShares(validated, using: &random)
 
         guard let last = validated.lastCommitted else {
-            prepare(validated, shares: newShares, chain: nil)
+            prepare(validated, ticket: ticket, shares: newShares, chain: nil)
             return
         }
         let salt = random.bytes(EncryptedRackSecrets.saltByteCount)
@@ -153,6 +194,7 @@ public struct Node: Sendable {
         collector.shares[platformId] = persistentState.shares[last.epoch]!
         let coordinator = Coordinator(
             request: validated,
+            ticket: ticket,
             phase: .collectingShares(
                 CollectingShares(collector: collector, newSecret: secret, salt: salt, newShares: newShares)
             )
@@ -171,11 +213,12 @@ public struct Node: Sendable {
     /// committed a trust-quorum configuration, and with
     /// ``ReconfigureError/Code/notInLrtq`` on a node without LRTQ state.
     public mutating func upgradeFromLrtq(
-        _ request: UpgradeFromLrtqRequest,
+        _ ticket: SignedTicket,
         using random: inout some SecureRandomSource
     ) throws(ReconfigureError) {
+        try checkTicket(ticket, kind: .upgradeFromLrtq)
         let validated = try ValidatedReconfigureRequest(
-            upgrade: request,
+            upgrade: ticket.ticket.upgradeRequest,
             coordinator: platformId,
             rackId: rackId,
             state: persistentState,
@@ -192,6 +235,7 @@ public struct Node: Sendable {
         _ = collector.add(lrtq.share, from: platformId, lrtq: lrtq)
         let coordinator = Coordinator(
             request: validated,
+            ticket: ticket,
             phase: .collectingLrtqShares(
                 CollectingLrtqShares(collector: collector, newSecret: secret, salt: salt, newShares: newShares)
             )
@@ -227,22 +271,29 @@ public struct Node: Sendable {
         return LrtqState(shareDigests: lrtq.shareDigests, threshold: lrtq.threshold, share: share, spareShares: [])
     }
 
-    /// Commits `epoch`, which this node prepared. Committing an epoch at or
-    /// below the latest committed one does nothing.
-    public mutating func commit(_ epoch: Epoch) throws(CommitError) {
+    /// Commits `epoch`, which this node prepared, on the operator's commit
+    /// `signature` over the prepared configuration (refused with
+    /// ``CommitError/Code/unsigned`` if it does not verify). Committing an
+    /// epoch at or below the latest committed one does nothing.
+    public mutating func commit(_ epoch: Epoch, signature: OperatorSignature) throws(CommitError) {
         guard persistentState.expunged == nil else { throw CommitError(code: .expunged, epoch: epoch) }
         if let latest = persistentState.latestCommittedEpoch, epoch <= latest { return }
         guard let config = persistentState.configurations[epoch], persistentState.shares[epoch] != nil else {
             throw CommitError(code: .notPrepared, epoch: epoch)
         }
-        commit(configuration: config)
+        let signed = SignedConfiguration(config, signature: signature)
+        guard signed.verifies(under: operatorVerifier) else { throw CommitError(code: .unsigned, epoch: epoch) }
+        commit(signed)
     }
 
-    /// Commits `configuration`, which this node may never have seen (it was
-    /// down during the prepare): it then computes its share from K others.
-    public mutating func prepareAndCommit(_ configuration: Configuration) throws(CommitError) {
+    /// Commits `signed`, a configuration this node may never have seen (it
+    /// was down during the prepare), once its commit signature verifies: it
+    /// then computes its share from K others.
+    public mutating func prepareAndCommit(_ signed: SignedConfiguration) throws(CommitError) {
+        let configuration = signed.configuration
         let epoch = configuration.epoch
         guard persistentState.expunged == nil else { throw CommitError(code: .expunged, epoch: epoch) }
+        guard signed.verifies(under: operatorVerifier) else { throw CommitError(code: .unsigned, epoch: epoch) }
         guard configuration.rackId == rackId else { throw CommitError(code: .rackIdMismatch, epoch: epoch) }
         guard configuration.members[platformId] != nil else { throw CommitError(code: .notMember, epoch: epoch) }
         if let existing = persistentState.configurations[epoch], existing != configuration {
@@ -250,7 +301,62 @@ public struct Node: Sendable {
             throw CommitError(code: .mismatchedConfiguration, epoch: epoch)
         }
         if let latest = persistentState.latestCommittedEpoch, epoch <= latest { return }
-        commit(configuration: configuration)
+        commit(signed)
+    }
+
+    /// The operator tells this node it was removed: `signed` is the
+    /// committed configuration that leaves it out, with its commit signature
+    /// (removed nodes are refused by their former peers, so they learn it
+    /// from the operator). Recorded only above the latest commit; deletes
+    /// the shares of the epochs below.
+    public mutating func expunge(_ signed: SignedConfiguration) throws(CommitError) {
+        let configuration = signed.configuration
+        let epoch = configuration.epoch
+        guard persistentState.expunged == nil else { return }
+        guard configuration.rackId == rackId else { throw CommitError(code: .rackIdMismatch, epoch: epoch) }
+        guard configuration.members[platformId] == nil else { throw CommitError(code: .stillMember, epoch: epoch) }
+        guard signed.verifies(under: operatorVerifier) else { throw CommitError(code: .unsigned, epoch: epoch) }
+        if let latest = persistentState.latestCommittedEpoch, epoch <= latest { return }
+        recordExpunged(epoch: epoch, from: configuration.coordinator)
+    }
+
+    /// Carries out a signed control-plane action (the operator's and the
+    /// simulator's one way in): a ticket is coordinated, a commit committed.
+    public mutating func perform(
+        _ action: SignedAction, using random: inout some SecureRandomSource
+    ) throws(ActionError) {
+        switch action {
+        case .reconfigure(let ticket):
+            do { try reconfigure(ticket, using: &random) } catch { throw .reconfigure(error) }
+        case .upgradeFromLrtq(let ticket):
+            do { try upgradeFromLrtq(ticket, using: &random) } catch { throw .reconfigure(error) }
+        case .commit(_, let epoch, let signature):
+            do { try commit(epoch, signature: signature) } catch { throw .commit(error) }
+        case .prepareAndCommit(_, let signed):
+            do { try prepareAndCommit(signed) } catch { throw .commit(error) }
+        }
+    }
+
+    /// Checks that `ticket` is of `kind`, names this node its coordinator
+    /// and carries a valid operator signature.
+    func checkTicket(_ ticket: SignedTicket, kind: ReconfigureTicket.Kind) throws(ReconfigureError) {
+        guard ticket.ticket.kind == kind else {
+            throw ReconfigureError(code: .wrongTicket, reason: "a \(ticket.ticket.kind.rawValue) ticket, not \(kind.rawValue)")
+        }
+        guard ticket.ticket.coordinator == platformId else {
+            throw ReconfigureError(
+                code: .wrongTicket, reason: "the ticket names \(ticket.ticket.coordinator) the coordinator, not this node")
+        }
+        guard ticket.verifies(under: operatorVerifier) else {
+            throw ReconfigureError(code: .unsigned, reason: "the ticket's operator signature does not verify")
+        }
+    }
+
+    /// Records that `message` from `peer` was refused for `reason`, and counts it.
+    mutating func refuse(_ message: Message.Kind, from peer: PlatformId, _ reason: String) {
+        rejectedMessages += 1
+        output.refusals.append(
+            RefusedMessage(from: peer, message: Message(rackId: rackId, kind: message).description, reason: reason))
     }
 
     /// Sends each of `peers` that is connected (never this node itself), in

@@ -29,14 +29,37 @@ public struct NodeOutput: Sendable, Equatable {
     public var alarms: [Alarm] = []
     /// Warnings for the operator's log (not invariant violations).
     public var warnings: [NodeWarning] = []
+    /// Peer messages refused, never acted on: for the log, with the sender.
+    public var refusals: [RefusedMessage] = []
 
     /// Nothing to do.
     public init() {}
 
     /// Whether there is nothing to do.
     public var isEmpty: Bool {
-        messages.isEmpty && !persistentStateChanged && alarms.isEmpty && warnings.isEmpty
+        messages.isEmpty && !persistentStateChanged && alarms.isEmpty && warnings.isEmpty && refusals.isEmpty
     }
+}
+
+/// A peer's message a node refused for what it asks (an unsigned or forged
+/// decision, an epoch beyond reach): the sender, the message's kind and
+/// epoch, and why. Never contains a share.
+public struct RefusedMessage: Sendable, Equatable, CustomStringConvertible {
+    /// The sender, as its channel authenticated it.
+    public let from: PlatformId
+    /// The message, by kind and epoch (``Message/description``).
+    public let message: String
+    /// Why it was refused.
+    public let reason: String
+
+    /// A refusal from its parts.
+    public init(from: PlatformId, message: String, reason: String) {
+        self.from = from
+        self.message = message
+        self.reason = reason
+    }
+
+    public var description: String { "\(message) from \(from) refused: \(reason)" }
 }
 
 /// Something the caller should log for the operator. Unlike an ``Alarm``, a
@@ -101,6 +124,10 @@ public struct CommitError: Error, Sendable, Equatable, CustomStringConvertible {
         case mismatchedConfiguration = "TQ-COMMIT-MISMATCH"
         /// This node was expunged.
         case expunged = "TQ-COMMIT-EXPUNGED"
+        /// The commit signature does not verify under the pinned operator CA.
+        case unsigned = "TQ-COMMIT-UNSIGNED"
+        /// Told it was removed by a configuration that lists it.
+        case stillMember = "TQ-COMMIT-STILL-MEMBER"
     }
 
     /// The rule that was broken.
@@ -109,6 +136,37 @@ public struct CommitError: Error, Sendable, Equatable, CustomStringConvertible {
     public let epoch: Epoch
 
     public var description: String { "\(code.rawValue): epoch \(epoch)" }
+}
+
+/// Why a node refused a ``SignedAction``.
+public enum ActionError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A ticket was refused.
+    case reconfigure(ReconfigureError)
+    /// A commit was refused.
+    case commit(CommitError)
+
+    /// The stable code (`TQ-RECONF-…` or `TQ-COMMIT-…`).
+    public var code: String {
+        switch self {
+        case .reconfigure(let error): return error.code.rawValue
+        case .commit(let error): return error.code.rawValue
+        }
+    }
+
+    /// A sentence for people.
+    public var reason: String {
+        switch self {
+        case .reconfigure(let error): return error.reason
+        case .commit(let error): return error.description
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .reconfigure(let error): return error.description
+        case .commit(let error): return error.description
+        }
+    }
 }
 
 /// Why `loadRackSecret` cannot return a secret (as opposed to "not yet").

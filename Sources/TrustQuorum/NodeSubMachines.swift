@@ -132,6 +132,8 @@ struct RackSecretLoader: GathersShares, Sendable {
 /// A reconfiguration this node coordinates.
 struct Coordinator: Sendable {
     let request: ValidatedReconfigureRequest
+    /// The operator's ticket for it, sent with every `Prepare`.
+    let ticket: SignedTicket
     var phase: Phase
 
     enum Phase: Sendable {
@@ -153,7 +155,7 @@ struct Coordinator: Sendable {
             return request.members.contains(peer) ? collecting.collector.request(for: peer) : nil
         case .preparing(let preparing):
             guard let share = preparing.shares[peer], !preparing.acked.contains(peer) else { return nil }
-            return .prepare(preparing.configuration, share)
+            return .prepare(preparing.configuration, share, ticket)
         }
     }
 

@@ -9,8 +9,11 @@ import SecretSharing
 /// node agent. Shares are stored in the clear here: at rest they are
 /// encrypted under a key held by the root of trust.
 public struct PersistentState: Sendable, Equatable, Codable {
-    /// The version this code writes.
-    public static let currentVersion = 1
+    /// The version this code writes. Version 2 added the operator's
+    /// signatures (``commitSignatures``, ``tickets``); a version-1 state
+    /// still loads, its commits unsigned (it can unlock, and the next signed
+    /// commit replaces them, but it hands no `CommitAdvance` to a peer).
+    public static let currentVersion = 2
 
     /// The legacy (LRTQ) state: the node's LRTQ share, its spare shares and
     /// the digests of all 255 LRTQ shares. `nil` for a node that never was in
@@ -29,6 +32,12 @@ public struct PersistentState: Sendable, Equatable, Codable {
     public private(set) var latestCommittedEpoch: Epoch?
     /// Set once the node learns it was removed; it then ignores everything.
     public var expunged: ExpungedMetadata?
+    /// The operator's commit signature of each committed configuration held
+    /// (pruned with the configurations).
+    public var commitSignatures: [Epoch: OperatorSignature] = [:]
+    /// The signed ticket each prepared configuration was prepared under
+    /// (pruned with the configurations).
+    public var tickets: [Epoch: SignedTicket] = [:]
 
     /// A node that has never been part of a configuration.
     public static let empty = PersistentState(
@@ -60,6 +69,33 @@ public struct PersistentState: Sendable, Equatable, Codable {
         latestCommittedEpoch.flatMap { configurations[$0] }
     }
 
+    /// The highest committed configuration with its commit signature, if
+    /// this node holds one (a state written before signatures has none).
+    public var latestSignedConfiguration: SignedConfiguration? {
+        guard let epoch = latestCommittedEpoch, let config = configurations[epoch],
+            let signature = commitSignatures[epoch]
+        else { return nil }
+        return SignedConfiguration(config, signature: signature)
+    }
+
+    /// The prepared configuration above the latest commit and the ticket it
+    /// was prepared under, if any.
+    public var preparedUnderTicket: (Configuration, SignedTicket)? {
+        let floor = latestCommittedEpoch
+        for (epoch, ticket) in tickets where floor.map({ epoch > $0 }) ?? true {
+            if let config = configurations[epoch] { return (config, ticket) }
+        }
+        return nil
+    }
+
+    /// Drops configurations, shares, signatures and tickets of epochs below `epoch`.
+    mutating func prune(below epoch: Epoch) {
+        for old in configurations.keys where old < epoch { configurations[old] = nil }
+        for old in shares.keys where old < epoch { shares[old] = nil }
+        for old in commitSignatures.keys where old < epoch { commitSignatures[old] = nil }
+        for old in tickets.keys where old < epoch { tickets[old] = nil }
+    }
+
     /// The highest epoch this node has any configuration for.
     public var latestKnownEpoch: Epoch? {
         [configurations.keys.max(), latestCommittedEpoch].compactMap { $0 }.max()
@@ -70,14 +106,18 @@ public struct PersistentState: Sendable, Equatable, Codable {
     /// kept, so a stream of `Prepare`s at rising epochs cannot grow the
     /// ledger. (A newer reconfiguration abandons the older one; the control
     /// plane never commits an epoch it has moved past.)
-    mutating func keepOnlyPrepared(_ config: Configuration, share: Share) {
+    mutating func keepOnlyPrepared(_ config: Configuration, share: Share, ticket: SignedTicket) {
         let floor = latestCommittedEpoch
         for epoch in configurations.keys where epoch != config.epoch && floor.map({ epoch > $0 }) ?? true {
             configurations[epoch] = nil
             shares[epoch] = nil
         }
+        for epoch in tickets.keys where epoch != config.epoch && floor.map({ epoch > $0 }) ?? true {
+            tickets[epoch] = nil
+        }
         configurations[config.epoch] = config
         shares[config.epoch] = share
+        tickets[config.epoch] = ticket
     }
 
     /// Whether this node holds its share of `epoch` (it prepared, or computed it).
@@ -94,6 +134,13 @@ public struct PersistentState: Sendable, Equatable, Codable {
         case shares
         case committedEpochs
         case expunged
+        case commitSignatures
+        case tickets
+    }
+
+    private struct StoredSignature: Codable {
+        var epoch: Epoch
+        var signature: OperatorSignature
     }
 
     private struct StoredShare: Codable {
@@ -105,7 +152,7 @@ public struct PersistentState: Sendable, Equatable, Codable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let version = try container.decode(Int.self, forKey: .version)
-        guard version == Self.currentVersion else {
+        guard version == Self.currentVersion || version == 1 else {
             throw DecodingError.dataCorruptedError(
                 forKey: .version,
                 in: container,
@@ -130,6 +177,13 @@ public struct PersistentState: Sendable, Equatable, Codable {
         committedEpochs = Set(try container.decode([Epoch].self, forKey: .committedEpochs))
         latestCommittedEpoch = committedEpochs.max()
         expunged = try container.decodeIfPresent(ExpungedMetadata.self, forKey: .expunged)
+        guard version >= 2 else { return }
+        for stored in try container.decode([StoredSignature].self, forKey: .commitSignatures) {
+            commitSignatures[stored.epoch] = stored.signature
+        }
+        for ticket in try container.decode([SignedTicket].self, forKey: .tickets) {
+            tickets[ticket.ticket.epoch] = ticket
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -144,6 +198,10 @@ public struct PersistentState: Sendable, Equatable, Codable {
         try container.encode(stored, forKey: .shares)
         try container.encode(committedEpochs.sorted(), forKey: .committedEpochs)
         try container.encodeIfPresent(expunged, forKey: .expunged)
+        try container.encode(
+            commitSignatures.keys.sorted().map { StoredSignature(epoch: $0, signature: commitSignatures[$0]!) },
+            forKey: .commitSignatures)
+        try container.encode(tickets.keys.sorted().map { tickets[$0]! }, forKey: .tickets)
     }
 }
 

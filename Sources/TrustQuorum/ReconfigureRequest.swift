@@ -81,6 +81,11 @@ public struct ReconfigureError: Error, Sendable, Equatable, CustomStringConverti
         /// trust-quorum configuration: nothing goes back to LRTQ, and nothing
         /// is upgraded twice.
         case alreadyUpgraded = "TQ-RECONF-ALREADY-UPGRADED"
+        /// The ticket's signature does not verify under the pinned operator CA.
+        case unsigned = "TQ-RECONF-UNSIGNED"
+        /// The ticket names another coordinator, or is of the other kind
+        /// (a reconfiguration ticket for an upgrade, or the reverse).
+        case wrongTicket = "TQ-RECONF-TICKET"
     }
 
     /// The rule that was broken.
@@ -166,12 +171,15 @@ public struct ValidatedReconfigureRequest: Sendable, Equatable {
                     reason: "epoch \(request.epoch) is not greater than the last committed \(theirs)"
                 )
             }
-            // The node must hold its share: it acknowledged that epoch. (If the
-            // commit itself has not reached it yet, the request tells it.)
-            guard let config = state.configurations[theirs], state.shares[theirs] != nil else {
+            // The node must have committed that epoch (under the operator's
+            // signature) and hold its share. A ticket is not a commit: a
+            // node whose commit has not arrived is not a coordinator.
+            guard let config = state.configurations[theirs], state.shares[theirs] != nil,
+                state.committedEpochs.contains(theirs)
+            else {
                 throw ReconfigureError(
                     code: .coordinatorHasNotAcked,
-                    reason: "this node holds no share of the last committed epoch \(theirs)"
+                    reason: "this node has not committed, or holds no share of, the last committed epoch \(theirs)"
                 )
             }
             lastCommitted = config

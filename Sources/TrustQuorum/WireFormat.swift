@@ -31,14 +31,21 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
 /// The binary encoding of ``Message`` and its framing.
 ///
 /// A frame is a 4-byte big-endian length followed by that many payload bytes,
-/// at most 1 MiB. The payload is `version: u8 (= 1) || rackId: 16 bytes ||
+/// at most 1 MiB. The payload is `version: u8 (= 2) || rackId: 16 bytes ||
 /// tag: u8 || body`. Integers are big-endian; a platform id is two
 /// length-prefixed (u8) UTF-8 strings; a share is `x: u8 || length: u16 ||
 /// y`; a configuration is its epoch, rack id, coordinator, threshold, members
-/// in platform-id order with their digests, and an optional encrypted chain.
+/// in platform-id order with their digests, and an optional encrypted chain;
+/// an operator signature is `credential: u16-prefixed || signature:
+/// u16-prefixed`; a ticket is its kind, rack id, epoch, coordinator, K, an
+/// optional last committed epoch and its members in order (u16 count).
+/// Version 2 added the operator's signatures: `Prepare` carries the signed
+/// ticket, `CommitAdvance` and `Expunged` a signed configuration. A frame
+/// of any other version is refused with ``WireError/Code/unsupportedVersion``,
+/// naming both versions.
 public enum WireFormat {
     /// The current version byte.
-    public static let version: UInt8 = 1
+    public static let version: UInt8 = 2
     /// The largest payload a frame may carry: 1 MiB.
     public static let maximumFrameLength = 1 << 20
 
@@ -60,7 +67,7 @@ public enum WireFormat {
     /// than ``maximumShareLength`` is refused.
     public static func encodePayload(_ message: Message) throws(WireError) -> [UInt8] {
         switch message.kind {
-        case .prepare(_, let share), .share(_, let share), .lrtqShare(let share):
+        case .prepare(_, let share, _), .share(_, let share), .lrtqShare(let share):
             guard share.count <= maximumShareLength else {
                 throw WireError(code: .invalidField, reason: "a share of \(share.count) bytes is too long to encode")
             }
@@ -71,10 +78,12 @@ public enum WireFormat {
         writer.write(version)
         writer.write(message.rackId.bytes)
         switch message.kind {
-        case .prepare(let config, let share):
+        case .prepare(let config, let share, let ticket):
             writer.write(Tag.prepare.rawValue)
             writer.write(config)
             writer.write(share)
+            writer.write(ticket.ticket)
+            writer.write(ticket.signature)
         case .prepareAck(let epoch):
             writer.write(Tag.prepareAck.rawValue)
             writer.write(epoch.value)
@@ -85,12 +94,14 @@ public enum WireFormat {
             writer.write(Tag.share.rawValue)
             writer.write(epoch.value)
             writer.write(share)
-        case .commitAdvance(let config):
+        case .commitAdvance(let signed):
             writer.write(Tag.commitAdvance.rawValue)
-            writer.write(config)
-        case .expunged(let epoch):
+            writer.write(signed.configuration)
+            writer.write(signed.signature)
+        case .expunged(let signed):
             writer.write(Tag.expunged.rawValue)
-            writer.write(epoch.value)
+            writer.write(signed.configuration)
+            writer.write(signed.signature)
         case .getLrtqShare:
             writer.write(Tag.getLrtqShare.rawValue)
         case .lrtqShare(let share):
@@ -140,7 +151,11 @@ public enum WireFormat {
         var reader = ByteReader(Array(bytes))
         let version = try reader.readUInt8("version")
         guard version == WireFormat.version else {
-            throw WireError(code: .unsupportedVersion, reason: "version \(version)")
+            throw WireError(
+                code: .unsupportedVersion,
+                reason:
+                    "the peer speaks wire version \(version); this node speaks \(WireFormat.version) (run one release on every node)"
+            )
         }
         let rackId = RackId(bytes: try reader.readBytes(RackId.byteCount, "rack id"))!
         let tagByte = try reader.readUInt8("tag")
@@ -151,7 +166,9 @@ public enum WireFormat {
         switch tag {
         case .prepare:
             let config = try reader.readConfiguration()
-            kind = .prepare(config, try reader.readShare())
+            let share = try reader.readShare()
+            let ticket = try reader.readTicket()
+            kind = .prepare(config, share, SignedTicket(ticket, signature: try reader.readSignature()))
         case .prepareAck:
             kind = .prepareAck(Epoch(try reader.readUInt64("epoch")))
         case .getShare:
@@ -160,9 +177,11 @@ public enum WireFormat {
             let epoch = Epoch(try reader.readUInt64("epoch"))
             kind = .share(epoch, try reader.readShare())
         case .commitAdvance:
-            kind = .commitAdvance(try reader.readConfiguration())
+            let config = try reader.readConfiguration()
+            kind = .commitAdvance(SignedConfiguration(config, signature: try reader.readSignature()))
         case .expunged:
-            kind = .expunged(Epoch(try reader.readUInt64("epoch")))
+            let config = try reader.readConfiguration()
+            kind = .expunged(SignedConfiguration(config, signature: try reader.readSignature()))
         case .getLrtqShare:
             kind = .getLrtqShare
         case .lrtqShare:
@@ -222,6 +241,30 @@ struct ByteWriter {
             threshold: config.threshold,
             encryptedRackSecrets: config.encryptedRackSecrets
         )
+    }
+
+    mutating func write(_ signature: OperatorSignature) {
+        write(UInt16(signature.credential.count))
+        write(signature.credential)
+        write(UInt16(signature.signature.count))
+        write(signature.signature)
+    }
+
+    mutating func write(_ ticket: ReconfigureTicket) {
+        write(ticket.kind == .reconfigure ? UInt8(1) : UInt8(2))
+        write(ticket.rackId.bytes)
+        write(ticket.epoch.value)
+        write(ticket.coordinator)
+        write(UInt8(clamping: ticket.threshold))
+        if let last = ticket.lastCommittedEpoch {
+            write(UInt8(1))
+            write(last.value)
+        } else {
+            write(UInt8(0))
+        }
+        let sorted = ticket.members.sorted()
+        write(UInt16(clamping: sorted.count))
+        for member in sorted { write(member) }
     }
 
     mutating func writeConfigurationBody(
@@ -313,6 +356,58 @@ struct ByteReader {
             return try Share(x: x, y: y)
         } catch {
             throw WireError(code: .invalidField, reason: "share: \(error)")
+        }
+    }
+
+    mutating func readSignature() throws(WireError) -> OperatorSignature {
+        let credential = try readBytes(Int(try readUInt16("signature credential length")), "signature credential")
+        let signature = try readBytes(Int(try readUInt16("signature length")), "signature")
+        guard let value = OperatorSignature(credential: credential, signature: signature) else {
+            throw WireError(
+                code: .invalidField, reason: "an operator signature's credential or signature is empty or too long")
+        }
+        return value
+    }
+
+    mutating func readTicket() throws(WireError) -> ReconfigureTicket {
+        let kindByte = try readUInt8("ticket kind")
+        let rackId = RackId(bytes: try readBytes(RackId.byteCount, "ticket rack id"))!
+        let epoch = Epoch(try readUInt64("ticket epoch"))
+        let coordinator = try readPlatformId()
+        let threshold = Int(try readUInt8("ticket threshold"))
+        let flag = try readUInt8("ticket last committed flag")
+        let last: Epoch?
+        switch flag {
+        case 0: last = nil
+        case 1: last = Epoch(try readUInt64("ticket last committed epoch"))
+        default: throw WireError(code: .invalidField, reason: "ticket last committed flag \(flag)")
+        }
+        let count = Int(try readUInt16("ticket member count"))
+        guard count <= Shamir.maximumShares else {
+            throw WireError(code: .invalidField, reason: "a ticket of \(count) members; at most \(Shamir.maximumShares)")
+        }
+        var members: [PlatformId] = []
+        for _ in 0..<count {
+            let id = try readPlatformId()
+            if let previous = members.last, !(previous < id) {
+                throw WireError(code: .invalidField, reason: "ticket members are not in strictly increasing order")
+            }
+            members.append(id)
+        }
+        switch kindByte {
+        case 1:
+            let request = ReconfigureRequest(
+                rackId: rackId, epoch: epoch, lastCommittedEpoch: last, members: Set(members), threshold: threshold)
+            return ReconfigureTicket(request, coordinator: coordinator)
+        case 2:
+            guard last == nil else {
+                throw WireError(code: .invalidField, reason: "an upgrade ticket has no last committed epoch")
+            }
+            let request = UpgradeFromLrtqRequest(
+                rackId: rackId, epoch: epoch, members: Set(members), threshold: threshold)
+            return ReconfigureTicket(upgrade: request, coordinator: coordinator)
+        default:
+            throw WireError(code: .invalidField, reason: "ticket kind \(kindByte)")
         }
     }
 

@@ -53,6 +53,39 @@ struct CACommand: ParsableCommand {
     }
 }
 
+struct OperatorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "operator",
+        abstract: "The operator identity that signs every reconfiguration ticket and commit.",
+        subcommands: [Init.self]
+    )
+
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create an operator key and certificate (operator role) issued by the CA in --ca.",
+            discussion: """
+                Writes, in DIR: operator.key (mode 0600), operator.pem (the certificate: the \
+                operator role, no TLS use, so it can never act as a node), and operator-ca.pem \
+                (the CA's intermediate and root). Every node pins operator-ca.pem as \
+                identity.operatorCA in its configuration; `keyrack rack … --operator DIR` signs with \
+                the key and keeps DIR/journal, the record of every decision it signed.
+                """
+        )
+        @Option(help: "Where to create the operator identity; an existing one is never overwritten.") var dir: String
+        @Option(help: "The manufacturing CA directory (keyrack ca init) that issues the certificate.") var ca: String
+        @Option(help: "The operator's name (the certificate's common name).") var name: String
+
+        func run() throws {
+            try reportingFailures {
+                let authority = try ManufacturingCA(directory: URL(fileURLWithPath: ca))
+                let identity = try OperatorIdentity.create(in: URL(fileURLWithPath: dir), ca: authority, name: name)
+                try writeStandardOutput(
+                    "created the operator identity '\(identity.name)' in \(dir); nodes pin \(dir)/operator-ca.pem\n")
+            }
+        }
+    }
+}
+
 struct DeviceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "device",

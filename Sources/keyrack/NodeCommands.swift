@@ -25,11 +25,13 @@ struct NodeCommand: AsyncParsableCommand {
             abstract: "Run a node: attested mTLS channels to its peers, the ledger, and the admin socket.",
             discussion: """
                 The configuration file (JSON) names the platform id, rack id, device identity \
-                (key, certificate, intermediate, root), listen address, peers' addresses, the two \
+                (key, certificate, intermediate, root, the operator CA whose signatures every \
+                reconfiguration and commit must carry, denied device serials), listen address, peers' addresses, the two \
                 ledger directories, the admin socket, the attestation policy and evidence, and the \
                 disks. See the NodeAgent documentation for its format. The node unlocks (loads the \
                 rack secret of its latest committed epoch) as soon as enough peers answer, and logs \
-                to standard error. SIGTERM or SIGINT stops it; its state is on disk at every step.
+                to standard error. SIGTERM or SIGINT stops it; its state is on disk at every step. \
+                SIGHUP reads the denied device serials (identity.deniedSerials) again.
                 """
         )
         @Option(help: "The node's configuration file (JSON).") var config: String
@@ -85,6 +87,13 @@ struct NodeCommand: AsyncParsableCommand {
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(1)
             }
+            // SIGHUP reads the denied device certificates again.
+            signal(SIGHUP, SIG_IGN)
+            let hangup = DispatchSource.makeSignalSource(signal: SIGHUP)
+            let file = config
+            hangup.setEventHandler { Task { await runtime.reloadDeniedSerials(from: file) } }
+            hangup.resume()
+            defer { hangup.cancel() }
             // One ServiceGroup per process: SIGTERM or SIGINT shuts the node down gracefully.
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
@@ -362,8 +371,12 @@ struct RackCommand: AsyncParsableCommand {
         discussion: """
             Each command talks to the nodes' admin sockets (--nodes, comma-separated) and \
             drives the control plane: it picks a coordinator, waits for K + Z members to \
-            prepare, then delivers the commit. Nothing is kept between runs: an interrupted \
-            command can be run again and resumes (or retries at the next epoch). A member that \
+            prepare, then delivers the commit. Every ticket and commit is signed by the \
+            operator identity (--operator DIR, from keyrack operator init), whose journal \
+            records what it signed so it never signs two configurations for one epoch; nodes \
+            act only on signatures that chain to the operator CA they pin. An interrupted \
+            command can be run again and resumes from the highest commit whose signature \
+            verifies (or retries at the next epoch). A member that \
             is down when a commit is decided catches up when it next boots (it asks for its old \
             epoch and is sent the new configuration); `rack status` shows members that are \
             behind, and re-running the last command brings them along.
@@ -373,6 +386,10 @@ struct RackCommand: AsyncParsableCommand {
 
     struct Nodes: ParsableArguments {
         @Option(help: "The nodes' admin sockets, comma-separated.") var nodes: String
+        @Option(
+            name: .customLong("operator"),
+            help: "The operator identity (keyrack operator init) that signs every ticket and commit.")
+        var operatorDirectory: String?
         @Option(help: "Give up after this many seconds (the command can be re-run).") var timeout = 60.0
         @Option(help: "Seconds to keep delivering a commit to members that were down when it was decided.")
         var waitForDown = 3.0
@@ -387,8 +404,20 @@ struct RackCommand: AsyncParsableCommand {
             }
         }
 
-        func makeOperator() -> RackOperator {
-            var rackOperator = RackOperator(sockets: sockets) { line in print(line) }
+        func makeOperator() throws -> RackOperator {
+            guard let operatorDirectory else {
+                throw CommandFailure(
+                    "--operator DIR is required: every decision is signed by the operator (create one with keyrack operator init)"
+                )
+            }
+            var rackOperator: RackOperator
+            do {
+                rackOperator = try RackOperator(
+                    sockets: sockets, operatorDirectory: URL(fileURLWithPath: operatorDirectory)
+                ) { line in print(line) }
+            } catch {
+                throw CommandFailure("--operator \(operatorDirectory): \(error)")
+            }
             rackOperator.timeout = .milliseconds(Int(timeout * 1000))
             rackOperator.waitForDownMembers = .milliseconds(Int(waitForDown * 1000))
             return rackOperator
@@ -464,7 +493,7 @@ struct RackCommand: AsyncParsableCommand {
         @Flag(help: "Print the statuses as JSON.") var json = false
 
         func run() async throws {
-            let reports = await nodes.makeOperator().survey()
+            let reports = await RackOperator.survey(nodes.sockets)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -79,7 +79,7 @@ struct RackBench: AsyncParsableCommand {
         let setupStart = ContinuousClock.now
         for index in all { try rack.launch(index) }
         for index in all { try await rack.waitUntilAnswering(index, timeout: .seconds(60)) }
-        let operatorForAll = RackOperator(sockets: rack.sockets())
+        let operatorForAll = try rack.rackOperator()
         var epoch = try await operatorForAll.run(.initialize).epoch
         try await rack.waitUntil(all, timeout: .seconds(60), "unlocked") { $0.unlockedEpoch == epoch }
         report.setupSeconds = seconds(since: setupStart)

@@ -217,9 +217,9 @@ final class RackDemo {
         }
     }
 
-    private func operatorFor(_ rack: LocalRack, _ indices: [Int]) -> RackOperator {
+    private func operatorFor(_ rack: LocalRack, _ indices: [Int]) throws -> RackOperator {
         let printer = out
-        return RackOperator(sockets: rack.sockets(indices)) { line in printer.say("   " + line) }
+        return try rack.rackOperator(indices) { line in printer.say("   " + line) }
     }
 
     private func steps(_ rack: LocalRack) async throws {
@@ -256,7 +256,7 @@ final class RackDemo {
         }
         try await step("4. rotation with node 5 down, then its catch-up") {
             try await rack.start(3)
-            var rotation = operatorFor(rack, first)
+            var rotation = try operatorFor(rack, first)
             rotation.waitForDownMembers = .zero
             let rotated = try await rotation.run(.rotate)
             let before = epoch

@@ -9,12 +9,14 @@ import TrustQuorum
 public enum AdminCommand: Sendable, Equatable {
     /// The node's ``NodeStatus``.
     case status
-    /// Coordinate a reconfiguration.
-    case reconfigure(ReconfigureRequest)
-    /// Commit a prepared epoch.
-    case commit(Epoch)
-    /// Commit a configuration this node may not have prepared.
-    case prepareAndCommit(Configuration)
+    /// Coordinate the reconfiguration of an operator-signed ticket.
+    case reconfigure(SignedTicket)
+    /// Commit a prepared epoch under the operator's commit signature.
+    case commit(Epoch, OperatorSignature)
+    /// Commit an operator-signed configuration this node may not have prepared.
+    case prepareAndCommit(SignedConfiguration)
+    /// The operator-signed configuration that removed this node.
+    case expunge(SignedConfiguration)
     /// Where peers listen (the node's own entry already dropped).
     case setPeers([PlatformId: PeerAddress])
     /// A disk's key, of `epoch` or of the latest committed one.
@@ -39,11 +41,19 @@ public enum AdminCommand: Sendable, Equatable {
         case .status:
             self = .status
         case .reconfigure:
-            self = .reconfigure(try required(request.reconfigure, "reconfigure"))
+            self = .reconfigure(try required(request.ticket, "ticket"))
         case .commit:
-            self = .commit(try required(request.epoch, "epoch"))
+            self = .commit(try required(request.epoch, "epoch"), try required(request.signature, "signature"))
         case .prepareAndCommit:
-            self = .prepareAndCommit(try required(request.configuration, "configuration"))
+            self = .prepareAndCommit(
+                SignedConfiguration(
+                    try required(request.configuration, "configuration"),
+                    signature: try required(request.signature, "signature")))
+        case .expunge:
+            self = .expunge(
+                SignedConfiguration(
+                    try required(request.configuration, "configuration"),
+                    signature: try required(request.signature, "signature")))
         case .setPeers:
             self = .setPeers(try Self.peers(try required(request.peers, "peers"), localPlatform: localPlatform))
         case .diskKey:
@@ -91,9 +101,12 @@ extension AdminRequest {
     public init(command: AdminCommand) {
         switch command {
         case .status: self.init(.status)
-        case .reconfigure(let request): self.init(.reconfigure, reconfigure: request)
-        case .commit(let epoch): self.init(.commit, epoch: epoch)
-        case .prepareAndCommit(let configuration): self.init(.prepareAndCommit, configuration: configuration)
+        case .reconfigure(let ticket): self.init(.reconfigure, ticket: ticket)
+        case .commit(let epoch, let signature): self.init(.commit, epoch: epoch, signature: signature)
+        case .prepareAndCommit(let signed):
+            self.init(.prepareAndCommit, configuration: signed.configuration, signature: signed.signature)
+        case .expunge(let signed):
+            self.init(.expunge, configuration: signed.configuration, signature: signed.signature)
         case .setPeers(let peers):
             self.init(
                 .setPeers,

@@ -8,12 +8,14 @@ public struct AdminRequest: Codable, Sendable, Equatable, CustomStringConvertibl
     public enum Operation: String, Codable, Sendable {
         /// The node's ``NodeStatus``.
         case status
-        /// Coordinate a reconfiguration (``reconfigure``).
+        /// Coordinate the reconfiguration of an operator-signed ``ticket``.
         case reconfigure
-        /// Commit a prepared epoch (``epoch``).
+        /// Commit a prepared epoch (``epoch``) under the operator's commit ``signature``.
         case commit
-        /// Commit a configuration this node may not have prepared (``configuration``).
+        /// Commit a configuration this node may not have prepared (``configuration``, ``signature``).
         case prepareAndCommit
+        /// This node was removed: ``configuration``, the committed configuration that leaves it out, and its ``signature``.
+        case expunge
         /// Learn where peers listen (``peers``: platform id → host:port).
         case setPeers
         /// A disk's key (``disk``, and ``epoch`` or the latest committed one).
@@ -30,12 +32,14 @@ public struct AdminRequest: Codable, Sendable, Equatable, CustomStringConvertibl
 
     /// What is asked.
     public var operation: Operation
-    /// For ``Operation/reconfigure``.
-    public var reconfigure: ReconfigureRequest?
+    /// For ``Operation/reconfigure``: the operator's signed ticket.
+    public var ticket: SignedTicket?
     /// For ``Operation/commit``, ``Operation/diskKey`` and ``Operation/diskRekeyed``.
     public var epoch: Epoch?
     /// For ``Operation/prepareAndCommit``.
     public var configuration: Configuration?
+    /// For ``Operation/commit`` and ``Operation/prepareAndCommit``: the operator's commit signature.
+    public var signature: OperatorSignature?
     /// For ``Operation/setPeers``.
     public var peers: [String: String]?
     /// For ``Operation/diskKey``, ``Operation/diskRekeyed``, ``Operation/luksBind`` and ``Operation/luksFormat``.
@@ -46,17 +50,19 @@ public struct AdminRequest: Codable, Sendable, Equatable, CustomStringConvertibl
     /// A request for `operation` with its arguments.
     public init(
         _ operation: Operation,
-        reconfigure: ReconfigureRequest? = nil,
+        ticket: SignedTicket? = nil,
         epoch: Epoch? = nil,
         configuration: Configuration? = nil,
+        signature: OperatorSignature? = nil,
         peers: [String: String]? = nil,
         disk: String? = nil,
         existingKey: String? = nil
     ) {
         self.operation = operation
-        self.reconfigure = reconfigure
+        self.ticket = ticket
         self.epoch = epoch
         self.configuration = configuration
+        self.signature = signature
         self.peers = peers
         self.disk = disk
         self.existingKey = existingKey
@@ -183,6 +189,10 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var listen: String
     /// The latest configuration it committed.
     public var latestCommitted: Configuration?
+    /// The operator's commit signature of ``latestCommitted`` (`nil` for a
+    /// commit recorded before signatures): the operator resumes only from
+    /// a configuration whose signature it verifies.
+    public var commitSignature: OperatorSignature?
     /// The highest epoch it has seen.
     public var highestEpochSeen: Epoch?
     /// The epoch whose rack secret it has loaded (its disks can open).
@@ -207,12 +217,19 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     /// Whether peers' evidence is enforced (`false`: permissive development mode).
     public var attestationEnforced: Bool
     /// Peer messages refused since the node started: shares that fail their
-    /// digest or come from a non-member, and requests beyond reach of the
-    /// latest commit (never acted on).
+    /// digest or come from a non-member, decisions whose operator signature
+    /// does not verify, and requests beyond reach of the latest commit
+    /// (never acted on).
     public var rejected: Int
 
     /// The latest committed epoch.
     public var committedEpoch: Epoch? { latestCommitted?.epoch }
+
+    /// ``latestCommitted`` with its commit signature, when it has one.
+    public var signedCommitted: SignedConfiguration? {
+        guard let latestCommitted, let commitSignature else { return nil }
+        return SignedConfiguration(latestCommitted, signature: commitSignature)
+    }
 }
 
 /// A coordinator's progress.

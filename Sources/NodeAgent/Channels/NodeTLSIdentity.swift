@@ -45,6 +45,9 @@ public struct NodeTLSIdentity: Sendable {
     /// ``certificate`` in DER, the bytes the peer receives (and binds
     /// attestation evidence to).
     public let certificateDER: [UInt8]
+    /// Who the handshake admits beyond a valid device chain (membership,
+    /// denied serials); `nil`: every valid device.
+    public var admission: PeerAdmission?
 
     /// An identity from the device certificate, the intermediate that issued
     /// it, the manufacturing root, and the root of trust holding the key.
@@ -122,8 +125,11 @@ public struct NodeTLSIdentity: Sendable {
         let context = try NIOSSLContext(configuration: configuration(server: server))
         let root = rootCertificate
         let intermediate = intermediateCertificate
+        let admission = admission
         let verify: NIOSSLCustomVerificationCallbackWithMetadata = { presented, promise in
-            Self.verify(presented, intermediate: intermediate, root: root, refusal: refusal, promise: promise)
+            Self.verify(
+                presented, intermediate: intermediate, root: root, admission: admission, refusal: refusal,
+                promise: promise)
         }
         return server
             ? NIOSSLServerHandler(context: context, customVerificationCallbackWithMetadata: verify)
@@ -139,6 +145,7 @@ public struct NodeTLSIdentity: Sendable {
         _ presented: [NIOSSLCertificate],
         intermediate: Certificate,
         root: Certificate,
+        admission: PeerAdmission? = nil,
         refusal: PeerRefusal,
         promise: EventLoopPromise<NIOSSLVerificationResultWithMetadata>
     ) {
@@ -161,8 +168,14 @@ public struct NodeTLSIdentity: Sendable {
         Task(executorPreference: VerificationExecutor.shared) {
             do {
                 let leaf = try Certificate(derEncoded: encoded[0])
-                let (_, chain) = try await DeviceIdentity.verifiedChain(
+                let (platform, chain) = try await DeviceIdentity.verifiedChain(
                     leaf, intermediates: [intermediate], root: root)
+                let serial = NodeConfiguration.serialText(Array(leaf.serialNumber.bytes))
+                if let reason = admission?.refusal(platform: platform, serial: serial) {
+                    refusal.record(reason)
+                    promise.succeed(.failed)
+                    return
+                }
                 let validated = try chain.map { try NIOSSLCertificate($0) }
                 promise.succeed(.certificateVerified(VerificationMetadata(NIOSSL.ValidatedCertificateChain(validated))))
             } catch {

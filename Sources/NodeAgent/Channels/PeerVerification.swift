@@ -35,6 +35,40 @@ final class PeerRefusal: Sendable {
     var hasCertificate: Bool { certificate.withLock { $0 } }
 }
 
+/// Who the TLS verification callback admits, kept current by the node:
+/// the platforms its core admits (``AgentCore/admission``: membership) and
+/// the device certificates denied by serial number. A peer outside it fails
+/// the handshake, before any frame. Without an admission set (a listener
+/// that is not a node's, in tests) every verified device is admitted.
+public final class PeerAdmission: Sendable {
+    private let state: Mutex<(admission: Admission?, denied: Set<String>)>
+
+    /// An admission with `denied` serial numbers (``NodeConfiguration/deniedSerials``) and no set yet.
+    public init(denied: Set<String> = []) {
+        state = Mutex((nil, denied))
+    }
+
+    /// The node's current admission set.
+    public func update(_ admission: Admission) { state.withLock { $0.admission = admission } }
+
+    /// Replaces the denied serial numbers (on SIGHUP).
+    public func deny(_ serials: Set<String>) { state.withLock { $0.denied = serials } }
+
+    /// The denied serial numbers.
+    public var denied: Set<String> { state.withLock { $0.denied } }
+
+    /// Why `platform`'s certificate with `serial` is refused, or `nil` if it is admitted.
+    public func refusal(platform: PlatformId, serial: String) -> String? {
+        state.withLock { state in
+            if state.denied.contains(serial) { return "the device certificate \(serial) of \(platform) is denied" }
+            if let admission = state.admission, !admission.admits(platform) {
+                return "\(platform) is not a member of this node's rack configuration"
+            }
+            return nil
+        }
+    }
+}
+
 extension NIOSSLCertificate {
     /// The same certificate for BoringSSL.
     convenience init(_ certificate: Certificate) throws {

@@ -142,6 +142,9 @@ public struct DeviceCertificatePolicy: VerifierPolicy {
             else {
                 return .failsToMeetPolicy(reason: "the leaf does not allow TLS client and server authentication")
             }
+            guard !extended.contains(OperatorRole.usage) else {
+                return .failsToMeetPolicy(reason: "the leaf carries the operator role: it is not a device certificate")
+            }
         } catch {
             return .failsToMeetPolicy(reason: "the leaf's extensions do not parse: \(error)")
         }

@@ -94,12 +94,18 @@ public struct OperatorRun<Instant: InstantProtocol>: Sendable where Instant.Dura
     private var started = false
 
     /// A run of `plan` from what the nodes reported (`statuses`: those that
-    /// answered), starting at `now`.
-    public init(plan: Plan, statuses: [NodeStatus], options: Options = Options(), now: Instant) {
+    /// answered) and the highest epoch the operator's journal holds,
+    /// starting at `now`. The run starts above both (within reach of the
+    /// last commit), so it never reuses an epoch it signed.
+    public init(
+        plan: Plan, statuses: [NodeStatus], highestSignedEpoch: Epoch? = nil, options: Options = Options(),
+        now: Instant
+    ) {
         self.plan = plan
         self.options = options
         self.deadline = now.advanced(by: options.timeout)
-        let highest = statuses.compactMap(\.highestEpochSeen).max() ?? Epoch(0)
+        let highest = (statuses.compactMap(\.highestEpochSeen) + [highestSignedEpoch].compactMap { $0 }).max()
+            ?? Epoch(0)
         let committedBy = Set(statuses.filter { $0.committedEpoch == plan.committed?.epoch }.map(\.platform))
         controlPlane = ControlPlane(
             rackId: plan.rackId,

@@ -5,14 +5,24 @@ import TrustQuorum
 /// The operator's side of the control plane: `keyrack rack …` drives
 /// ``TrustQuorum/ControlPlane`` over the nodes' admin sockets.
 ///
-/// It keeps nothing on disk. Each run asks every node where it stands and
-/// resumes from that: a membership that is already committed only has its
-/// missing commits delivered; anything else is (re)started at an epoch above
-/// every epoch any node has seen, so a run interrupted at any point can
-/// simply be run again.
+/// Every action it carries out is signed by the operator's identity
+/// (``signer``: a ticket for each reconfiguration, a commit signature for
+/// each commit), whose journal is all it keeps on disk. Each run asks every
+/// node where it stands and resumes from the highest configuration whose
+/// commit signature ``verifier`` accepts — never from one node's unsigned
+/// report: a membership that is already committed only has its missing
+/// commits delivered; anything else is (re)started at an epoch above every
+/// epoch any node has seen and every epoch the journal holds, so a run
+/// interrupted at any point can simply be run again.
 public struct RackOperator: Sendable {
     /// The nodes' admin sockets.
     public var sockets: [String]
+    /// Signs the operator's decisions.
+    public let signer: any DecisionSigner
+    /// Judges the commit signatures nodes report.
+    public let verifier: any DecisionVerifier
+    /// The highest epoch the signer's journal holds, if any.
+    public var highestSignedEpoch: Epoch?
     /// Where progress lines go.
     public let progress: @Sendable (String) -> Void
     /// How long a run may take before it gives up (it can be re-run).
@@ -24,10 +34,30 @@ public struct RackOperator: Sendable {
     /// How long to keep delivering the commit to members that were down when it was decided.
     public var waitForDownMembers: Duration = .seconds(3)
 
-    /// An operator for the nodes behind `sockets`.
-    public init(sockets: [String], progress: @escaping @Sendable (String) -> Void = { _ in }) {
+    /// An operator for the nodes behind `sockets`, signing with `signer` and
+    /// trusting the commit signatures `verifier` accepts.
+    public init(
+        sockets: [String], signer: any DecisionSigner, verifier: any DecisionVerifier,
+        highestSignedEpoch: Epoch? = nil, progress: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         self.sockets = sockets
+        self.signer = signer
+        self.verifier = verifier
+        self.highestSignedEpoch = highestSignedEpoch
         self.progress = progress
+    }
+
+    /// An operator signing with the identity in `directory` (`keyrack
+    /// operator init`) and trusting commits signed under its CA.
+    public init(
+        sockets: [String], operatorDirectory directory: URL, progress: @escaping @Sendable (String) -> Void = { _ in }
+    ) throws(IdentityFileError) {
+        let identity = try OperatorIdentity(directory: directory)
+        let verifier = try OperatorCertificateVerifier(
+            bundle: directory.appendingPathComponent("operator-ca.pem").path)
+        self.init(
+            sockets: sockets, signer: identity, verifier: verifier, highestSignedEpoch: identity.highestSignedEpoch,
+            progress: progress)
     }
 
     /// One node as seen from the operator.
@@ -41,7 +71,10 @@ public struct RackOperator: Sendable {
     }
 
     /// Asks every node for its status (in parallel).
-    public func survey() async -> [NodeReport] {
+    public func survey() async -> [NodeReport] { await Self.survey(sockets) }
+
+    /// Asks the node behind each of `sockets` for its status (in parallel).
+    public static func survey(_ sockets: [String]) async -> [NodeReport] {
         await withTaskGroup(of: (Int, NodeReport).self) { group in
             for (index, socket) in sockets.enumerated() {
                 group.addTask { (index, await Self.report(socket)) }
@@ -92,7 +125,14 @@ public struct RackOperator: Sendable {
         if let other = reachable.first(where: { $0.rackId != rackId }) {
             throw RackOperatorError(.otherRack, "\(other.platform) belongs to rack \(other.rackId), not \(rackId)")
         }
-        let committed = reachable.compactMap(\.latestCommitted).max { $0.epoch < $1.epoch }
+        // Only a commit the operator signed counts, whatever a node says.
+        let committed = reachable.compactMap(\.signedCommitted).filter { $0.verifies(under: verifier) }
+            .max { $0.epoch < $1.epoch }?.configuration
+        for status in reachable where status.latestCommitted != nil && status.signedCommitted.map({
+            $0.verifies(under: verifier)
+        }) != true {
+            progress("\(status.platform) reports epoch \(status.committedEpoch!) without a valid operator signature; ignored")
+        }
         let members: Set<PlatformId>
         switch goal {
         case .initialize:
@@ -110,7 +150,9 @@ public struct RackOperator: Sendable {
             guard let committed else {
                 throw RackOperatorError(.notSetUp, "the rack is not set up yet: run rack init first")
             }
-            let added = await RackOperator(sockets: newSockets).survey()
+            var adding = self
+            adding.sockets = newSockets
+            let added = await adding.survey()
             if let down = added.first(where: { $0.status == nil }) {
                 throw RackOperatorError(
                     .nodeDown, "the node to add does not answer: \(down.error?.description ?? down.socket)")
@@ -136,7 +178,7 @@ public struct RackOperator: Sendable {
         var operatorForAll = self
         operatorForAll.sockets = reports.map(\.socket)
         await operatorForAll.shareAddresses(reports.compactMap(\.status))
-        return try await operatorForAll.drive(
+        let configuration = try await operatorForAll.drive(
             reports: reports,
             rackId: rackId,
             committed: committed,
@@ -144,6 +186,35 @@ public struct RackOperator: Sendable {
             threshold: threshold ?? ReconfigureRequest.defaultThreshold(memberCount: members.count),
             alwaysNewEpoch: goal.isRotation
         )
+        await operatorForAll.tellRemoved(reports, configuration)
+        return configuration
+    }
+
+    /// Tells the nodes that answered and are not members of `configuration`
+    /// that they were removed, with its commit signature: their former
+    /// peers refuse them at the TLS handshake, so nobody else can.
+    func tellRemoved(_ reports: [NodeReport], _ configuration: Configuration) async {
+        let removed = reports.filter { report in
+            guard let status = report.status, status.expunged == nil else { return false }
+            return configuration.members[status.platform] == nil
+        }
+        guard !removed.isEmpty else { return }
+        let signed: SignedConfiguration
+        do {
+            signed = SignedConfiguration(configuration, signature: try signer.sign(.commit(configuration)))
+        } catch {
+            progress("cannot tell the removed nodes: \(error)")
+            return
+        }
+        for report in removed {
+            let platform = report.status.map(\.platform.description) ?? report.socket
+            do {
+                _ = try await AdminSocket.perform(AdminRequest(command: .expunge(signed)), path: report.socket)
+                progress("told \(platform) it was removed at epoch \(configuration.epoch)")
+            } catch {
+                progress("\(platform) was removed but could not be told: \(error)")
+            }
+        }
     }
 
     /// Tells every node where the others listen.
@@ -172,6 +243,7 @@ public struct RackOperator: Sendable {
                 rackId: rackId, committed: committed, members: members, threshold: threshold,
                 alwaysNewEpoch: alwaysNewEpoch),
             statuses: surveyed.compactMap(\.status),
+            highestSignedEpoch: highestSignedEpoch,
             options: OperatorRun.Options(
                 timeout: timeout, stallPolls: stallPolls, waitForDownMembers: waitForDownMembers),
             now: clock.now
@@ -198,16 +270,23 @@ public struct RackOperator: Sendable {
         throw RackOperatorError(.timedOut, "the run stopped without an outcome; re-run the same command to resume")
     }
 
-    /// Asks the node behind `socket` to do `action`.
+    /// Signs `action` and asks the node behind `socket` to do it.
     private func carryOut(_ action: ControlPlaneAction, socket: String?) async -> ControlPlaneOutcome {
         guard let socket else { return .unreachable }
+        let signed: SignedAction
+        do {
+            signed = try action.signed(by: signer)
+        } catch {
+            progress("the operator did not sign \(action.decision): \(error)")
+            return .refused(code: error.code.rawValue, reason: error.reason)
+        }
         let command: AdminCommand
-        switch action {
-        case .reconfigure(_, let reconfigure): command = .reconfigure(reconfigure)
+        switch signed {
+        case .reconfigure(let ticket): command = .reconfigure(ticket)
         case .upgradeFromLrtq:
             return .refused(
                 code: AdminError.Code.request.rawValue, reason: "upgrading from LRTQ is not offered by this tool")
-        case .commit(_, let epoch): command = .commit(epoch)
+        case .commit(_, let epoch, let signature): command = .commit(epoch, signature)
         case .prepareAndCommit(_, let configuration): command = .prepareAndCommit(configuration)
         }
         do {

@@ -15,9 +15,10 @@ extension AgentCore {
         switch command {
         case .status:
             emit(.reply(request, AdminResponse(status: status())))
-        case .reconfigure(let reconfigure):
+        case .reconfigure(let ticket):
+            let reconfigure = ticket.ticket
             do {
-                try node.reconfigure(reconfigure, using: &random)
+                try node.reconfigure(ticket, using: &random)
             } catch {
                 emit(.reply(request, AdminResponse(error: AdminError(AdminError.Code(error.code), error.reason))))
                 return
@@ -29,10 +30,17 @@ extension AgentCore {
                     "threshold": "\(reconfigure.threshold)",
                 ])
             flush(request: request)
-        case .commit(let epoch):
-            committing(request) { (node: inout Node) throws(CommitError) in try node.commit(epoch) }
-        case .prepareAndCommit(let configuration):
-            committing(request) { (node: inout Node) throws(CommitError) in try node.prepareAndCommit(configuration) }
+        case .commit(let epoch, let signature):
+            committing(request) { (node: inout Node) throws(CommitError) in
+                try node.commit(epoch, signature: signature)
+            }
+        case .prepareAndCommit(let signed):
+            committing(request) { (node: inout Node) throws(CommitError) in try node.prepareAndCommit(signed) }
+        case .expunge(let signed):
+            committing(request) { (node: inout Node) throws(CommitError) in try node.expunge(signed) }
+            if let expunged = node.persistentState.expunged {
+                log(.notice, "the operator removed this node from the rack", ["epoch": "\(expunged.epoch)"])
+            }
         case .setPeers(let learnt):
             setPeers(learnt, request)
         case .diskRekeyed(let disk, let epoch):

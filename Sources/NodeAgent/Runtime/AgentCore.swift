@@ -18,8 +18,17 @@ import TrustQuorum
 /// - **One write at a time.** While a ledger write, or an agent-state write
 ///   an answer depends on, is outstanding, other events wait and are handled
 ///   after its outcome, in arrival order.
-/// - **Admission.** A peer may open a channel if it is in the address book
-///   or in a configuration this node knows.
+/// - **Admission is membership.** Once this node has committed, a peer may
+///   hold a channel only if it is a member of the latest committed
+///   configuration or of the one prepared (or coordinated) under a signed
+///   ticket (``TrustQuorum/Node/admittedPeers``); the address book only
+///   says where to dial. Before the first commit the address book and a
+///   signed ticket's members are admitted. Denied device certificates are
+///   refused whatever they name. Channels of peers that stop being admitted
+///   are closed.
+/// - **Refusals are logged.** A peer's message the node refuses (a forged
+///   or unsigned decision) is logged with the sender and counted in the
+///   status's `rejected`, never acted on.
 /// - **Dialing.** This node dials the peers whose platform id sorts after
 ///   its own; the others dial it.
 public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
@@ -179,10 +188,13 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         generation: UInt64,
         agentState: AgentState,
         startupProblems: [String] = [],
+        operatorVerifier: any DecisionVerifier,
         random: Random
     ) {
         self.settings = settings
-        self.node = Node(platformId: settings.platform, rackId: settings.rackId, persistentState: state)
+        self.node = Node(
+            platformId: settings.platform, rackId: settings.rackId, persistentState: state,
+            operatorVerifier: operatorVerifier)
         self.durable = node.persistentState
         self.generation = generation
         self.agentState = agentState
@@ -205,8 +217,13 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
     /// Whether `peer` may open a channel to this node.
     public func admits(_ peer: PlatformId) -> Bool {
         guard peer != settings.platform, !stopping, halted == nil else { return false }
-        if addressBook[peer] != nil { return true }
-        return node.persistentState.configurations.values.contains { $0.members[peer] != nil }
+        return admission.admits(peer)
+    }
+
+    /// Who may hold a channel now, as the TLS layer checks it.
+    public var admission: Admission {
+        if let members = node.admittedPeers { return Admission(peers: members) }
+        return Admission(peers: Set(addressBook.keys).union(node.provisionalPeers).subtracting([settings.platform]))
     }
 
     /// Whether `connection` is `peer`'s current channel.
@@ -232,6 +249,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
             rackId: settings.rackId,
             listen: PeerAddress(host: settings.listen.host, port: listenPort).description,
             latestCommitted: state.latestCommittedConfiguration,
+            commitSignature: state.latestCommittedEpoch.flatMap { state.commitSignatures[$0] },
             highestEpochSeen: [node.highestEpochSeen, state.latestKnownEpoch, node.coordinatorStatus?.epoch]
                 .compactMap { $0 }.max(),
             unlockedEpoch: unlockedEpoch,
@@ -369,6 +387,17 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         flush(request: nil)
     }
 
+    /// Closes the channels of peers that are no longer admitted (removed by a commit).
+    mutating func closeUnadmitted() {
+        let admission = self.admission
+        for (peer, id) in connections.sorted(by: { $0.value < $1.value }) where !admission.admits(peer) {
+            log(.notice, "closing the channel of a peer that is no longer a member", ["peer": "\(peer)"])
+            emit(.close(connection: id))
+            connections[peer] = nil
+            node.disconnected(peer)
+        }
+    }
+
     mutating func closeEverything() {
         for id in connections.values.sorted() { emit(.close(connection: id)) }
         connections = [:]
@@ -387,6 +416,12 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         }
         pollUnlock()
         let output = node.drainOutput()
+        for refusal in output.refusals {
+            log(
+                .warning, "refused a peer's message; nothing was acted on",
+                ["peer": "\(refusal.from)", "message": refusal.message, "reason": refusal.reason])
+        }
+        closeUnadmitted()
         if output.persistentStateChanged {
             let next = generation + 1
             emit(.writeLedger(node.persistentState, generation: next))
@@ -477,6 +512,19 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
     mutating func log(_ level: Logger.Level, _ message: String, _ metadata: [String: String] = [:]) {
         emit(.log(AgentLog(level, message, metadata)))
     }
+}
+
+/// The platforms that may hold a channel to a node, as its TLS verification
+/// callback checks them, before any frame.
+public struct Admission: Sendable, Equatable {
+    /// The admitted platforms.
+    public var peers: Set<PlatformId>
+
+    /// An admission of exactly `peers`.
+    public init(peers: Set<PlatformId>) { self.peers = peers }
+
+    /// Whether `peer` is admitted.
+    public func admits(_ peer: PlatformId) -> Bool { peers.contains(peer) }
 }
 
 /// A line the core asks the shell to log.

@@ -10,7 +10,9 @@ import TrustQuorum
 ///   "platform": "kr-1000:sn-0001",
 ///   "rackId": "00112233445566778899aabbccddeeff",
 ///   "identity": { "key": "device.key", "certificate": "device.pem",
-///                 "intermediate": "intermediate.pem", "root": "root.pem" },
+///                 "intermediate": "intermediate.pem", "root": "root.pem",
+///                 "operatorCA": "operator-ca.pem",
+///                 "deniedSerials": ["3a5f…"] },
 ///   "listen": "127.0.0.1:7001",
 ///   "peers": { "kr-1000:sn-0002": "127.0.0.1:7002" },
 ///   "ledger": ["ledger-a", "ledger-b"],
@@ -24,6 +26,12 @@ import TrustQuorum
 /// LUKS2 volume: `id`, the device `luks`, the device-mapper name `mapper`
 /// it opens as after unlock, and `"open": false` to only verify the key
 /// instead (`mapper` may then be left out).
+///
+/// `operatorCA` is the CA the operator's certificate must chain to
+/// (`operator-ca.pem` from `keyrack operator init`): every ticket and commit
+/// the node acts on carries a signature it checks against it.
+/// `deniedSerials` lists device certificates (serial numbers in hex) whose
+/// peers are refused at the TLS handshake; the list is read again on SIGHUP.
 ///
 /// Relative paths are relative to the file's directory. Unknown keys are
 /// refused, so a misspelt field is an error rather than a silent default.
@@ -43,6 +51,10 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var intermediate: String
     /// The manufacturing root certificate (PEM): every peer must chain to it.
     public var root: String
+    /// The operator CA (PEM: intermediate, then root) the operator's signatures must chain to.
+    public var operatorCA: String
+    /// Device certificate serial numbers (lower-case hex, no leading zeros) refused as peers.
+    public var deniedSerials: Set<String>
     /// The address peers connect to.
     public var listen: PeerAddress
     /// Where the other nodes of the rack listen, by platform id.
@@ -68,6 +80,8 @@ public struct NodeConfiguration: Sendable, Equatable {
         certificate: String,
         intermediate: String,
         root: String,
+        operatorCA: String,
+        deniedSerials: Set<String> = [],
         listen: PeerAddress,
         peers: [PlatformId: PeerAddress],
         ledger: [String],
@@ -83,6 +97,8 @@ public struct NodeConfiguration: Sendable, Equatable {
         self.certificate = certificate
         self.intermediate = intermediate
         self.root = root
+        self.operatorCA = operatorCA
+        self.deniedSerials = deniedSerials
         self.listen = listen
         self.peers = peers
         self.ledger = ledger
@@ -117,11 +133,13 @@ public struct NodeConfiguration: Sendable, Equatable {
         }
         rackId = rack
         let identity = try reader.object("identity")
-        try identity.refuseUnknownKeys(["key", "certificate", "intermediate", "root"])
+        try identity.refuseUnknownKeys(["key", "certificate", "intermediate", "root", "operatorCA", "deniedSerials"])
         deviceKey = resolve(try identity.string("key"))
         certificate = resolve(try identity.string("certificate"))
         intermediate = resolve(try identity.string("intermediate"))
         root = resolve(try identity.string("root"))
+        operatorCA = resolve(try identity.string("operatorCA"))
+        deniedSerials = try Self.serials(identity.object["deniedSerials"])
         listen = try PeerAddress(parsing: try reader.string("listen"), field: "listen")
         var peers: [PlatformId: PeerAddress] = [:]
         for (id, address) in try reader.optionalObject("peers")?.object ?? [:] {
@@ -151,6 +169,31 @@ public struct NodeConfiguration: Sendable, Equatable {
             self.evidence = evidence
         }
         (disks, volumes) = try Self.disks(reader.object["disks"], resolve: resolve)
+    }
+
+    /// Parses `deniedSerials`: hex serial numbers, normalised to lower case without leading zeros.
+    static func serials(_ value: Any?) throws(NodeConfigurationError) -> Set<String> {
+        guard let value else { return [] }
+        guard let list = value as? [String] else {
+            throw NodeConfigurationError(.invalid, "identity.deniedSerials must be a list of hex serial numbers")
+        }
+        var serials = Set<String>()
+        for text in list {
+            let cleaned = text.lowercased().replacingOccurrences(of: ":", with: "")
+            guard !cleaned.isEmpty, cleaned.count <= 40, cleaned.allSatisfy({ $0.isHexDigit }) else {
+                throw NodeConfigurationError(
+                    .invalid, "identity.deniedSerials: '\(text)' is not a serial number in hex (at most 20 bytes)")
+            }
+            let trimmed = cleaned.drop(while: { $0 == "0" })
+            serials.insert(trimmed.isEmpty ? "0" : String(trimmed))
+        }
+        return serials
+    }
+
+    /// A certificate serial number as ``deniedSerials`` holds it.
+    public static func serialText(_ bytes: some Collection<UInt8>) -> String {
+        let text = bytes.map { String(format: "%02x", $0) }.joined().drop(while: { $0 == "0" })
+        return text.isEmpty ? "0" : String(text)
     }
 
     /// Parses `disks`: ids, or LUKS2 volume objects.
@@ -214,7 +257,10 @@ public struct NodeConfiguration: Sendable, Equatable {
         let object: [String: Any] = [
             "platform": platform.description,
             "rackId": rackId.description,
-            "identity": ["key": deviceKey, "certificate": certificate, "intermediate": intermediate, "root": root],
+            "identity": [
+                "key": deviceKey, "certificate": certificate, "intermediate": intermediate, "root": root,
+                "operatorCA": operatorCA, "deniedSerials": deniedSerials.sorted(),
+            ] as [String: Any],
             "listen": listen.description,
             "peers": Dictionary(uniqueKeysWithValues: peers.map { ($0.key.description, $0.value.description) }),
             "ledger": ledger,

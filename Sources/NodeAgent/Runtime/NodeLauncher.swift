@@ -48,6 +48,12 @@ extension NodeRuntime {
         } catch {
             throw NodeRuntimeError(.identity, error.reason)
         }
+        let operatorVerifier: OperatorCertificateVerifier
+        do {
+            operatorVerifier = try OperatorCertificateVerifier(bundle: configuration.operatorCA)
+        } catch {
+            throw NodeRuntimeError(.identity, "identity.operatorCA: \(error.reason)")
+        }
         let (hook, enforced) = try attestationHook(
             configuration: configuration, rootOfTrust: rootOfTrust, logger: logger)
         return try NodeRuntime(
@@ -56,6 +62,7 @@ extension NodeRuntime {
             identity: identity,
             attestation: hook,
             attestationEnforced: enforced,
+            operatorVerifier: operatorVerifier,
             logger: logger,
             crashAfterPersist: crashAfterPersist,
             volumeOptions: volumeOptions

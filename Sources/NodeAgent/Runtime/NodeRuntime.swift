@@ -26,6 +26,8 @@ public actor NodeRuntime: Service {
     public nonisolated let platformId: PlatformId
     let configuration: NodeConfiguration
     let identity: NodeTLSIdentity
+    /// What the TLS layer admits: kept equal to the core's admission after every event.
+    let admission: PeerAdmission
     let attestation: ChannelAttestationHook
     let ledger: Ledger
     let logger: Logger
@@ -62,6 +64,7 @@ public actor NodeRuntime: Service {
         identity: NodeTLSIdentity,
         attestation: @escaping ChannelAttestationHook,
         attestationEnforced: Bool,
+        operatorVerifier: any DecisionVerifier,
         logger: Logger,
         crashAfterPersist: Int? = nil,
         clock: any Clock<Duration> = ContinuousClock(),
@@ -70,6 +73,10 @@ public actor NodeRuntime: Service {
     ) throws(NodeRuntimeError) {
         self.platformId = configuration.platform
         self.configuration = configuration
+        var identity = identity
+        let admission = identity.admission ?? PeerAdmission(denied: configuration.deniedSerials)
+        identity.admission = admission
+        self.admission = admission
         self.identity = identity
         self.attestation = attestation
         self.logger = logger
@@ -100,7 +107,9 @@ public actor NodeRuntime: Service {
                 configuredPeers: configuration.peers, listen: configuration.listen,
                 attestationEnforced: attestationEnforced),
             state: loaded.state ?? .empty, generation: loaded.generation, agentState: agent.state,
-            startupProblems: problems + agent.problems, random: SystemRandomSource())
+            startupProblems: problems + agent.problems, operatorVerifier: operatorVerifier,
+            random: SystemRandomSource())
+        admission.update(core.admission)
         do {
             volumes = try VolumeManager(
                 volumes: configuration.volumes, rack: configuration.rackId, plans: agent.state.rekeys,
@@ -206,7 +215,28 @@ public actor NodeRuntime: Service {
                 logger.log(level: line.level, "\(line.message)", metadata: line.metadata.mapValues { .string($0) })
             }
         }
+        admission.update(core.admission)
         if core.nextTick != nil { wake.yield() }
+    }
+
+    /// Reads the denied device serials from the configuration file at
+    /// `file` again (SIGHUP). Every channel is closed and re-established, so
+    /// a peer whose certificate is now denied fails its next handshake.
+    public func reloadDeniedSerials(from file: String) {
+        do {
+            let reloaded = try NodeConfiguration(contentsOf: file)
+            guard reloaded.deniedSerials != admission.denied else {
+                logger.notice("SIGHUP: the denied device certificates are unchanged")
+                return
+            }
+            admission.deny(reloaded.deniedSerials)
+            for channel in channels.values { channel.channel.close(promise: nil) }
+            logger.notice("reloaded the denied device certificates", metadata: ["count": "\(reloaded.deniedSerials.count)"])
+        } catch {
+            logger.error(
+                "cannot reload the node configuration; the denied certificates are unchanged",
+                metadata: ["reason": "\(error.reason)"])
+        }
     }
 
     private func crashHook() {

@@ -296,6 +296,7 @@ var targets: [Target] = [
         name: "TrustQuorumTests",
         dependencies: [
             "TrustQuorum",
+            "KeyrackTestSupport",
             "KeyrackCore",
             "SecretSharing",
             .product(name: "Crypto", package: "swift-crypto"),

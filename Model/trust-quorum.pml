@@ -10,6 +10,16 @@
  * Weakened variants (each must be rejected by spin):
  *   -DWEAK_COMMIT_QUORUM  the control plane commits after K - 1 acks
  *   -DWEAK_REUSE_EPOCH    an aborted epoch is retried with another coordinator
+ *   -DWEAK_TRUST_UNSIGNED_COMMIT  (with -DROGUE) a node commits a configuration
+ *                         from a peer whose commit signature does not verify
+ *
+ * -DROGUE adds a rogue: node 2 (a member of epoch 1, removed when the operator
+ * replaces it by node 3) that keeps its key and keeps sending: at any step it
+ * may hand any other node a forged CommitAdvance (a configuration nobody
+ * signed, or one equal to a signed one) or Expunged, of epoch 2 or 3, at most
+ * MAXFORGE times. Signatures are abstract: signedCfg[e] is the configuration
+ * the operator committed at epoch e; a commit verifies exactly when it is that
+ * configuration, an Expunged when that configuration leaves the node out.
  *
  * Scale: 4 nodes (0, 1, 2 start as the members of epoch 1, K = 2; 3 is a
  * spare), epochs 1..MAXE (MAXE = 3: two reconfigurations, aborted attempts
@@ -26,7 +36,15 @@
  */
 
 #define NN 4
+#ifndef MAXE
 #define MAXE 3
+#endif
+#ifndef MAXFORGE
+#define MAXFORGE 2
+#endif
+#define ROGUE_NODE 2
+#define FORGED_ALL 47   /* members 0 1 2 3, coordinator 2 */
+#define FORGED_SMALL 43 /* members 0 1 3, "coordinator" 2: no operator ever signs it */
 #ifndef MAXCRASH
 #define MAXCRASH 1
 #endif
@@ -81,6 +99,8 @@ byte downCount;
 byte crashes;      /* crashes so far, at most MAXCRASH */
 
 bit alarm;         /* a node raised an alarm (any alarm is a violation) */
+byte signedCfg[E]; /* the configuration the operator signed the commit of, by epoch */
+byte forged;       /* forged messages the rogue sent so far */
 
 /* Scratch for d_step loops; always reset to 0, so it adds no states. */
 byte i, j, t, u;
@@ -126,6 +146,10 @@ inline checkInvariants() {
                 od
             :: else -> skip
             fi;
+            /* only-signed-commits: every commit is one the operator signed */
+            assert(committed[i] == 0 || cfg[IX(i, committed[i])] == signedCfg[committed[i]]);
+            /* expunged only by a signed configuration that leaves the node out */
+            assert(expunged[i] == 0 || (signedCfg[expunged[i]] != 0 && !IN(i, signedCfg[expunged[i]])));
             /* committed-nodes-committed */
             assert(!((cpConfirmed >> i) & 1) || committed[i] >= cpLast);
             /* coordinate-xor-compute */
@@ -196,10 +220,11 @@ inline commitConfig(me, e, c) {
     fi
 }
 
-/* Node.receivedExpunged */
+/* Node.receivedExpunged: acted on only with the signed configuration of e
+   that leaves this node out. */
 inline becomeExpunged(me, e) {
     if
-    :: committed[me] < e ->
+    :: committed[me] < e && signedCfg[e] != 0 && !IN(me, signedCfg[e]) ->
         expunged[me] = e;
         t = 1;
         do :: t < E -> share[IX(me, t)] = 0; t++ :: else -> break od;
@@ -210,15 +235,24 @@ inline becomeExpunged(me, e) {
     fi
 }
 
-/* Node.receivedCommitAdvance */
+/* Node.receivedCommitAdvance: only a configuration whose commit signature
+   verifies is looked at. */
 inline commitAdvance(me, e, c) {
     if
-    :: cfg[IX(me, e)] != 0 && cfg[IX(me, e)] != c -> alarm = 1 /* MismatchedConfigurations */
-    :: else ->
+#ifdef WEAK_TRUST_UNSIGNED_COMMIT
+    :: true -> /* BUG: the commit signature is not checked */
+#else
+    :: signedCfg[e] == c ->
+#endif
         if
-        :: committed[me] < e && IN(me, c) -> commitConfig(me, e, c)
-        :: else -> skip
+        :: cfg[IX(me, e)] != 0 && cfg[IX(me, e)] != c -> alarm = 1 /* MismatchedConfigurations */
+        :: else ->
+            if
+            :: committed[me] < e && IN(me, c) -> commitConfig(me, e, c)
+            :: else -> skip
+            fi
         fi
+    :: else -> skip /* refused and counted: the signature does not verify */
     fi
 }
 
@@ -350,6 +384,19 @@ proctype Node(byte me) {
         fi;
         cpConfirmed = cpConfirmed | BIT(me);
         checkInvariants() }
+#ifdef ROGUE
+    /* the rogue (node 2, removed or not) hands this node a forged message */
+    :: atomic { LIVE(me) && me != ROGUE_NODE && forged < MAXFORGE ->
+        forged++;
+        if :: u = 2 :: u = 3 fi;
+        if
+        :: true -> commitAdvance(me, u, FORGED_ALL)
+        :: true -> commitAdvance(me, u, FORGED_SMALL)
+        :: true -> becomeExpunged(me, u)
+        fi;
+        u = 0;
+        checkInvariants() }
+#endif
     /* crash: volatile state lost (at most one node down at a time) */
     :: atomic { up[me] && downCount == 0 && crashes < MAXCRASH ->
         up[me] = 0; downCount++; crashes++;
@@ -437,6 +484,7 @@ end:
             POP(coll[cpCoord] & cpTarget) >= COMMIT_QUORUM(coordCfg[cpCoord]) ->
         removedEver = removedEver | (MEMBERS(cpLastCfg) & ~MEMBERS(coordCfg[cpCoord]));
         cpLast = cpE; cpLastCfg = coordCfg[cpCoord]; cpConfirmed = 0; cpBusy = 0;
+        signedCfg[cpE] = coordCfg[cpCoord]; /* the operator signs the commit */
         checkInvariants() }
     /* the attempt stalls or its coordinator is down: abort and retry */
     :: atomic { cpBusy && cpE < MAXE ->
@@ -462,7 +510,7 @@ init {
         od;
         i = 0;
         up[3] = 1;
-        cpE = 1; cpLast = 1; cpLastCfg = 7; cpConfirmed = 7;
+        cpE = 1; cpLast = 1; cpLastCfg = 7; cpConfirmed = 7; signedCfg[1] = 7;
         run Node(0); run Node(1); run Node(2); run Node(3);
         run ControlPlane()
     }

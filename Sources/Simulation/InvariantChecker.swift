@@ -22,6 +22,12 @@ public enum Invariant: String, Sendable, Codable, CaseIterable {
     /// A node that committed a trust-quorum configuration holds no LRTQ
     /// state: nothing goes back to LRTQ.
     case neverBackToLrtq = "never-back-to-lrtq"
+    /// No honest node loses its share of its latest committed epoch except
+    /// by committing a later one, and none records itself removed except on
+    /// a configuration the operator committed that leaves it out.
+    case sharesKept = "shares-kept"
+    /// Every configuration a node committed is one the operator signed.
+    case onlySignedCommits = "only-signed-commits"
     /// Every message the nodes send survives the wire format (checked when
     /// ``SimulationOptions/wireEncoding`` is on).
     case wireFormat = "wire-format"
@@ -303,6 +309,45 @@ public struct InvariantChecker: Sendable {
             }
         }
         return violations
+    }
+
+    /// The trust invariants of one node ("Trust: no single peer's word"):
+    /// its latest commit is one the operator signed (`signedCommits`), it
+    /// is expunged only by such a commit that leaves it out, and it still
+    /// holds the share of its latest committed epoch if it held it `before`
+    /// and has not committed since. Returns the violations and what to pass
+    /// as `before` next time.
+    public static func checkTrust(
+        _ node: NodeView, before: (epoch: Epoch, held: Bool)?, signedCommits: [Epoch: Configuration]
+    ) -> ([Violation], (epoch: Epoch, held: Bool)?) {
+        var violations: [Violation] = []
+        let state = node.state
+        if let latest = state.latestCommittedEpoch, let config = state.configurations[latest],
+            signedCommits[latest] != config
+        {
+            violations.append(
+                Violation(
+                    .onlySignedCommits,
+                    detail: "\(node.id) committed a configuration of epoch \(latest) the operator did not sign"))
+        }
+        if let expunged = state.expunged {
+            if let signed = signedCommits[expunged.epoch], signed.members[node.id] == nil {
+            } else {
+                violations.append(
+                    Violation(
+                        .sharesKept,
+                        detail:
+                            "\(node.id) recorded itself removed at epoch \(expunged.epoch) without a signed commit leaving it out"
+                    ))
+            }
+        } else if let before, before.held, state.latestCommittedEpoch == before.epoch, state.shares[before.epoch] == nil
+        {
+            violations.append(
+                Violation(
+                    .sharesKept, detail: "\(node.id) lost its share of its latest committed epoch \(before.epoch)"))
+        }
+        let after = state.latestCommittedEpoch.map { (epoch: $0, held: state.shares[$0] != nil) }
+        return (violations, after)
     }
 
     /// Checks a secret `node` loaded for `epoch` against the one loaded

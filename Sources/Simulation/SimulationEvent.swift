@@ -13,14 +13,19 @@ public struct FaultSet: OptionSet, Sendable, Hashable, Codable {
     public static let partition = FaultSet(rawValue: 1 << 3)
     /// Nodes crash (losing volatile state), restart, or stay down for several epochs.
     public static let crash = FaultSet(rawValue: 1 << 4)
+    /// One node (a member, later perhaps a removed node that kept its key)
+    /// forges `Expunged`, `CommitAdvance` and `Prepare` at any epoch, sends
+    /// shares that fail their digest and replays old signed messages.
+    public static let byzantine = FaultSet(rawValue: 1 << 5)
 
-    /// Every fault.
+    /// Every network and crash fault (`all` on the command line; the
+    /// Byzantine node is named on its own: `all,byzantine`).
     public static let all: FaultSet = [.drop, .reorder, .duplicate, .partition, .crash]
 
     /// The names used on the command line, in order.
     public static let names: [(String, FaultSet)] = [
         ("drop", .drop), ("reorder", .reorder), ("duplicate", .duplicate), ("partition", .partition),
-        ("crash", .crash),
+        ("crash", .crash), ("byzantine", .byzantine),
     ]
 
     /// Parses `drop,reorder,…` (or `all`, or `none`); `nil` on an unknown name.
@@ -85,4 +90,6 @@ public enum SimulationEvent: Sendable, Equatable, Codable {
     case loadSecret(node: Int, epoch: UInt64)
     /// The operator upgrades the rack from LRTQ to the trust quorum (same members).
     case upgradeFromLrtq
+    /// The Byzantine node sends `target` the forgery made from `seed`.
+    case forge(target: Int, seed: UInt64)
 }

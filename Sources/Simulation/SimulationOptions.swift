@@ -88,4 +88,10 @@ public struct SimulationReport: Sendable, Equatable, Codable {
     /// member of the last configuration read the LRTQ secret as epoch 1.
     /// `nil` for a run that did not start in LRTQ, or stopped early.
     public var lrtqSecretReadable: Bool?
+    /// Forged messages the Byzantine node delivered (0 without the fault).
+    public var forgeries: Int = 0
+    /// Peer messages the nodes refused: shares that failed their digest and
+    /// decisions whose operator signature did not verify (summed over the
+    /// nodes that are up at the end).
+    public var rejected: Int = 0
 }

@@ -43,6 +43,8 @@ public enum SimulationRunner {
                 "messages_sent": report.messagesSent,
                 "start": options.startInLrtq ? "lrtq" : "tq",
                 "warnings": report.warnings,
+                "forgeries": report.forgeries,
+                "rejected": report.rejected,
             ]
             if let detail = report.livenessDetail { object["liveness_detail"] = detail }
             if let readable = report.lrtqSecretReadable {

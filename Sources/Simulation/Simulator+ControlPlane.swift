@@ -49,7 +49,8 @@ extension Simulator {
             let state = PersistentState(
                 lrtq: package, configurations: [:], shares: [:], committedEpochs: [], expunged: nil)
             nodes[node].persisted = state
-            nodes[node].node = Node(platformId: ids[node], rackId: rackId, persistentState: state, operatorVerifier: operatorVerifier)
+            nodes[node].node = Node(
+                platformId: ids[node], rackId: rackId, persistentState: state, operatorVerifier: operatorVerifier)
             loadedBy[node] = nil
             markDirty(node)
             targetMembers.insert(node)
@@ -93,6 +94,10 @@ extension Simulator {
 
     /// Asks node `index` to do `action`, signed by the operator's key.
     func carryOut(_ action: ControlPlaneAction, on index: Int) -> ControlPlaneOutcome {
+        switch action {
+        case .commit(_, let config), .prepareAndCommit(_, let config): signedCommits[config.epoch] = config
+        default: break
+        }
         do {
             try nodes[index].node.perform(try action.signed(by: operatorKey), using: &protocolRandom)
             return .done
@@ -148,10 +153,17 @@ extension Simulator {
             controlPlaneChanged: controlPlaneChanged,
             index: indexOf
         )
+        var trust: [Violation] = []
+        for index in dirtyList {
+            let (violations, held) = InvariantChecker.checkTrust(
+                views[index], before: heldShares[index], signedCommits: signedCommits)
+            heldShares[index] = held
+            trust += violations
+        }
         for index in dirtyList { dirty[index] = false }
         dirtyList.removeAll(keepingCapacity: true)
         controlPlaneChanged = false
-        for var violation in found {
+        for var violation in found + trust {
             violation.eventIndex = log.count - 1
             violations.append(violation)
         }

@@ -35,6 +35,7 @@ extension Simulator {
             table.append((1, .crashLong))
             table.append((12, .restart))
         }
+        if faults.contains(.byzantine) { table.append((15, .forge)) }
         let total = table.reduce(0) { $0 + $1.0 }
         var roll = Int(eventRandom.next() % UInt64(total))
         var kind = Kind.tick
@@ -50,7 +51,7 @@ extension Simulator {
 
     enum Kind {
         case deliver, drop, duplicate, reorder, tick, load, rotate, add, remove, partitionOrHeal, crash, crashLong,
-            restart, upgrade
+            restart, upgrade, forge
     }
 
     func randomElement<T>(_ array: [T]) -> T? {
@@ -106,6 +107,8 @@ extension Simulator {
             guard let node = randomElement((0..<count).filter { nodes[$0].up }) else { return nil }
             if kind == .crashLong { return .crashForEpochs(node: node, epochs: 2 + Int(eventRandom.next() % 4)) }
             return .crash(node: node)
+        case .forge:
+            return forgeEvent()
         case .restart:
             let epoch = controlPlane.highestEpoch
             let candidates = (0..<count).filter { index in

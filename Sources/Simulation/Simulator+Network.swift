@@ -16,6 +16,7 @@ extension Simulator {
         switch event {
         case .deliver(let from, let to):
             guard valid(from), valid(to), let message = pop(from, to) else { break }
+            if options.faults.contains(.byzantine) { capture(message) }
             nodes[to].node.received(from: ids[from], message: message)
             process(to)
         case .drop(let from, let to):
@@ -44,7 +45,9 @@ extension Simulator {
             nodes[node].downUntilEpoch = Epoch(controlPlane.highestEpoch.value &+ span)
         case .restart(let node):
             guard valid(node), !nodes[node].up else { break }
-            nodes[node].node = Node(platformId: ids[node], rackId: rackId, persistentState: nodes[node].persisted, operatorVerifier: operatorVerifier)
+            nodes[node].node = Node(
+                platformId: ids[node], rackId: rackId, persistentState: nodes[node].persisted,
+                operatorVerifier: operatorVerifier)
             nodes[node].up = true
             available.insert(ids[node])
             nodes[node].downUntilEpoch = nil
@@ -79,6 +82,8 @@ extension Simulator {
             load(node, Epoch(epoch))
         case .upgradeFromLrtq:
             startUpgrade(targetMembers)
+        case .forge(let target, let seed):
+            forge(target: target, seed: seed)
         }
         checkInvariants()
     }
@@ -151,7 +156,9 @@ extension Simulator {
         loadedBy[index] = nil  // its cached secrets are gone
         markDirty(index)
         available.remove(ids[index])
-        nodes[index].node = Node(platformId: ids[index], rackId: rackId, persistentState: nodes[index].persisted, operatorVerifier: operatorVerifier)
+        nodes[index].node = Node(
+            platformId: ids[index], rackId: rackId, persistentState: nodes[index].persisted,
+            operatorVerifier: operatorVerifier)
         _ = nodes[index].node.drainOutput()
         updateConnectivity()
     }

@@ -43,7 +43,17 @@ public final class Simulator {
     /// The operator's key: it signs every ticket and commit the control plane decides.
     let operatorKey: RawOperatorKey
     /// What every node pins: the operator's key.
-    let operatorVerifier: PinnedOperatorKeys
+    let operatorVerifier: any DecisionVerifier
+    /// The Byzantine node's own key, pinned by nobody: what it signs its forgeries with.
+    let forgerKey: RawOperatorKey
+    /// Genuine signed messages seen on the links, for the Byzantine node's replays.
+    var captured: [Message] = []
+    /// Forged messages delivered so far.
+    public internal(set) var forgeries = 0
+    /// Every configuration the operator signed a commit of, by epoch.
+    var signedCommits: [Epoch: Configuration] = [:]
+    /// Per node: its latest committed epoch and whether it held that epoch's share, after the last check.
+    var heldShares: [Int: (epoch: Epoch, held: Bool)] = [:]
     var loadedSecrets: [Epoch: RackSecret] = [:]
     var loadedBy: [Int: Epoch] = [:]
     var lastLoad: RackSecret?
@@ -98,15 +108,24 @@ public final class Simulator {
     }
 
     /// A simulator with `options.nodes` members-to-be and the spare nodes, all up.
-    public init(options: SimulationOptions) {
+    public convenience init(options: SimulationOptions) {
+        self.init(options: options, trustingAnySignature: false)
+    }
+
+    /// A simulator; with `trustingAnySignature`, a deliberately weakened
+    /// rack whose nodes accept any signature (for the tests that show the
+    /// trust invariants catch what the signatures prevent).
+    init(options: SimulationOptions, trustingAnySignature: Bool) {
         precondition((3...32).contains(options.nodes), "nodes must be 3…32")
         self.options = options
         var setupRandom = SeededRandomSource(seed: options.seed ^ 0x7271_7261_636B_2D69)
         rackId = RackId.random(using: &setupRandom)
         let key = RawOperatorKey(using: &setupRandom)
         operatorKey = key
-        operatorVerifier = key.verifier
-        let verifier = key.verifier
+        operatorVerifier = trustingAnySignature ? AnySignature() : key.verifier
+        let verifier: any DecisionVerifier = trustingAnySignature ? AnySignature() : key.verifier
+        var forgerRandom = SeededRandomSource(seed: options.seed ^ 0x4259_5A41_4E54_494E)
+        forgerKey = RawOperatorKey(using: &forgerRandom)
         protocolRandom = SeededRandomSource(seed: options.seed ^ 0x5452_5553_5451_5552)
         eventRandom = SplitMix64(seed: options.seed)
         let count = min(options.nodes + max(0, options.spareNodes), 64)
@@ -188,7 +207,9 @@ public final class Simulator {
             messagesSent: messagesSent,
             warnings: warningCount,
             lrtqNodesAdded: lrtqNodesAdded,
-            lrtqSecretReadable: lrtqSecretReadable
+            lrtqSecretReadable: lrtqSecretReadable,
+            forgeries: forgeries,
+            rejected: nodes.reduce(0) { $0 + $1.node.rejectedShares + $1.node.rejectedMessages }
         )
     }
 

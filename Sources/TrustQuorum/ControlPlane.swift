@@ -35,7 +35,8 @@ public enum ControlPlaneAction: Sendable, Equatable, CustomStringConvertible {
     /// reconfiguration or upgrade, the commit of a configuration.
     public var decision: Decision {
         switch self {
-        case .reconfigure(let coordinator, let request): return .ticket(ReconfigureTicket(request, coordinator: coordinator))
+        case .reconfigure(let coordinator, let request):
+            return .ticket(ReconfigureTicket(request, coordinator: coordinator))
         case .upgradeFromLrtq(let coordinator, let request):
             return .ticket(ReconfigureTicket(upgrade: request, coordinator: coordinator))
         case .commit(_, let config), .prepareAndCommit(_, let config): return .commit(config)
@@ -47,7 +48,8 @@ public enum ControlPlaneAction: Sendable, Equatable, CustomStringConvertible {
         let signature = try signer.sign(decision)
         switch self {
         case .reconfigure(let coordinator, let request):
-            return .reconfigure(SignedTicket(ReconfigureTicket(request, coordinator: coordinator), signature: signature))
+            return .reconfigure(
+                SignedTicket(ReconfigureTicket(request, coordinator: coordinator), signature: signature))
         case .upgradeFromLrtq(let coordinator, let request):
             return .upgradeFromLrtq(
                 SignedTicket(ReconfigureTicket(upgrade: request, coordinator: coordinator), signature: signature))

@@ -196,8 +196,6 @@ extension Node {
     mutating func receivedCommitAdvance(from: PlatformId, _ signed: SignedConfiguration) {
         let config = signed.configuration
         guard config.rackId == rackId else { return }
-        if let latest = persistentState.latestCommittedEpoch, config.epoch <= latest { return }
-        guard config.members[platformId] != nil else { return }
         guard config.epoch.isWithinReach(of: persistentState.latestCommittedEpoch) else {
             refuse(.commitAdvance(signed), from: from, "epoch \(config.epoch) is beyond reach of the latest commit")
             return
@@ -210,6 +208,8 @@ extension Node {
             output.alarms.append(.mismatchedConfigurations(epoch: config.epoch, from: from))
             return
         }
+        if let latest = persistentState.latestCommittedEpoch, config.epoch <= latest { return }
+        guard config.members[platformId] != nil else { return }
         commit(signed)
     }
 

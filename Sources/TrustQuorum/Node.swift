@@ -341,11 +341,13 @@ public struct Node: Sendable {
     /// and carries a valid operator signature.
     func checkTicket(_ ticket: SignedTicket, kind: ReconfigureTicket.Kind) throws(ReconfigureError) {
         guard ticket.ticket.kind == kind else {
-            throw ReconfigureError(code: .wrongTicket, reason: "a \(ticket.ticket.kind.rawValue) ticket, not \(kind.rawValue)")
+            throw ReconfigureError(
+                code: .wrongTicket, reason: "a \(ticket.ticket.kind.rawValue) ticket, not \(kind.rawValue)")
         }
         guard ticket.ticket.coordinator == platformId else {
             throw ReconfigureError(
-                code: .wrongTicket, reason: "the ticket names \(ticket.ticket.coordinator) the coordinator, not this node")
+                code: .wrongTicket,
+                reason: "the ticket names \(ticket.ticket.coordinator) the coordinator, not this node")
         }
         guard ticket.verifies(under: operatorVerifier) else {
             throw ReconfigureError(code: .unsigned, reason: "the ticket's operator signature does not verify")

@@ -384,7 +384,8 @@ struct ByteReader {
         }
         let count = Int(try readUInt16("ticket member count"))
         guard count <= Shamir.maximumShares else {
-            throw WireError(code: .invalidField, reason: "a ticket of \(count) members; at most \(Shamir.maximumShares)")
+            throw WireError(
+                code: .invalidField, reason: "a ticket of \(count) members; at most \(Shamir.maximumShares)")
         }
         var members: [PlatformId] = []
         for _ in 0..<count {

@@ -16,7 +16,8 @@ struct Keyrack: AsyncParsableCommand {
             """,
         subcommands: [
             Demo.self, ShamirCommand.self, BenchCommand.self, AttestCommand.self, TeeCommand.self, KMSCommand.self,
-            PeerIDCommand.self, SimCommand.self, CACommand.self, OperatorCommand.self, DeviceCommand.self, NodeCommand.self,
+            PeerIDCommand.self, SimCommand.self, CACommand.self, OperatorCommand.self, DeviceCommand.self,
+            NodeCommand.self,
             RackCommand.self,
         ]
     )

@@ -45,7 +45,7 @@ struct AdminSocketTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("admin.sock").path
-        let listener = try await AdminSocket.listen(path: path, requestDeadline: .milliseconds(300)) { _ in
+        let listener = try await AdminSocket.listen(path: path, requestDeadline: .seconds(1)) { _ in
             AdminResponse()
         }
         try await withThrowingTaskGroup(of: Void.self) { group in

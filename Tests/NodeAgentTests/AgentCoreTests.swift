@@ -1,4 +1,5 @@
 import KeyrackCore
+import KeyrackTestSupport
 import NodeAgent
 import SecretSharing
 import Testing
@@ -34,7 +35,7 @@ struct AgentCoreTests {
         rack.connectAll()
         let request = rack.initialRequest
         var core = rack.cores[0]
-        let first = core.handle(.admin(.reconfigure(request), request: 7))
+        let first = core.handle(.admin(.reconfigure(rack.ticket(request, for: 0)), request: 7))
         let write = try #require(first.firstIndex { if case .writeLedger = $0 { true } else { false } })
         #expect(!first[write...].contains { if case .send = $0 { true } else { false } })
         #expect(!first.contains { if case .reply = $0 { true } else { false } })
@@ -56,7 +57,7 @@ struct AgentCoreTests {
         rack.connectAll()
         let request = rack.initialRequest
         rack.failLedgerWrite = [0]
-        let answer = rack.admin(.reconfigure(request), to: 0)
+        let answer = rack.admin(.reconfigure(rack.ticket(request, for: 0)), to: 0)
         #expect(answer?.error?.code == .halted)
         let actions = rack.log[0]
         #expect(!actions.contains { if case .send = $0 { true } else { false } })
@@ -66,7 +67,9 @@ struct AgentCoreTests {
         #expect(rack.cores[0].halted != nil)
         #expect(rack.cores[0].durable == .empty)  // reports the state last written, not what is in memory
         #expect(rack.cores[0].agentState.alarms.last?.hasPrefix("NodeHalted") == true)
-        #expect(rack.admin(.commit(Epoch(1)), to: 0)?.error?.code == .halted)
+        let signature = TestOperator.signed(try #require(rack.cores[0].node.persistentState.configurations[1]))
+            .signature
+        #expect(rack.admin(.commit(Epoch(1), signature), to: 0)?.error?.code == .halted)
         #expect(rack.admin(.diskKey(disk: "data0", epoch: nil), to: 0)?.error?.code == .halted)
         #expect(rack.admin(.status, to: 0)?.status?.platform == rack.platforms[0])
         #expect(!rack.cores[0].admits(rack.platforms[1]))
@@ -78,7 +81,7 @@ struct AgentCoreTests {
         rack.connectAll()
         let request = rack.initialRequest
         var core = rack.cores[0]
-        _ = core.handle(.admin(.reconfigure(request), request: 1))
+        _ = core.handle(.admin(.reconfigure(rack.ticket(request, for: 0)), request: 1))
         #expect(core.handle(.admin(.status, request: 2)).isEmpty)
         let after = core.handle(.ledgerWritten(generation: core.generation + 1))
         let replies = after.compactMap { if case .reply(let id, _) = $0 { id } else { nil } }
@@ -217,7 +220,15 @@ struct AgentCoreTests {
         #expect(core.status().rejected == 0)
         let actions = core.handle(
             .received(
-                Message(rackId: rack.rackId, kind: .prepare(forged, share)), from: forger,
+                Message(
+                    rackId: rack.rackId,
+                    kind: .prepare(
+                        forged, share,
+                        TestOperator.ticket(
+                            ReconfigureRequest(
+                                rackId: rack.rackId, epoch: forged.epoch, lastCommittedEpoch: 1,
+                                members: Set(forged.members.keys), threshold: forged.threshold),
+                            coordinator: forger))), from: forger,
                 connection: rack.channel[0][2]))
         #expect(!actions.contains { if case .writeLedger = $0 { true } else { false } })
         #expect(!actions.contains { if case .send = $0 { true } else { false } })
@@ -276,7 +287,8 @@ struct AgentCoreTests {
         let generation = rack.cores[0].generation
         rack.cores[0] = Core(
             settings: rack.cores[0].settings, state: written, generation: generation,
-            agentState: rack.cores[0].agentState, random: SeededRandomSource(seed: 99))
+            agentState: rack.cores[0].agentState, operatorVerifier: TestOperator.key.verifier,
+            random: SeededRandomSource(seed: 99))
         #expect(rack.cores[0].status().unlockedEpoch == nil)
         #expect(rack.admin(.diskKey(disk: "data0", epoch: nil), to: 0)?.error?.code == .locked)
         rack.deliver(.peerAttached(rack.platforms[1], connection: rack.channel[0][1]), to: 0)
@@ -287,10 +299,16 @@ struct AgentCoreTests {
     @Test(
         "the admin edge: a request without what its operation needs, or with a bad peer, is refused as NODE-ADMIN-REQUEST"
     )
-    func adminEdge() {
+    func adminEdge() throws {
         let me = PlatformId(part: "kr", serial: "sn-1")
+        let rack = try Self.setUp()
+        let config = try #require(rack.cores[0].status().latestCommitted)
+        let request = ReconfigureRequest(
+            rackId: rack.rackId, epoch: 2, lastCommittedEpoch: 1, members: Set(config.members.keys), threshold: 2)
         for request in [
             AdminRequest(.commit), AdminRequest(.reconfigure), AdminRequest(.prepareAndCommit),
+            AdminRequest(.commit, epoch: 1), AdminRequest(.expunge),
+            AdminRequest(.prepareAndCommit, configuration: config),
             AdminRequest(.diskKey), AdminRequest(.diskRekeyed, disk: "data0"), AdminRequest(.setPeers),
             AdminRequest(.setPeers, peers: ["not-a-platform": "127.0.0.1:1"]),
             AdminRequest(.setPeers, peers: ["kr:sn-2": "no-port"]),
@@ -304,7 +322,10 @@ struct AgentCoreTests {
             (try? AdminCommand(AdminRequest(.setPeers, peers: ["kr:sn-1": "127.0.0.1:1"]), localPlatform: me))
                 == .setPeers([:]))
         for command in [
-            AdminCommand.status, .commit(Epoch(3)), .diskKey(disk: "d", epoch: nil),
+            AdminCommand.status, .commit(Epoch(3), TestOperator.signed(config).signature),
+            .diskKey(disk: "d", epoch: nil),
+            .prepareAndCommit(TestOperator.signed(config)), .expunge(TestOperator.signed(config)),
+            .reconfigure(TestOperator.ticket(request, coordinator: me)),
             .diskRekeyed(disk: "d", epoch: Epoch(2)),
             .setPeers([PlatformId(part: "kr", serial: "sn-2"): PeerAddress(host: "h", port: 1)]),
             .luksFormat(disk: "data0"), .luksBind(disk: "data0", existingKey: SecretBytes(Array("secret".utf8))),

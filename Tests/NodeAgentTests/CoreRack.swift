@@ -1,4 +1,5 @@
 import KeyrackCore
+import KeyrackTestSupport
 import NodeAgent
 import Testing
 import TrustQuorum
@@ -48,7 +49,7 @@ struct CoreRack {
                     platform: platform, rackId: rack, disks: disks,
                     configuredPeers: addresses.filter { $0.key != platform },
                     listen: addresses[platform]!, attestationEnforced: true),
-                state: .empty, generation: 0, agentState: AgentState(),
+                state: .empty, generation: 0, agentState: AgentState(), operatorVerifier: TestOperator.key.verifier,
                 random: SeededRandomSource(seed: seed &+ UInt64(index)))
         }
         channel = (0..<count).map { a in (0..<count).map { b in UInt64(a * 100 + b) } }
@@ -116,6 +117,11 @@ struct CoreRack {
             rackId: rackId, epoch: Epoch(1), lastCommittedEpoch: nil, members: Set(platforms), threshold: 2)
     }
 
+    /// `request` as the operator's ticket for node `index`.
+    func ticket(_ request: ReconfigureRequest, for index: Int) -> SignedTicket {
+        TestOperator.ticket(request, coordinator: platforms[index])
+    }
+
     /// Every status, of the nodes that are up.
     func statuses() -> [NodeStatus] { cores.indices.filter { !down.contains($0) }.map { cores[$0].status() } }
 
@@ -150,10 +156,10 @@ struct CoreRack {
                     outcome = .unreachable
                 } else {
                     let command: AdminCommand
-                    switch action {
-                    case .reconfigure(_, let request): command = .reconfigure(request)
-                    case .commit(_, let epoch): command = .commit(epoch)
-                    case .prepareAndCommit(_, let configuration): command = .prepareAndCommit(configuration)
+                    switch try! action.signed(by: TestOperator.key) {
+                    case .reconfigure(let ticket): command = .reconfigure(ticket)
+                    case .commit(_, let epoch, let signature): command = .commit(epoch, signature)
+                    case .prepareAndCommit(_, let signed): command = .prepareAndCommit(signed)
                     case .upgradeFromLrtq:
                         Issue.record("the operator never upgrades from LRTQ")
                         return all

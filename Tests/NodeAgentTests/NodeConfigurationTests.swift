@@ -13,7 +13,10 @@ struct NodeConfigurationTests {
         [
             "platform": "kr-1000:sn-0001",
             "rackId": "00112233445566778899aabbccddeeff",
-            "identity": ["key": "device.key", "certificate": "device.pem", "intermediate": "i.pem", "root": "r.pem"],
+            "identity": [
+                "key": "device.key", "certificate": "device.pem", "intermediate": "i.pem", "root": "r.pem",
+                "operatorCA": "operator-ca.pem", "deniedSerials": ["00:1A:2b", "0"],
+            ],
             "listen": "127.0.0.1:7001",
             "peers": ["kr-1000:sn-0002": "[::1]:7002"],
             "ledger": ["a", "/var/lib/keyrack/b"],
@@ -37,6 +40,9 @@ struct NodeConfigurationTests {
         #expect(
             configuration.peers[PlatformId(part: "kr-1000", serial: "sn-0002")] == PeerAddress(host: "::1", port: 7002))
         #expect(configuration.evidence == "software-tee:/etc/keyrack/tee")
+        #expect(configuration.operatorCA == "/etc/keyrack/operator-ca.pem")
+        #expect(configuration.deniedSerials == ["1a2b", "0"])
+        #expect(NodeConfiguration.serialText([0x00, 0x1A, 0x2B]) == "1a2b")
         // What it writes reads back the same.
         #expect(try NodeConfiguration(json: configuration.json(), relativeTo: Self.base) == configuration)
     }
@@ -56,6 +62,20 @@ struct NodeConfigurationTests {
             ("disks", #"["d", "d"]"#, "disks must be distinct", .invalid),
             ("peers", #"{"x:y": 7}"#, #"peers.x:y must be a "host:port" string"#, .invalid),
             ("identity", #"{"key": "k"}"#, "'identity.certificate' is missing", .missing),
+            (
+                "identity", #"{"key": "k", "certificate": "c", "intermediate": "i", "root": "r"}"#,
+                "'identity.operatorCA' is missing", .missing
+            ),
+            (
+                "identity",
+                #"{"key": "k", "certificate": "c", "intermediate": "i", "root": "r", "operatorCA": "o", "deniedSerials": ["xyz"]}"#,
+                "is not a serial number in hex", .invalid
+            ),
+            (
+                "identity",
+                #"{"key": "k", "certificate": "c", "intermediate": "i", "root": "r", "operatorCA": "o", "deniedSerials": "ab"}"#,
+                "must be a list of hex serial numbers", .invalid
+            ),
             ("attestation", #"{"policy": "p", "evidence": "sgx"}"#, "attestation.evidence must be", .invalid),
             ("colour", #""blue""#, "unknown field 'colour'", .unknownField),
             ("disks", #"[{"id": "d", "luks": "/dev/x"}]"#, "disks[0].mapper is needed to open the volume", .missing),

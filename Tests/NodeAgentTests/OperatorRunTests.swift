@@ -15,7 +15,7 @@ struct OperatorRunTests {
     }
 
     static func commit(_ action: ControlPlaneAction) -> (PlatformId, Epoch)? {
-        if case .commit(let member, let epoch) = action { return (member, epoch) }
+        if case .commit(let member, let config) = action { return (member, config.epoch) }
         return nil
     }
 
@@ -59,7 +59,7 @@ struct OperatorRunTests {
         let action = try #require(started)
         let (coordinator, request) = try #require(Self.reconfiguration(action))
         let index = rack.platforms.firstIndex(of: coordinator)!
-        #expect(rack.admin(.reconfigure(request), to: index)?.error == nil)
+        #expect(rack.admin(.reconfigure(rack.ticket(request, for: index)), to: index)?.error == nil)
         #expect(plane.record(action, outcome: .done, available: available) == nil)
         let status = try #require(rack.cores[index].status().coordinating)
         let commits = plane.coordinatorReported(status.coordinatorStatus, from: coordinator, available: available)

@@ -109,7 +109,7 @@ struct LuksRackTests {
             #expect(absent.problem?.code.rawValue == "NODE-VOLUME-MISSING")
 
             // A rotation: every node re-keys its volume; the old epoch's key no longer opens it.
-            let second = try await RackOperator(sockets: rack.sockets()).run(.rotate)
+            let second = try await rack.rackOperator().run(.rotate)
             let rotated = try await Self.waitVerified(rack, [0, 1, 2], epoch: second.epoch)
             let key2 = try await Self.key(rack, 0, epoch: second.epoch)
             for (index, status) in rotated.enumerated() {
@@ -216,7 +216,7 @@ struct LuksRackTests {
             #expect(try images.bytes(blank) == formattedHeader)
 
             // Both volumes follow the rack at a rotation.
-            let second = try await RackOperator(sockets: rack.sockets()).run(.rotate)
+            let second = try await rack.rackOperator().run(.rotate)
             try await Self.waitVerified(rack, [0, 1], epoch: second.epoch)
             #expect(try images.keyrackTokens(blank).map(\.epoch) == [second.epoch.value])
             #expect(try !images.opens(blank, key))
@@ -238,7 +238,7 @@ struct LuksRackTests {
                 try await rack.start(victim, environment: ["KEYRACK_TEST_CRASH_AFTER_REKEY_STEP": step.rawValue])
                 try await Self.waitVerified(rack, [victim], epoch: latest.epoch)
                 let old = try await Self.key(rack, 1, epoch: latest.epoch)
-                var rackOperator = RackOperator(sockets: rack.sockets())
+                var rackOperator = try rack.rackOperator()
                 rackOperator.waitForDownMembers = .milliseconds(200)
                 let next = try await rackOperator.run(.rotate)
                 let deadline = ContinuousClock.now + .seconds(30)

@@ -19,7 +19,8 @@ struct RackCLITests {
             let nodes = rack.sockets().joined(separator: ",")
             let keyrack = try keyrackExecutable()
             let initialized = try await runToCompletion(
-                keyrack, ["rack", "init", "--nodes", nodes, "--threshold", "2"])
+                keyrack,
+                ["rack", "init", "--operator", rack.operatorDirectory.path, "--nodes", nodes, "--threshold", "2"])
             #expect(initialized.status == 0, "\(initialized.errors)")
             #expect(initialized.output.contains("epoch 1 committed: N=3, K=2"))
             #expect(initialized.output.contains("done: epoch 1"))
@@ -65,15 +66,19 @@ struct RackCLITests {
             #expect(raw.status == 0)
             #expect(Array(raw.output) == [UInt8](hex: key))
 
-            let rotated = try await runToCompletion(keyrack, ["rack", "rotate", "--nodes", nodes])
+            let rotated = try await runToCompletion(
+                keyrack, ["rack", "rotate", "--operator", rack.operatorDirectory.path, "--nodes", nodes])
             #expect(rotated.status == 0, "\(rotated.errors)")
             #expect(rotated.output.contains("done: epoch 2"))
             try await rack.waitUntil(Array(0..<3), "unlocked at epoch 2") { $0.unlockedEpoch == Epoch(2) }
             // --timeout is honoured: with no time at all the command gives up (after starting), and says how to resume.
-            let hasty = try await runToCompletion(keyrack, ["rack", "rotate", "--nodes", nodes, "--timeout", "0"])
+            let hasty = try await runToCompletion(
+                keyrack,
+                ["rack", "rotate", "--operator", rack.operatorDirectory.path, "--nodes", nodes, "--timeout", "0"])
             #expect(hasty.status == 1)
             #expect(hasty.errors.contains("re-run the same command to resume"))
-            let resumed = try await runToCompletion(keyrack, ["rack", "rotate", "--nodes", nodes])
+            let resumed = try await runToCompletion(
+                keyrack, ["rack", "rotate", "--operator", rack.operatorDirectory.path, "--nodes", nodes])
             #expect(resumed.status == 0, "\(resumed.errors)")
             try await rack.waitUntil(Array(0..<3), "unlocked after the resumed rotation") {
                 $0.unlockedEpoch == $0.committedEpoch && ($0.committedEpoch ?? Epoch(0)) > Epoch(2)
@@ -85,7 +90,9 @@ struct RackCLITests {
                 keyrack, ["node", "disk-key", "--admin", rack.members[0].socket, "--disk", "x"])
             #expect(unknown.status != 0)
             #expect(unknown.errors.contains("NODE-DISK-UNKNOWN"))
-            let bad = try await runToCompletion(keyrack, ["rack", "remove", "--nodes", nodes, "--remove", "nocolon"])
+            let bad = try await runToCompletion(
+                keyrack,
+                ["rack", "remove", "--operator", rack.operatorDirectory.path, "--nodes", nodes, "--remove", "nocolon"])
             #expect(bad.status == 2)
             #expect(bad.errors.contains("not a platform id"))
         }
@@ -98,14 +105,16 @@ struct RackCLITests {
             // Kill the operator as soon as it has asked a coordinator to start.
             let nodes = rack.sockets().joined(separator: ",")
             let keyrack = try keyrackExecutable()
-            let interrupted = try KeyrackProcess(["rack", "rotate", "--nodes", nodes], environment: [:])
+            let interrupted = try KeyrackProcess(
+                ["rack", "rotate", "--operator", rack.operatorDirectory.path, "--nodes", nodes], environment: [:])
             let deadline = ContinuousClock.now + .seconds(20)
             while !interrupted.log.contains("asking"), ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(5))
             }
             interrupted.signal(SIGKILL)
             interrupted.process.waitUntilExit()
-            let resumed = try await runToCompletion(keyrack, ["rack", "rotate", "--nodes", nodes])
+            let resumed = try await runToCompletion(
+                keyrack, ["rack", "rotate", "--operator", rack.operatorDirectory.path, "--nodes", nodes])
             #expect(resumed.status == 0, "\(resumed.output) \(resumed.errors)")
             let statuses = try await rack.waitUntil([0, 1, 2, 3], "unlocked") {
                 $0.unlockedEpoch == $0.committedEpoch && $0.committedEpoch! > first.epoch
@@ -128,25 +137,56 @@ struct RackCLITests {
 
             // Before setup: nothing to rotate, add to or remove from.
             for arguments in [
-                ["rack", "rotate", "--nodes", first],
-                ["rack", "add", "--nodes", first, "--add", rack.members[3].socket],
-                ["rack", "remove", "--nodes", first, "--remove", rack.members[0].platform.description],
+                ["rack", "rotate", "--operator", rack.operatorDirectory.path, "--nodes", first],
+                [
+                    "rack", "add", "--operator", rack.operatorDirectory.path, "--nodes", first, "--add",
+                    rack.members[3].socket,
+                ],
+                [
+                    "rack", "remove", "--operator", rack.operatorDirectory.path, "--nodes", first, "--remove",
+                    rack.members[0].platform.description,
+                ],
             ] {
                 let refused = try await keyrackRun(arguments)
                 #expect(refused.status == 1)
                 #expect(refused.errors.contains("the rack is not set up yet: run rack init first"), "\(refused.errors)")
             }
+            // No operator identity: nothing is decided; one that does not exist: named.
+            let unsigned = try await keyrackRun(["rack", "rotate", "--nodes", first])
+            #expect(unsigned.status == 1)
+            #expect(unsigned.errors.contains("--operator DIR is required"), "\(unsigned.errors)")
+            let missing = try await keyrackRun(
+                [
+                    "rack", "rotate", "--operator", rack.directory.appendingPathComponent("nobody").path, "--nodes",
+                    first,
+                ])
+            #expect(missing.status == 1)
+            #expect(missing.errors.contains("holds no operator certificate"), "\(missing.errors)")
             // Setup needs every node; with none answering there is nothing to do.
-            let partial = try await keyrackRun(["rack", "init", "--nodes", first + "," + gone])
+            let partial = try await keyrackRun([
+                "rack", "init", "--operator", rack.operatorDirectory.path, "--nodes", first + "," + gone,
+            ])
             #expect(partial.status == 1)
             #expect(partial.errors.contains("setting up the rack needs every node"))
-            let nobody = try await keyrackRun(["rack", "init", "--nodes", gone])
+            let nobody = try await keyrackRun([
+                "rack", "init", "--operator", rack.operatorDirectory.path, "--nodes", gone,
+            ])
             #expect(nobody.status == 1)
             #expect(nobody.errors.contains("no node answered"))
             // Bad numbers and empty lists are refused before anything is asked.
             for (arguments, expected) in [
-                (["rack", "rotate", "--nodes", first, "--timeout", "nan"], "--timeout must be"),
-                (["rack", "rotate", "--nodes", first, "--wait-for-down", "1e9"], "--wait-for-down must be"),
+                (
+                    [
+                        "rack", "rotate", "--operator", rack.operatorDirectory.path, "--nodes", first, "--timeout",
+                        "nan",
+                    ], "--timeout must be"
+                ),
+                (
+                    [
+                        "rack", "rotate", "--operator", rack.operatorDirectory.path, "--nodes", first,
+                        "--wait-for-down", "1e9",
+                    ], "--wait-for-down must be"
+                ),
                 (["rack", "status", "--nodes", ","], "--nodes names no admin socket"),
             ] {
                 let refused = try await keyrackRun(arguments)
@@ -154,10 +194,15 @@ struct RackCLITests {
                 #expect(refused.errors.contains(expected), "\(refused.errors)")
             }
 
-            let initialized = try await keyrackRun(["rack", "init", "--nodes", first, "--threshold", "2"])
+            let initialized = try await keyrackRun([
+                "rack", "init", "--operator", rack.operatorDirectory.path, "--nodes", first, "--threshold", "2",
+            ])
             #expect(initialized.status == 0, "\(initialized.errors)")
             // A node to add that is down.
-            let down = try await keyrackRun(["rack", "add", "--nodes", first, "--add", rack.members[3].socket])
+            let down = try await keyrackRun([
+                "rack", "add", "--operator", rack.operatorDirectory.path, "--nodes", first, "--add",
+                rack.members[3].socket,
+            ])
             #expect(down.status == 1)
             #expect(down.errors.contains("the node to add does not answer"))
             // Status shows an unreachable node, and says so in its exit status.
@@ -168,12 +213,18 @@ struct RackCLITests {
 
             // Adding node 4, then removing node 2, end to end.
             try await rack.start(3)
-            let added = try await keyrackRun(["rack", "add", "--nodes", first, "--add", rack.members[3].socket])
+            let added = try await keyrackRun([
+                "rack", "add", "--operator", rack.operatorDirectory.path, "--nodes", first, "--add",
+                rack.members[3].socket,
+            ])
             #expect(added.status == 0, "\(added.errors)")
             #expect(added.output.contains("4 members"))
             let all = rack.sockets().joined(separator: ",")
             let removed = try await keyrackRun(
-                ["rack", "remove", "--nodes", all, "--remove", rack.members[1].platform.description])
+                [
+                    "rack", "remove", "--operator", rack.operatorDirectory.path, "--nodes", all, "--remove",
+                    rack.members[1].platform.description,
+                ])
             #expect(removed.status == 0, "\(removed.errors)")
             #expect(removed.output.contains("3 members"))
             let statuses = try await rack.waitUntil([0, 2, 3], "unlocked without node 2") {
@@ -185,10 +236,14 @@ struct RackCLITests {
             try await withRack(count: 1) { other in
                 try await other.start(0)
                 let stranger = other.members[0].socket
-                let mixed = try await keyrackRun(["rack", "rotate", "--nodes", all + "," + stranger])
+                let mixed = try await keyrackRun([
+                    "rack", "rotate", "--operator", rack.operatorDirectory.path, "--nodes", all + "," + stranger,
+                ])
                 #expect(mixed.status == 1)
                 #expect(mixed.errors.contains("belongs to rack"), "\(mixed.errors)")
-                let foreign = try await keyrackRun(["rack", "add", "--nodes", all, "--add", stranger])
+                let foreign = try await keyrackRun([
+                    "rack", "add", "--operator", rack.operatorDirectory.path, "--nodes", all, "--add", stranger,
+                ])
                 #expect(foreign.status == 1)
                 #expect(foreign.errors.contains("is configured for rack"), "\(foreign.errors)")
             }

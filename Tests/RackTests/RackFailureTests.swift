@@ -107,7 +107,7 @@ struct RackFailureTests {
                 let logStart = (try? Data(contentsOf: URL(fileURLWithPath: rack.members[victim].logFile)))?.count ?? 0
                 try await rack.start(victim, environment: ["KEYRACK_TEST_CRASH_AFTER_PERSIST": "\(point)"])
                 try await rack.waitUntil([victim], "unlocked") { $0.unlockedEpoch == latest.epoch }
-                var rackOperator = RackOperator(sockets: rack.sockets())
+                var rackOperator = try rack.rackOperator()
                 rackOperator.stallPolls = 40
                 let rotation = Task { try await rackOperator.run(.rotate) }
                 // Wait for the crash (the SIGKILL the hook sends itself), then bring the node back.
@@ -239,7 +239,7 @@ struct RackCrashTests {
         case catchingUp
         /// A new node prepares (write 1) and commits (write 2) during `rack add`.
         case joining
-        /// A removed node learns it was expunged (write 1).
+        /// A removed node that was down is told by the operator that it was expunged (write 1).
         case beingRemoved
         var testDescription: String { rawValue }
     }
@@ -265,7 +265,7 @@ struct RackCrashTests {
             case .catchingUp:
                 try await setUp(rack, Array(0..<4), threshold: 2)
                 await rack.stop(victim)
-                var rotation = RackOperator(sockets: rack.sockets())
+                var rotation = try rack.rackOperator()
                 rotation.waitForDownMembers = .zero
                 let rotated = try await rotation.run(.rotate)
                 // Not waiting for its admin socket: the peers' CommitAdvance may reach it first.
@@ -278,7 +278,7 @@ struct RackCrashTests {
             case .joining:
                 try await setUp(rack, [0, 1, 2], threshold: 2)
                 try await rack.start(victim, environment: crash)
-                let joiner = RackOperator(sockets: rack.sockets([0, 1, 2]))
+                let joiner = try rack.rackOperator([0, 1, 2])
                 let socket = rack.members[victim].socket
                 let adding = Task { try await joiner.run(.add([socket])) }
                 try await awaitCrash()
@@ -289,10 +289,14 @@ struct RackCrashTests {
             case .beingRemoved:
                 try await setUp(rack, Array(0..<4), threshold: 2)
                 await rack.stop(victim)
-                var removal = RackOperator(sockets: rack.sockets([0, 1, 2]))
+                var removal = try rack.rackOperator([0, 1, 2])
                 removal.waitForDownMembers = .zero
                 let shrunk = try await removal.run(.remove([rack.members[victim].platform]))
-                try rack.launch(victim, environment: crash)
+                // Its former peers refuse it at the handshake: the operator, run again over every
+                // node, tells it (write 1) with the signed configuration that leaves it out.
+                try await rack.start(victim, environment: crash)
+                let again = try await rack.rackOperator().run(.remove([rack.members[victim].platform]))
+                #expect(again == shrunk)
                 try await awaitCrash()
                 try await rack.start(victim)
                 // What it wrote before the crash is what it knows: it was expunged.

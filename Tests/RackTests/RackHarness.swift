@@ -108,7 +108,7 @@ func allowingPolicy() throws -> Data {
 func setUp(_ rack: LocalRack, _ indices: [Int], threshold k: Int? = nil) async throws -> Configuration {
     for index in indices { try rack.launch(index) }
     for index in indices { try await rack.waitUntilAnswering(index) }
-    let committed = try await RackOperator(sockets: rack.sockets(indices)).run(.initialize, threshold: k)
+    let committed = try await rack.rackOperator(indices).run(.initialize, threshold: k)
     try await rack.waitUntil(indices, "unlocked") { $0.unlockedEpoch == committed.epoch }
     return committed
 }

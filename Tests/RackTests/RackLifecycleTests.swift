@@ -103,7 +103,7 @@ struct RackLifecycleTests {
             let first = try await setUp(rack, Array(0..<5), threshold: 3)
             let oldKey = try await diskKey(rack, 0)
             await rack.stop(4)
-            var rotation = RackOperator(sockets: rack.sockets())
+            var rotation = try rack.rackOperator()
             rotation.waitForDownMembers = .zero  // node 5 catches up by itself, through CommitAdvance
             let rotated = try await rotation.run(.rotate)
             #expect(rotated.epoch > first.epoch)
@@ -127,7 +127,7 @@ struct RackLifecycleTests {
         try await withRack(count: 5) { rack in
             try await setUp(rack, [0, 1, 2, 3])
             try await rack.start(4)
-            let grown = try await RackOperator(sockets: rack.sockets([0, 1, 2, 3])).run(.add([rack.members[4].socket]))
+            let grown = try await rack.rackOperator([0, 1, 2, 3]).run(.add([rack.members[4].socket]))
             #expect(grown.memberCount == 5)
             #expect(grown.members[rack.members[4].platform] != nil)
             try await rack.waitUntil(Array(0..<5), "unlocked with the new node") { $0.unlockedEpoch == grown.epoch }
@@ -135,7 +135,7 @@ struct RackLifecycleTests {
             #expect(try await diskKey(rack, 4) == key)
 
             let removed = rack.members[1].platform
-            let shrunk = try await RackOperator(sockets: rack.sockets()).run(.remove([removed]))
+            let shrunk = try await rack.rackOperator().run(.remove([removed]))
             #expect(shrunk.members[removed] == nil && shrunk.memberCount == 4)
             try await rack.waitUntil([0, 2, 3, 4], "unlocked without the removed node") {
                 $0.unlockedEpoch == shrunk.epoch
@@ -149,7 +149,7 @@ struct RackLifecycleTests {
             let refused = await #expect(throws: AdminError.self) { try await diskKey(rack, 1) }
             #expect(refused?.code == .expunged)
             // Re-running the removal finds it done and changes nothing.
-            let again = try await RackOperator(sockets: rack.sockets()).run(.remove([removed]))
+            let again = try await rack.rackOperator().run(.remove([removed]))
             #expect(again.epoch == shrunk.epoch)
         }
     }

@@ -21,7 +21,7 @@ struct RackStateTests {
             }
             try await setUp(rack, [0, 1, 2], threshold: 2)
             try await rack.start(3)
-            let grown = try await RackOperator(sockets: rack.sockets([0, 1, 2])).run(.add([added.socket]))
+            let grown = try await rack.rackOperator([0, 1, 2]).run(.add([added.socket]))
             try await rack.waitUntil(Array(0..<4), "unlocked with node 4") { $0.unlockedEpoch == grown.epoch }
 
             // A power cut. Node 4 sorts last, so it dials nobody: the others must dial it.
@@ -39,8 +39,8 @@ struct RackStateTests {
         try await withRack(count: 3) { rack in
             let first = try await setUp(rack, [0, 1, 2], threshold: 2)
             #expect(try #require(await rack.statuses([0])[0]).rekey.isEmpty)
-            let second = try await RackOperator(sockets: rack.sockets()).run(.rotate)
-            let third = try await RackOperator(sockets: rack.sockets()).run(.rotate)
+            let second = try await rack.rackOperator().run(.rotate)
+            let third = try await rack.rackOperator().run(.rotate)
             try await rack.waitUntil([0, 1, 2], "unlocked at the third epoch") { $0.unlockedEpoch == third.epoch }
             // Two commits since the disk was keyed: it is still under the first epoch, not the second.
             for status in await rack.statuses([0, 1, 2]) {
@@ -82,7 +82,7 @@ struct RackStateTests {
     func agentStateWriteFailure() async throws {
         try await withRack(count: 3) { rack in
             let first = try await setUp(rack, [0, 1, 2], threshold: 2)
-            let rotated = try await RackOperator(sockets: rack.sockets()).run(.rotate)
+            let rotated = try await rack.rackOperator().run(.rotate)
             try await rack.waitUntil([0], "unlocked at the new epoch") { $0.unlockedEpoch == rotated.epoch }
             // A non-empty directory where node 1's second agent.json must go: its writes fail.
             let file = URL(fileURLWithPath: rack.members[0].configuration.ledger[1])
@@ -122,14 +122,19 @@ struct RackStateTests {
             try await rack.waitUntil([0, 1, 2], "connected to each other") { $0.connected.count == 2 }
             let platforms = Set(rack.members.map(\.platform))
             let next = try #require(first.epoch.next)
+            let signer = try OperatorIdentity(directory: rack.operatorDirectory)
+            let ticket = ReconfigureTicket(
+                ReconfigureRequest(
+                    rackId: rack.rackId, epoch: next, lastCommittedEpoch: first.epoch, members: platforms,
+                    threshold: 2),
+                coordinator: rack.members[1].platform)
             _ = try await AdminSocket.perform(
-                AdminRequest(
-                    .reconfigure,
-                    reconfigure: ReconfigureRequest(
-                        rackId: rack.rackId, epoch: next, lastCommittedEpoch: first.epoch, members: platforms,
-                        threshold: 2)),
+                AdminRequest(.reconfigure, ticket: SignedTicket(ticket, signature: try signer.sign(.ticket(ticket)))),
                 path: rack.members[1].socket)
-            try await rack.waitUntil([1], "every member prepared") { $0.coordinating?.acked.count == 3 }
+            let prepared = try await rack.waitUntil([1], "every member prepared") {
+                $0.coordinating?.acked.count == 3
+            }
+            let commit = try signer.sign(.commit(try #require(prepared[0].coordinating?.configuration)))
             // Node 1's first ledger directory stops taking writes: a directory where the file must go.
             let ledgerFile = URL(fileURLWithPath: rack.members[0].configuration.ledger[0]).appendingPathComponent(
                 "ledger")
@@ -137,7 +142,8 @@ struct RackStateTests {
             try FileManager.default.createDirectory(
                 at: ledgerFile.appendingPathComponent("blocker"), withIntermediateDirectories: true)
             let refused = await #expect(throws: AdminError.self) {
-                try await AdminSocket.perform(AdminRequest(.commit, epoch: next), path: rack.members[0].socket)
+                try await AdminSocket.perform(
+                    AdminRequest(.commit, epoch: next, signature: commit), path: rack.members[0].socket)
             }
             #expect(refused?.code == .halted)
             #expect(refused?.reason.contains("ledger cannot be written") == true)
@@ -151,7 +157,8 @@ struct RackStateTests {
             // The others commit; node 1, repaired and restarted, reports the missing copy, catches up
             // from the other copy through its peers, and keeps the alarm.
             for index in [1, 2] {
-                _ = try await AdminSocket.perform(AdminRequest(.commit, epoch: next), path: rack.members[index].socket)
+                _ = try await AdminSocket.perform(
+                    AdminRequest(.commit, epoch: next, signature: commit), path: rack.members[index].socket)
             }
             await rack.stop(0)
             try FileManager.default.removeItem(at: ledgerFile)

@@ -8,11 +8,12 @@ import TrustQuorum
 
 /// A deliberately broken node variant, for these tests only: as a
 /// coordinator it equivocates, sending members with an odd serial a
-/// `Prepare` whose configuration has another threshold (the share still
-/// matches its digest, so the member accepts it).
+/// `Prepare` whose configuration carries another encrypted chain (the
+/// ticket does not cover the chain and the share still matches its digest,
+/// so the member accepts it).
 let equivocatingCoordinator: @Sendable (Int, inout NodeOutput) -> Void = { _, output in
     output.messages = output.messages.map { outgoing in
-        guard case .prepare(let config, let share) = outgoing.message.kind,
+        guard case .prepare(let config, let share, let ticket) = outgoing.message.kind,
             let last = outgoing.to.serial.last?.wholeNumberValue, last % 2 == 1
         else { return outgoing }
         let altered = try! Configuration(
@@ -20,12 +21,13 @@ let equivocatingCoordinator: @Sendable (Int, inout NodeOutput) -> Void = { _, ou
             epoch: config.epoch,
             coordinator: config.coordinator,
             members: config.members,
-            threshold: config.threshold > 2 ? config.threshold - 1 : config.threshold + 1,
-            encryptedRackSecrets: config.encryptedRackSecrets
+            threshold: config.threshold,
+            encryptedRackSecrets: EncryptedRackSecrets(
+                salt: Array(repeating: 0xEE, count: 32), ciphertext: Array(repeating: 0xEE, count: 48))
         )
         return OutgoingMessage(
             to: outgoing.to,
-            message: Message(rackId: outgoing.message.rackId, kind: .prepare(altered, share))
+            message: Message(rackId: outgoing.message.rackId, kind: .prepare(altered, share, ticket))
         )
     }
 }

@@ -1,4 +1,5 @@
 import KeyrackCore
+import KeyrackTestSupport
 import SecretSharing
 import Testing
 
@@ -9,7 +10,8 @@ import Testing
 @Suite("Epoch bounds: nothing traps, nothing beyond reach of the last commit, one prepared configuration")
 struct EpochBoundsTests {
     /// A well-formed `Prepare` of `epoch` from `coordinator` (a member) with
-    /// `target`'s valid share: what a peer holding its own key can send.
+    /// `target`'s valid share, under a ticket the operator signed: the
+    /// bounds hold even against what the operator's key signs.
     static func prepare(
         epoch: Epoch, from coordinator: PlatformId, to target: PlatformId, rack: Harness
     ) throws -> Message {
@@ -22,7 +24,13 @@ struct EpochBoundsTests {
         let config = try Configuration(
             rackId: rack.rackId, epoch: epoch, coordinator: coordinator, members: shares.mapValues(\.digest),
             threshold: members.count / 2 + 1, encryptedRackSecrets: nil)
-        return Message(rackId: rack.rackId, kind: .prepare(config, try #require(shares[target])))
+        let request = ReconfigureRequest(
+            rackId: rack.rackId, epoch: epoch, lastCommittedEpoch: 1, members: Set(members),
+            threshold: members.count / 2 + 1)
+        return Message(
+            rackId: rack.rackId,
+            kind: .prepare(
+                config, try #require(shares[target]), TestOperator.ticket(request, coordinator: coordinator)))
     }
 
     @Test("epoch arithmetic never traps: the epoch after 2^64−1 is none")
@@ -102,10 +110,11 @@ struct EpochBoundsTests {
         try rack.setUp()
         let (forger, target) = (rack.ids[2], rack.ids[0])
         let forged = try Self.prepare(epoch: Epoch(UInt64.max), from: forger, to: target, rack: rack)
-        let config: Configuration? = if case .prepare(let config, _) = forged.kind { config } else { nil }
+        let config: Configuration? = if case .prepare(let config, _, _) = forged.kind { config } else { nil }
         let before = rack.nodes[target]!.persistentState
         rack.nodes[target]!.received(
-            from: forger, message: Message(rackId: rack.rackId, kind: .commitAdvance(try #require(config))))
+            from: forger,
+            message: Message(rackId: rack.rackId, kind: .commitAdvance(TestOperator.signed(try #require(config)))))
         #expect(!rack.nodes[target]!.drainOutput().persistentStateChanged)
         #expect(rack.nodes[target]!.persistentState == before)
         #expect(rack.nodes[target]!.rejectedMessages == 1)

@@ -1,5 +1,6 @@
 import Foundation
 import KeyrackCore
+import KeyrackTestSupport
 import SecretSharing
 import Testing
 
@@ -309,9 +310,12 @@ struct LrtqUnlockTests {
         var rack = Harness(count: 3)
         _ = try rack.setUpLrtq()
         let node = rack.ids[2]
-        rack.nodes[node]!.received(from: rack.ids[0], message: Message(rackId: rack.rackId, kind: .expunged(1)))
+        let others = [rack.ids[0], rack.ids[1], Harness.id(9)]
+        let atOne = TestOperator.exclusion(rack: rack.rackId, epoch: 1, members: others)
+        rack.nodes[node]!.received(from: rack.ids[0], message: Message(rackId: rack.rackId, kind: .expunged(atOne)))
         #expect(rack.nodes[node]!.isInLrtq)
-        rack.nodes[node]!.received(from: rack.ids[0], message: Message(rackId: rack.rackId, kind: .expunged(3)))
+        let atThree = TestOperator.exclusion(rack: rack.rackId, epoch: 3, members: others)
+        rack.nodes[node]!.received(from: rack.ids[0], message: Message(rackId: rack.rackId, kind: .expunged(atThree)))
         #expect(!rack.nodes[node]!.isInLrtq)
         #expect(rack.nodes[node]!.persistentState.lrtq == nil)
         #expect(rack.nodes[node]!.persistentState.expunged == ExpungedMetadata(epoch: 3, from: rack.ids[0]))

@@ -1,7 +1,9 @@
 import Foundation
 import KeyrackCore
+import KeyrackTestSupport
 import SecretSharing
 import Testing
+
 @testable import TrustQuorum
 
 @Suite("LRTQ upgrade")
@@ -76,9 +78,14 @@ struct LrtqUpgradeTests {
         #expect(rack.nodes[prepared]!.persistentState.lrtq == nil)
         let config = rack.nodes[prepared]!.persistentState.configurations[2]!
         rack.nodes[prepared]!.received(from: rack.ids[3], message: Message(rackId: rack.rackId, kind: .getLrtqShare))
-        #expect(rack.nodes[prepared]!.drainOutput().messages.map(\.message.kind) == [.commitAdvance(config)])
+        #expect(
+            rack.nodes[prepared]!.drainOutput().messages.map(\.message.kind) == [
+                .commitAdvance(TestOperator.signed(config))
+            ])
         rack.nodes[prepared]!.received(from: Harness.id(20), message: Message(rackId: rack.rackId, kind: .getLrtqShare))
-        #expect(rack.nodes[prepared]!.drainOutput().messages.map(\.message.kind) == [.expunged(2)])
+        #expect(
+            rack.nodes[prepared]!.drainOutput().messages.map(\.message.kind) == [.expunged(TestOperator.signed(config))]
+        )
         // An LRTQ share arriving after the commit is ignored.
         let stray = rack.nodes[rack.ids[3]]!.persistentState.lrtq!.share
         rack.nodes[prepared]!.received(

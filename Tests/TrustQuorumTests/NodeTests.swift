@@ -1,4 +1,5 @@
 import KeyrackCore
+import KeyrackTestSupport
 import SecretSharing
 import Testing
 
@@ -190,7 +191,7 @@ struct NodeTests {
         try rack.reconfigure(a, epoch: 2, last: 1, members: rack.ids)
         rack.deliverAll(dropping: [rack.ids[2]])
         let stalePrepares = rack.sent.filter {
-            if case .prepare(let config, _) = $0.message.kind { return config.epoch == 2 } else { return false }
+            if case .prepare(let config, _, _) = $0.message.kind { return config.epoch == 2 } else { return false }
         }
         // b coordinates epoch 3 (the control plane gave up on 2).
         try rack.reconfigure(b, epoch: 3, last: 1, members: rack.ids)
@@ -220,7 +221,15 @@ struct NodeTests {
         )
         let node = rack.ids[1]
         rack.nodes[node]!.received(
-            from: rack.ids[0], message: Message(rackId: rack.rackId, kind: .commitAdvance(forged)))
+            from: rack.ids[0],
+            message: Message(
+                rackId: rack.rackId, kind: .commitAdvance(TestOperator.signed(forged, by: TestOperator.forger))))
+        // Unsigned by the operator: refused and counted, no alarm (a peer cannot raise one).
+        #expect(rack.nodes[node]!.drainOutput().alarms.isEmpty)
+        #expect(rack.nodes[node]!.rejectedMessages == 1)
+        // Signed (the operator signed two configurations for one epoch): the alarm.
+        rack.nodes[node]!.received(
+            from: rack.ids[0], message: Message(rackId: rack.rackId, kind: .commitAdvance(TestOperator.signed(forged))))
         #expect(rack.nodes[node]!.drainOutput().alarms == [.mismatchedConfigurations(epoch: 1, from: rack.ids[0])])
         #expect(throws: CommitError(code: .mismatchedConfiguration, epoch: 1)) {
             try rack.nodes[node]!.prepareAndCommit(forged)
@@ -421,9 +430,12 @@ struct NodeTests {
         rack.inFlight.removeAll()
         let toOne = try #require(prepares.first { $0.to == rack.ids[1] })
         let toTwo = try #require(prepares.first { $0.to == rack.ids[2] })
-        // Relayed by a non-coordinator.
+        // Relayed by a non-coordinator: refused for its ticket, counted, nothing persisted or sent.
         rack.nodes[rack.ids[1]]!.received(from: rack.ids[3], message: toOne.message)
-        #expect(rack.nodes[rack.ids[1]]!.drainOutput().isEmpty)
+        let relayed = rack.nodes[rack.ids[1]]!.drainOutput()
+        #expect(relayed.messages.isEmpty && !relayed.persistentStateChanged)
+        #expect(relayed.refusals.map(\.from) == [rack.ids[3]])
+        #expect(rack.nodes[rack.ids[1]]!.rejectedMessages == 1)
         // Node 2's share handed to node 1.
         rack.nodes[rack.ids[1]]!.received(from: rack.ids[0], message: toTwo.message)
         #expect(rack.nodes[rack.ids[1]]!.drainOutput().isEmpty)
@@ -439,7 +451,9 @@ struct NodeTests {
         let node = rack.ids[0]
         let stranger = Harness.id(77)
         rack.nodes[node]!.received(from: stranger, message: Message(rackId: rack.rackId, kind: .getShare(1)))
-        #expect(rack.nodes[node]!.drainOutput().messages.map(\.message.kind) == [.expunged(1)])
+        let latest = try #require(rack.nodes[node]!.persistentState.latestCommittedConfiguration)
+        #expect(
+            rack.nodes[node]!.drainOutput().messages.map(\.message.kind) == [.expunged(TestOperator.signed(latest))])
         rack.nodes[node]!.received(from: rack.ids[1], message: Message(rackId: rack.rackId, kind: .getShare(9)))
         #expect(rack.nodes[node]!.drainOutput().isEmpty)
     }
@@ -454,11 +468,14 @@ struct NodeTests {
         let config = rack.nodes[rack.ids[0]]!.persistentState.configurations[2]!
         rack.nodes[rack.ids[4]]!.received(
             from: rack.ids[0],
-            message: Message(rackId: rack.rackId, kind: .commitAdvance(config))
+            message: Message(rackId: rack.rackId, kind: .commitAdvance(TestOperator.signed(config)))
         )
         #expect(rack.nodes[rack.ids[4]]!.drainOutput().isEmpty)
         #expect(rack.nodes[rack.ids[4]]!.persistentState.latestCommittedEpoch == 1)
-        rack.nodes[rack.ids[1]]!.received(from: rack.ids[0], message: Message(rackId: rack.rackId, kind: .expunged(1)))
+        let past = TestOperator.exclusion(
+            rack: rack.rackId, epoch: 1, members: [rack.ids[0], rack.ids[2], rack.ids[3]])
+        rack.nodes[rack.ids[1]]!.received(
+            from: rack.ids[0], message: Message(rackId: rack.rackId, kind: .expunged(past)))
         #expect(rack.nodes[rack.ids[1]]!.persistentState.expunged == nil)
     }
 
@@ -474,8 +491,8 @@ struct NodeTests {
         #expect(rack.nodes[rack.ids[1]]!.coordinatorStatus == nil)
     }
 
-    @Test("a coordinator told the last epoch was committed commits it itself if its commit was lost")
-    func implicitCommitOfLastEpoch() throws {
+    @Test("a ticket is not a commit: a coordinator whose commit was lost refuses, and coordinates once committed")
+    func ticketIsNotACommit() throws {
         var rack = Harness(count: 3)
         rack.connectAll()
         try rack.reconfigure(rack.ids[0], epoch: 1, last: nil, members: rack.ids)
@@ -484,8 +501,13 @@ struct NodeTests {
         try rack.nodes[rack.ids[0]]!.commit(1)
         try rack.nodes[rack.ids[1]]!.commit(1)
         #expect(rack.nodes[rack.ids[2]]!.persistentState.latestCommittedEpoch == nil)
+        #expect(throws: ReconfigureError.self) {
+            try rack.reconfigure(rack.ids[2], epoch: 2, last: 1, members: rack.ids)
+        }
+        #expect(rack.nodes[rack.ids[2]]!.persistentState.latestCommittedEpoch == nil)
+        #expect(!rack.nodes[rack.ids[2]]!.isCoordinating)
+        try rack.nodes[rack.ids[2]]!.commit(1)
         try rack.reconfigure(rack.ids[2], epoch: 2, last: 1, members: rack.ids)
-        #expect(rack.nodes[rack.ids[2]]!.persistentState.latestCommittedEpoch == 1)
         rack.deliverAll()
         #expect(rack.nodes[rack.ids[2]]!.coordinatorStatus?.acked == Set(rack.ids))
     }
@@ -499,7 +521,7 @@ struct NodeTests {
         rack.deliverAll(dropping: [late])
         let prepare = try #require(
             rack.sent.first {
-                if case .prepare(let config, _) = $0.message.kind { return $0.to == late && config.epoch == 2 }
+                if case .prepare(let config, _, _) = $0.message.kind { return $0.to == late && config.epoch == 2 }
                 return false
             }
         )

@@ -1,4 +1,5 @@
 import KeyrackCore
+import KeyrackTestSupport
 import SecretSharing
 import Testing
 
@@ -225,9 +226,40 @@ struct ValidationTests {
         #expect(Self.upgradeCode(Self.upgrade(epoch: 4), state: Self.committedState) == .alreadyUpgraded)
     }
 
+    @Test("a ticket for another coordinator, of the other kind, or not signed by the pinned operator is refused")
+    func ticketChecks() throws {
+        var node = Node(platformId: Self.me, rackId: Self.rack, persistentState: Self.committedState)
+        var random = SeededRandomSource(seed: 5)
+        func refusal(_ ticket: SignedTicket, upgrade: Bool = false) -> ReconfigureError.Code? {
+            do {
+                if upgrade {
+                    try node.upgradeFromLrtq(ticket, using: &random)
+                } else {
+                    try node.reconfigure(ticket, using: &random)
+                }
+                return nil
+            } catch {
+                return error.code
+            }
+        }
+        let request = Self.request()
+        #expect(refusal(TestOperator.ticket(request, coordinator: Self.ids[1])) == .wrongTicket)
+        #expect(refusal(TestOperator.ticket(request, coordinator: Self.me, by: TestOperator.forger)) == .unsigned)
+        #expect(refusal(TestOperator.ticket(request, coordinator: Self.me), upgrade: true) == .wrongTicket)
+        // A valid signature over another ticket does not carry over.
+        let genuine = TestOperator.ticket(request, coordinator: Self.me)
+        var altered = request
+        altered.threshold = 2
+        let swapped = SignedTicket(ReconfigureTicket(altered, coordinator: Self.me), signature: genuine.signature)
+        #expect(refusal(swapped) == .unsigned)
+        #expect(!node.isCoordinating)
+        #expect(refusal(genuine) == nil)
+        #expect(node.isCoordinating)
+    }
+
     @Test("every error code is covered by a test above")
     func coverage() {
-        #expect(ReconfigureError.Code.allCases.count == 12)
+        #expect(ReconfigureError.Code.allCases.count == 14)
     }
 }
 
@@ -306,7 +338,7 @@ struct ControlPlaneTests {
             from: coordinator,
             available: Set(members.prefix(4))  // the fifth is down
         )
-        #expect(actions == members.prefix(4).map { .commit($0, 1) })
+        #expect(actions == members.prefix(4).map { .commit($0, config) })
         #expect(cp.lastCommitted == config && cp.epochsCommitted == 1)
         for member in members.prefix(4) { cp.commitConfirmed(by: member, epoch: 1) }
         #expect(cp.pendingCommits == [members[4]])

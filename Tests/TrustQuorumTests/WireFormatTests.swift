@@ -1,5 +1,6 @@
 import Foundation
 import KeyrackCore
+import KeyrackTestSupport
 import PropertyBased
 import SecretSharing
 import Testing
@@ -30,9 +31,23 @@ struct WireFormatTests {
 
     static let share = try! Share(x: 2, y: SecretBytes(Array(100..<132)))
 
+    static let ticket = TestOperator.ticket(
+        ReconfigureRequest(
+            rackId: rack, epoch: 3, lastCommittedEpoch: 2, members: Set(configuration().members.keys), threshold: 3),
+        coordinator: PlatformId(part: "913", serial: "S0"))
+
+    static let upgradeTicket: SignedTicket = {
+        let ticket = ReconfigureTicket(
+            upgrade: UpgradeFromLrtqRequest(
+                rackId: rack, epoch: 3, members: Set(configuration().members.keys), threshold: 3),
+            coordinator: PlatformId(part: "913", serial: "S0"))
+        return SignedTicket(ticket, signature: try! TestOperator.key.sign(.ticket(ticket)))
+    }()
+
     static let allMessages: [Message] = [
-        .prepare(configuration(), share), .prepareAck(3), .getShare(3), .share(3, share),
-        .commitAdvance(configuration(chain: false)), .expunged(9), .getLrtqShare, .lrtqShare(share),
+        .prepare(configuration(), share, ticket), .prepare(configuration(), share, upgradeTicket), .prepareAck(3),
+        .getShare(3), .share(3, share), .commitAdvance(TestOperator.signed(configuration(chain: false))),
+        .expunged(TestOperator.signed(configuration(epoch: 9))), .getLrtqShare, .lrtqShare(share),
     ].map { Message(rackId: rack, kind: $0) }
 
     @Test("every message survives a frame round trip")
@@ -60,7 +75,7 @@ struct WireFormatTests {
             )
         )
         #expect(throws: WireError.self) {
-            try WireFormat.encodeFrame(Message(rackId: Self.rack, kind: .commitAdvance(huge)))
+            try WireFormat.encodeFrame(Message(rackId: Self.rack, kind: .commitAdvance(TestOperator.signed(huge))))
         }
     }
 
@@ -114,7 +129,15 @@ struct WireFormatTests {
             }
         }
         #expect(code(payload) == nil)
-        #expect(code([2] + payload.dropFirst()) == .unsupportedVersion)
+        #expect(code([1] + payload.dropFirst()) == .unsupportedVersion)
+        #expect(code([3] + payload.dropFirst()) == .unsupportedVersion)
+        do {
+            _ = try WireFormat.decodePayload([1] + payload.dropFirst())
+            Issue.record("a version-1 frame decoded")
+        } catch {
+            #expect(
+                error.reason == "the peer speaks wire version 1; this node speaks 2 (run one release on every node)")
+        }
         payload[17] = 200
         #expect(code(payload) == .unknownMessage)
         #expect(code(try! WireFormat.encodePayload(Self.allMessages[1]) + [0]) == .trailingBytes)
@@ -177,7 +200,7 @@ struct WireFormatTests {
                 threshold: max(2, count / 2),
                 encryptedRackSecrets: nil
             )
-            let message = Message(rackId: Self.rack, kind: .commitAdvance(config))
+            let message = Message(rackId: Self.rack, kind: .commitAdvance(TestOperator.signed(config)))
             let decoded = try? WireFormat.decodePayload(try! WireFormat.encodePayload(message))
             #expect(decoded == message)
             let json = try! JSONEncoder().encode(config)
@@ -193,11 +216,26 @@ struct WireFormatTests {
         state.shares[3] = Self.share
         state.committedEpochs = [1, 3]
         state.expunged = ExpungedMetadata(epoch: 4, from: PlatformId(part: "913", serial: "S1"))
+        state.commitSignatures[3] = TestOperator.signed(Self.configuration()).signature
+        state.tickets[3] = Self.ticket
         let data = try JSONEncoder().encode(state)
         #expect(try JSONDecoder().decode(PersistentState.self, from: data) == state)
-        var text = String(decoding: data, as: UTF8.self)
-        text = text.replacingOccurrences(of: "\"version\":1", with: "\"version\":2")
-        #expect(throws: DecodingError.self) { try JSONDecoder().decode(PersistentState.self, from: Data(text.utf8)) }
+        let text = String(decoding: data, as: UTF8.self)
+        #expect(text.contains("\"version\":2"))
+        let newer = text.replacingOccurrences(of: "\"version\":2", with: "\"version\":3")
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(PersistentState.self, from: Data(newer.utf8)) }
+        // A version-1 state (before signatures) still loads, its commits unsigned.
+        var object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        object["version"] = 1
+        object["commitSignatures"] = nil
+        object["tickets"] = nil
+        let old = try JSONDecoder().decode(PersistentState.self, from: JSONSerialization.data(withJSONObject: object))
+        var expected = state
+        expected.commitSignatures = [:]
+        expected.tickets = [:]
+        #expect(old == expected)
+        #expect(old.latestSignedConfiguration == nil)
+        #expect(state.latestSignedConfiguration == TestOperator.signed(Self.configuration()))
     }
 
     @Test("configuration rules are enforced at construction")

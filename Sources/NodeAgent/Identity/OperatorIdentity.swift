@@ -63,10 +63,12 @@ public final class OperatorIdentity: DecisionSigner, CustomStringConvertible, Cu
     ) throws(IdentityFileError) -> OperatorIdentity {
         let keyFile = directory.appendingPathComponent("operator.key")
         guard !FileManager.default.fileExists(atPath: keyFile.path) else {
-            throw IdentityFileError(.exists, "\(directory.path) already holds an operator key; refusing to overwrite it")
+            throw IdentityFileError(
+                .exists, "\(directory.path) already holds an operator key; refusing to overwrite it")
         }
         guard !name.isEmpty, name.utf8.count <= 64, !name.contains(":") else {
-            throw IdentityFileError(.issue, "the operator name must be 1…64 bytes without ':' (it is not a platform id)")
+            throw IdentityFileError(
+                .issue, "the operator name must be 1…64 bytes without ':' (it is not a platform id)")
         }
         do {
             try FileManager.default.createDirectory(
@@ -238,11 +240,13 @@ public final class OperatorCertificateVerifier: DecisionVerifier {
     public init(
         intermediate: Certificate, root: Certificate, clock: @escaping @Sendable () -> Date = { Date() }
     ) throws(IdentityFileError) {
-        guard intermediate.issuer == root.subject, root.publicKey.isValidSignature(intermediate.signature, for: intermediate),
+        guard intermediate.issuer == root.subject,
+            root.publicKey.isValidSignature(intermediate.signature, for: intermediate),
             let constraints = try? intermediate.extensions.basicConstraints,
             case .isCertificateAuthority = constraints
         else {
-            throw IdentityFileError(.unverified, "the operator CA's intermediate is not a CA certificate signed by its root")
+            throw IdentityFileError(
+                .unverified, "the operator CA's intermediate is not a CA certificate signed by its root")
         }
         self.intermediate = intermediate
         self.root = root
@@ -260,7 +264,8 @@ public final class OperatorCertificateVerifier: DecisionVerifier {
         }
         guard certificates.count == 2 else {
             throw IdentityFileError(
-                .format, "\(path) holds \(certificates.count) certificates: the operator CA is its intermediate and root")
+                .format,
+                "\(path) holds \(certificates.count) certificates: the operator CA is its intermediate and root")
         }
         try self.init(intermediate: certificates[0], root: certificates[1])
     }

@@ -104,7 +104,8 @@ public struct OperatorRun<Instant: InstantProtocol>: Sendable where Instant.Dura
         self.plan = plan
         self.options = options
         self.deadline = now.advanced(by: options.timeout)
-        let highest = (statuses.compactMap(\.highestEpochSeen) + [highestSignedEpoch].compactMap { $0 }).max()
+        let highest =
+            (statuses.compactMap(\.highestEpochSeen) + [highestSignedEpoch].compactMap { $0 }).max()
             ?? Epoch(0)
         let committedBy = Set(statuses.filter { $0.committedEpoch == plan.committed?.epoch }.map(\.platform))
         controlPlane = ControlPlane(

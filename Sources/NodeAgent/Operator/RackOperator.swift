@@ -128,10 +128,15 @@ public struct RackOperator: Sendable {
         // Only a commit the operator signed counts, whatever a node says.
         let committed = reachable.compactMap(\.signedCommitted).filter { $0.verifies(under: verifier) }
             .max { $0.epoch < $1.epoch }?.configuration
-        for status in reachable where status.latestCommitted != nil && status.signedCommitted.map({
-            $0.verifies(under: verifier)
-        }) != true {
-            progress("\(status.platform) reports epoch \(status.committedEpoch!) without a valid operator signature; ignored")
+        for status in reachable
+        where status.latestCommitted != nil
+            && status.signedCommitted.map({
+                $0.verifies(under: verifier)
+            }) != true
+        {
+            progress(
+                "\(status.platform) reports epoch \(status.committedEpoch!) without a valid operator signature; ignored"
+            )
         }
         let members: Set<PlatformId>
         switch goal {

@@ -231,7 +231,8 @@ public actor NodeRuntime: Service {
             }
             admission.deny(reloaded.deniedSerials)
             for channel in channels.values { channel.channel.close(promise: nil) }
-            logger.notice("reloaded the denied device certificates", metadata: ["count": "\(reloaded.deniedSerials.count)"])
+            logger.notice(
+                "reloaded the denied device certificates", metadata: ["count": "\(reloaded.deniedSerials.count)"])
         } catch {
             logger.error(
                 "cannot reload the node configuration; the denied certificates are unchanged",

@@ -198,6 +198,8 @@ public final class Debugger {
         case .crash(let index), .crashForEpochs(let index, _), .restart(let index), .addNode(let index),
             .removeNode(let index), .loadSecret(let index, _):
             return index == node
+        case .forge(let target, _):
+            return target == node
         case .partition, .heal, .reconnectAll, .tick, .rotate, .upgradeFromLrtq:
             return false
         }
@@ -269,6 +271,8 @@ public final class Debugger {
         case .addNode(let node): return "operator: add n\(node)"
         case .removeNode(let node): return "operator: remove n\(node)"
         case .loadSecret(let node, let epoch): return "n\(node) loads the secret of epoch \(epoch)"
+        case .forge(let target, let seed):
+            return "the Byzantine node sends n\(target) forgery \(seed % 6) (seed \(seed))"
         }
     }
 

@@ -326,6 +326,7 @@ var targets: [Target] = [
             "KeyrackCore",
             "SecretSharing",
             "KeyrackTestSupport",
+            .product(name: "X509", package: "swift-certificates"),
         ],
         swiftSettings: strict
     ),

@@ -42,7 +42,14 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Number of random events before healing.")
     var events: Int = 10_000
 
-    @Option(help: "Faults to inject: drop,reorder,duplicate,partition,crash (or all, none).")
+    @Option(
+        help: ArgumentHelp(
+            "Faults to inject: drop,reorder,duplicate,partition,crash,byzantine (or all, none).",
+            discussion: """
+                all is every network and crash fault; add byzantine (all,byzantine) for a node that forges \
+                Expunged, CommitAdvance and Prepare at any epoch, sends shares that fail their digest and \
+                replays old signed messages, checked by the shares-kept and only-signed-commits invariants.
+                """))
     var faults: String = "all"
 
     @Option(help: "Write the event log (JSON lines) here.")
@@ -74,7 +81,7 @@ struct SimCommand: ParsableCommand {
         guard events >= 0 else { throw ValidationError("--events must not be negative") }
         guard stallTicks >= 1 else { throw ValidationError("--stall-ticks must be at least 1") }
         guard FaultSet(parsing: faults) != nil else {
-            throw ValidationError("--faults takes drop,reorder,duplicate,partition,crash, all or none")
+            throw ValidationError("--faults takes drop,reorder,duplicate,partition,crash,byzantine, all or none")
         }
         guard ["tq", "lrtq"].contains(start) else { throw ValidationError("--start takes tq or lrtq") }
         if let measure, !["messages", "catch-up"].contains(measure) {

@@ -42,7 +42,9 @@ struct SimCLITests {
         #expect(try await runKeyrack(["sim", "--faults", "gremlins"]).status != 0)
     }
 
-    @Test("at least 1,000,000 simulated events across cluster sizes and seeds, every fault on: no violation, liveness")
+    @Test(
+        "at least 1,000,000 simulated events across cluster sizes and seeds, every fault and the Byzantine node on: no violation, liveness"
+    )
     func million() async throws {
         let runs: [(nodes: Int, seed: Int, events: Int)] = [3, 4, 5, 8, 9, 16, 24, 32].flatMap { nodes in
             (1...4).map { seed in (nodes, seed * 7919 + nodes, 32_000) }
@@ -64,18 +66,19 @@ struct SimCLITests {
     }
 }
 
-/// Runs one simulation with every fault and returns its event count; records
+/// Runs one simulation with every fault (the Byzantine node's included) and returns its event count; records
 /// an issue naming the run if it fails.
 private func simulate(_ run: (nodes: Int, seed: Int, events: Int)) async throws -> Int {
     let arguments = [
         "sim", "--nodes", "\(run.nodes)", "--seed", "\(run.seed)", "--events", "\(run.events)",
-        "--faults", "drop,reorder,duplicate,partition,crash", "--json",
+        "--faults", "drop,reorder,duplicate,partition,crash,byzantine", "--json",
     ]
     let result = try await runKeyrack(arguments)
     let object = try JSONSerialization.jsonObject(with: result.standardOutput) as? [String: Any] ?? [:]
     #expect(result.status == 0, "keyrack \(arguments.joined(separator: " ")): \(result.output) \(result.standardError)")
     #expect(object["liveness"] as? Bool == true, "nodes \(run.nodes) seed \(run.seed)")
     #expect((object["violations"] as? [Any])?.isEmpty == true, "nodes \(run.nodes) seed \(run.seed)")
+    #expect((object["forgeries"] as? Int ?? 0) > 100, "nodes \(run.nodes) seed \(run.seed): the Byzantine node forged")
     return object["events"] as? Int ?? 0
 }
 

@@ -228,6 +228,8 @@ final class RackDemo {
         var diskKey = ""
         try await step("1. set up the rack") {
             out.say("   starting 5 node processes (node 6 is kept for later)")
+            out.say(
+                "   the operator identity (keyrack operator init) signs every ticket and commit; each node pins its CA")
             for index in first { try rack.launch(index) }
             for index in first { try await rack.waitUntilAnswering(index) }
             let committed = try await operatorFor(rack, first).run(.initialize, threshold: 3)
@@ -282,13 +284,19 @@ final class RackDemo {
             epoch = shrunk.epoch
             let remaining = [0, 2, 3, 4, 5]
             try await rack.waitUntil(remaining, "unlocked without node 2") { $0.unlockedEpoch == epoch }
-            out.say("   node 2 restarts and asks for shares: the others answer that it was expunged")
+            out.say("   the operator tells node 2, with the signed configuration; its peers now refuse its certificate")
             await rack.stop(1)
             try await rack.start(1)
             let refused = try await rack.waitUntil([1], "told it was expunged") { $0.expunged != nil }
             guard refused[0].unlockedEpoch == nil else { throw CommandFailure("the removed node unlocked") }
+            let connected = try await rack.waitUntil(remaining, "without node 2") {
+                !$0.connected.contains(removed)
+            }
+            guard connected.allSatisfy({ !$0.connected.contains(removed) }) else {
+                throw CommandFailure("a member still holds a channel to the removed node")
+            }
             return
-                "epoch \(epoch), N=\(shrunk.memberCount); node 2 refused (expunged at epoch \(refused[0].expunged.map { "\($0.epoch)" } ?? "?"))"
+                "epoch \(epoch), N=\(shrunk.memberCount); node 2 refused (expunged at epoch \(refused[0].expunged.map { "\($0.epoch)" } ?? "?"), no channel to the others)"
         }
         try await step("7. storage key from the KMS") {
             var printer = out

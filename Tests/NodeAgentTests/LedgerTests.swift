@@ -304,31 +304,93 @@ func contains(_ haystack: [UInt8], _ needle: some Collection<UInt8>) -> Bool {
     return (0...(haystack.count - needle.count)).contains { Array(haystack[$0..<($0 + needle.count)]) == needle }
 }
 
-@Suite("Agent state beside the ledger")
+@Suite("Agent state beside the ledger, sealed by the root of trust")
 struct AgentStateTests {
+    static func sample(generation: UInt64, epoch: Epoch) -> AgentState {
+        var state = AgentState()
+        state.peers["kr:sn-2"] = "127.0.0.1:7002"
+        state.disks["data0"] = epoch
+        state.alarms = ["RackSecretDecryptionFailed(epoch: 3)"]
+        state.generation = generation
+        return state
+    }
+
     @Test("written to both directories; the higher generation wins; a damaged copy is reported, not fatal")
     func roundTripAndDamage() throws {
         let fixture = try LedgerFixture()
         _ = try fixture.ledger()  // creates the directories
-        #expect(AgentState.load(from: fixture.directories) == AgentState.Loaded(state: AgentState(), problems: []))
-        var state = AgentState()
-        state.peers["kr:sn-2"] = "127.0.0.1:7002"
-        state.disks["data0"] = Epoch(3)
-        state.alarms = ["RackSecretDecryptionFailed(epoch: 3)"]
-        state.generation = 1
-        try state.save(to: fixture.directories)
+        let rot = fixture.rootOfTrust
+        #expect(
+            AgentState.load(from: fixture.directories, rootOfTrust: rot)
+                == AgentState.Loaded(state: AgentState(), problems: []))
+        var state = Self.sample(generation: 1, epoch: 3)
+        try state.save(to: fixture.directories, rootOfTrust: rot)
         let stale = try Data(contentsOf: fixture.directories[1].appendingPathComponent(AgentState.fileName))
-        state.disks["data0"] = Epoch(4)
-        state.generation = 2
-        try state.save(to: fixture.directories)
-        #expect(state.generation == 2)
+        #expect(!contains(Array(stale), Array("127.0.0.1:7002".utf8)))  // sealed, not in the clear
+        state = Self.sample(generation: 2, epoch: 4)
+        try state.save(to: fixture.directories, rootOfTrust: rot)
         // One copy is older (a crash between the two writes): the newer wins.
         try stale.write(to: fixture.directories[1].appendingPathComponent(AgentState.fileName))
-        #expect(AgentState.load(from: fixture.directories).state == state)
+        #expect(AgentState.load(from: fixture.directories, rootOfTrust: rot).state == state)
         // One copy damaged: reported, the other used.
-        try Data("{not json".utf8).write(to: fixture.directories[0].appendingPathComponent(AgentState.fileName))
-        let loaded = AgentState.load(from: fixture.directories)
+        var tampered = try Data(contentsOf: fixture.directories[0].appendingPathComponent(AgentState.fileName))
+        tampered[tampered.count - 1] ^= 1
+        try tampered.write(to: fixture.directories[0].appendingPathComponent(AgentState.fileName))
+        let loaded = AgentState.load(from: fixture.directories, rootOfTrust: rot)
         #expect(loaded.state.disks["data0"] == Epoch(3))
-        #expect(loaded.problems.count == 1 && loaded.problems[0].contains("not a valid agent state file"))
+        #expect(loaded.problems.count == 1 && loaded.problems[0].contains("does not open"))
+    }
+
+    @Test("a copy sealed by another root of trust, or a plain file in its place, does not load")
+    func otherRootOfTrust() throws {
+        let fixture = try LedgerFixture()
+        _ = try fixture.ledger()
+        var random = SeededRandomSource(seed: 77)
+        let other = try SoftwareRootOfTrust(seed: random.secretBytes(32))
+        try Self.sample(generation: 5, epoch: 2).save(to: fixture.directories, rootOfTrust: other)
+        let loaded = AgentState.load(from: fixture.directories, rootOfTrust: fixture.rootOfTrust)
+        #expect(loaded.state == AgentState())
+        #expect(loaded.problems.count == 2)
+        var forged = Self.sample(generation: UInt64.max, epoch: 9)
+        forged.peers["evil:sn-1"] = "10.0.0.1:1"
+        let json = try JSONEncoder().encode(forged)
+        for directory in fixture.directories {
+            try json.write(to: directory.appendingPathComponent(AgentState.fileName))
+        }
+        let plain = AgentState.load(from: fixture.directories, rootOfTrust: fixture.rootOfTrust)
+        #expect(plain.state == AgentState())
+        #expect(plain.problems.allSatisfy { $0.contains("not a sealed agent state file") })
+    }
+
+    @Test("an unsealed agent.json of an earlier release is read once, reported, and replaced by a sealed copy")
+    func legacyMigration() throws {
+        let fixture = try LedgerFixture()
+        _ = try fixture.ledger()
+        let rot = fixture.rootOfTrust
+        let old = Self.sample(generation: 7, epoch: 2)
+        let json = try JSONEncoder().encode(old)
+        for directory in fixture.directories {
+            try json.write(to: directory.appendingPathComponent(AgentState.legacyFileName))
+        }
+        let loaded = AgentState.load(from: fixture.directories, rootOfTrust: rot)
+        #expect(loaded.state == old)
+        #expect(
+            loaded.problems == [
+                "the agent state is an unsealed agent.json from an earlier release; it is sealed at the next write"
+            ])
+        var next = loaded.state
+        next.generation += 1
+        try next.save(to: fixture.directories, rootOfTrust: rot)
+        for directory in fixture.directories {
+            #expect(
+                !FileManager.default.fileExists(
+                    atPath: directory.appendingPathComponent(AgentState.legacyFileName).path))
+        }
+        #expect(
+            AgentState.load(from: fixture.directories, rootOfTrust: rot) == AgentState.Loaded(state: next, problems: [])
+        )
+        // Once sealed copies exist, a planted agent.json is ignored.
+        try json.write(to: fixture.directories[0].appendingPathComponent(AgentState.legacyFileName))
+        #expect(AgentState.load(from: fixture.directories, rootOfTrust: rot).state == next)
     }
 }

@@ -84,9 +84,9 @@ struct RackStateTests {
             let first = try await setUp(rack, [0, 1, 2], threshold: 2)
             let rotated = try await rack.rackOperator().run(.rotate)
             try await rack.waitUntil([0], "unlocked at the new epoch") { $0.unlockedEpoch == rotated.epoch }
-            // A non-empty directory where node 1's second agent.json must go: its writes fail.
+            // A non-empty directory where node 1's second agent.sealed must go: its writes fail.
             let file = URL(fileURLWithPath: rack.members[0].configuration.ledger[1])
-                .appendingPathComponent("agent.json")
+                .appendingPathComponent("agent.sealed")
             try? FileManager.default.removeItem(at: file)
             try FileManager.default.createDirectory(
                 at: file.appendingPathComponent("blocker"), withIntermediateDirectories: true)

@@ -134,7 +134,7 @@ public struct AdminError: Error, Codable, Sendable, Hashable, CustomStringConver
         public static let halted = Code(rawValue: "NODE-HALTED")
         /// The node is stopping.
         public static let stopping = Code(rawValue: "NODE-STOPPING")
-        /// The agent state (`agent.json`) could not be written; nothing was recorded.
+        /// The agent state (`agent.sealed`) could not be written; nothing was recorded.
         public static let stateWrite = Code(rawValue: "NODE-STATE-WRITE")
         /// The disk is not one of the node's.
         public static let diskUnknown = Code(rawValue: "NODE-DISK-UNKNOWN")

@@ -93,7 +93,7 @@ public actor NodeRuntime: Service {
         } catch {
             throw NodeRuntimeError(.ledger, "the ledger cannot be opened: \(error.reason)")
         }
-        let agent = AgentState.load(from: ledger.directories)
+        let agent = AgentState.load(from: ledger.directories, rootOfTrust: rootOfTrust)
         let problems = loaded.problems.map { "\($0.path): \($0.reason)" }
         for problem in problems {
             logger.warning("a ledger copy is unusable; using the other", metadata: ["problem": "\(problem)"])
@@ -188,7 +188,7 @@ public actor NodeRuntime: Service {
                 }
             case .saveAgentState(let state):
                 do {
-                    try state.save(to: ledger.directories)
+                    try state.save(to: ledger.directories, rootOfTrust: ledger.rootOfTrust)
                     queue += core.handle(.agentStateSaved(generation: state.generation))
                 } catch {
                     queue += core.handle(.agentStateSaveFailed(generation: state.generation, reason: error.reason))
@@ -411,7 +411,7 @@ public actor NodeRuntime: Service {
         let before = core.agentState
         guard let state = core.recordVolume(disk: disk, plan: plan, keyedEpoch: keyedEpoch) else { return }
         do {
-            try state.save(to: ledger.directories)
+            try state.save(to: ledger.directories, rootOfTrust: ledger.rootOfTrust)
         } catch {
             core.restoreAgentState(before)
             logger.error("cannot write the agent state", metadata: ["reason": "\(error.reason)"])

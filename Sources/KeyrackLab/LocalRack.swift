@@ -226,6 +226,12 @@ public final class LocalRack {
         await Self.waitForExit(process)
     }
 
+    /// Sends `signal` to node `index`'s process, if it runs (SIGHUP: reload the denied certificates).
+    public func signal(_ index: Int, _ signal: Int32) {
+        guard let process = processes[index], process.isRunning else { return }
+        kill(process.processIdentifier, signal)
+    }
+
     /// Stops every node.
     public func stopAll(signal: Int32 = SIGTERM) async {
         for index in Array(processes.keys).sorted() {

@@ -81,3 +81,37 @@ struct RemovedNodeTests {
         }
     }
 }
+
+/// Issue 13, item 5: a device certificate denied by serial number in a
+/// node's configuration is refused from the next handshake on, after SIGHUP.
+@Suite("Denied device certificates, reloaded on SIGHUP")
+struct DeniedSerialTests {
+    @Test("after SIGHUP a denied peer's channel is dropped and not re-established; undenied, it comes back")
+    func deniedOnHangup() async throws {
+        try await withRack(count: 3) { rack in
+            _ = try await setUp(rack, Array(0..<3), threshold: 2)
+            try await rack.waitUntil([0], "connected to both") { $0.connected.count == 2 }
+            let denied = rack.members[2]
+            let certificate = try Certificate(
+                pemEncoded: String(contentsOfFile: denied.configuration.certificate, encoding: .utf8))
+            let serial = NodeConfiguration.serialText(Array(certificate.serialNumber.bytes))
+            var configuration = rack.members[0].configuration
+            configuration.deniedSerials = [serial]
+            try configuration.json().write(to: URL(fileURLWithPath: rack.members[0].configurationFile))
+            rack.signal(0, SIGHUP)
+            try await rack.waitUntil([0], "without the denied peer") {
+                $0.connected == [rack.members[1].platform]
+            }
+            // It stays refused: the denied node keeps dialing and is refused in the handshake.
+            try await Task.sleep(for: .seconds(2))
+            let still = try #require(await rack.statuses([0])[0])
+            #expect(!still.connected.contains(denied.platform))
+            #expect(still.committedEpoch == 1 && still.unlockedEpoch == 1)
+            // Undenied and reloaded: it comes back.
+            configuration.deniedSerials = []
+            try configuration.json().write(to: URL(fileURLWithPath: rack.members[0].configurationFile))
+            rack.signal(0, SIGHUP)
+            try await rack.waitUntil([0], timeout: .seconds(60), "connected to both again") { $0.connected.count == 2 }
+        }
+    }
+}

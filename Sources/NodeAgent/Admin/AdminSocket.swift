@@ -19,29 +19,43 @@ public enum AdminSocket {
     /// Listens at `path` (replacing a stale socket file) and answers each
     /// request with `handle`. Returns the listener once it is bound.
     ///
-    /// The socket file is created under umask 0177, so it is never
-    /// accessible to others, not even between `bind` and `chmod` (review
-    /// finding L5); the umask is process-wide for that instant, which only
-    /// makes a file created meanwhile more private.
+    /// The socket is bound inside a fresh 0700 directory beside `path`,
+    /// made 0600 there and renamed into place, so it is never accessible to
+    /// others, not even between `bind` and `chmod` (review finding L5). The
+    /// process umask is not touched (it is process-wide: changing it, even
+    /// for an instant, made files other threads created meanwhile
+    /// unusable). A stale socket at `path` is replaced; anything else there
+    /// is an error.
     static func listen(
         path: String,
         requestDeadline: TimeAmount = requestDeadline,
         handle: @escaping @Sendable (AdminRequest) async -> AdminResponse
     ) async throws(AdminError) -> AdminListener {
+        var existing = stat()
+        if lstat(path, &existing) == 0, existing.st_mode & S_IFMT != S_IFSOCK {
+            throw AdminError(.socket, "cannot listen on \(path): something other than a socket is there")
+        }
+        let parent = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        let staging = parent + "/.kr-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        guard mkdir(staging, 0o700) == 0 else {
+            throw AdminError(.socket, "cannot create a private directory beside \(path) (errno \(errno))")
+        }
+        let bound = staging + "/s"
+        defer {
+            unlink(bound)
+            rmdir(staging)
+        }
         let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
-        PrivateUmask.enter()
-        defer { PrivateUmask.leave() }
         do {
             server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
-                    framed(channel)
-                }
+                .bind(unixDomainSocketPath: bound) { channel in framed(channel) }
         } catch {
             throw AdminError(.socket, "cannot listen on \(path): \(error)")
         }
-        guard chmod(path, 0o600) == 0 else {
+        guard chmod(bound, 0o600) == 0, rename(bound, path) == 0 else {
+            let code = errno
             try? await server.channel.close()
-            throw AdminError(.socket, "cannot make \(path) private (errno \(errno))")
+            throw AdminError(.socket, "cannot put the private socket at \(path) (errno \(code))")
         }
         return AdminListener(server: server, requestDeadline: requestDeadline, handle: handle)
     }
@@ -114,27 +128,6 @@ public enum AdminSocket {
         let response = try await call(request, path: path)
         if let error = response.error { throw error }
         return response
-    }
-}
-
-/// Umask 0177 while any admin socket is being bound in this process (the
-/// first to enter sets it, the last to leave restores the previous mask), so
-/// concurrent binds cannot leave the process with the wrong mask.
-enum PrivateUmask {
-    private static let state = Mutex<(count: Int, previous: mode_t)>((0, 0))
-
-    static func enter() {
-        state.withLock { state in
-            if state.count == 0 { state.previous = umask(0o177) }
-            state.count += 1
-        }
-    }
-
-    static func leave() {
-        state.withLock { state in
-            state.count -= 1
-            if state.count == 0 { umask(state.previous) }
-        }
     }
 }
 

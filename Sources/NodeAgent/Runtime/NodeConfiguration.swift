@@ -192,7 +192,7 @@ public struct NodeConfiguration: Sendable, Equatable {
 
     /// A certificate serial number as ``deniedSerials`` holds it.
     public static func serialText(_ bytes: some Collection<UInt8>) -> String {
-        let text = bytes.map { String(format: "%02x", $0) }.joined().drop(while: { $0 == "0" })
+        let text = Array(bytes).hexString.drop(while: { $0 == "0" })
         return text.isEmpty ? "0" : String(text)
     }
 

@@ -84,3 +84,10 @@ private func decodeNibble(_ char: UInt8) -> (UInt8, Int) {
     let valid = digit | lower | upper
     return (UInt8(truncatingIfNeeded: value), ~valid & 1)
 }
+
+extension FixedWidthInteger {
+    /// The big-endian bytes (the wire format's and the sealed files' headers).
+    package var bigEndianBytes: [UInt8] {
+        withUnsafeBytes(of: self.bigEndian) { Array($0) }
+    }
+}

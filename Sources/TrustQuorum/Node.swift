@@ -115,15 +115,8 @@ public struct Node: Sendable {
     /// "Admission is membership" in trust-quorum.md.)
     public var admittedPeers: Set<PlatformId>? {
         guard persistentState.expunged == nil else { return [] }
-        var peers = Set<PlatformId>()
-        if let (_, ticket) = persistentState.preparedUnderTicket { peers.formUnion(ticket.ticket.members) }
-        if case .coordinating(let coordinator) = state { peers.formUnion(coordinator.request.members) }
-        guard let latest = persistentState.latestCommittedConfiguration else {
-            return nil
-        }
-        peers.formUnion(latest.members.keys)
-        peers.remove(platformId)
-        return peers
+        guard let latest = persistentState.latestCommittedConfiguration else { return nil }
+        return provisionalPeers.union(latest.members.keys).subtracting([platformId])
     }
 
     /// Peers admitted before the first commit in addition to the caller's

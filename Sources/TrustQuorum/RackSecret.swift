@@ -202,13 +202,6 @@ public enum RackSecretChain {
     private static let zeroNonce = try! ChaChaPoly.Nonce(data: [UInt8](repeating: 0, count: 12))
 }
 
-extension FixedWidthInteger {
-    /// The big-endian bytes.
-    var bigEndianBytes: [UInt8] {
-        withUnsafeBytes(of: self.bigEndian) { Array($0) }
-    }
-}
-
 extension UnsafeRawBufferPointer {
     func loadBigEndianUInt32(at offset: Int) -> UInt32 {
         var value: UInt32 = 0

@@ -61,6 +61,66 @@ struct WireFormatTests {
         }
     }
 
+    /// A ticket's wire bytes, field by field, so each can be made wrong.
+    static func ticketBytes(
+        kind: UInt8 = 1, flag: UInt8 = 0, members: [PlatformId], count: UInt16? = nil
+    ) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(kind)
+        writer.write(rack.bytes)
+        writer.write(UInt64(3))
+        writer.write(PlatformId(part: "913", serial: "S0"))
+        writer.write(UInt8(3))
+        writer.write(flag)
+        if flag == 1 { writer.write(UInt64(2)) }
+        writer.write(count ?? UInt16(members.count))
+        for member in members { writer.write(member) }
+        return writer.bytes
+    }
+
+    @Test("a malformed ticket or operator signature is refused with the field named")
+    func ticketAndSignatureErrors() throws {
+        let members = Self.configuration().sortedMembers
+        func ticketCode(_ bytes: [UInt8]) -> WireError.Code? {
+            var reader = ByteReader(bytes)
+            do {
+                _ = try reader.readTicket()
+                return nil
+            } catch {
+                return error.code
+            }
+        }
+        var reader = ByteReader(Self.ticketBytes(flag: 1, members: members))
+        #expect(try reader.readTicket() == Self.ticket.ticket)
+        #expect(ticketCode(Self.ticketBytes(kind: 2, members: members)) == nil)
+        #expect(ticketCode(Self.ticketBytes(kind: 9, members: members)) == .invalidField)
+        #expect(ticketCode(Self.ticketBytes(flag: 2, members: members)) == .invalidField)
+        #expect(ticketCode(Self.ticketBytes(kind: 2, flag: 1, members: members)) == .invalidField)
+        #expect(ticketCode(Self.ticketBytes(members: members, count: 300)) == .invalidField)
+        #expect(ticketCode(Self.ticketBytes(members: members.reversed())) == .invalidField)
+        #expect(ticketCode(Array(Self.ticketBytes(members: members).dropLast())) == .truncated)
+        func signatureCode(credential: Int, signature: Int) -> WireError.Code? {
+            var writer = ByteWriter()
+            writer.write(UInt16(credential))
+            writer.write([UInt8](repeating: 1, count: credential))
+            writer.write(UInt16(signature))
+            writer.write([UInt8](repeating: 2, count: signature))
+            var reader = ByteReader(writer.bytes)
+            do {
+                _ = try reader.readSignature()
+                return nil
+            } catch {
+                return error.code
+            }
+        }
+        #expect(signatureCode(credential: 32, signature: 64) == nil)
+        #expect(signatureCode(credential: 0, signature: 64) == .invalidField)
+        #expect(signatureCode(credential: 32, signature: 0) == .invalidField)
+        #expect(
+            signatureCode(credential: OperatorSignature.maximumCredentialLength + 1, signature: 64) == .invalidField)
+        #expect(signatureCode(credential: 32, signature: OperatorSignature.maximumSignatureLength + 1) == .invalidField)
+    }
+
     @Test("a message larger than a frame is refused when encoding")
     func oversizeEncode() {
         let huge = try! Configuration(

@@ -99,10 +99,7 @@ public struct Ledger: Sendable {
     }
 
     func seal(_ state: PersistentState, generation: UInt64) throws(LedgerError) -> [UInt8] {
-        var header = Self.magic + [Self.version]
-        for shift in stride(from: 56, through: 0, by: -8) {
-            header.append(UInt8(truncatingIfNeeded: generation >> UInt64(shift)))
-        }
+        let header = Self.magic + [Self.version] + generation.bigEndianBytes
         do {
             var encoded = try JSONEncoder().encode(state)
             var plaintext = Array(encoded)

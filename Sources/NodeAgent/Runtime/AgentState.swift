@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackCore
 import TrustQuorum
 
 /// What the node agent keeps beside the trust-quorum ledger, in the same two
@@ -101,10 +102,7 @@ public struct AgentState: Codable, Equatable, Sendable {
         guard let bytes = try? encoder.encode(self) else {
             throw AtomicFileError(.encode, "cannot encode the agent state")
         }
-        var header = Self.magic + [Self.version]
-        for shift in stride(from: 56, through: 0, by: -8) {
-            header.append(UInt8(truncatingIfNeeded: generation >> UInt64(shift)))
-        }
+        let header = Self.magic + [Self.version] + generation.bigEndianBytes
         let sealed: [UInt8]
         do {
             sealed = header + (try rootOfTrust.seal(Array(bytes), purpose: Self.purpose, authenticating: header))

@@ -150,27 +150,28 @@ public final class LocalRack {
     /// Whether node `index` has a running process.
     public func isRunning(_ index: Int) -> Bool { processes[index]?.isRunning ?? false }
 
-    /// Starts node `index` (`keyrack node run --config …`), logging to its
-    /// ``Member/logFile``, and returns once its admin socket answers.
+    /// Starts node `index` (`keyrack node run --config …`, then `arguments`),
+    /// logging to its ``Member/logFile``, and returns once its admin socket answers.
     public func start(
         _ index: Int,
+        arguments: [String] = [],
         environment: [String: String] = [:],
         executable: String? = nil,
         timeout: Duration = .seconds(60)
     ) async throws(LabError) {
-        try launch(index, environment: environment, executable: executable)
+        try launch(index, arguments: arguments, environment: environment, executable: executable)
         try await waitUntilAnswering(index, timeout: timeout)
     }
 
     /// Starts the process of node `index` without waiting for it.
-    public func launch(_ index: Int, environment: [String: String] = [:], executable: String? = nil)
-        throws(LabError)
-    {
+    public func launch(
+        _ index: Int, arguments: [String] = [], environment: [String: String] = [:], executable: String? = nil
+    ) throws(LabError) {
         guard !isRunning(index) else { return }
         let member = members[index]
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable ?? self.executable)
-        process.arguments = ["node", "run", "--config", member.configurationFile]
+        process.arguments = ["node", "run", "--config", member.configurationFile] + arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         do {
             if !FileManager.default.fileExists(atPath: member.logFile) {

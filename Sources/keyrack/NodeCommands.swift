@@ -32,9 +32,21 @@ struct NodeCommand: AsyncParsableCommand {
                 rack secret of its latest committed epoch) as soon as enough peers answer, and logs \
                 to standard error. SIGTERM or SIGINT stops it; its state is on disk at every step. \
                 SIGHUP reads the denied device serials (identity.deniedSerials) again.
+
+                The root of trust records the highest ledger generation written. A node whose \
+                ledger is older than that (restored from an old copy) or gone (both directories \
+                empty) refuses to start; --reinitialise starts it, once, as a new node with no \
+                share (the operator's next commit, `keyrack rack rotate`, gives it one), and only \
+                when no ledger copy exists.
                 """
         )
         @Option(help: "The node's configuration file (JSON).") var config: String
+        @Flag(
+            help: """
+                Start as a new node although this node's root of trust says it was initialised: \
+                for a node whose ledger is lost for good. Refused while a ledger copy exists.
+                """)
+        var reinitialise = false
         @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
 
         func run() async throws {
@@ -81,7 +93,8 @@ struct NodeCommand: AsyncParsableCommand {
                     configuration: configuration,
                     logger: logger,
                     crashAfterPersist: crashHook,
-                    volumeOptions: volumeOptions
+                    volumeOptions: volumeOptions,
+                    reinitialise: reinitialise
                 )
             } catch {
                 writeStandardError("keyrack: \(error)\n")

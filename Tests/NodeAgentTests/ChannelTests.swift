@@ -219,4 +219,10 @@ final class RecordingRootOfTrust: RootOfTrust, @unchecked Sendable {
     {
         try inner.open(sealed, purpose: purpose, authenticating: authenticatedData)
     }
+
+    func ledgerMarker() throws(RootOfTrustError) -> UInt64? { try inner.ledgerMarker() }
+
+    func advanceLedgerMarker(to generation: UInt64) throws(RootOfTrustError) {
+        try inner.advanceLedgerMarker(to: generation)
+    }
 }

@@ -394,3 +394,141 @@ struct AgentStateTests {
         #expect(AgentState.load(from: fixture.directories, rootOfTrust: rot).state == next)
     }
 }
+
+@Suite("Ledger anti-rollback marker (review L3)")
+struct LedgerMarkerTests {
+    /// Both copies as they are now.
+    static func snapshot(_ fixture: LedgerFixture) throws -> [Data] {
+        try (0..<2).map { try Data(contentsOf: fixture.file($0)) }
+    }
+
+    @Test("an older ledger restored over the current one is refused, and nothing is changed")
+    func rollbackRefused() throws {
+        let fixture = try LedgerFixture()
+        let ledger = try fixture.ledger()
+        try ledger.write(PersistentState.empty, generation: 1)
+        let old = try Self.snapshot(fixture)
+        try ledger.write(fixture.state, generation: 2)
+        for index in 0..<2 { try old[index].write(to: fixture.file(index)) }
+        let refused = #expect(throws: LedgerError.self) { try ledger.load() }
+        #expect(refused?.code == .rollback)
+        #expect(refused?.reason.contains("generation 1") == true)
+        #expect(refused?.reason.contains("recorded generation 2") == true)
+        #expect(try Self.snapshot(fixture) == old)
+        #expect(try fixture.rootOfTrust.ledgerMarker() == 2)
+        // One stale copy beside a current one is a crash between two writes, not a rollback.
+        try ledger.write(fixture.state, generation: 3)
+        try old[1].write(to: fixture.file(1))
+        #expect(try ledger.load().generation == 3)
+    }
+
+    @Test("an initialised node whose ledger is gone does not start as a new node unless reinitialised")
+    func missingRefused() throws {
+        let fixture = try LedgerFixture()
+        let ledger = try fixture.ledger()
+        try ledger.write(fixture.state, generation: 3)
+        for index in 0..<2 { try FileManager.default.removeItem(at: fixture.file(index)) }
+        let refused = #expect(throws: LedgerError.self) { try ledger.load() }
+        #expect(refused?.code == .missing)
+        #expect(refused?.reason.contains("--reinitialise") == true)
+        // Reinitialised: a new node, its generations going on above the marker.
+        let fresh = try ledger.load(reinitialise: true)
+        #expect(fresh.state == nil)
+        #expect(fresh.generation == 3)
+        #expect(fresh.problems.map(\.reason) == ["the ledger was reinitialised (--reinitialise)"])
+        try ledger.write(PersistentState.empty, generation: fresh.generation + 1)
+        let loaded = try ledger.load()
+        #expect(loaded.generation == 4)
+        #expect(loaded.state == PersistentState.empty)
+        #expect(try fixture.rootOfTrust.ledgerMarker() == 4)
+    }
+
+    @Test("--reinitialise while a ledger copy exists is refused and deletes nothing", arguments: [1, 2])
+    func reinitialiseWithCopies(copies: Int) throws {
+        let fixture = try LedgerFixture()
+        let ledger = try fixture.ledger()
+        try ledger.write(fixture.state, generation: 2)
+        if copies == 1 { try FileManager.default.removeItem(at: fixture.file(0)) }
+        let refused = #expect(throws: LedgerError.self) { try ledger.load(reinitialise: true) }
+        #expect(refused?.code == .reinitialise)
+        #expect(FileManager.default.fileExists(atPath: fixture.file(1).path))
+        #expect(try ledger.load().state == fixture.state)
+    }
+
+    @Test("a ledger written before markers existed loads and sets the marker; a brand-new node has none")
+    func legacyLedgerSetsMarker() throws {
+        let fixture = try LedgerFixture()
+        try fixture.ledger().write(fixture.state, generation: 9)
+        // The same device key, with no marker recorded yet (an earlier release).
+        var random = SeededRandomSource(seed: 99)
+        let earlier = try SoftwareRootOfTrust(seed: random.secretBytes(32))
+        #expect(try earlier.ledgerMarker() == nil)
+        #expect(try fixture.ledger(earlier).load().generation == 9)
+        #expect(try earlier.ledgerMarker() == 9)
+        let blank = try LedgerFixture()
+        #expect(try blank.ledger().load().state == nil)
+        #expect(try blank.rootOfTrust.ledgerMarker() == nil)
+    }
+
+    @Test("the marker file: written atomically (0600) beside the key, never lowered, authenticated")
+    func markerFile() throws {
+        let fixture = try LedgerFixture()
+        try FileManager.default.createDirectory(at: fixture.root, withIntermediateDirectories: true)
+        let keyFile = fixture.root.appendingPathComponent("device.key").path
+        let rootOfTrust = try SoftwareRootOfTrust.create(keyFile: keyFile)
+        let markerPath = LedgerMarkerFile.path(forKeyFile: keyFile)
+        #expect(try rootOfTrust.ledgerMarker() == nil)
+        try fixture.ledger(rootOfTrust).write(fixture.state, generation: 5)
+        let attributes = try FileManager.default.attributesOfItem(atPath: markerPath)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        // The marker survives the process: the key file opened again reads it.
+        let reopened = try SoftwareRootOfTrust(keyFile: keyFile)
+        #expect(try reopened.ledgerMarker() == 5)
+        let lowered = #expect(throws: RootOfTrustError.self) { try reopened.advanceLedgerMarker(to: 4) }
+        #expect(lowered?.code == .marker)
+        #expect(try reopened.ledgerMarker() == 5)
+        // Its generation is authenticated: raising it by hand makes it unusable, not higher.
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: markerPath)))
+        let genuine = bytes
+        bytes[12] ^= 0x80
+        try Data(bytes).write(to: URL(fileURLWithPath: markerPath))
+        let forged = #expect(throws: RootOfTrustError.self) { try reopened.ledgerMarker() }
+        #expect(forged?.code == .marker)
+        let refused = #expect(throws: LedgerError.self) { try fixture.ledger(reopened).load() }
+        #expect(refused?.code == .marker)
+        // Another node's marker, copied over, does not authenticate either.
+        let otherKey = fixture.root.appendingPathComponent("other.key").path
+        let other = try SoftwareRootOfTrust.create(keyFile: otherKey)
+        try other.advanceLedgerMarker(to: 1)
+        try Data(contentsOf: URL(fileURLWithPath: LedgerMarkerFile.path(forKeyFile: otherKey)))
+            .write(to: URL(fileURLWithPath: markerPath))
+        #expect((#expect(throws: RootOfTrustError.self) { try reopened.ledgerMarker() })?.code == .marker)
+        // Truncated: the same.
+        try Data(genuine.prefix(20)).write(to: URL(fileURLWithPath: markerPath))
+        #expect((#expect(throws: RootOfTrustError.self) { try reopened.ledgerMarker() })?.code == .marker)
+        try Data(genuine).write(to: URL(fileURLWithPath: markerPath))
+        #expect(try fixture.ledger(reopened).load().generation == 5)
+    }
+
+    @Test("a marker that cannot be raised fails the write, and the next load still opens what was written")
+    func markerWriteFailure() throws {
+        let fixture = try LedgerFixture()
+        try FileManager.default.createDirectory(at: fixture.root, withIntermediateDirectories: true)
+        let markerPath = fixture.root.appendingPathComponent("marker").path
+        var random = SeededRandomSource(seed: 5)
+        let rootOfTrust = try SoftwareRootOfTrust(seed: random.secretBytes(32), markerFile: markerPath)
+        let ledger = try fixture.ledger(rootOfTrust)
+        try ledger.write(fixture.state, generation: 1)
+        // A non-empty directory where the marker must be renamed to.
+        try FileManager.default.removeItem(atPath: markerPath)
+        try FileManager.default.createDirectory(
+            atPath: markerPath + "/blocker", withIntermediateDirectories: true)
+        let failed = #expect(throws: LedgerError.self) { try ledger.write(fixture.state, generation: 2) }
+        #expect(failed?.code == .marker)
+        #expect(failed?.reason.contains("the ledger is written") == true)
+        let unreadable = #expect(throws: LedgerError.self) { try ledger.load() }
+        #expect(unreadable?.code == .marker)
+        try FileManager.default.removeItem(atPath: markerPath)
+        #expect(try ledger.load().generation == 2)
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackLab
 import KeyrackTestSupport
 import NodeAgent
 import Testing
@@ -167,6 +168,56 @@ struct RackStateTests {
             #expect(recovered[0].ledgerProblems.contains { $0.contains("missing while the other copy exists") })
             #expect(recovered[0].alarms.contains { $0.hasPrefix("NodeHalted") })
             #expect(try await diskKey(rack, 0) == diskKey(rack, 1))
+        }
+    }
+
+    @Test(
+        "a node whose ledger was rolled back or deleted refuses to start; --reinitialise starts it as new and it gets its share back"
+    )
+    func ledgerRollbackAndLoss() async throws {
+        try await withRack(count: 3) { rack in
+            try await setUp(rack, [0, 1, 2], threshold: 2)
+            let member = rack.members[0]
+            let files = member.configuration.ledger.map { URL(fileURLWithPath: $0).appendingPathComponent("ledger") }
+            let old = try files.map { try Data(contentsOf: $0) }
+            let rotated = try await rack.rackOperator().run(.rotate)
+            try await rack.waitUntil([0, 1, 2], "unlocked at the new epoch") { $0.unlockedEpoch == rotated.epoch }
+            await rack.stop(0)
+            let current = try files.map { try Data(contentsOf: $0) }
+
+            // The copies from before the rotation, restored: refused, and left as they are.
+            for (file, bytes) in zip(files, old) { try bytes.write(to: file) }
+            let rolledBack = await #expect(throws: LabError.self) { try await rack.start(0) }
+            #expect(rolledBack?.code == .start)
+            #expect(rolledBack?.reason.contains("exited with status 1") == true)
+            #expect(rolledBack?.reason.contains("NODE-LEDGER-ROLLBACK") == true)
+            #expect(try files.map { try Data(contentsOf: $0) } == old)
+
+            // Both copies gone: refused too, and --reinitialise is refused while one exists.
+            try current[1].write(to: files[1])
+            let withCopy = await #expect(throws: LabError.self) {
+                try await rack.start(0, arguments: ["--reinitialise"])
+            }
+            #expect(withCopy?.reason.contains("NODE-LEDGER-REINITIALISE") == true)
+            #expect(try Data(contentsOf: files[1]) == current[1])
+            for file in files { try? FileManager.default.removeItem(at: file) }
+            let missing = await #expect(throws: LabError.self) { try await rack.start(0) }
+            #expect(missing?.reason.contains("NODE-LEDGER-MISSING") == true)
+
+            // Reinitialised, it starts with nothing; the others still unlock without it, and the
+            // operator's next commit hands it a share again.
+            try await rack.start(0, arguments: ["--reinitialise"])
+            let fresh = try #require(await rack.statuses([0])[0])
+            #expect(fresh.committedEpoch == nil)
+            #expect(fresh.ledgerProblems.contains { $0.contains("reinitialised") })
+            #expect(try await !diskKey(rack, 1).isEmpty)
+            let again = try await rack.rackOperator().run(.rotate)
+            try await rack.waitUntil([0, 1, 2], "unlocked after the reinitialised node got its share") {
+                $0.unlockedEpoch == again.epoch
+            }
+            await rack.stopAll()
+            for index in 0..<3 { try rack.launch(index) }
+            try await rack.waitUntil([0, 1, 2], "unlocked after a full restart") { $0.unlockedEpoch == again.epoch }
         }
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import KeyrackCore
 import SecretSharing
 import SwiftASN1
+import Synchronization
 import X509
 import _CryptoExtras
 
@@ -47,6 +48,16 @@ public protocol RootOfTrust: Sendable {
     /// `log` bound to `reportData` (what a peer's attestation asks for). A
     /// TPM would answer with a quote over its PCRs instead.
     func signMeasurements(_ log: MeasurementLog, reportData: [UInt8]) throws(RootOfTrustError) -> [UInt8]
+    /// The ledger's anti-rollback marker (review L3): the highest ledger
+    /// generation ever written under this root of trust, or nil if none
+    /// was. Kept outside the ledger directories, by the root of trust (a TPM
+    /// keeps it in an NV counter), so restoring an older ledger, or deleting
+    /// both copies, is seen at the next start. A marker that exists but
+    /// does not authenticate is an error, never "none".
+    func ledgerMarker() throws(RootOfTrustError) -> UInt64?
+    /// Raises the marker to `generation` (durably, before returning). It
+    /// never goes down: a lower value is an error and changes nothing.
+    func advanceLedgerMarker(to generation: UInt64) throws(RootOfTrustError)
 }
 
 /// A signature scheme of the device key, named by its TLS 1.3
@@ -135,6 +146,8 @@ public struct RootOfTrustErrorCode: ErrorCodes {
     public static let export = RootOfTrustErrorCode("NODE-ROT-EXPORT")
     /// Sealed data does not open: corrupt, truncated, or sealed by another root of trust or for another purpose.
     public static let open = RootOfTrustErrorCode("NODE-ROT-OPEN")
+    /// The ledger marker is corrupt or was written by another root of trust, or was asked to go down.
+    public static let marker = RootOfTrustErrorCode("NODE-ROT-MARKER")
 }
 
 /// The kinds of device key.
@@ -150,6 +163,13 @@ public enum DeviceKeyType: String, Sendable, CaseIterable {
 /// keys are derived from the key file with HKDF-SHA256 (salt
 /// `keyrack-rot-v1`, info the purpose) and used with ChaCha20-Poly1305 inside
 /// it.
+///
+/// Its ledger marker is the file `KEYFILE.marker` beside the key file
+/// (``LedgerMarkerFile``); a root of trust made from a seed (tests) keeps it
+/// in memory. Whoever can write the key file's directory can delete the
+/// marker too: the software root of trust stops a rollback of the ledger
+/// directories (the data disks), not of the disk that holds the key — a TPM
+/// does that.
 public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomDebugStringConvertible {
     private enum Key: Sendable {
         case ed25519(Curve25519.Signing.PrivateKey)
@@ -159,6 +179,8 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
     private let key: Key
     /// The key material the sealing keys are derived from.
     private let material: SecretBytes
+    /// Where the ledger marker is kept.
+    private let marker: LedgerMarkerStore
 
     /// Creates a new device key at `path` (never overwriting one).
     public static func create(keyFile path: String, type: DeviceKeyType = .ed25519) throws(RootOfTrustError)
@@ -188,7 +210,7 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
             unlink(path)
             throw RootOfTrustError(.io, "cannot write \(path)")
         }
-        return try SoftwareRootOfTrust(material: bytes)
+        return try SoftwareRootOfTrust(material: bytes, marker: .file(LedgerMarkerFile.path(forKeyFile: path)))
     }
 
     /// Opens the device key at `path`.
@@ -210,16 +232,17 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
         var ok = false
         let bytes = SecretBytes(count: size) { ok = read(descriptor, $0.baseAddress, size) == size }
         guard ok else { throw RootOfTrustError(.io, "cannot read \(path)") }
-        try self.init(material: bytes)
+        try self.init(material: bytes, marker: .file(LedgerMarkerFile.path(forKeyFile: path)))
     }
 
-    /// A root of trust over an Ed25519 seed (tests).
-    public init(seed: SecretBytes) throws(RootOfTrustError) {
+    /// A root of trust over an Ed25519 seed (tests): its ledger marker is
+    /// kept in memory, or in `markerFile` if given.
+    public init(seed: SecretBytes, markerFile: String? = nil) throws(RootOfTrustError) {
         guard seed.count == 32 else { throw RootOfTrustError(.format, "a device seed is 32 bytes") }
-        try self.init(material: seed)
+        try self.init(material: seed, marker: markerFile.map { .file($0) } ?? .memory(MemoryLedgerMarker()))
     }
 
-    private init(material: SecretBytes) throws(RootOfTrustError) {
+    private init(material: SecretBytes, marker: LedgerMarkerStore) throws(RootOfTrustError) {
         if material.count == 32 {
             guard let key = material.withUnsafeBytes({ try? Curve25519.Signing.PrivateKey(rawRepresentation: $0) })
             else {
@@ -235,6 +258,7 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
             self.key = .rsa(key)
         }
         self.material = material
+        self.marker = marker
     }
 
     /// The key type only; the key is never printed.
@@ -313,6 +337,27 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
         }
     }
 
+    public func ledgerMarker() throws(RootOfTrustError) -> UInt64? {
+        switch marker {
+        case .memory(let memory): return memory.value.withLock { $0 }
+        case .file(let path): return try LedgerMarkerFile.read(path, rootOfTrust: self)
+        }
+    }
+
+    public func advanceLedgerMarker(to generation: UInt64) throws(RootOfTrustError) {
+        switch marker {
+        case .memory(let memory):
+            try memory.value.withLock { (current: inout UInt64?) throws(RootOfTrustError) in
+                try LedgerMarkerFile.requireForward(from: current, to: generation)
+                current = generation
+            }
+        case .file(let path):
+            let current = try LedgerMarkerFile.read(path, rootOfTrust: self)
+            try LedgerMarkerFile.requireForward(from: current, to: generation)
+            if current != generation { try LedgerMarkerFile.write(generation, to: path, rootOfTrust: self) }
+        }
+    }
+
     /// The 256-bit key that seals data for `purpose`; it stays in here.
     private func sealingKey(purpose: String) -> SymmetricKey {
         material.withUnsafeBytes { bytes in
@@ -322,6 +367,72 @@ public struct SoftwareRootOfTrust: RootOfTrust, CustomStringConvertible, CustomD
                 info: Array(purpose.utf8),
                 outputByteCount: 32
             )
+        }
+    }
+}
+
+/// Where a software root of trust keeps its ledger marker.
+enum LedgerMarkerStore: Sendable {
+    case file(String)
+    case memory(MemoryLedgerMarker)
+}
+
+/// A ledger marker in memory (a root of trust made from a seed).
+final class MemoryLedgerMarker: Sendable {
+    let value = Mutex<UInt64?>(nil)
+}
+
+/// The ledger marker of a software root of trust, in a file beside the key
+/// file: `KRMK` ‖ version (1) ‖ generation (8 bytes, big-endian) ‖ an AEAD
+/// box of nothing that authenticates the header (purpose
+/// `keyrack-ledger-marker-v1`), so only this root of trust can write a
+/// marker it accepts. Written atomically (temporary file, fsync, rename,
+/// fsync of the directory), mode 0600.
+public enum LedgerMarkerFile {
+    static let magic = Array("KRMK".utf8)
+    static let version: UInt8 = 1
+    static let purpose = "keyrack-ledger-marker-v1"
+
+    /// The marker file of the device key at `keyFile`.
+    public static func path(forKeyFile keyFile: String) -> String { keyFile + ".marker" }
+
+    static func read(_ path: String, rootOfTrust: some RootOfTrust) throws(RootOfTrustError) -> UInt64? {
+        let bytes: [UInt8]
+        switch readFile(atPath: path) {
+        case .missing: return nil
+        case .unreadable(let reason): throw RootOfTrustError(.io, "the ledger marker \(path): \(reason)")
+        case .contents(let contents): bytes = contents
+        }
+        let refused = RootOfTrustError(
+            .marker,
+            "the ledger marker \(path) is corrupt or was written by another root of trust; it guards the ledger "
+                + "against rollback, so the node does not start without it (restore it, or delete it to trust the "
+                + "ledger copies as they are)")
+        guard bytes.count == 13 + 12 + 16, Array(bytes.prefix(4)) == magic, bytes[4] == version else { throw refused }
+        do {
+            _ = try rootOfTrust.open(Array(bytes[13...]), purpose: purpose, authenticating: Array(bytes[0..<13]))
+        } catch {
+            throw refused
+        }
+        return bytes[5..<13].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+
+    static func write(_ generation: UInt64, to path: String, rootOfTrust: some RootOfTrust) throws(RootOfTrustError) {
+        let header = magic + [version] + generation.bigEndianBytes
+        let tag = try rootOfTrust.seal([], purpose: purpose, authenticating: header)
+        let url = URL(fileURLWithPath: path)
+        do {
+            try writeAtomically(
+                header + tag, to: url.deletingLastPathComponent(), name: url.lastPathComponent)
+        } catch {
+            throw RootOfTrustError(.io, "cannot write the ledger marker: \(error.reason)")
+        }
+    }
+
+    static func requireForward(from current: UInt64?, to generation: UInt64) throws(RootOfTrustError) {
+        if let current, generation < current {
+            throw RootOfTrustError(
+                .marker, "the ledger marker is at generation \(current) and never goes back (asked for \(generation))")
         }
     }
 }

@@ -16,7 +16,9 @@ import TrustQuorum
 /// old or the new generation in each place, never a torn file. At load both
 /// copies are opened; the highest valid generation wins, and a copy that is
 /// corrupt, truncated or sealed by another root of trust is reported and the
-/// other used.
+/// other used. The root of trust keeps the highest generation written
+/// (``RootOfTrust/ledgerMarker()``), so an older ledger, or none, is
+/// refused at load.
 ///
 /// File format: `KRLG` ‖ version (1 byte, 1) ‖ generation (8 bytes, big
 /// endian) ‖ ChaCha20-Poly1305 sealed box (12-byte nonce ‖ ciphertext ‖
@@ -64,8 +66,27 @@ public struct Ledger: Sendable {
     }
 
     /// Opens both copies and returns the newest valid state. Throws only when
-    /// copies exist and none of them can be opened (nothing is silently lost).
-    public func load() throws(LedgerError) -> Loaded {
+    /// copies exist and none of them can be opened (nothing is silently lost),
+    /// and when the root of trust's ledger marker says the ledger was rolled
+    /// back or is gone (review L3):
+    /// - the newest copy is of a generation below the marker: the ledger was
+    ///   restored from an older copy (``LedgerErrorCode/rollback``);
+    /// - no copy exists but the marker says this node has written one: the
+    ///   node was initialised and its ledger was deleted or is not mounted
+    ///   (``LedgerErrorCode/missing``). With `reinitialise` it starts as a
+    ///   new node, its generations going on above the marker;
+    /// - `reinitialise` while a copy exists (``LedgerErrorCode/reinitialise``):
+    ///   nothing is thrown away on a flag; move the copies aside first.
+    ///
+    /// A ledger written before markers existed sets the marker to its
+    /// generation here.
+    public func load(reinitialise: Bool = false) throws(LedgerError) -> Loaded {
+        let marker: UInt64?
+        do {
+            marker = try rootOfTrust.ledgerMarker()
+        } catch {
+            throw LedgerError(.marker, error.reason)
+        }
         let copies = readCopies(of: Self.fileName, in: directories) { bytes throws(CopyRefused) in
             do throws(LedgerError) {
                 let (generation, state) = try self.open(bytes)
@@ -75,26 +96,69 @@ public struct Ledger: Sendable {
             }
         }
         var problems = copies.problems
-        if copies.existing > 0 && copies.newest == nil {
+        let paths = directories.map { $0.appendingPathComponent(Self.fileName).path }.joined(separator: " and ")
+        if copies.existing == 0 {
+            guard let marker else { return Loaded(state: nil, generation: 0, problems: []) }
+            guard reinitialise else {
+                throw LedgerError(
+                    .missing,
+                    "this node was initialised (its root of trust has recorded ledger generation \(marker)), but no "
+                        + "ledger copy exists at \(paths); it does not start as a new node on its own. Mount or "
+                        + "restore the ledger directories, or, if the ledger is lost for good, start it once with "
+                        + "`keyrack node run --reinitialise` (it starts with no share and gets one at the operator's next "
+                        + "commit, `keyrack rack rotate`)")
+            }
+            return Loaded(
+                state: nil, generation: marker,
+                problems: [(paths, "the ledger was reinitialised (--reinitialise)")])
+        }
+        if reinitialise {
+            throw LedgerError(
+                .reinitialise,
+                "--reinitialise starts a node whose ledger is gone, but \(copies.existing == 2 ? "both copies exist" : "a copy exists") "
+                    + "(\(paths)); nothing is deleted on a flag: move them aside first")
+        }
+        guard let newest = copies.newest else {
             throw LedgerError(
                 .unusable,
                 "no ledger copy can be opened: " + problems.map { "\($0.path): \($0.reason)" }.joined(separator: "; ")
             )
         }
+        if let marker, newest.generation < marker {
+            throw LedgerError(
+                .rollback,
+                "the newest ledger copy is generation \(newest.generation), but this node's root of trust has "
+                    + "recorded generation \(marker): the ledger was rolled back (restored from an older copy). "
+                    + "Restore the current copies; if they are lost, move these aside and start with "
+                    + "`keyrack node run --reinitialise`")
+        }
+        if marker == nil {
+            do {
+                try rootOfTrust.advanceLedgerMarker(to: newest.generation)
+            } catch {
+                throw LedgerError(.marker, error.reason)
+            }
+        }
         // One copy present and the other gone: the disk that held it was
         // replaced, wiped or not mounted. Say so; the next write restores it.
-        if copies.existing > 0 {
-            problems += copies.missing.map { ($0, "missing while the other copy exists") }
-        }
-        return Loaded(state: copies.newest?.value, generation: copies.newest?.generation ?? 0, problems: problems)
+        problems += copies.missing.map { ($0, "missing while the other copy exists") }
+        return Loaded(state: newest.value, generation: newest.generation, problems: problems)
     }
 
     /// Seals `state` as `generation` and writes it to both directories
-    /// (atomically in each). Call before sending any message that depends on it.
+    /// (atomically in each), then raises the root of trust's ledger marker
+    /// to `generation` — after both copies, so a crash in between leaves
+    /// copies newer than the marker, never older. Call before sending any
+    /// message that depends on it.
     public func write(_ state: PersistentState, generation: UInt64) throws(LedgerError) {
         let sealed = try seal(state, generation: generation)
         for directory in directories {
             try Self.atomicWrite(sealed, to: directory)
+        }
+        do {
+            try rootOfTrust.advanceLedgerMarker(to: generation)
+        } catch {
+            throw LedgerError(.marker, "the ledger is written, but \(error.reason)")
         }
     }
 
@@ -171,4 +235,12 @@ public struct LedgerErrorCode: ErrorCodes {
     public static let corrupt = LedgerErrorCode("NODE-LEDGER-CORRUPT")
     /// Copies exist and none of them can be used.
     public static let unusable = LedgerErrorCode("NODE-LEDGER-UNUSABLE")
+    /// The newest copy is older than the root of trust's ledger marker: the ledger was rolled back.
+    public static let rollback = LedgerErrorCode("NODE-LEDGER-ROLLBACK")
+    /// No copy exists, but the root of trust's marker says this node wrote one.
+    public static let missing = LedgerErrorCode("NODE-LEDGER-MISSING")
+    /// `--reinitialise` was given while a ledger copy exists.
+    public static let reinitialise = LedgerErrorCode("NODE-LEDGER-REINITIALISE")
+    /// The root of trust's ledger marker cannot be read, authenticated or raised.
+    public static let marker = LedgerErrorCode("NODE-LEDGER-MARKER")
 }

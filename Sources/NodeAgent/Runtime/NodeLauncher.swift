@@ -12,7 +12,8 @@ extension NodeRuntime {
         configuration: NodeConfiguration,
         logger: Logger,
         crashAfterPersist: Int? = nil,
-        volumeOptions: VolumeOptions = VolumeOptions()
+        volumeOptions: VolumeOptions = VolumeOptions(),
+        reinitialise: Bool = false
     ) async throws(NodeRuntimeError) -> NodeRuntime {
         let rootOfTrust: SoftwareRootOfTrust
         do {
@@ -65,7 +66,8 @@ extension NodeRuntime {
             operatorVerifier: operatorVerifier,
             logger: logger,
             crashAfterPersist: crashAfterPersist,
-            volumeOptions: volumeOptions
+            volumeOptions: volumeOptions,
+            reinitialise: reinitialise
         )
     }
 

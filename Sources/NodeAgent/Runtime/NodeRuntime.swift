@@ -57,7 +57,9 @@ public actor NodeRuntime: Service {
 
     /// A node from its configuration, opened identity and ledger. Reads the
     /// ledger and the agent state (reporting unusable copies) and throws if
-    /// no ledger copy opens.
+    /// no ledger copy opens, or if the ledger is older than the root of
+    /// trust's marker or gone after the node was initialised (unless
+    /// `reinitialise`: then it starts as a new node; see ``Ledger/load(reinitialise:)``).
     public init(
         configuration: NodeConfiguration,
         rootOfTrust: any RootOfTrust,
@@ -69,6 +71,7 @@ public actor NodeRuntime: Service {
         crashAfterPersist: Int? = nil,
         clock: any Clock<Duration> = ContinuousClock(),
         volumeOptions: VolumeOptions = VolumeOptions(),
+        reinitialise: Bool = false,
         onReady: @escaping @Sendable (_ port: Int) -> Void = { _ in }
     ) throws(NodeRuntimeError) {
         self.platformId = configuration.platform
@@ -89,9 +92,9 @@ public actor NodeRuntime: Service {
         do {
             ledger = try Ledger(
                 directories: configuration.ledger.map { URL(fileURLWithPath: $0) }, rootOfTrust: rootOfTrust)
-            loaded = try ledger.load()
+            loaded = try ledger.load(reinitialise: reinitialise)
         } catch {
-            throw NodeRuntimeError(.ledger, "the ledger cannot be opened: \(error.reason)")
+            throw NodeRuntimeError(.ledger, "the ledger cannot be opened (\(error.code)): \(error.reason)")
         }
         let agent = AgentState.load(from: ledger.directories, rootOfTrust: rootOfTrust)
         let problems = loaded.problems.map { "\($0.path): \($0.reason)" }

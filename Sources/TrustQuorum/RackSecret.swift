@@ -52,8 +52,25 @@ public enum KeyDerivation {
 
     /// The info prefix of the rack-secret chain key.
     public static let chainInfoPrefix = Array("keyrack-tq-v1-rack-secrets".utf8)
-    /// The info prefix of disk keys.
+    /// The info prefix of the rack secret's check value.
+    public static let checkInfoPrefix = Array("keyrack-secret-check-v1".utf8)
+
+    /// A check value of the rack secret of `epoch`, as HSMs print key check
+    /// values: the first 8 bytes of `HKDF-SHA256(ikm: secret, salt:
+    /// SHA-256(rackId), info: "keyrack-secret-check-v1" || epoch BE u64)`.
+    /// Equal on two nodes exactly when they loaded the same secret; 64 bits
+    /// of a one-way function of a 256-bit secret, so it helps nobody guess it.
+    public static func checkValue(secret: RackSecret, rackId: RackId, epoch: Epoch) -> [UInt8] {
+        let value = hkdfSHA256(
+            ikm: secret.bytes, salt: Array(SHA256.hash(data: rackId.bytes)),
+            info: checkInfoPrefix + epoch.value.bigEndianBytes, length: 8)
+        return value.unsafeCopiedBytes
+    }
+
+    /// The info prefix of disk keys of ``DiskKeyScheme/diskOnly``.
     public static let diskInfoPrefix = Array("keyrack-disk-v1".utf8)
+    /// The info prefix of disk keys of ``DiskKeyScheme/platformBound``.
+    public static let platformDiskInfoPrefix = Array("keyrack-disk-v2".utf8)
 
     /// The key that encrypts the chain carried by the configuration of `epoch`:
     /// `HKDF-SHA256(ikm: secret, salt, info: "keyrack-tq-v1-rack-secrets" || rackId || epoch BE u64)`.
@@ -65,29 +82,88 @@ public enum KeyDerivation {
     }
 }
 
-/// A disk key, tagged with the epoch whose secret it was derived from so that
-/// storage can be re-keyed from the old epoch's key to the new one after a
-/// commit.
+/// How a disk key is derived from the rack secret.
+public enum DiskKeyScheme: Int, Sendable, Codable, Comparable, CaseIterable, CustomStringConvertible {
+    /// Version 1: from the disk id alone, so the same on every node for a
+    /// disk of the same name (review L10). Derived only to move a disk
+    /// keyed by an earlier release onto ``platformBound``.
+    case diskOnly = 1
+    /// Version 2: from the node's platform id and the disk id.
+    case platformBound = 2
+
+    /// The scheme new keys use.
+    public static let current = DiskKeyScheme.platformBound
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public var description: String { "v\(rawValue)" }
+}
+
+/// Which key a disk is keyed under: the epoch of the rack secret and the
+/// derivation scheme. Ordered by epoch, then scheme, so that moving a disk
+/// from an earlier release's key to this one's at the same epoch is a step
+/// forward like a new epoch.
+public struct DiskKeyVersion: Sendable, Hashable, Comparable, Codable, CustomStringConvertible {
+    /// The epoch of the rack secret.
+    public let epoch: Epoch
+    /// The derivation scheme.
+    public let scheme: DiskKeyScheme
+
+    /// The key of `epoch` under `scheme`.
+    public init(_ epoch: Epoch, _ scheme: DiskKeyScheme = .current) {
+        self.epoch = epoch
+        self.scheme = scheme
+    }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.epoch, lhs.scheme) < (rhs.epoch, rhs.scheme) }
+
+    public var description: String { scheme == .current ? "epoch \(epoch)" : "epoch \(epoch) (\(scheme) key)" }
+}
+
+/// A disk key, tagged with the epoch whose secret it was derived from (and
+/// the scheme) so that storage can be re-keyed from the old epoch's key to
+/// the new one after a commit.
 public struct DiskKey: Sendable, Equatable, CustomStringConvertible {
     /// The epoch of the rack secret the key comes from.
     public let epoch: Epoch
+    /// How it was derived.
+    public let scheme: DiskKeyScheme
     /// The 32 key bytes.
     public let key: SecretBytes
 
-    /// `HKDF-SHA256(ikm: secret_e, salt: SHA-256(rackId), info: "keyrack-disk-v1" || diskId)`.
-    public init(secret: RackSecret, epoch: Epoch, rackId: RackId, diskId: [UInt8]) {
+    /// The key of `diskId` on the node `platform` at `epoch`:
+    /// - ``DiskKeyScheme/platformBound``: `HKDF-SHA256(ikm: secret_e, salt:
+    ///   SHA-256(rackId), info: "keyrack-disk-v2" || u16 len(part) || part ||
+    ///   u16 len(serial) || serial || diskId)` (lengths big-endian, UTF-8);
+    /// - ``DiskKeyScheme/diskOnly``: `info: "keyrack-disk-v1" || diskId`.
+    public init(
+        secret: RackSecret, epoch: Epoch, rackId: RackId, platform: PlatformId, diskId: [UInt8],
+        scheme: DiskKeyScheme = .current
+    ) {
         self.epoch = epoch
+        self.scheme = scheme
         let salt = Array(SHA256.hash(data: rackId.bytes))
-        key = KeyDerivation.hkdfSHA256(
-            ikm: secret.bytes,
-            salt: salt,
-            info: KeyDerivation.diskInfoPrefix + diskId,
-            length: 32
-        )
+        var info: [UInt8]
+        switch scheme {
+        case .diskOnly:
+            info = KeyDerivation.diskInfoPrefix
+        case .platformBound:
+            info = KeyDerivation.platformDiskInfoPrefix
+            for field in [platform.part, platform.serial] {
+                let bytes = Array(field.utf8)
+                info += UInt16(clamping: bytes.count).bigEndianBytes
+                info += bytes.prefix(Int(UInt16.max))
+            }
+        }
+        info += diskId
+        key = KeyDerivation.hkdfSHA256(ikm: secret.bytes, salt: salt, info: info, length: 32)
     }
 
+    /// The epoch and scheme.
+    public var version: DiskKeyVersion { DiskKeyVersion(epoch, scheme) }
+
     /// Redacted.
-    public var description: String { "DiskKey(epoch: \(epoch), redacted)" }
+    public var description: String { "DiskKey(epoch: \(epoch), \(scheme), redacted)" }
 }
 
 /// Why the chain of earlier rack secrets could not be opened.

@@ -6,7 +6,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure Keyrack's building blocks (run a release build: swift run -c release keyrack bench ...).",
-        subcommands: [ShamirBench.self, VerifyBench.self, KMSBench.self, RackBench.self]
+        subcommands: [ShamirBench.self, VerifyBench.self, KMSBench.self, RackBench.self, ChainBench.self]
     )
 
     struct ShamirBench: AsyncParsableCommand {

@@ -145,17 +145,39 @@ struct NodeCommand: AsyncParsableCommand {
                 For `cryptsetup open --key-file=-` use --raw (32 bytes); the default is 64 hex \
                 digits, as `zfs load-key` with keyformat=hex reads them. --epoch gives an older \
                 epoch's key, to re-key a disk after a commit (`keyrack rack status` lists them).
+
+                Keys are derived from the rack secret, this node's platform id and the disk id, \
+                so a disk of the same name has another key on every node. A disk keyed by an \
+                earlier release, whose keys did not include the platform id, is listed as \
+                `data0 3(v1)→3`: --key-scheme 1 gives its old key (only while the disk is keyed \
+                under it) to re-key it from; then `keyrack node disk-rekeyed`. LUKS2 volumes the \
+                node manages are re-keyed by the node itself.
                 """
         )
         @OptionGroup var node: AdminSocketOption
         @Option(help: "The disk id (one of the node's configured disks).") var disk: String
         @Option(help: "The epoch (default: the latest committed).") var epoch: UInt64?
+        @Option(
+            help: """
+                The key derivation: 2 (default, with the platform id) or 1 (an earlier release's, \
+                only for a disk still keyed under it).
+                """)
+        var keyScheme: Int = DiskKeyScheme.current.rawValue
         @Flag(help: "Write the 32 raw key bytes instead of hex.") var raw = false
+
+        func validate() throws {
+            guard DiskKeyScheme(rawValue: keyScheme) != nil else {
+                throw ValidationError("--key-scheme must be 1 or 2")
+            }
+        }
 
         func run() async throws {
             try await reportingAsyncFailures {
+                let scheme = DiskKeyScheme(rawValue: keyScheme) ?? .current
                 let response = try await AdminSocket.perform(
-                    AdminRequest(.diskKey, epoch: epoch.map { Epoch($0) }, disk: disk),
+                    AdminRequest(
+                        .diskKey, epoch: epoch.map { Epoch($0) }, disk: disk,
+                        keyScheme: scheme == .current ? nil : scheme),
                     path: try node.socket()
                 )
                 guard let hex = response.key, var key = [UInt8](hex: hex) else {
@@ -180,7 +202,8 @@ struct NodeCommand: AsyncParsableCommand {
                 each disk still keyed under an older epoch (`data0 1→3`). Re-key it with the two \
                 keys from `keyrack node disk-key --epoch 1` and `--epoch 3` (for example \
                 `cryptsetup luksChangeKey`), then run this command with the new epoch; until then \
-                the node keeps reporting the disk, across restarts.
+                the node keeps reporting the disk, across restarts. A disk keyed by an earlier \
+                release (`data0 3(v1)→3`) is re-keyed the same way from `--epoch 3 --key-scheme 1`.
                 """
         )
         @OptionGroup var node: AdminSocketOption
@@ -549,7 +572,7 @@ enum RackTable {
                 committed = "no"
             }
             let unlocked = status.unlockedEpoch.map { $0 == status.committedEpoch ? "yes" : "at \($0)" } ?? "no"
-            let rekey = status.rekey.map { "\($0.disk) \($0.from)→\($0.to)" }.joined(separator: " ")
+            let rekey = status.rekey.map(\.summary).joined(separator: " ")
             rows.append([
                 status.platform.description, epoch, committed, unlocked, "\(status.connected.count)",
                 status.alarms.isEmpty ? "none" : status.alarms.joined(separator: "; "), rekey,

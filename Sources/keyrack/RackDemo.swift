@@ -267,7 +267,7 @@ final class RackDemo {
             out.say("   node 5 comes back: it asks for shares of its old epoch and is sent the new configuration")
             try await rack.start(4)
             let caughtUp = try await rack.waitUntil([4], "caught up") { $0.unlockedEpoch == epoch }
-            let rekey = caughtUp[0].rekey.map { "\($0.disk) \($0.from)→\($0.to)" }.joined(separator: ", ")
+            let rekey = caughtUp[0].rekey.map(\.summary).joined(separator: ", ")
             let rekeyed = try await luksVerified(rack, at: epoch, rekeyedFrom: before)
             return "epoch \(epoch) committed without node 5; node 5 caught up and unlocked; re-key: \(rekey)\(rekeyed)"
         }

@@ -1,9 +1,11 @@
+import Foundation
 import KeyrackCore
 import KeyrackTestSupport
-import NodeAgent
 import SecretSharing
 import Testing
 import TrustQuorum
+
+@testable import NodeAgent
 
 @Suite("AgentCore: the node's rules, with values")
 struct AgentCoreTests {
@@ -236,7 +238,7 @@ struct AgentCoreTests {
         #expect(core.status().highestEpochSeen == Epoch(1))
     }
 
-    @Test("disk keys: refused before commit and for unknown disks; equal across nodes of the rack for one epoch")
+    @Test("disk keys: refused before commit and for unknown disks; each node's its own for one epoch")
     func diskKeys() throws {
         var fresh = CoreRack(count: 3)
         #expect(fresh.admin(.diskKey(disk: "data0", epoch: nil), to: 0)?.error?.code == .notCommitted)
@@ -248,8 +250,14 @@ struct AgentCoreTests {
         let key1 = try #require(answer1)
         #expect(key0.keyEpoch == Epoch(1))
         #expect(key0.key?.count == 64)
-        #expect(key0.key == key1.key)
+        #expect(key1.key?.count == 64)
+        // Bound to the platform id (review L10): node 2's data0 has another key.
+        #expect(key0.key != key1.key)
         #expect(!key0.description.contains(key0.key ?? "-"))
+        // The disk is keyed under this release's scheme: the earlier scheme's key is not given.
+        let legacy = rack.admin(.diskKey(disk: "data0", epoch: nil, scheme: .diskOnly), to: 0)
+        #expect(legacy?.error?.code == .request)
+        #expect(legacy?.key == nil)
         let future = rack.admin(.diskKey(disk: "data0", epoch: Epoch(5)), to: 0)
         #expect(future?.error?.code == AdminError.Code(LoadRackSecretError.Code.notCommitted))
     }
@@ -262,8 +270,8 @@ struct AgentCoreTests {
         #expect(rack.cores[0].status().unlockedEpoch == Epoch(2))
         #expect(
             rack.cores[0].status().rekey == [
-                DiskRekey(disk: "data0", from: Epoch(1), to: Epoch(2)),
-                DiskRekey(disk: "data1", from: Epoch(1), to: Epoch(2)),
+                DiskRekey(disk: "data0", from: DiskKeyVersion(1), to: DiskKeyVersion(2)),
+                DiskRekey(disk: "data1", from: DiskKeyVersion(1), to: DiskKeyVersion(2)),
             ])
         #expect(rack.admin(.diskRekeyed(disk: "data0", epoch: Epoch(7)), to: 0)?.error?.code == .request)
         #expect(rack.admin(.diskRekeyed(disk: "other", epoch: Epoch(2)), to: 0)?.error?.code == .diskUnknown)
@@ -272,12 +280,47 @@ struct AgentCoreTests {
         #expect(rack.admin(.diskRekeyed(disk: "data0", epoch: Epoch(2)), to: 0)?.error?.code == .stateWrite)
         #expect(rack.cores[0].status().rekey.count == 2)
         #expect(rack.admin(.diskRekeyed(disk: "data0", epoch: Epoch(2)), to: 0)?.error == nil)
-        #expect(rack.cores[0].status().rekey == [DiskRekey(disk: "data1", from: Epoch(1), to: Epoch(2))])
+        #expect(
+            rack.cores[0].status().rekey == [DiskRekey(disk: "data1", from: DiskKeyVersion(1), to: DiskKeyVersion(2))])
         #expect(rack.admin(.diskRekeyed(disk: "data0", epoch: Epoch(1)), to: 0)?.error?.code == .request)
         // Both epochs' keys stay derivable (the chain), and differ.
         let old = rack.admin(.diskKey(disk: "data1", epoch: Epoch(1)), to: 0)?.key
         let new = rack.admin(.diskKey(disk: "data1", epoch: nil), to: 0)?.key
         #expect(old != nil && new != nil && old != new)
+    }
+
+    @Test(
+        "a disk an earlier release keyed (disk-only key) is reported for re-keying at the same epoch; its old key is given only until it is re-keyed"
+    )
+    func earlierReleaseDiskMigrates() throws {
+        var rack = try Self.setUp()
+        // What an earlier release's agent state holds: the epoch each disk is keyed under, no scheme.
+        for index in 0..<2 { rack.cores[index].agentState.diskSchemes = [:] }
+        #expect(rack.cores[0].agentState.keyed("data0") == DiskKeyVersion(1, .diskOnly))
+        #expect(
+            rack.cores[0].status().rekey == [
+                DiskRekey(disk: "data0", from: DiskKeyVersion(1, .diskOnly), to: DiskKeyVersion(1))
+            ])
+        #expect(rack.cores[0].status().rekey.map(\.summary) == ["data0 1(v1)→1"])
+        // The old key, to re-key from: the same on both nodes (that is what is being fixed); the new ones differ.
+        let old0 = try #require(rack.admin(.diskKey(disk: "data0", epoch: nil, scheme: .diskOnly), to: 0)?.key)
+        let old1 = try #require(rack.admin(.diskKey(disk: "data0", epoch: nil, scheme: .diskOnly), to: 1)?.key)
+        let new0 = try #require(rack.admin(.diskKey(disk: "data0", epoch: nil), to: 0)?.key)
+        #expect(old0 == old1)
+        #expect(old0 != new0)
+        // Reported re-keyed (to epoch 1's key of this release): nothing more to do, and the old key is refused.
+        #expect(rack.admin(.diskRekeyed(disk: "data0", epoch: Epoch(1)), to: 0)?.error == nil)
+        #expect(rack.cores[0].status().rekey.isEmpty)
+        #expect(rack.cores[0].agentState.keyed("data0") == DiskKeyVersion(1))
+        let refused = rack.admin(.diskKey(disk: "data0", epoch: nil, scheme: .diskOnly), to: 0)
+        #expect(refused?.error?.code == .request)
+        #expect(refused?.key == nil)
+        // The agent state carries the scheme across a restart, and one written before schemes reads as disk-only.
+        let encoded = try JSONEncoder().encode(rack.cores[0].agentState)
+        #expect(try JSONDecoder().decode(AgentState.self, from: encoded).keyed("data0") == DiskKeyVersion(1))
+        let earlier = try JSONDecoder().decode(
+            AgentState.self, from: Data(#"{"generation": 3, "disks": {"data0": 2}}"#.utf8))
+        #expect(earlier.keyed("data0") == DiskKeyVersion(2, .diskOnly))
     }
 
     @Test("a node that restarts from its ledger unlocks again once it has its peers' shares")

@@ -22,16 +22,29 @@ struct KeyrackTokenTests {
     func roundTrip() throws {
         #expect(
             String(decoding: Self.token.json(), as: UTF8.self)
-                == #"{"disk_id":"data0","epoch":"7","keyrack_version":"1","keyslots":["3"],"rack_id":"000102030405060708090a0b0c0d0e0f","type":"keyrack"}"#
+                == #"{"disk_id":"data0","epoch":"7","keyrack_version":"2","keyslots":["3"],"rack_id":"000102030405060708090a0b0c0d0e0f","type":"keyrack"}"#
         )
         #expect(try KeyrackToken(object: Self.object()) == Self.token)
+        #expect(Self.token.scheme == .platformBound)
         #expect(!Self.token.description.contains("rack_id"))
+        // An earlier release's token (version 1: a disk-only key) still reads, as what it is.
+        var earlier = try Self.object()
+        earlier["keyrack_version"] = "1"
+        let read = try KeyrackToken(object: earlier)
+        #expect(read.scheme == .diskOnly)
+        #expect(read.version == DiskKeyVersion(7, .diskOnly))
+        var legacy = Self.token
+        legacy.scheme = .diskOnly
+        #expect(read == legacy)
+        #expect(String(decoding: legacy.json(), as: UTF8.self).contains(#""keyrack_version":"1""#))
     }
 
     @Test(
         "anything not exactly as written is refused (the value as JSON; absent: removed)",
         arguments: [
-            ("type", #""luks2""#, "type"), ("keyrack_version", #""2""#, "keyrack_version"),
+            ("type", #""luks2""#, "type"), ("keyrack_version", #""3""#, "keyrack_version"),
+            ("keyrack_version", #""02""#, "keyrack_version"),
+            ("keyrack_version", "2", "keyrack_version"),
             ("keyrack_version", "absent", "keyrack_version"), ("keyslots", #"["1", "2"]"#, "keyslots"),
             ("keyslots", #"["32"]"#, "keyslots"), ("keyslots", #"["01"]"#, "keyslots"), ("keyslots", "[1]", "keyslots"),
             ("rack_id", #""00""#, "rack_id"), ("rack_id", #""000102030405060708090A0B0C0D0E0F""#, "rack_id"),

@@ -73,7 +73,47 @@ struct VolumeManagerTests {
         await restarted.reconcile(at: 3)
         #expect(
             try Self.status(restarted, "data0")
-                == VolumeStatus(disk: "data0", device: image, state: .verified, epoch: 3, keyslot: 1))
+                == VolumeStatus(
+                    disk: "data0", device: image, state: .verified, epoch: 3, keyScheme: .platformBound, keyslot: 1))
+    }
+
+    @Test(
+        "a volume an earlier release bound (disk-only key, keyrack_version 1) is re-keyed onto this release's key at the same epoch, also when stopped after any step",
+        arguments: [RekeyPlan.Step?.none] + RekeyPlan.Step.allCases.map { $0 })
+    func earlierReleaseVolumeMigrates(stopAfter: RekeyPlan.Step?) async throws {
+        let fixture = try LuksImages()
+        let image = try fixture.image("data0.img")
+        let host = FakeVolumeHost(latest: 3)
+        // As an earlier release bound it: epoch 3's disk-only key in keyslot 1, a version-1 token.
+        let legacy = host.key("data0", 3, .diskOnly)
+        try fixture.cryptsetup.addKey(image, existing: LuksImages.passphrase, new: legacy, keyslot: 1)
+        try fixture.cryptsetup.importToken(
+            image, id: 0,
+            token: KeyrackToken(rackId: host.rack, diskId: "data0", epoch: 3, keyslot: 1, scheme: .diskOnly))
+        #expect(try fixture.keyrackTokens(image) == [host.token(0, epoch: 3, keyslot: 1, scheme: .diskOnly)])
+        let volume = LuksVolume(disk: "data0", device: image, open: false)
+        var manager = try await Self.manager([volume], host, options: VolumeOptions(afterStep: { $0 == stopAfter }))
+        await manager.reconcile(at: 3)
+        if let stopAfter {
+            // Stopped there: one of the two keys opens it, and a restarted manager finishes.
+            #expect(try fixture.opens(image, legacy) || fixture.opens(image, host.key("data0", 3)), "\(stopAfter)")
+            #expect(try fixture.opens(image, legacy) == (stopAfter < .removeOldKeyslot))
+            manager = try await Self.manager([volume], host)
+            await manager.reconcile(at: 3)
+        }
+        let status = try Self.status(manager, "data0")
+        #expect(status.state == .verified)
+        #expect(status.epoch == 3)
+        #expect(status.keyScheme == .platformBound)
+        #expect(status.problem == nil)
+        #expect(try fixture.keyslots(image) == [0, 2])
+        #expect(try fixture.keyrackTokens(image) == [host.token(1, epoch: 3, keyslot: 2)])
+        #expect(try fixture.cryptsetup.test(image, key: host.key("data0", 3)) == 2)
+        #expect(try !fixture.opens(image, legacy))
+        #expect(try fixture.opens(image, LuksImages.passphrase))
+        #expect(await host.plans.isEmpty)
+        #expect(await host.keyed["data0"] == 3)
+        #expect(await host.keyedSchemes["data0"] == .platformBound)
     }
 
     @Test("a commit re-keys the volume: the new epoch's key opens it, the old one no longer does, the passphrase stays")

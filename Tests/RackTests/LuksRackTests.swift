@@ -86,9 +86,13 @@ struct LuksRackTests {
                 #expect(bound.status == 0, "\(bound.errors)")
                 #expect(bound.output == "data0: bound under epoch \(first.epoch) (keyslot 1), key verified\n")
             }
-            let key1 = try await Self.key(rack, 0, epoch: first.epoch)
+            // Each node's own key (keys include the platform id).
+            var key1: [Int: SecretBytes] = [:]
+            for index in 0..<3 { key1[index] = try await Self.key(rack, index, epoch: first.epoch) }
+            #expect(Set(key1.values.map(\.unsafeCopiedBytes)).count == 3)
             for index in 0..<3 {
                 let device = try #require(devices[index])
+                let key1 = try #require(key1[index])
                 #expect(try images.keyslots(device) == [0, 1])
                 #expect(
                     try images.keyrackTokens(device) == [
@@ -111,9 +115,10 @@ struct LuksRackTests {
             // A rotation: every node re-keys its volume; the old epoch's key no longer opens it.
             let second = try await rack.rackOperator().run(.rotate)
             let rotated = try await Self.waitVerified(rack, [0, 1, 2], epoch: second.epoch)
-            let key2 = try await Self.key(rack, 0, epoch: second.epoch)
             for (index, status) in rotated.enumerated() {
                 let device = try #require(devices[index])
+                let key1 = try #require(key1[index])
+                let key2 = try await Self.key(rack, index, epoch: second.epoch)
                 #expect(status.rekey.filter { $0.disk == "data0" }.isEmpty)
                 #expect(try images.keyslots(device) == [0, 2])
                 #expect(try images.keyrackTokens(device).map(\.epoch) == [second.epoch.value])
@@ -237,7 +242,7 @@ struct LuksRackTests {
                 await rack.stop(victim)
                 try await rack.start(victim, environment: ["KEYRACK_TEST_CRASH_AFTER_REKEY_STEP": step.rawValue])
                 try await Self.waitVerified(rack, [victim], epoch: latest.epoch)
-                let old = try await Self.key(rack, 1, epoch: latest.epoch)
+                let old = try await Self.key(rack, victim, epoch: latest.epoch)
                 var rackOperator = try rack.rackOperator()
                 rackOperator.waitForDownMembers = .milliseconds(200)
                 let next = try await rackOperator.run(.rotate)
@@ -246,12 +251,15 @@ struct LuksRackTests {
                     try await Task.sleep(for: .milliseconds(10))
                 }
                 #expect(rack.exitStatus(victim) == SIGKILL, "node 1 did not crash after \(step.rawValue)")
-                // Killed mid-way: the header opens with the old key or the new one.
-                let new = try await Self.key(rack, 1, epoch: next.epoch)
-                #expect(try images.opens(device, old) || images.opens(device, new), "after \(step.rawValue)")
+                // Killed mid-way: the header (kept as it was left) opens with the old key or the new
+                // one; the new key is the victim's own, so it is asked once the victim is back.
+                let left = images.path("left-after-\(step.rawValue).img")
+                try images.bytes(device).write(to: URL(fileURLWithPath: left))
                 await rack.stop(victim)
                 try await rack.start(victim)
                 try await Self.waitVerified(rack, [0, 1, 2], epoch: next.epoch)
+                let new = try await Self.key(rack, victim, epoch: next.epoch)
+                #expect(try images.opens(left, old) || images.opens(left, new), "after \(step.rawValue)")
                 #expect(try images.keyrackTokens(device).map(\.epoch) == [next.epoch.value], "after \(step.rawValue)")
                 #expect(try images.keyslots(device).count == 2)
                 #expect(try !images.opens(device, old))

@@ -58,13 +58,23 @@ struct RackCLITests {
                 keyrack, ["node", "disk-key", "--config", "/nonexistent/node.json", "--disk", "data0"])
             #expect(badConfig.status == 1)
             #expect(badConfig.errors.contains("/nonexistent/node.json"))
-            // --raw writes the same key as 32 bytes (node 2 holds the same rack secret).
+            // --raw writes the key as 32 bytes; node 2's data0 has its own key (the platform id is in it).
             let socket = rack.members[1].socket
             let raw = try await offCooperativePool {
                 try runProcessBlocking(keyrack, ["node", "disk-key", "--admin", socket, "--disk", "data0", "--raw"])
             }
             #expect(raw.status == 0)
-            #expect(Array(raw.output) == [UInt8](hex: key))
+            #expect(Array(raw.output) == [UInt8](hex: try await diskKey(rack, 1)))
+            #expect(Array(raw.output) != [UInt8](hex: key))
+            // The earlier release's key scheme is refused for a disk keyed under this one's.
+            let legacy = try await runToCompletion(
+                keyrack, ["node", "disk-key", "--admin", socket, "--disk", "data0", "--key-scheme", "1"])
+            #expect(legacy.status == 1)
+            #expect(legacy.errors.contains("not keyed under a v1 key"), "\(legacy.errors)")
+            let badScheme = try await runToCompletion(
+                keyrack, ["node", "disk-key", "--admin", socket, "--disk", "data0", "--key-scheme", "3"])
+            #expect(badScheme.status == 64)
+            #expect(badScheme.errors.contains("--key-scheme must be 1 or 2"))
 
             let rotated = try await runToCompletion(
                 keyrack, ["rack", "rotate", "--operator", rack.operatorDirectory.path, "--nodes", nodes])

@@ -128,9 +128,7 @@ struct RackFailureTests {
                     $0.unlockedEpoch == rotated.epoch
                 }
                 #expect(statuses.allSatisfy { $0.alarms.isEmpty })
-                var keys: Set<String> = []
-                for index in all { keys.insert(try await diskKey(rack, index)) }
-                #expect(keys.count == 1)
+                try await expectSameSecret(rack, all)
             }
         }
     }
@@ -305,9 +303,7 @@ struct RackCrashTests {
                 #expect(status.unlockedEpoch == nil)
                 return
             }
-            var keys: Set<String> = []
-            for index in 0..<4 { keys.insert(try await diskKey(rack, index)) }
-            #expect(keys.count == 1)
+            try await expectSameSecret(rack, Array(0..<4))
             #expect(await rack.statuses(Array(0..<4)).allSatisfy { $0?.alarms.isEmpty == true })
         }
     }

@@ -113,6 +113,27 @@ func setUp(_ rack: LocalRack, _ indices: [Int], threshold k: Int? = nil) async t
     return committed
 }
 
+/// Node `index`'s check value of the rack secret it unlocked (equal on nodes that hold the same secret).
+func secretCheck(_ rack: LocalRack, _ index: Int) async throws -> String {
+    try #require(await rack.statuses([index])[0]?.secretCheck)
+}
+
+/// Checks that `indices` hold one rack secret (one check value) and that
+/// each derives its own key for data0 (keys bound to the platform id);
+/// returns the check value.
+@discardableResult
+func expectSameSecret(_ rack: LocalRack, _ indices: [Int]) async throws -> String {
+    var checks: Set<String> = []
+    var keys: Set<String> = []
+    for index in indices {
+        checks.insert(try await secretCheck(rack, index))
+        keys.insert(try await diskKey(rack, index))
+    }
+    #expect(checks.count == 1)
+    #expect(keys.count == indices.count)
+    return try #require(checks.first)
+}
+
 /// Node `index`'s key for `disk` (at `epoch`, default the latest committed), in hex.
 func diskKey(_ rack: LocalRack, _ index: Int, disk: String = "data0", epoch: Epoch? = nil) async throws -> String {
     let response = try await AdminSocket.perform(

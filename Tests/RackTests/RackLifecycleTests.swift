@@ -15,11 +15,9 @@ struct RackLifecycleTests {
             let committed = try await setUp(rack, all, threshold: 3)
             #expect(committed.epoch == Epoch(1))
             #expect(committed.memberCount == 5 && committed.threshold == 3)
-            // Every node derives the same key for a disk id: they hold the same rack secret.
-            var keys: Set<String> = []
-            for index in all { keys.insert(try await diskKey(rack, index)) }
-            #expect(keys.count == 1)
-            let key = try #require(keys.first)
+            // Every node holds the same rack secret, and derives its own key for its data0.
+            let check = try await expectSameSecret(rack, all)
+            let key = try await diskKey(rack, 2)
 
             await rack.stopAll()
             for index in all { try rack.launch(index) }
@@ -32,7 +30,7 @@ struct RackLifecycleTests {
                 $0.unlockedEpoch == committed.epoch
             }
             #expect(up.allSatisfy { $0.connected.count == 2 })
-            #expect(try await diskKey(rack, 4) == key)
+            #expect(try await secretCheck(rack, 4) == check)
         }
     }
 
@@ -47,7 +45,7 @@ struct RackLifecycleTests {
                 $0.unlockedEpoch == committed.epoch && $0.connected.count == 2
             }
             #expect(statuses.allSatisfy { $0.attestationEnforced })
-            #expect(try await diskKey(rack, 0) == (try await diskKey(rack, 2)))
+            try await expectSameSecret(rack, [0, 2])
         }
     }
 
@@ -117,8 +115,12 @@ struct RackLifecycleTests {
             try await rack.start(4)
             let caughtUp = try await rack.waitUntil([4], "caught up") { $0.unlockedEpoch == rotated.epoch }
             #expect(caughtUp[0].committedEpoch == rotated.epoch)
-            #expect(caughtUp[0].rekey == [DiskRekey(disk: "data0", from: first.epoch, to: rotated.epoch)])
-            #expect(try await diskKey(rack, 4) == newKey)
+            #expect(
+                caughtUp[0].rekey == [
+                    DiskRekey(disk: "data0", from: DiskKeyVersion(first.epoch), to: DiskKeyVersion(rotated.epoch))
+                ])
+            #expect(try await secretCheck(rack, 4) == secretCheck(rack, 0))
+            #expect(try await diskKey(rack, 4) != newKey)
         }
     }
 
@@ -131,8 +133,7 @@ struct RackLifecycleTests {
             #expect(grown.memberCount == 5)
             #expect(grown.members[rack.members[4].platform] != nil)
             try await rack.waitUntil(Array(0..<5), "unlocked with the new node") { $0.unlockedEpoch == grown.epoch }
-            let key = try await diskKey(rack, 0)
-            #expect(try await diskKey(rack, 4) == key)
+            try await expectSameSecret(rack, Array(0..<5))
 
             let removed = rack.members[1].platform
             let shrunk = try await rack.rackOperator().run(.remove([removed]))

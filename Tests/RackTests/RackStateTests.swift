@@ -45,7 +45,10 @@ struct RackStateTests {
             try await rack.waitUntil([0, 1, 2], "unlocked at the third epoch") { $0.unlockedEpoch == third.epoch }
             // Two commits since the disk was keyed: it is still under the first epoch, not the second.
             for status in await rack.statuses([0, 1, 2]) {
-                #expect(status?.rekey == [DiskRekey(disk: "data0", from: first.epoch, to: third.epoch)])
+                #expect(
+                    status?.rekey == [
+                        DiskRekey(disk: "data0", from: DiskKeyVersion(first.epoch), to: DiskKeyVersion(third.epoch))
+                    ])
             }
             // The operator re-keys node 1's disk (old and new keys from disk-key) and says so.
             #expect(try await diskKey(rack, 0, epoch: first.epoch) != diskKey(rack, 0, epoch: third.epoch))
@@ -72,7 +75,10 @@ struct RackStateTests {
             for index in 0..<3 { try rack.launch(index) }
             let statuses = try await rack.waitUntil([0, 1, 2], "unlocked again") { $0.unlockedEpoch == third.epoch }
             #expect(statuses[0].rekey.isEmpty)
-            #expect(statuses[1].rekey == [DiskRekey(disk: "data0", from: first.epoch, to: third.epoch)])
+            #expect(
+                statuses[1].rekey == [
+                    DiskRekey(disk: "data0", from: DiskKeyVersion(first.epoch), to: DiskKeyVersion(third.epoch))
+                ])
             let table = try await runToCompletion(
                 keyrack, ["rack", "status", "--nodes", rack.sockets().joined(separator: ",")])
             #expect(table.output.contains("data0 \(first.epoch.value)→\(third.epoch.value)"))
@@ -105,7 +111,10 @@ struct RackStateTests {
                 }
             }
             let status = try #require(await rack.statuses([0])[0])
-            #expect(status.rekey == [DiskRekey(disk: "data0", from: first.epoch, to: rotated.epoch)])
+            #expect(
+                status.rekey == [
+                    DiskRekey(disk: "data0", from: DiskKeyVersion(first.epoch), to: DiskKeyVersion(rotated.epoch))
+                ])
             // Repaired, the same request is recorded.
             try FileManager.default.removeItem(at: file)
             _ = try await AdminSocket.perform(
@@ -167,7 +176,7 @@ struct RackStateTests {
             let recovered = try await rack.waitUntil([0], "caught up") { $0.unlockedEpoch == next }
             #expect(recovered[0].ledgerProblems.contains { $0.contains("missing while the other copy exists") })
             #expect(recovered[0].alarms.contains { $0.hasPrefix("NodeHalted") })
-            #expect(try await diskKey(rack, 0) == diskKey(rack, 1))
+            try await expectSameSecret(rack, [0, 1])
         }
     }
 

@@ -70,7 +70,7 @@ public final class LuksImages: @unchecked Sendable {
             return KeyrackTokenSummary(
                 id: Int(id) ?? -1, epoch: (token["epoch"] as? String).flatMap { UInt64($0) } ?? 0,
                 keyslots: token["keyslots"] as? [String] ?? [], rackId: token["rack_id"] as? String ?? "",
-                diskId: token["disk_id"] as? String ?? "")
+                diskId: token["disk_id"] as? String ?? "", version: token["keyrack_version"] as? String ?? "")
         }.sorted { $0.id < $1.id }
     }
 
@@ -90,14 +90,19 @@ public struct KeyrackTokenSummary: Equatable, Sendable, CustomStringConvertible 
     public var keyslots: [String]
     public var rackId: String
     public var diskId: String
+    /// `keyrack_version`: the key's derivation scheme.
+    public var version: String
 
-    public init(id: Int, epoch: UInt64, keyslots: [String], rackId: String, diskId: String) {
+    public init(id: Int, epoch: UInt64, keyslots: [String], rackId: String, diskId: String, version: String = "2") {
         self.id = id
         self.epoch = epoch
         self.keyslots = keyslots
         self.rackId = rackId
         self.diskId = diskId
+        self.version = version
     }
 
-    public var description: String { "token \(id): \(diskId) epoch \(epoch), keyslots \(keyslots), rack \(rackId)" }
+    public var description: String {
+        "token \(id): \(diskId) epoch \(epoch) (v\(version)), keyslots \(keyslots), rack \(rackId)"
+    }
 }

@@ -63,21 +63,57 @@ struct CryptoTests {
     static func secret(_ byte: UInt8) -> RackSecret { RackSecret(SecretBytes([UInt8](repeating: byte, count: 32)))! }
     static let rack = RackId(bytes: Array(0..<16))!
 
-    @Test("disk keys: HKDF(ikm: secret, salt: SHA-256(rackId), info: \"keyrack-disk-v1\" || diskId)")
-    func diskKey() {
-        let key = DiskKey(secret: Self.secret(3), epoch: 7, rackId: Self.rack, diskId: Array("u2-0".utf8))
-        let expected = HKDF<SHA256>.deriveKey(
-            inputKeyMaterial: SymmetricKey(data: [UInt8](repeating: 3, count: 32)),
+    static let platform = PlatformId(part: "913-0000019", serial: "sn-0001")
+
+    static func hkdf(_ secret: UInt8, info: [UInt8]) -> [UInt8] {
+        HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: SymmetricKey(data: [UInt8](repeating: secret, count: 32)),
             salt: Array(SHA256.hash(data: Self.rack.bytes)),
-            info: Array("keyrack-disk-v1u2-0".utf8),
+            info: info,
             outputByteCount: 32
         ).withUnsafeBytes { Array($0) }
-        #expect(key.key.unsafeCopiedBytes == expected)
+    }
+
+    @Test(
+        "disk keys: HKDF(ikm: secret, salt: SHA-256(rackId), info: \"keyrack-disk-v2\" || u16 len ‖ part || u16 len ‖ serial || diskId)"
+    )
+    func diskKey() {
+        let key = DiskKey(
+            secret: Self.secret(3), epoch: 7, rackId: Self.rack, platform: Self.platform, diskId: Array("u2-0".utf8))
+        let info =
+            Array("keyrack-disk-v2".utf8) + [0, 11] + Array("913-0000019".utf8) + [0, 7] + Array("sn-0001".utf8)
+            + Array("u2-0".utf8)
+        #expect(key.key.unsafeCopiedBytes == Self.hkdf(3, info: info))
         #expect(key.epoch == 7)
-        let other = DiskKey(secret: Self.secret(3), epoch: 7, rackId: Self.rack, diskId: Array("u2-1".utf8))
+        #expect(key.scheme == .platformBound)
+        #expect(key.version == DiskKeyVersion(7, .platformBound))
+        let other = DiskKey(
+            secret: Self.secret(3), epoch: 7, rackId: Self.rack, platform: Self.platform, diskId: Array("u2-1".utf8))
         #expect(other.key != key.key)
-        let rotated = DiskKey(secret: Self.secret(4), epoch: 8, rackId: Self.rack, diskId: Array("u2-0".utf8))
+        let rotated = DiskKey(
+            secret: Self.secret(4), epoch: 8, rackId: Self.rack, platform: Self.platform, diskId: Array("u2-0".utf8))
         #expect(rotated.key != key.key)
+        // Another node's disk of the same name has another key (review L10), and the
+        // length prefixes keep part and serial apart.
+        for platform in [
+            PlatformId(part: "913-0000019", serial: "sn-0002"), PlatformId(part: "913-000001", serial: "9sn-0001"),
+        ] {
+            let neighbour = DiskKey(
+                secret: Self.secret(3), epoch: 7, rackId: Self.rack, platform: platform, diskId: Array("u2-0".utf8))
+            #expect(neighbour.key != key.key)
+        }
+    }
+
+    @Test("an earlier release's disk keys (scheme 1): info \"keyrack-disk-v1\" || diskId, the same on every node")
+    func diskOnlyKey() {
+        let key = DiskKey(
+            secret: Self.secret(3), epoch: 7, rackId: Self.rack, platform: Self.platform, diskId: Array("u2-0".utf8),
+            scheme: .diskOnly)
+        #expect(key.key.unsafeCopiedBytes == Self.hkdf(3, info: Array("keyrack-disk-v1u2-0".utf8)))
+        #expect(key.version == DiskKeyVersion(7, .diskOnly))
+        #expect(DiskKeyVersion(7, .diskOnly) < DiskKeyVersion(7, .platformBound))
+        #expect(DiskKeyVersion(7, .platformBound) < DiskKeyVersion(8, .diskOnly))
+        #expect("\(key)" == "DiskKey(epoch: 7, v1, redacted)")
     }
 
     @Test("the chain key uses info \"keyrack-tq-v1-rack-secrets\" || rackId || epoch as big-endian u64")

@@ -547,7 +547,7 @@ struct NodeTests {
         let shareHex = share.y.unsafeCopiedBytes.hexString
         let texts = [
             "\(secret)", "\(share)", "\(Message(rackId: rack.rackId, kind: .share(1, share)))",
-            "\(DiskKey(secret: secret, epoch: 1, rackId: rack.rackId, diskId: [1]))",
+            "\(DiskKey(secret: secret, epoch: 1, rackId: rack.rackId, platform: rack.ids[0], diskId: [1]))",
         ]
         for text in texts {
             #expect(!text.contains(hex) && !text.contains(shareHex))

@@ -19,8 +19,8 @@ public enum AdminCommand: Sendable, Equatable {
     case expunge(SignedConfiguration)
     /// Where peers listen (the node's own entry already dropped).
     case setPeers([PlatformId: PeerAddress])
-    /// A disk's key, of `epoch` or of the latest committed one.
-    case diskKey(disk: String, epoch: Epoch?)
+    /// A disk's key, of `epoch` or of the latest committed one, derived under `scheme`.
+    case diskKey(disk: String, epoch: Epoch?, scheme: DiskKeyScheme = .current)
     /// The operator re-keyed `disk` to `epoch`.
     case diskRekeyed(disk: String, epoch: Epoch)
     /// Bind the LUKS2 volume `disk`, which `existingKey` opens now, to the rack.
@@ -57,7 +57,8 @@ public enum AdminCommand: Sendable, Equatable {
         case .setPeers:
             self = .setPeers(try Self.peers(try required(request.peers, "peers"), localPlatform: localPlatform))
         case .diskKey:
-            self = .diskKey(disk: try required(request.disk, "disk"), epoch: request.epoch)
+            self = .diskKey(
+                disk: try required(request.disk, "disk"), epoch: request.epoch, scheme: request.keyScheme ?? .current)
         case .diskRekeyed:
             self = .diskRekeyed(disk: try required(request.disk, "disk"), epoch: try required(request.epoch, "epoch"))
         case .luksBind:
@@ -111,7 +112,8 @@ extension AdminRequest {
             self.init(
                 .setPeers,
                 peers: Dictionary(uniqueKeysWithValues: peers.map { ($0.key.description, $0.value.description) }))
-        case .diskKey(let disk, let epoch): self.init(.diskKey, epoch: epoch, disk: disk)
+        case .diskKey(let disk, let epoch, let scheme):
+            self.init(.diskKey, epoch: epoch, disk: disk, keyScheme: scheme == .current ? nil : scheme)
         case .diskRekeyed(let disk, let epoch): self.init(.diskRekeyed, epoch: epoch, disk: disk)
         case .luksBind(let disk, let existingKey):
             self.init(

@@ -46,6 +46,10 @@ public struct AdminRequest: Codable, Sendable, Equatable, CustomStringConvertibl
     public var disk: String?
     /// For ``Operation/luksBind``: a key that opens the volume now (base64). Never printed.
     public var existingKey: String?
+    /// For ``Operation/diskKey``: the derivation scheme (absent: the current,
+    /// platform-bound one). ``DiskKeyScheme/diskOnly`` is answered only for a
+    /// disk still keyed by an earlier release, to re-key it from.
+    public var keyScheme: DiskKeyScheme?
 
     /// A request for `operation` with its arguments.
     public init(
@@ -56,7 +60,8 @@ public struct AdminRequest: Codable, Sendable, Equatable, CustomStringConvertibl
         signature: OperatorSignature? = nil,
         peers: [String: String]? = nil,
         disk: String? = nil,
-        existingKey: String? = nil
+        existingKey: String? = nil,
+        keyScheme: DiskKeyScheme? = nil
     ) {
         self.operation = operation
         self.ticket = ticket
@@ -66,6 +71,7 @@ public struct AdminRequest: Codable, Sendable, Equatable, CustomStringConvertibl
         self.peers = peers
         self.disk = disk
         self.existingKey = existingKey
+        self.keyScheme = keyScheme
     }
 
     public var description: String {
@@ -197,6 +203,9 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var highestEpochSeen: Epoch?
     /// The epoch whose rack secret it has loaded (its disks can open).
     public var unlockedEpoch: Epoch?
+    /// The check value of that rack secret (``KeyDerivation/checkValue(secret:rackId:epoch:)``,
+    /// hex): equal on every member that loaded the same secret.
+    public var secretCheck: String?
     /// The epoch whose share it is computing (it committed without preparing).
     public var computingShareEpoch: Epoch?
     /// What it is coordinating, if anything.
@@ -255,11 +264,43 @@ public struct DiskRekey: Codable, Sendable, Equatable {
     public var from: Epoch
     /// The epoch to re-key it to.
     public var to: Epoch
+    /// The scheme of the key it is keyed under (``DiskKeyScheme/diskOnly``:
+    /// keyed by an earlier release; `keyrack node disk-key --key-scheme 1`
+    /// gives that key until the re-key is reported).
+    public var fromScheme: DiskKeyScheme
+    /// The scheme of the key to re-key it to.
+    public var toScheme: DiskKeyScheme
 
-    /// A re-key of `disk` from `from` to `to`.
-    public init(disk: String, from: Epoch, to: Epoch) {
+    /// A re-key of `disk` from key `from` to key `to`.
+    public init(disk: String, from: DiskKeyVersion, to: DiskKeyVersion) {
         self.disk = disk
-        self.from = from
-        self.to = to
+        self.from = from.epoch
+        self.to = to.epoch
+        fromScheme = from.scheme
+        toScheme = to.scheme
+    }
+
+    /// The key it is keyed under.
+    public var fromKey: DiskKeyVersion { DiskKeyVersion(from, fromScheme) }
+    /// The key to re-key it to.
+    public var toKey: DiskKeyVersion { DiskKeyVersion(to, toScheme) }
+
+    /// `data0 1→3`; a key of an earlier scheme is marked: `data0 3(v1)→3`.
+    public var summary: String {
+        func label(_ key: DiskKeyVersion) -> String {
+            key.scheme == .current ? "\(key.epoch)" : "\(key.epoch)(\(key.scheme))"
+        }
+        return "\(disk) \(label(fromKey))→\(label(toKey))"
+    }
+
+    private enum CodingKeys: String, CodingKey { case disk, from, to, fromScheme, toScheme }
+
+    /// Decodes one, also from a node of an earlier release (no schemes: disk-only keys).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let move = try container.decodeMove(disk: .disk, from: (.from, .fromScheme), to: (.to, .toScheme))
+        (disk, from, fromScheme, to, toScheme) = (
+            move.disk, move.from.epoch, move.from.scheme, move.to.epoch, move.to.scheme
+        )
     }
 }

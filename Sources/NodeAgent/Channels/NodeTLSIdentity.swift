@@ -151,9 +151,7 @@ public struct NodeTLSIdentity: Sendable {
     ) {
         refusal.certificateArrived()
         guard presented.count <= maximumPresentedCertificates else {
-            refusal.record(
-                "the peer presented \(presented.count) certificates: at most \(maximumPresentedCertificates) are accepted"
-            )
+            refusal.record(tooMany(presented.count))
             promise.succeed(.failed)
             return
         }
@@ -166,22 +164,55 @@ public struct NodeTLSIdentity: Sendable {
         // its own so that a handshake never waits for Swift's cooperative
         // pool, whatever else the process is doing there.
         Task(executorPreference: VerificationExecutor.shared) {
-            do {
-                let leaf = try Certificate(derEncoded: encoded[0])
-                let (platform, chain) = try await DeviceIdentity.verifiedChain(
-                    leaf, intermediates: [intermediate], root: root)
-                let serial = NodeConfiguration.serialText(Array(leaf.serialNumber.bytes))
-                if let reason = admission?.refusal(platform: platform, serial: serial) {
-                    refusal.record(reason)
+            switch await judgeChain(encoded, intermediate: intermediate, root: root, admission: admission) {
+            case .admitted(_, let chain):
+                do {
+                    let validated = try chain.map { try NIOSSLCertificate($0) }
+                    promise.succeed(
+                        .certificateVerified(VerificationMetadata(NIOSSL.ValidatedCertificateChain(validated))))
+                } catch {
+                    refusal.record("\(error)")
                     promise.succeed(.failed)
-                    return
                 }
-                let validated = try chain.map { try NIOSSLCertificate($0) }
-                promise.succeed(.certificateVerified(VerificationMetadata(NIOSSL.ValidatedCertificateChain(validated))))
-            } catch {
-                refusal.record("\(error)")
+            case .refused(let reason):
+                refusal.record(reason)
                 promise.succeed(.failed)
             }
+        }
+    }
+
+    /// What the verification callback decided about a peer's chain.
+    public enum ChainJudgement: Sendable {
+        /// A device of `platform`, with the validated chain (leaf first, root last).
+        case admitted(PlatformId, [Certificate])
+        /// Refused, and why.
+        case refused(String)
+    }
+
+    static func tooMany(_ count: Int) -> String {
+        "the peer presented \(count) certificates: at most \(maximumPresentedCertificates) are accepted"
+    }
+
+    /// Judges the DER certificates a peer presented (leaf first) as the
+    /// TLS verification callback does (review H3): more than
+    /// ``maximumPresentedCertificates`` are refused before anything is
+    /// parsed, and the leaf is verified against the locally configured
+    /// intermediate and root only — nothing the peer sends besides its
+    /// leaf enters the path search. Then the admission (membership, denied serials).
+    public static func judgeChain(
+        _ encoded: [[UInt8]], intermediate: Certificate, root: Certificate, admission: PeerAdmission? = nil
+    ) async -> ChainJudgement {
+        guard encoded.count <= maximumPresentedCertificates else { return .refused(tooMany(encoded.count)) }
+        guard let first = encoded.first else { return .refused("the peer presented no certificate") }
+        do {
+            let leaf = try Certificate(derEncoded: first)
+            let (platform, chain) = try await DeviceIdentity.verifiedChain(
+                leaf, intermediates: [intermediate], root: root)
+            let serial = NodeConfiguration.serialText(Array(leaf.serialNumber.bytes))
+            if let reason = admission?.refusal(platform: platform, serial: serial) { return .refused(reason) }
+            return .admitted(platform, chain)
+        } catch {
+            return .refused("\(error)")
         }
     }
 }
@@ -214,7 +245,7 @@ struct RootOfTrustTLSKey: NIOSSLCustomPrivateKey, Hashable {
         }
         let message = Array(data.readableBytesView)
         let rootOfTrust = rootOfTrust
-        return NIOThreadPool.singleton.runIfActive(eventLoop: channel.eventLoop) {
+        return RootOfTrustThreads.pool.runIfActive(eventLoop: channel.eventLoop) {
             ByteBuffer(bytes: try rootOfTrust.sign(message, scheme: scheme))
         }
     }
@@ -226,4 +257,16 @@ struct RootOfTrustTLSKey: NIOSSLCustomPrivateKey, Hashable {
 
     static func == (lhs: Self, rhs: Self) -> Bool { lhs.publicKey == rhs.publicKey }
     func hash(into hasher: inout Hasher) { hasher.combine(publicKey) }
+}
+
+/// The threads the root of trust signs TLS handshakes on: a pool of their
+/// own, so that a handshake waits for nothing but other handshakes (a
+/// burst of cryptsetup work on NIO's shared pool once held peers'
+/// handshakes past their certificate deadline).
+enum RootOfTrustThreads {
+    static let pool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        return pool
+    }()
 }

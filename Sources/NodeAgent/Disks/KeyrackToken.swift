@@ -13,13 +13,15 @@ import TrustQuorum
 ///
 /// Numbers are decimal strings, as LUKS2 writes its own 64-bit values. It
 /// holds no secret: the key is derived from the rack secret of `epoch`.
+/// `keyrack_version` is the key's derivation scheme (``DiskKeyScheme``):
+/// "2" (this release: the platform id is in the derivation), or "1" (an
+/// earlier release's key from the disk id alone, read so that the node can
+/// re-key the volume onto "2").
 /// Decoding is strict (exactly these fields, canonical values), so a token
 /// Keyrack did not write is never taken for one it did.
 public struct KeyrackToken: Sendable, Equatable, CustomStringConvertible {
     /// The token type in the header.
     public static let type = "keyrack"
-    /// The format version written and accepted.
-    public static let version = "1"
     /// LUKS2 headers have keyslots and tokens 0…31.
     public static let slots = 0..<32
 
@@ -31,19 +33,25 @@ public struct KeyrackToken: Sendable, Equatable, CustomStringConvertible {
     public var epoch: Epoch
     /// The keyslot the key is in.
     public var keyslot: Int
+    /// How the key is derived (the token's `keyrack_version`).
+    public var scheme: DiskKeyScheme
 
     /// A token from its parts.
-    public init(rackId: RackId, diskId: String, epoch: Epoch, keyslot: Int) {
+    public init(rackId: RackId, diskId: String, epoch: Epoch, keyslot: Int, scheme: DiskKeyScheme = .current) {
         self.rackId = rackId
         self.diskId = diskId
         self.epoch = epoch
         self.keyslot = keyslot
+        self.scheme = scheme
     }
+
+    /// The key the token names: its epoch and scheme.
+    public var version: DiskKeyVersion { DiskKeyVersion(epoch, scheme) }
 
     /// The JSON `cryptsetup token import` reads.
     public func json() -> Data {
         let object: [String: Any] = [
-            "type": Self.type, "keyslots": ["\(keyslot)"], "keyrack_version": Self.version,
+            "type": Self.type, "keyslots": ["\(keyslot)"], "keyrack_version": "\(scheme.rawValue)",
             "rack_id": rackId.description, "disk_id": diskId, "epoch": "\(epoch.value)",
         ]
         // Only strings and a list of one: serialization cannot fail.
@@ -59,8 +67,10 @@ public struct KeyrackToken: Sendable, Equatable, CustomStringConvertible {
             throw refuse("unknown field '\(unknown)'")
         }
         guard object["type"] as? String == Self.type else { throw refuse("its type is not 'keyrack'") }
-        guard object["keyrack_version"] as? String == Self.version else {
-            throw refuse("keyrack_version must be \"\(Self.version)\"")
+        guard let version = (object["keyrack_version"] as? String).flatMap(Self.decimal),
+            let scheme = DiskKeyScheme(rawValue: Int(clamping: version))
+        else {
+            throw refuse("keyrack_version must be \"1\" or \"2\"")
         }
         guard let slots = object["keyslots"] as? [String], slots.count == 1, let slot = Self.decimal(slots[0]),
             Self.slots.contains(Int(clamping: slot))
@@ -73,7 +83,7 @@ public struct KeyrackToken: Sendable, Equatable, CustomStringConvertible {
         guard let epoch = (object["epoch"] as? String).flatMap(Self.decimal), epoch > 0 else {
             throw refuse("epoch must be a positive decimal number")
         }
-        self.init(rackId: rack, diskId: disk, epoch: Epoch(epoch), keyslot: Int(slot))
+        self.init(rackId: rack, diskId: disk, epoch: Epoch(epoch), keyslot: Int(slot), scheme: scheme)
     }
 
     /// A canonical unsigned decimal (no sign, no leading zero).
@@ -89,5 +99,7 @@ public struct KeyrackToken: Sendable, Equatable, CustomStringConvertible {
         return [UInt8](hex: text)
     }
 
-    public var description: String { "keyrack token (disk \(diskId), epoch \(epoch), keyslot \(keyslot))" }
+    public var description: String {
+        "keyrack token (disk \(diskId), epoch \(epoch), \(scheme) key, keyslot \(keyslot))"
+    }
 }

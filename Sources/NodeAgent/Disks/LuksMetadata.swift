@@ -81,6 +81,6 @@ public struct LuksMetadata: Sendable, Equatable {
                 throw VolumeError(.header, "token \(id) names keyslot \(token.keyslot), which is not in use")
             }
         }
-        return keyrackTokens.sorted { ($0.token.epoch, $0.id) > ($1.token.epoch, $1.id) }
+        return keyrackTokens.sorted { ($0.token.version, $0.id) > ($1.token.version, $1.id) }
     }
 }

@@ -50,6 +50,9 @@ public struct VolumeStatus: Codable, Sendable, Equatable {
     public var state: State
     /// The epoch whose disk key opens it.
     public var epoch: Epoch?
+    /// That key's derivation scheme (``DiskKeyScheme/diskOnly`` until a
+    /// volume keyed by an earlier release is re-keyed).
+    public var keyScheme: DiskKeyScheme?
     /// The keyslot that key is in.
     public var keyslot: Int?
     /// The re-key step being taken, while ``State/rekeying``.
@@ -59,14 +62,15 @@ public struct VolumeStatus: Codable, Sendable, Equatable {
 
     /// A status from its parts.
     public init(
-        disk: String, device: String, mapper: String? = nil, state: State, epoch: Epoch? = nil, keyslot: Int? = nil,
-        step: RekeyPlan.Step? = nil, problem: AdminError? = nil
+        disk: String, device: String, mapper: String? = nil, state: State, epoch: Epoch? = nil,
+        keyScheme: DiskKeyScheme? = nil, keyslot: Int? = nil, step: RekeyPlan.Step? = nil, problem: AdminError? = nil
     ) {
         self.disk = disk
         self.device = device
         self.mapper = mapper
         self.state = state
         self.epoch = epoch
+        self.keyScheme = keyScheme
         self.keyslot = keyslot
         self.step = step
         self.problem = problem

@@ -12,11 +12,12 @@ import TrustQuorum
 /// What the volume manager needs from the node it serves: disk keys, and
 /// a durable place for re-key progress (the node's agent state).
 public protocol VolumeHost: AnyObject, Sendable {
-    /// The disk key of `disk` at `epoch` (the latest committed one if nil); throws while locked.
-    func volumeKey(disk: String, epoch: Epoch?) async throws(VolumeError) -> DiskKey
-    /// Writes `plan` (nil: none in progress) and, if given, the epoch `disk` is keyed under, durably;
+    /// The disk key of `disk` at `key`'s epoch under its scheme (nil: the latest committed epoch's,
+    /// of the current scheme); throws while locked.
+    func volumeKey(disk: String, key: DiskKeyVersion?) async throws(VolumeError) -> DiskKey
+    /// Writes `plan` (nil: none in progress) and, if given, the key `disk` is keyed under, durably;
     /// throws if the write failed (then the step it precedes is not taken).
-    func recordVolume(disk: String, plan: RekeyPlan?, keyedEpoch: Epoch?) async throws(VolumeError)
+    func recordVolume(disk: String, plan: RekeyPlan?, keyed: DiskKeyVersion?) async throws(VolumeError)
 }
 
 /// Settings of the volume manager that tests and debug builds change.
@@ -154,8 +155,8 @@ public actor VolumeManager {
         return host
     }
 
-    private func key(_ disk: String, _ epoch: Epoch?) async throws(VolumeError) -> DiskKey {
-        try await requireHost().volumeKey(disk: disk, epoch: epoch)
+    private func key(_ disk: String, _ version: DiskKeyVersion?) async throws(VolumeError) -> DiskKey {
+        try await requireHost().volumeKey(disk: disk, key: version)
     }
 
     private func reconcile(_ volume: LuksVolume, latest: Epoch) async throws(VolumeError) {
@@ -171,6 +172,7 @@ public actor VolumeManager {
                 board.update(volume.disk) {
                     $0.state = .unbound
                     $0.epoch = nil
+                    $0.keyScheme = nil
                     $0.keyslot = nil
                     $0.problem =
                         VolumeError(
@@ -188,14 +190,18 @@ public actor VolumeManager {
                 throw VolumeError(
                     .unexpected,
                     "the header has \(bindings.count) keyrack tokens for '\(volume.disk)' and this node has no re-key "
-                        + "in progress for it; opened with epoch \(opened.epoch)'s key, not re-keyed")
+                        + "in progress for it; opened with \(opened.version)'s key, not re-keyed")
             }
-            if opened.epoch < latest {
+            // Onto the latest epoch, and from an earlier release's disk-only key onto the platform-bound one.
+            let target = DiskKeyVersion(latest, .current)
+            if opened.version < target {
                 var plan = try RekeyPlan(
-                    disk: volume.disk, current: newest.token, currentToken: newest.id, to: latest, header: header)
+                    disk: volume.disk, current: newest.token, currentToken: newest.id, to: target, header: header)
                 logger.notice(
                     "re-keying volume",
-                    metadata: ["disk": "\(volume.disk)", "from": "\(plan.from)", "to": "\(plan.to)"])
+                    metadata: [
+                        "disk": "\(volume.disk)", "from": "\(plan.fromVersion)", "to": "\(plan.toVersion)",
+                    ])
                 try await execute(&plan, volume, cryptsetup)
                 continue
             }
@@ -208,7 +214,7 @@ public actor VolumeManager {
         _ volume: LuksVolume, _ bindings: [(id: Int, token: KeyrackToken)], _ cryptsetup: Cryptsetup
     ) async throws(VolumeError) -> KeyrackToken {
         for binding in bindings {
-            let key = try await key(volume.disk, binding.token.epoch).key
+            let key = try await key(volume.disk, binding.token.version).key
             let slot = binding.token.keyslot
             let opens = try await blocking { () throws(VolumeError) in
                 try cryptsetup.test(volume.device, key: key, keyslot: slot) == slot
@@ -225,10 +231,14 @@ public actor VolumeManager {
             }
             logger.notice(
                 state == .opened ? "volume opened" : "volume verified",
-                metadata: ["disk": "\(volume.disk)", "epoch": "\(binding.token.epoch)", "keyslot": "\(slot)"])
+                metadata: [
+                    "disk": "\(volume.disk)", "epoch": "\(binding.token.epoch)", "scheme": "\(binding.token.scheme)",
+                    "keyslot": "\(slot)",
+                ])
             board.update(volume.disk) {
                 $0.state = state
                 $0.epoch = binding.token.epoch
+                $0.keyScheme = binding.token.scheme
                 $0.keyslot = slot
                 $0.step = nil
                 $0.problem = nil
@@ -246,7 +256,7 @@ public actor VolumeManager {
     {
         let host = try requireHost()
         while true {
-            try await host.recordVolume(disk: volume.disk, plan: plan, keyedEpoch: nil)
+            try await host.recordVolume(disk: volume.disk, plan: plan, keyed: nil)
             plans[volume.disk] = plan
             let step = plan.step
             board.update(volume.disk) {
@@ -258,7 +268,7 @@ public actor VolumeManager {
             try await perform(action, plan, volume, cryptsetup, host)
             logger.info(
                 "re-key step done",
-                metadata: ["disk": "\(volume.disk)", "step": "\(step.rawValue)", "to": "\(plan.to)"])
+                metadata: ["disk": "\(volume.disk)", "step": "\(step.rawValue)", "to": "\(plan.toVersion)"])
             if let afterStep, afterStep(step) {
                 crashed = true
                 throw VolumeError(.unexpected, "stopped after \(step.rawValue) (test hook)")
@@ -270,12 +280,14 @@ public actor VolumeManager {
         board.update(volume.disk) {
             $0.state = volume.open && volume.mapper != nil ? .opened : .verified
             $0.epoch = done.to
+            $0.keyScheme = done.toScheme
             $0.keyslot = done.newKeyslot
             $0.step = nil
             $0.problem = nil
         }
         logger.notice(
-            "volume re-keyed", metadata: ["disk": "\(volume.disk)", "from": "\(plan.from)", "to": "\(plan.to)"])
+            "volume re-keyed",
+            metadata: ["disk": "\(volume.disk)", "from": "\(plan.fromVersion)", "to": "\(plan.toVersion)"])
     }
 
     private func perform(
@@ -286,19 +298,19 @@ public actor VolumeManager {
         switch action {
         case .nothing:
             return
-        case .addKeyslot(let keyslot, let epoch, let authorisedBy):
-            let new = try await key(volume.disk, epoch).key
+        case .addKeyslot(let keyslot, let version, let authorisedBy):
+            let new = try await key(volume.disk, version).key
             let old = try await key(volume.disk, authorisedBy).key
             try await blocking { () throws(VolumeError) in
                 try cryptsetup.addKey(device, existing: old, new: new, keyslot: keyslot)
             }
-        case .confirmKeyslot(let keyslot, let epoch), .verify(let keyslot, let epoch):
-            let new = try await key(volume.disk, epoch).key
+        case .confirmKeyslot(let keyslot, let version), .verify(let keyslot, let version):
+            let new = try await key(volume.disk, version).key
             let opens = try await blocking { () throws(VolumeError) in
                 try cryptsetup.test(device, key: new, keyslot: keyslot) == keyslot
             }
             guard opens else {
-                throw VolumeError(.key, "keyslot \(keyslot) of \(device) does not open with epoch \(epoch)'s key")
+                throw VolumeError(.key, "keyslot \(keyslot) of \(device) does not open with \(version)'s key")
             }
         case .importToken(let id, let token):
             try await blocking { () throws(VolumeError) in try cryptsetup.importToken(device, id: id, token: token) }
@@ -312,12 +324,12 @@ public actor VolumeManager {
                 guard try cryptsetup.test(device, key: old, keyslot: keyslot) == keyslot else {
                     throw VolumeError(
                         .unexpected,
-                        "keyslot \(keyslot) of \(device) does not hold epoch \(holding)'s key; left in place")
+                        "keyslot \(keyslot) of \(device) does not hold \(holding)'s key; left in place")
                 }
                 try cryptsetup.killSlot(device, keyslot: keyslot, authorisedBy: new)
             }
-        case .record(let epoch):
-            try await host.recordVolume(disk: volume.disk, plan: nil, keyedEpoch: epoch)
+        case .record(let version):
+            try await host.recordVolume(disk: volume.disk, plan: nil, keyed: version)
         }
     }
 
@@ -427,7 +439,8 @@ public actor VolumeManager {
     ) async throws(VolumeError) {
         let device = volume.device
         let secret = key.key
-        let token = KeyrackToken(rackId: rack, diskId: volume.disk, epoch: key.epoch, keyslot: keyslot)
+        let token = KeyrackToken(
+            rackId: rack, diskId: volume.disk, epoch: key.epoch, keyslot: keyslot, scheme: key.scheme)
         try await blocking { () throws(VolumeError) in
             let header = try cryptsetup.metadata(device)
             guard let id = header.freeToken else {
@@ -438,7 +451,7 @@ public actor VolumeManager {
                 throw VolumeError(.key, "keyslot \(keyslot) of \(device) does not open with the enrolled key")
             }
         }
-        try await host.recordVolume(disk: volume.disk, plan: nil, keyedEpoch: key.epoch)
+        try await host.recordVolume(disk: volume.disk, plan: nil, keyed: key.version)
         logger.notice(
             "volume bound", metadata: ["disk": "\(volume.disk)", "epoch": "\(key.epoch)", "keyslot": "\(keyslot)"])
         let header = try await blocking { () throws(VolumeError) in try cryptsetup.metadata(device) }
@@ -447,10 +460,21 @@ public actor VolumeManager {
     }
 }
 
-/// Runs blocking `body` on NIO's thread pool (never on Swift's cooperative pool).
+/// The threads cryptsetup runs on: a pool of their own, so that volumes
+/// being opened or re-keyed never hold up the TLS handshakes' signatures
+/// (``RootOfTrustThreads``) or anything else on NIO's shared pool.
+enum CryptsetupThreads {
+    static let pool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        return pool
+    }()
+}
+
+/// Runs blocking `body` on the cryptsetup threads (never on Swift's cooperative pool).
 func blocking<T: Sendable>(_ body: @escaping @Sendable () throws(VolumeError) -> T) async throws(VolumeError) -> T {
     do {
-        return try await NIOThreadPool.singleton.runIfActive { try body() }
+        return try await CryptsetupThreads.pool.runIfActive { try body() }
     } catch let error as VolumeError {
         throw error
     } catch {

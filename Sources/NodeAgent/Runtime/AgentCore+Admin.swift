@@ -45,8 +45,8 @@ extension AgentCore {
             setPeers(learnt, request)
         case .diskRekeyed(let disk, let epoch):
             diskRekeyed(disk: disk, epoch: epoch, request)
-        case .diskKey(let disk, let epoch):
-            emit(.reply(request, diskKey(disk: disk, epoch: epoch)))
+        case .diskKey(let disk, let epoch, let scheme):
+            emit(.reply(request, diskKey(disk: disk, epoch: epoch, scheme: scheme)))
         case .luksBind, .luksFormat:
             // The shell's volume manager runs cryptsetup; a core without one cannot.
             emit(.reply(request, AdminResponse(error: AdminError(.request, "this node manages no LUKS2 volumes"))))
@@ -91,8 +91,9 @@ extension AgentCore {
         pending = .agentState(generation: agentState.generation, undo: .peers(before), request: request)
     }
 
-    /// The operator re-keyed `disk` to `epoch`: record it, so that re-keying
-    /// is reported from there on.
+    /// The operator re-keyed `disk` to `epoch`'s key (of the current scheme:
+    /// what `diskKey` gives): record it, so that re-keying is reported from
+    /// there on.
     mutating func diskRekeyed(disk: String, epoch: Epoch, _ request: RequestID) {
         let refuse = { (code: AdminError.Code, reason: String) in
             Action.reply(request, AdminResponse(error: AdminError(code, reason)))
@@ -105,27 +106,36 @@ extension AgentCore {
             emit(refuse(.request, "epoch \(epoch) is not committed on this node"))
             return
         }
-        if let keyed = agentState.disks[disk], epoch < keyed {
-            emit(refuse(.request, "'\(disk)' is already keyed under epoch \(keyed); it cannot go back to \(epoch)"))
+        let now = DiskKeyVersion(epoch)
+        let before = agentState.keyed(disk)
+        if let before, now < before {
+            emit(refuse(.request, "'\(disk)' is already keyed under \(before); it cannot go back to \(now)"))
             return
         }
-        guard agentState.disks[disk] != epoch else {
+        guard before != now else {
             emit(.reply(request, AdminResponse()))
             return
         }
-        let before = agentState.disks[disk]
-        agentState.disks[disk] = epoch
+        agentState.setKeyed(disk, now)
         saveAgentState()
-        pending = .agentState(
-            generation: agentState.generation, undo: .disk(disk, before, now: epoch), request: request)
+        pending = .agentState(generation: agentState.generation, undo: .disk(disk, before, now: now), request: request)
     }
 
-    mutating func diskKey(disk: String, epoch: Epoch?) -> AdminResponse {
+    mutating func diskKey(disk: String, epoch: Epoch?, scheme: DiskKeyScheme) -> AdminResponse {
         guard settings.disks.contains(disk) else {
             return AdminResponse(error: AdminError(.diskUnknown, "'\(disk)' is not one of this node's disks"))
         }
+        // An earlier release's key is the same on every node for a disk of this name (review L10): it is
+        // given only while this disk is keyed under it, to re-key from.
+        if scheme != .current, agentState.keyed(disk)?.scheme != scheme {
+            return AdminResponse(
+                error: AdminError(
+                    .request,
+                    "'\(disk)' is not keyed under a \(scheme) key; only the current (\(DiskKeyScheme.current)) key is given"
+                ))
+        }
         do {
-            let key = try derivedKey(disk: disk, epoch: epoch)
+            let key = try derivedKey(disk: disk, epoch: epoch, scheme: scheme)
             return AdminResponse(key: key.key.withUnsafeBytes { $0.hexString }, keyEpoch: key.epoch)
         } catch {
             return AdminResponse(error: error)
@@ -136,7 +146,9 @@ extension AgentCore {
     /// one derivation behind the admin API's `diskKey` and the volumes' keys.
     /// Refused once expunged, before any commit, and until the latest
     /// committed epoch's rack secret is loaded.
-    mutating func derivedKey(disk: String, epoch: Epoch?) throws(AdminError) -> DiskKey {
+    mutating func derivedKey(disk: String, epoch: Epoch?, scheme: DiskKeyScheme = .current) throws(AdminError)
+        -> DiskKey
+    {
         if let expunged = node.persistentState.expunged {
             throw AdminError(.expunged, "this node was removed from the rack at epoch \(expunged.epoch)")
         }
@@ -154,7 +166,9 @@ extension AgentCore {
             throw AdminError(AdminError.Code(error.code), error.description)
         }
         guard let secret else { throw AdminError(.locked, "the rack secret is not loaded yet") }
-        return DiskKey(secret: secret, epoch: wanted, rackId: settings.rackId, diskId: Array(disk.utf8))
+        return DiskKey(
+            secret: secret, epoch: wanted, rackId: settings.rackId, platform: settings.platform,
+            diskId: Array(disk.utf8), scheme: scheme)
     }
 
     func haltedOrOK() -> AdminResponse {

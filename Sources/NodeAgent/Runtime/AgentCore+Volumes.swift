@@ -8,31 +8,32 @@ import TrustQuorum
 extension AgentCore {
     // MARK: - LUKS2 volumes
 
-    /// The disk key of `disk` at `epoch` (the latest committed one if nil),
-    /// for a bound volume; refused while the node is halted, expunged or locked.
-    public mutating func volumeKey(disk: String, epoch: Epoch?) throws(VolumeError) -> DiskKey {
+    /// The disk key of `disk` at `key` (nil: the latest committed epoch's,
+    /// current scheme), for a bound volume; refused while the node is
+    /// halted, expunged or locked.
+    public mutating func volumeKey(disk: String, key: DiskKeyVersion?) throws(VolumeError) -> DiskKey {
         if let halted { throw VolumeError(.locked, "this node has halted: \(halted)") }
         do {
-            return try derivedKey(disk: disk, epoch: epoch)
+            return try derivedKey(disk: disk, epoch: key?.epoch, scheme: key?.scheme ?? .current)
         } catch {
             throw VolumeError(.locked, error.reason)
         }
     }
 
     /// Records a volume's re-key progress (`plan`, nil when none is under
-    /// way) and the epoch it is keyed under. Returns the agent state to write
+    /// way) and the key it is keyed under. Returns the agent state to write
     /// now, before the step it precedes (nil: nothing changed); if the write
     /// fails, ``restoreAgentState(_:)`` takes it back.
-    public mutating func recordVolume(disk: String, plan: RekeyPlan?, keyedEpoch: Epoch?) -> AgentState? {
+    public mutating func recordVolume(disk: String, plan: RekeyPlan?, keyed: DiskKeyVersion?) -> AgentState? {
         var next = agentState
         next.rekeys[disk] = plan
-        if let keyedEpoch { next.disks[disk] = keyedEpoch }
+        if let keyed { next.setKeyed(disk, keyed) }
         guard next != agentState else { return nil }
         next.generation += 1
         agentState = next
         return next
     }
 
-    /// Takes back a ``recordVolume(disk:plan:keyedEpoch:)`` whose write failed.
+    /// Takes back a ``recordVolume(disk:plan:keyed:)`` whose write failed.
     public mutating func restoreAgentState(_ state: AgentState) { agentState = state }
 }

@@ -149,6 +149,8 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
     public internal(set) var addressBook: [PlatformId: PeerAddress]
     /// The epoch whose rack secret is loaded.
     public internal(set) var unlockedEpoch: Epoch?
+    /// The check value of the unlocked epoch's rack secret (hex).
+    var secretCheck: String?
     /// Why the node stopped taking part, once it did.
     public internal(set) var halted: String?
     /// Attested channels, by peer.
@@ -177,7 +179,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
     /// How to take back an agent-state change that did not reach the disk.
     enum Undo: Sendable {
         case peers([String: String])
-        case disk(String, Epoch?, now: Epoch)
+        case disk(String, DiskKeyVersion?, now: DiskKeyVersion)
     }
 
     /// A core for a node that loaded `state` at `generation` from its ledger
@@ -253,6 +255,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
             highestEpochSeen: [node.highestEpochSeen, state.latestKnownEpoch, node.coordinatorStatus?.epoch]
                 .compactMap { $0 }.max(),
             unlockedEpoch: unlockedEpoch,
+            secretCheck: secretCheck,
             computingShareEpoch: node.computingShareEpoch,
             coordinating: node.coordinatorStatus.map {
                 CoordinatorReport(epoch: $0.epoch, configuration: $0.configuration, acked: $0.acked.sorted())
@@ -354,7 +357,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
                 agentState.peers = before
             case .disk(let disk, let before, _):
                 // Not recorded: the re-key keeps being reported.
-                agentState.disks[disk] = before
+                agentState.setKeyed(disk, before)
             }
             emit(
                 .reply(
@@ -466,19 +469,21 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
     mutating func pollUnlock() {
         guard let latest = node.persistentState.latestCommittedEpoch, unlockedEpoch != latest else { return }
         do {
-            guard try node.loadRackSecret(latest) != nil else { return }
+            guard let secret = try node.loadRackSecret(latest) else { return }
             unlockedEpoch = latest
+            secretCheck = KeyDerivation.checkValue(secret: secret, rackId: settings.rackId, epoch: latest).hexString
             loadFailure = nil
             log(.notice, "unlocked: rack secret loaded", ["epoch": "\(latest)"])
-            // A disk first opened now is keyed under this epoch.
+            // A disk first opened now is keyed under this epoch, with the current scheme.
             let unrecorded = settings.disks.filter { agentState.disks[$0] == nil }
             if !unrecorded.isEmpty {
-                for disk in unrecorded { agentState.disks[disk] = latest }
+                for disk in unrecorded { agentState.setKeyed(disk, DiskKeyVersion(latest)) }
                 saveAgentState()
             }
             for rekey in rekeys() {
                 log(
-                    .notice, "disk needs re-keying", ["disk": rekey.disk, "from": "\(rekey.from)", "to": "\(rekey.to)"])
+                    .notice, "disk needs re-keying",
+                    ["disk": rekey.disk, "from": "\(rekey.fromKey)", "to": "\(rekey.toKey)"])
             }
         } catch {
             if loadFailure != error.code {
@@ -488,13 +493,15 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
         }
     }
 
-    /// Disks keyed under an older epoch than the latest committed, each from
-    /// the epoch it is keyed under (acknowledged with `diskRekeyed`).
+    /// Disks keyed under an older epoch than the latest committed, or
+    /// under an earlier release's disk-only key, each from the key it is
+    /// keyed under (acknowledged with `diskRekeyed`).
     func rekeys() -> [DiskRekey] {
         guard let latest = node.persistentState.latestCommittedEpoch else { return [] }
+        let target = DiskKeyVersion(latest)
         return settings.disks.compactMap { disk in
-            guard let keyed = agentState.disks[disk], keyed < latest else { return nil }
-            return DiskRekey(disk: disk, from: keyed, to: latest)
+            guard let keyed = agentState.keyed(disk), keyed < target else { return nil }
+            return DiskRekey(disk: disk, from: keyed, to: target)
         }
     }
 

@@ -24,6 +24,10 @@ public struct AgentState: Codable, Equatable, Sendable {
     public var peers: [String: String] = [:]
     /// Disk id → the epoch its data is keyed under.
     public var disks: [String: Epoch] = [:]
+    /// Disk id → the scheme of that key; a disk of ``disks`` missing here
+    /// was recorded by an earlier release, so its key is
+    /// ``DiskKeyScheme/diskOnly``.
+    public var diskSchemes: [String: DiskKeyScheme] = [:]
     /// Alarms raised, oldest first (at most ``maximumAlarms``).
     public var alarms: [String] = []
     /// LUKS2 volumes being re-keyed: disk id → the plan, written before each step.
@@ -119,12 +123,24 @@ public struct AgentState: Codable, Equatable, Sendable {
 }
 
 extension AgentState {
+    /// The key `disk` is keyed under, if recorded.
+    public func keyed(_ disk: String) -> DiskKeyVersion? {
+        disks[disk].map { DiskKeyVersion($0, diskSchemes[disk] ?? .diskOnly) }
+    }
+
+    /// Records the key `disk` is keyed under (nil: none).
+    public mutating func setKeyed(_ disk: String, _ version: DiskKeyVersion?) {
+        disks[disk] = version?.epoch
+        diskSchemes[disk] = version?.scheme
+    }
+
     /// Decodes a file, including one written before a field existed (it starts empty).
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         generation = try container.decode(UInt64.self, forKey: .generation)
         peers = try container.decodeIfPresent([String: String].self, forKey: .peers) ?? [:]
         disks = try container.decodeIfPresent([String: Epoch].self, forKey: .disks) ?? [:]
+        diskSchemes = try container.decodeIfPresent([String: DiskKeyScheme].self, forKey: .diskSchemes) ?? [:]
         alarms = try container.decodeIfPresent([String].self, forKey: .alarms) ?? []
         rekeys = try container.decodeIfPresent([String: RekeyPlan].self, forKey: .rekeys) ?? [:]
     }

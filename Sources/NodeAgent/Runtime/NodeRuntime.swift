@@ -405,14 +405,14 @@ public actor NodeRuntime: Service {
     // MARK: - LUKS2 volumes (VolumeHost)
 
     /// The key of a bound volume, from the core.
-    public func volumeKey(disk: String, epoch: Epoch?) async throws(VolumeError) -> DiskKey {
-        try core.volumeKey(disk: disk, epoch: epoch)
+    public func volumeKey(disk: String, key: DiskKeyVersion?) async throws(VolumeError) -> DiskKey {
+        try core.volumeKey(disk: disk, key: key)
     }
 
     /// Writes a volume's re-key progress before the step it precedes.
-    public func recordVolume(disk: String, plan: RekeyPlan?, keyedEpoch: Epoch?) async throws(VolumeError) {
+    public func recordVolume(disk: String, plan: RekeyPlan?, keyed: DiskKeyVersion?) async throws(VolumeError) {
         let before = core.agentState
-        guard let state = core.recordVolume(disk: disk, plan: plan, keyedEpoch: keyedEpoch) else { return }
+        guard let state = core.recordVolume(disk: disk, plan: plan, keyed: keyed) else { return }
         do {
             try state.save(to: ledger.directories, rootOfTrust: ledger.rootOfTrust)
         } catch {

@@ -15,6 +15,37 @@ import Testing
 struct AdminSocketTests {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("admin-\(UUID().uuidString)")
 
+    @Test("something other than a socket at the path is refused and left as it is; a stale socket is replaced")
+    func notASocket() async throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("admin.sock").path
+        try Data("an operator's notes".utf8).write(to: URL(fileURLWithPath: path))
+        let refused = await #expect(throws: AdminError.self) {
+            _ = try await AdminSocket.listen(path: path) { _ in AdminResponse() }
+        }
+        #expect(refused?.code == .socket)
+        #expect(refused?.reason.contains("something other than a socket is there") == true)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "an operator's notes")
+        // No private staging directory is left behind.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["admin.sock"])
+        // A socket left by a process that died is replaced.
+        try FileManager.default.removeItem(atPath: path)
+        let first = try await AdminSocket.listen(path: path) { _ in AdminResponse() }
+        await first.close()
+        var stale = stat()
+        #expect(lstat(path, &stale) == 0 && stale.st_mode & S_IFMT == S_IFSOCK)
+        let second = try await AdminSocket.listen(path: path) { request in
+            AdminResponse(key: request.operation.rawValue)
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await second.run() }
+            #expect(try await AdminSocket.call(AdminRequest(.status), path: path).key == "status")
+            await second.close()
+            try await group.waitForAll()
+        }
+    }
+
     @Test("the socket file is 0600 and the process umask is what it was; a request is answered")
     func privateAndAnswered() async throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -157,6 +157,26 @@ struct OperatorIdentityTests {
         #expect(error?.code == .format)
     }
 
+    @Test("a journal that cannot be written: nothing is signed (TQ-SIGN-UNAVAILABLE), and signing resumes once it can")
+    func journalUnwritable() throws {
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (_, identity, _) = try make()
+        let journal = directory.appendingPathComponent("operator").appendingPathComponent("journal")
+        _ = try identity.sign(.commit(try Self.configuration(epoch: 5)))
+        // A directory where the journal file must be appended to (root ignores file modes).
+        try FileManager.default.removeItem(at: journal)
+        try FileManager.default.createDirectory(at: journal, withIntermediateDirectories: false)
+        let next = try Self.configuration(epoch: 6)
+        let refused = #expect(throws: SigningError.self) { try identity.sign(.commit(next)) }
+        #expect(refused?.code == .unavailable)
+        #expect(refused?.reason.contains("cannot open the journal") == true)
+        #expect(identity.highestSignedEpoch == 5)
+        try FileManager.default.removeItem(at: journal)
+        _ = try identity.sign(.commit(next))
+        #expect(identity.highestSignedEpoch == 6)
+        #expect(try String(contentsOf: journal, encoding: .utf8).split(separator: "\n").count == 1)
+    }
+
     @Test("operator init refuses to overwrite, and a bundle that is not intermediate then root is refused")
     func refusals() throws {
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackLab
 import KeyrackTestSupport
 import NodeAgent
 import Testing
@@ -161,6 +162,28 @@ struct RackFailureTests {
             }
             #expect(rack.exitStatus(0) == 1)
             #expect(rack.logTail(0).contains("no ledger copy can be opened"))
+        }
+    }
+
+    @Test("a node whose operator CA bundle is missing or not a CA bundle stops at start, naming identity.operatorCA")
+    func badOperatorCA() async throws {
+        try await withRack(count: 3) { rack in
+            let member = rack.members[0]
+            let bundle = rack.directory.appendingPathComponent("not-an-operator-ca.pem")
+            // A device certificate is not an intermediate-then-root bundle; a missing file is not one either.
+            try Data(contentsOf: URL(fileURLWithPath: member.configuration.certificate)).write(to: bundle)
+            for path in [bundle.path, rack.directory.appendingPathComponent("absent.pem").path] {
+                var configuration = member.configuration
+                configuration.operatorCA = path
+                try configuration.json().write(to: URL(fileURLWithPath: member.configurationFile))
+                let refused = await #expect(throws: LabError.self) { try await rack.start(0) }
+                #expect(refused?.reason.contains("exited with status 1") == true, "\(String(describing: refused))")
+                #expect(refused?.reason.contains("identity.operatorCA") == true, "\(String(describing: refused))")
+            }
+            // Nothing was written for it: with its bundle back it starts as a new node.
+            #expect(!FileManager.default.fileExists(atPath: member.configuration.ledger[0] + "/ledger"))
+            try member.configuration.json().write(to: URL(fileURLWithPath: member.configurationFile))
+            try await rack.start(0)
         }
     }
 

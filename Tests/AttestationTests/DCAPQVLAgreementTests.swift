@@ -128,8 +128,10 @@ struct DCAPQVLAgreementTests {
     /// The prefix of the recorded cases built from a lab PKI rather than the software TEE's options.
     static let crafted = "crafted: "
 
-    /// The stricter rules of the spec that need a crafted collateral: each Keyrack verdict, and dcap-qvl's as recorded.
-    static func craftedCases() throws -> [(name: String, lab: Lab, collateral: Collateral, ours: Outcome)] {
+    /// The stricter rules of the spec that need a crafted collateral or quote: each Keyrack verdict, and dcap-qvl's as recorded.
+    static func craftedCases() throws -> [(
+        name: String, lab: Lab, collateral: Collateral, quote: [UInt8]?, ours: Outcome
+    )] {
         let lab = try Lab()
         let c = lab.pki.collateral
         let pckCAChain = PEM.encode([try TestPKI.der(lab.pki.pckCA), try TestPKI.der(lab.pki.root)])
@@ -149,21 +151,38 @@ struct DCAPQVLAgreementTests {
             issuer: lab.pki.tcbSigning.subject, key: lab.keys.tcbSigning, thisUpdate: lab.now - 3_600,
             nextUpdate: lab.now + 86_400, revoked: [])
         let otherIssuer = try lab.collateral(pckCRL: tcbCRL, pckCRLIssuerChain: c.tcbInfoIssuerChain)
+        // Quotes crafted at the byte level: a PCK chain whose root has the anchor's names and another
+        // key (another lab's quote), and certification data of type 5 (a bare PCK chain) at the top.
+        let otherRoot = try Lab().quote
+        var typeFive = lab.quote
+        typeFive[QuoteParserTests.certificationType] = 5
+        typeFive[QuoteParserTests.certificationType + 1] = 0
         return [
-            ("\(crafted)TCB info signed by the PCK platform CA", lab, tcbByPCKCA, .refused(.untrustedChain, .tcbInfo)),
             (
-                "\(crafted)QE identity signed by the PCK platform CA", lab, qeByPCKCA,
+                "\(crafted)TCB info signed by the PCK platform CA", lab, tcbByPCKCA, nil,
+                .refused(.untrustedChain, .tcbInfo)
+            ),
+            (
+                "\(crafted)QE identity signed by the PCK platform CA", lab, qeByPCKCA, nil,
                 .refused(.untrustedChain, .qeIdentity)
             ),
             (
-                "\(crafted)a PCK CRL from another issuer than the PCK's CA", lab, otherIssuer,
+                "\(crafted)a PCK CRL from another issuer than the PCK's CA", lab, otherIssuer, nil,
                 .refused(.crlMissing, .pckChain)
+            ),
+            (
+                "\(crafted)a PCK chain whose root has the anchor's names and another key", lab, c, otherRoot,
+                .refused(.invalidSignature, .pckChain)
+            ),
+            (
+                "\(crafted)certification data type 5 at the top of the signature data", lab, c, typeFive,
+                .refused(.unsupported, .parseQuote)
             ),
         ]
     }
 
     @Test(
-        "the spec's stricter rules on crafted collateral: Keyrack refuses; dcap-qvl agrees unless a difference is recorded"
+        "the spec's stricter rules on crafted collateral and quotes: Keyrack refuses; dcap-qvl agrees unless a difference is recorded"
     )
     func stricter() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -175,14 +194,14 @@ struct DCAPQVLAgreementTests {
         for (index, crafted) in cases.enumerated() {
             let ours: Outcome
             do {
-                let verified = try crafted.lab.verify(crafted.collateral)
+                let verified = try crafted.lab.verify(crafted.collateral, quote: crafted.quote)
                 ours = .accepted(verified.status, verified.advisoryIDs)
             } catch let error as AttestationError {
                 ours = .refused(error.code, error.step)
             }
             #expect(ours == crafted.ours, "\(crafted.name)")
             let base = directory.appendingPathComponent("\(index)")
-            try Data(crafted.lab.quote).write(to: base.appendingPathExtension("quote"))
+            try Data(crafted.quote ?? crafted.lab.quote).write(to: base.appendingPathExtension("quote"))
             try crafted.collateral.jsonData().write(to: base.appendingPathExtension("json"))
             try Data(try TestPKI.der(crafted.lab.pki.root)).write(to: base.appendingPathExtension("der"))
             inputs.append([

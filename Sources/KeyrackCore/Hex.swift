@@ -90,4 +90,10 @@ extension FixedWidthInteger {
     package var bigEndianBytes: [UInt8] {
         withUnsafeBytes(of: self.bigEndian) { Array($0) }
     }
+
+    /// The value of big-endian `bytes` (as many as the type is wide: the
+    /// sealed files' generation fields).
+    package init(bigEndianBytes bytes: some Collection<UInt8>) {
+        self = bytes.reduce(Self.zero) { $0 << 8 | Self($1) }
+    }
 }

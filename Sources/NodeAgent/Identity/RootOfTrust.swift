@@ -414,7 +414,7 @@ public enum LedgerMarkerFile {
         } catch {
             throw refused
         }
-        return bytes[5..<13].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return UInt64(bigEndianBytes: bytes[5..<13])
     }
 
     static func write(_ generation: UInt64, to path: String, rootOfTrust: some RootOfTrust) throws(RootOfTrustError) {

@@ -181,7 +181,7 @@ public struct Ledger: Sendable {
         guard bytes.count >= 13 + 12 + 16 else { throw LedgerError(.format, "truncated (\(bytes.count) bytes)") }
         guard Array(bytes.prefix(4)) == Self.magic else { throw LedgerError(.format, "not a keyrack ledger") }
         guard bytes[4] == Self.version else { throw LedgerError(.version, "unsupported ledger version \(bytes[4])") }
-        let generation = bytes[5..<13].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let generation = UInt64(bigEndianBytes: bytes[5..<13])
         let plaintext: SecretBytes
         do {
             plaintext = try rootOfTrust.open(

@@ -86,7 +86,7 @@ public struct AgentState: Codable, Equatable, Sendable {
             throw CopyRefused(reason: "not a sealed agent state file")
         }
         guard bytes[4] == version else { throw CopyRefused(reason: "unsupported agent state version \(bytes[4])") }
-        let generation = bytes[5..<13].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let generation = UInt64(bigEndianBytes: bytes[5..<13])
         guard
             let plaintext = try? rootOfTrust.open(
                 Array(bytes[13...]), purpose: purpose, authenticating: Array(bytes[0..<13])),

@@ -323,6 +323,18 @@ struct AgentCoreTests {
         #expect(earlier.keyed("data0") == DiskKeyVersion(2, .diskOnly))
     }
 
+    @Test("the agent state's generation saturates at its end, for every kind of write (review L4)")
+    func agentStateGenerationSaturates() throws {
+        var rack = try Self.setUp()
+        rack.cores[0].agentState.generation = .max
+        let written = rack.cores[0].recordVolume(disk: "data0", plan: nil, keyed: DiskKeyVersion(Epoch(1), .diskOnly))
+        let recorded = try #require(written)
+        #expect(recorded.generation == .max)
+        #expect(rack.admin(.diskRekeyed(disk: "data0", epoch: Epoch(1)), to: 0)?.error == nil)
+        #expect(rack.cores[0].agentState.generation == .max)
+        #expect(rack.cores[0].agentState.keyed("data0") == DiskKeyVersion(1))
+    }
+
     @Test("a node that restarts from its ledger unlocks again once it has its peers' shares")
     func restartUnlocks() throws {
         var rack = try Self.setUp()

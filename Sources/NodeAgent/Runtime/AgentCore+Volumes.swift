@@ -29,7 +29,7 @@ extension AgentCore {
         next.rekeys[disk] = plan
         if let keyed { next.setKeyed(disk, keyed) }
         guard next != agentState else { return nil }
-        next.generation += 1
+        next.advanceGeneration()
         agentState = next
         return next
     }

@@ -508,8 +508,7 @@ public struct AgentCore<Random: SecureRandomSource & Sendable>: Sendable {
     /// Asks for the next generation of the agent state to be written; its
     /// failure is logged, never fatal (it holds no share).
     mutating func saveAgentState() {
-        // Saturating: the generation is sealed, so only 2^64 writes could reach the end.
-        agentState.generation = agentState.generation == .max ? .max : agentState.generation + 1
+        agentState.advanceGeneration()
         emit(.saveAgentState(agentState))
     }
 

@@ -123,6 +123,13 @@ public struct AgentState: Codable, Equatable, Sendable {
 }
 
 extension AgentState {
+    /// The next generation, before a write. Saturating: the generation is
+    /// sealed, so only 2^64 writes could reach the end, and a trap there
+    /// would be a crash loop (review L4).
+    mutating func advanceGeneration() {
+        generation = generation == .max ? .max : generation + 1
+    }
+
     /// The key `disk` is keyed under, if recorded.
     public func keyed(_ disk: String) -> DiskKeyVersion? {
         disks[disk].map { DiskKeyVersion($0, diskSchemes[disk] ?? .diskOnly) }

@@ -19,15 +19,17 @@ import Synchronization
 /// `NIOThreadPool.singleton` (the process's place for blocking work), which
 /// writes whatever has gathered until the buffer is empty.
 ///
-/// Lines are kept in order, never dropped: every write happens under one
-/// writer lock, and the bytes it writes are taken from the buffer under that
-/// lock, so batches leave in the order they were appended. When a reader
-/// falls more than ``maximumPending`` bytes behind, the logger writes the
-/// buffer itself under the writer lock (back-pressure, as a blocking write
-/// would). ``flush()`` does the same: it returns once everything logged so
-/// far is written. The KMS calls it before it exits.
+/// Lines are kept in order: every write happens under one writer lock, and
+/// the bytes it writes are taken from the buffer under that lock, so batches
+/// leave in the order they were appended. A request never waits for the
+/// reader (review L14): when a reader falls more than ``maximumPending``
+/// bytes behind, new lines are dropped whole and counted
+/// (``droppedLines``, `keyrack_kms_log_lines_dropped_total` in `/metrics`),
+/// and one line saying how many were dropped is written once the reader
+/// catches up. ``flush()`` returns once everything kept so far is written;
+/// the KMS calls it before it exits.
 public final class BackgroundLogWriter: Sendable {
-    /// Bytes that may wait before loggers are held back.
+    /// Bytes that may wait before new lines are dropped.
     public static let maximumPending = 1 << 20
 
     /// The writer for standard error.
@@ -37,6 +39,10 @@ public final class BackgroundLogWriter: Sendable {
         var pending: [UInt8] = []
         /// A drain is scheduled or running on the thread pool.
         var draining = false
+        /// Lines dropped since the last one kept (reported in the log when it drains).
+        var droppedSinceReport = 0
+        /// Lines dropped since start.
+        var droppedTotal = 0
     }
 
     private let descriptor: Int32
@@ -45,22 +51,38 @@ public final class BackgroundLogWriter: Sendable {
     /// Held for every write, and while taking the bytes it writes.
     private let writer = Mutex(())
 
-    init(descriptor: Int32, pool: NIOThreadPool = .singleton) {
+    private let limit: Int
+
+    init(descriptor: Int32, pool: NIOThreadPool = .singleton, maximumPending: Int = BackgroundLogWriter.maximumPending)
+    {
         self.descriptor = descriptor
         self.pool = pool
+        self.limit = maximumPending
     }
 
-    /// Queues `text` for writing.
+    /// Lines dropped since start because the reader was too far behind.
+    public var droppedLines: Int { buffer.withLock { $0.droppedTotal } }
+
+    /// Queues `text` (one whole line) for writing, or drops it when the
+    /// reader is more than the limit behind. Never waits for a write.
     func append(_ text: String) {
-        let (scheduleDrain, overLimit) = buffer.withLock { buffer in
+        let scheduleDrain = buffer.withLock { buffer in
+            guard buffer.pending.count + text.utf8.count <= limit else {
+                buffer.droppedSinceReport += 1
+                buffer.droppedTotal += 1
+                return false
+            }
+            if buffer.droppedSinceReport > 0 {
+                let note = "keyrack: \(buffer.droppedSinceReport) log lines dropped: the log's reader fell behind\n"
+                buffer.pending.append(contentsOf: note.utf8)
+                buffer.droppedSinceReport = 0
+            }
             buffer.pending.append(contentsOf: text.utf8)
             let schedule = !buffer.draining
             buffer.draining = true
-            return (schedule, buffer.pending.count >= Self.maximumPending)
+            return schedule
         }
-        if overLimit {
-            writePending()
-        } else if scheduleDrain {
+        if scheduleDrain {
             pool.submit { [self] _ in drain() }
         }
     }

@@ -39,7 +39,7 @@ public struct KMSConfiguration: Sendable, Equatable {
         ),
         ("POLICY_FILE", "the attestation policy JSON, required to release keys; loaded when it appears or changes"),
         ("KEY_PROVIDER", "local | dstack (local)"),
-        ("KEY_ROOT_FILE", "the local provider's 32-byte root, created 0600 if missing (kms-root.key)"),
+        ("KEY_ROOT_FILE", "the local provider's 32-byte root, made once by `keyrack kms init-root` (kms-root.key)"),
         ("DSTACK_SOCKET_PATH", "the dstack agent's socket (/var/run/dstack.sock)"),
         ("KEY_NAMESPACE_PREFIX", "the key derivation namespace (keyrack/storage)"),
         ("TRUST_ANCHOR", "DER or PEM root CA for quotes (Intel's SGX root CA)"),

@@ -31,10 +31,15 @@ public enum KMSRoutes {
         }
         router.get("/healthz") { _, _ in json(["status": "ok"]) }
         router.get("/readyz") { _, _ -> Response in
-            if let reason = await service.notReadyReason() {
-                return json(["status": "not ready", "reason": reason], status: .serviceUnavailable)
+            // Only the parts are named: paths, hosts and ports go to the log.
+            let parts = await service.notReady().map(\.component.rawValue)
+            if !parts.isEmpty {
+                return json(
+                    ReadinessBody(
+                        status: "not ready", notReady: parts, reason: "not ready: " + parts.joined(separator: ", ")),
+                    status: .serviceUnavailable)
             }
-            return json(["status": "ready"])
+            return json(ReadinessBody(status: "ready", notReady: nil, reason: nil))
         }
         router.get("/metrics") { _, _ -> Response in
             let pending = try? await service.store.pendingCount()
@@ -92,6 +97,14 @@ public enum KMSRoutes {
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
+}
+
+/// The body of `/readyz`: `notReady` names the parts (`policy`,
+/// `collateral`, `store`, `keys`) that are not ready.
+struct ReadinessBody: Codable, Equatable {
+    let status: String
+    let notReady: [String]?
+    let reason: String?
 }
 
 /// Turns ``KMSError`` (and Hummingbird's own errors, such as an unknown

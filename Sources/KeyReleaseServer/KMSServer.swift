@@ -19,6 +19,7 @@ public enum KMSServer {
     public static func run(
         configuration: KMSConfiguration,
         logger: Logger,
+        metrics: KMSMetrics = KMSMetrics(),
         onListening: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws {
         let store: any ChallengeStore
@@ -90,6 +91,7 @@ public enum KMSServer {
             keys: keys,
             policies: policies,
             verifier: verifier,
+            metrics: metrics,
             audit: Logger(label: "keyrack.kms.audit")
         )
         let router = KMSRoutes.router(service: service)

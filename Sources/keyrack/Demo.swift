@@ -54,6 +54,7 @@ func runKeyReleaseDemo(in directory: URL, out: inout DemoPrinter) async throws -
     configuration.collateralDirectory = collateral.path
     configuration.trustAnchorFile = teeDirectory.appendingPathComponent("root.der").path
     configuration.keyRootFile = directory.appendingPathComponent("kms-root.key").path
+    try LocalKeyProvider.createRoot(at: configuration.keyRootFile)
     let (addresses, announce) = AsyncStream<String>.makeStream()
     var quiet = Logger(label: "keyrack.demo")
     quiet.logLevel = .critical
@@ -66,8 +67,9 @@ func runKeyReleaseDemo(in directory: URL, out: inout DemoPrinter) async throws -
     out.say("   KMS listening on \(url) (memory challenge store, local key root, DCAP with the test root)")
 
     let identity = PeerIdentity.generate()
-    out.say("   the node (libp2p id \(identity.peerId.string.prefix(20))…): POST /challenge → nonce; quote with")
-    out.say("   report_data = nonce ‖ SHA-256(peerId); nonce signed with its peer key; POST /get-key")
+    out.say("   the node (libp2p id \(identity.peerId.string.prefix(20))…): POST /challenge, proving its peer key")
+    out.say("   → nonce; an X25519 wrap key made in the TD; quote with report_data = nonce ‖")
+    out.say("   SHA-256(peerId ‖ 0x00 ‖ wrapKey); nonce signed; POST /get-key → the key sealed to the TD (HPKE)")
     let client = try KeyReleaseClient(url: url, identity: identity, quotes: SoftwareTEEQuoteSource(tee: tee))
     let key = try await client.fetchKey()
     let again = try await client.fetchKey()

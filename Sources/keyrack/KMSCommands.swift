@@ -10,7 +10,7 @@ struct KMSCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kms",
         abstract: "The attested key release service, and its client.",
-        subcommands: [Serve.self, GetKey.self]
+        subcommands: [Serve.self, GetKey.self, InitRoot.self]
     )
 
     struct Serve: AsyncParsableCommand {
@@ -67,7 +67,11 @@ struct KMSCommand: AsyncParsableCommand {
             LoggingSystem.bootstrap { label in output.logHandler(label: label) }
             defer { output.flush() }
             do {
-                try await KMSServer.run(configuration: configuration, logger: Logger(label: "keyrack.kms"))
+                try await KMSServer.run(
+                    configuration: configuration,
+                    logger: Logger(label: "keyrack.kms"),
+                    metrics: KMSMetrics(droppedLogLines: { output.droppedLines })
+                )
             } catch let error as KMSConfigurationError {
                 output.flush()
                 writeStandardError("keyrack: \(error)\n")
@@ -76,6 +80,29 @@ struct KMSCommand: AsyncParsableCommand {
                 output.flush()
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(2)
+            }
+        }
+    }
+
+    struct InitRoot: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "init-root",
+            abstract: "Create the local key provider's 32-byte root (KEY_ROOT_FILE).",
+            discussion: """
+                Writes 32 random bytes to --out with mode 0600, synced, and never over an existing \
+                file. Every key the local provider releases is derived from this root: give each \
+                replica that must hand out the same keys a copy of this one file, keep a backup \
+                where only the operator can read it, and never create a second one for the same \
+                service. `kms serve` never creates a missing root: it refuses to start, naming \
+                KEY_ROOT_FILE.
+                """
+        )
+        @Option(help: "Where to write the root.") var out: String
+
+        func run() throws {
+            try reportingFailures {
+                try LocalKeyProvider.createRoot(at: out)
+                try writeStandardOutput("created the KMS key root \(out) (32 bytes, mode 0600)\n")
             }
         }
     }
@@ -89,18 +116,32 @@ struct KMSCommand: AsyncParsableCommand {
                 directory), dstack:SOCKET (the dstack agent), or tdx (this TD, through \
                 /sys/kernel/config/tsm/report). With --out the 32 key bytes are written to \
                 the file (mode 0600, atomically); otherwise the key is printed in base64.
+
+                The KMS is reached over HTTPS, checked against the system's trust roots or \
+                --ca-cert; plain http:// is accepted only for a loopback address and refused \
+                for any other host before connecting. The challenge request proves this \
+                peer's key, so nobody else can use up its challenges. The key is asked for \
+                sealed (HPKE, X25519) to a key pair made in this process for this one release \
+                and bound into the quote, so a TLS-terminating gateway or anyone in between \
+                sees only ciphertext; a KMS that answers in the clear is refused. --no-wrap \
+                asks for the key in the clear, for a KMS that cannot wrap.
                 """
         )
 
-        @Option(help: "The KMS, http://host:port.") var url: String
+        @Option(help: "The KMS, https://host[:port] (http:// only on loopback).") var url: String
         @Option(help: "The peer identity file (keyrack peer-id new).") var identity: String
         @Option(help: "software:DIR | dstack:SOCKET | tdx") var tee: String
         @Option(help: "Write the key to this file instead of printing it.") var out: String?
+        @Option(help: "PEM CA certificates to trust for the KMS instead of the system's.") var caCert: String?
+        @Flag(help: "Ask for the key in the clear instead of sealed to this process (a KMS that cannot wrap).")
+        var noWrap = false
 
         func run() async throws {
             try await reportingAsyncFailures {
                 let source = try quoteSource(tee)
-                let client = try KeyReleaseClient(url: url, identity: PeerIdentity.read(from: identity), quotes: source)
+                var client = try KeyReleaseClient(
+                    url: url, identity: PeerIdentity.read(from: identity), quotes: source, caCertificateFile: caCert)
+                client.wrapsKey = !noWrap
                 let key = try await client.fetchKey()
                 if let out {
                     try writeSecretFile(key, to: out)

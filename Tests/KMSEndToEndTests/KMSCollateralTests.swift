@@ -57,7 +57,10 @@ struct KMSCollateralTests {
         #expect(stale.error?.error == "PolicyNotReady")
         let ready = try await kms.send(.get, "/readyz", json: "")
         #expect(ready.status == 503, "\(ready.text)")
-        #expect(ready.text.contains("expired"))
+        #expect(ready.text.contains("\"notReady\":[\"collateral\"]"), "\(ready.text)")
+        // Why, and the PCCS's address, only in the log (review L7).
+        #expect(!ready.text.contains("127.0.0.1") && !stale.text.contains("127.0.0.1"), "\(ready.text) \(stale.text)")
+        #expect(kms.process.log.contains("expired"))
 
         // The PCCS back with fresh collateral: after the retry interval the same challenge is released.
         let renewed = try Self.reissue(tee.collateral, nextUpdate: start + 30 * 86_400, keys: keys)
@@ -96,20 +99,24 @@ struct KMSCollateralTests {
         let unknown = try await kms.post("/get-key", held)
         #expect(unknown.status == 503, "\(unknown.text)")
         #expect(unknown.error?.error == "PolicyNotReady")
-        #expect(unknown.error?.message.contains("the PCCS fetch failed") == true, "\(unknown.text)")
-        #expect(unknown.error?.message.contains("404") == true, "\(unknown.text)")
+        // Why is in the log only; the answer names no host or port (review L7).
+        #expect(!unknown.text.contains("127.0.0.1"), "\(unknown.text)")
+        var detail = try await kms.lastAuditDetail(after: 0)
+        #expect(detail.contains("the PCCS fetch failed") && detail.contains("404"), "\(detail)")
 
         // Then the platform's collateral, but tampered with; a failed fetch is retried after 5 s, not before.
         pccs.serve(platform.tee.collateral)
         pccs.set(.tamperedTCBInfo)
         let early = try await kms.post("/get-key", held)
-        #expect(early.error?.message.contains("404") == true, "retried before the retry interval: \(early.text)")
+        #expect(early.status == 503, "\(early.text)")
+        detail = try await kms.lastAuditDetail(after: 1)
+        #expect(detail.contains("404"), "retried before the retry interval: \(detail)")
         try await Task.sleep(for: .milliseconds(5_500))
         let refused = try await kms.post("/get-key", held)
         #expect(refused.status == 503, "\(refused.text)")
         #expect(refused.error?.error == "PolicyNotReady")
-        #expect(refused.error?.message.contains("the PCCS fetch failed") == true, "\(refused.text)")
-        #expect(refused.error?.message.contains("404") == false, "\(refused.text)")
+        detail = try await kms.lastAuditDetail(after: 2)
+        #expect(detail.contains("the PCCS fetch failed") && !detail.contains("404"), "\(detail)")
 
         // The PCCS serves good collateral again.
         pccs.set(.normal)

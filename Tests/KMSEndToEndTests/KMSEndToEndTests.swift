@@ -110,6 +110,33 @@ struct KMSEndToEndTests {
         #expect(loose.output.contains("chmod 600"))
     }
 
+    @Test("kms init-root makes a 0600 root and never overwrites it; serve with a missing root refuses to start")
+    func initRoot() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("init-root-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let root = directory.appendingPathComponent("kms-root.key").path
+        let missing = await runKeyrackToEnd(
+            ["kms", "serve"], environment: ["KEY_ROOT_FILE": root, "LISTEN_ADDR": "127.0.0.1:0"])
+        #expect(missing.status == 2)
+        #expect(missing.output.contains("KEY_ROOT_FILE \(root) does not exist"))
+        #expect(!FileManager.default.fileExists(atPath: root))
+
+        let created = await runKeyrackToEnd(["kms", "init-root", "--out", root])
+        #expect(created.status == 0, "\(created.output)")
+        let attributes = try FileManager.default.attributesOfItem(atPath: root)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        #expect((attributes[.size] as? Int) == 32)
+        let first = try Data(contentsOf: URL(fileURLWithPath: root))
+        let again = await runKeyrackToEnd(["kms", "init-root", "--out", root])
+        #expect(again.status == 1)
+        #expect(again.output.contains("exists already; a key root is never overwritten"), "\(again.output)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: root)) == first)
+        // The root's bytes are never printed.
+        #expect(!created.output.contains(first.base64EncodedString()))
+        #expect(!created.output.contains(Array(first).hexString))
+    }
+
     @Test("the CLI: peer-id new, then kms get-key --tee software:DIR --out FILE")
     func cli() async throws {
         let platform = try Platform()

@@ -33,7 +33,11 @@ final class Platform: @unchecked Sendable {
         measurements = (mrtd, rtmrs)
         policyFile = directory.appendingPathComponent("policy.json")
         try writePolicy()
+        try LocalKeyProvider.createRoot(at: rootFile.path)
     }
+
+    /// The KMS's key root (`KEY_ROOT_FILE`), made as `keyrack kms init-root` makes it.
+    var rootFile: URL { directory.appendingPathComponent("root.key") }
 
     /// Writes a policy admitting the default measurements and `tcbStatus`.
     func writePolicy(tcbStatus: [String] = ["UpToDate"]) throws {
@@ -52,7 +56,7 @@ final class Platform: @unchecked Sendable {
             "LISTEN_ADDR": "127.0.0.1:\(port)",
             "COLLATERAL_DIR": teeDirectory.path,
             "TRUST_ANCHOR": teeDirectory.appendingPathComponent("root.der").path,
-            "KEY_ROOT_FILE": directory.appendingPathComponent("root.key").path,
+            "KEY_ROOT_FILE": rootFile.path,
         ]
         if policy { environment["POLICY_FILE"] = policyFile.path }
         return environment.merging(extra) { $1 }
@@ -118,6 +122,19 @@ final class KMS: @unchecked Sendable {
         try #require(
             response.status == 200, "challenge: \(response.status) \(String(decoding: response.body, as: UTF8.self))")
         return try JSONDecoder().decode(ChallengeResponse.self, from: Data(response.body))
+    }
+
+    /// The `detail` of the audit line of key release number `index + 1`
+    /// (what the answer leaves out), once the KMS has logged it.
+    func lastAuditDetail(after index: Int) async throws -> String {
+        for _ in 0..<250 {
+            let lines = process.log.split(separator: "\n").filter { $0.hasSuffix("key release") }
+            if lines.count > index, let range = lines[index].range(of: "detail=") {
+                return String(lines[index][range.upperBound...])
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestSupportError("no audit line \(index + 1) with a detail:\n\(process.log)")
     }
 
     deinit { process.stop() }

@@ -101,6 +101,26 @@ struct KMSOperationsTests {
                 .status == 200)
     }
 
+    @Test("no POLICY_FILE at all: the KMS serves (503 PolicyNotReady, /readyz names policy) and stops cleanly")
+    func withoutPolicyFile() async throws {
+        let platform = try Platform()
+        let kms = try await KMS.start(platform, policy: false)
+        let identity = PeerIdentity.generate()
+        let challenge = try await kms.challenge(for: identity)
+        let refused = try await kms.post(
+            "/get-key", try KeyRequest.valid(challenge, identity: identity, tee: platform.tee).body)
+        #expect(refused.status == 503)
+        #expect(refused.error?.error == "PolicyNotReady")
+        let ready = try await kms.send(.get, "/readyz", json: "")
+        #expect(ready.status == 503)
+        #expect(ready.text.contains("\"notReady\":[\"policy\"]"), "\(ready.text)")
+        // Still serving a while later (the policy reloader has nothing to watch and must not end the service).
+        try await Task.sleep(for: .seconds(2))
+        #expect(kms.process.process.isRunning, "\(kms.process.log)")
+        #expect(try await kms.send(.get, "/healthz", json: "").status == 200)
+        #expect(kms.process.stop() == 0, "\(kms.process.log)")
+    }
+
     @Test("no collateral: 503 PolicyNotReady and /readyz says so")
     func noCollateral() async throws {
         let platform = try Platform()
@@ -132,7 +152,14 @@ struct KMSOperationsTests {
         let refusedKey = try await kms.post("/get-key", request)
         #expect(refusedKey.status == 503)
         #expect(refusedKey.error?.error == "StoreUnavailable")
-        #expect(try await kms.send(.get, "/readyz", json: "").status == 503)
+        let ready = try await kms.send(.get, "/readyz", json: "")
+        #expect(ready.status == 503)
+        #expect(ready.text.contains("\"notReady\":[\"store\"]"), "\(ready.text)")
+        // Redis's address only in the log (review L7).
+        for answer in [refusedChallenge, refusedKey, ready] {
+            #expect(!answer.text.contains(":\(redis.port)") && !answer.text.contains("127.0.0.1"), "\(answer.text)")
+        }
+        try await eventually { kms.process.log.contains("\(redis.port)") }
         try redis.restart()
         let fresh = try await kms.challenge(for: identity)
         #expect(

@@ -60,8 +60,84 @@ func exerciseLimit(_ store: some ChallengeStore, now: () -> Date) async throws {
     try await store.issue(makeChallenge(peer: peer, expiresAt: now() + 60), maximumPending: 3)
 }
 
+/// The two budgets are separate: anonymous requests cannot spend the proven one, nor the other way round.
+func exerciseBudgets(_ store: some ChallengeStore, now: () -> Date) async throws {
+    let peer = "peer-budget-\(UUID())"
+    let limits = ChallengeLimits(perPeer: 2)
+    func make(_ budget: ChallengeBudget) -> Challenge {
+        Challenge(
+            id: UUID(), nonce: Array(repeating: 7, count: 32), peerId: peer, expiresAt: now() + 60, budget: budget)
+    }
+    for _ in 0..<2 { try await store.issue(make(.anonymous), limits: limits) }
+    await #expect(throws: ChallengeStoreError.self) { try await store.issue(make(.anonymous), limits: limits) }
+    let proven = try await store.issue(make(.proven), limits: limits)
+    try await store.issue(make(.proven), limits: limits)
+    do {
+        try await store.issue(make(.proven), limits: limits)
+        Issue.record("a third proven challenge was issued")
+    } catch {
+        guard case .rateLimited = error else { throw error }
+    }
+    // The budget survives the store: consumed, the challenge says which it was, and frees its own budget.
+    let consumed = try await store.consume(proven.id)
+    #expect(consumed?.budget == .proven)
+    try await store.issue(make(.proven), limits: limits)
+    await #expect(throws: ChallengeStoreError.self) { try await store.issue(make(.anonymous), limits: limits) }
+}
+
+/// The total bounds every peer together; consuming frees a place.
+func exerciseTotal(_ store: some ChallengeStore, now: () -> Date) async throws {
+    let limits = ChallengeLimits(perPeer: 8, total: 3)
+    var issued: [Challenge] = []
+    for index in 0..<3 {
+        issued.append(
+            try await store.issue(makeChallenge(peer: "peer-total-\(index)", expiresAt: now() + 60), limits: limits))
+    }
+    do {
+        try await store.issue(makeChallenge(peer: "peer-total-x", expiresAt: now() + 60), limits: limits)
+        Issue.record("a fourth challenge was issued past the total")
+    } catch {
+        guard case .full(let retryAfter) = error else { throw error }
+        #expect(retryAfter > .seconds(50) && retryAfter <= .seconds(61))
+    }
+    // The refused peer was not charged: with the total freed it gets its whole budget.
+    _ = try await store.consume(issued[0].id)
+    try await store.issue(makeChallenge(peer: "peer-total-x", expiresAt: now() + 60), limits: limits)
+    #expect(try await store.pendingCount() == 3)
+}
+
 @Suite("Memory challenge store")
 struct MemoryChallengeStoreTests {
+    @Test("the anonymous and proven budgets are separate")
+    func budgets() async throws {
+        let clock = TestClock()
+        try await exerciseBudgets(MemoryChallengeStore(now: { clock.now })) { clock.now }
+    }
+
+    @Test("the total limit: full is refused with the oldest's expiry, consuming frees a place")
+    func total() async throws {
+        let clock = TestClock()
+        try await exerciseTotal(MemoryChallengeStore(now: { clock.now })) { clock.now }
+    }
+
+    @Test("expired challenges are swept in bounded batches, never all at once")
+    func boundedSweep() async throws {
+        let clock = TestClock()
+        let store = MemoryChallengeStore(now: { clock.now })
+        let count = 1_000
+        for index in 0..<count {
+            try await store.issue(makeChallenge(peer: "peer-\(index)", expiresAt: clock.now + 10), maximumPending: 8)
+        }
+        #expect(store.pendingCount() == count)
+        clock.advance(11)
+        // Each operation passes at most sweepBatch entries: the count falls by exactly that per call.
+        let batch = MemoryChallengeStore.sweepBatch
+        var seen: [Int] = []
+        for _ in 0..<(count / batch + 2) { seen.append(store.pendingCount()) }
+        let expected = (1...(count / batch + 2)).map { max(0, count - $0 * batch) }
+        #expect(seen == expected)
+    }
+
     @Test("issue, consume once, unknown ids")
     func basics() async throws {
         let clock = TestClock()
@@ -79,13 +155,13 @@ struct MemoryChallengeStoreTests {
         let clock = TestClock()
         let store = MemoryChallengeStore(now: { clock.now })
         let challenge = makeChallenge(expiresAt: clock.now + 10)
-        try store.issue(challenge, maximumPending: 1)
-        #expect(throws: ChallengeStoreError.self) {
-            try store.issue(makeChallenge(expiresAt: clock.now + 10), maximumPending: 1)
+        try await store.issue(challenge, maximumPending: 1)
+        await #expect(throws: ChallengeStoreError.self) {
+            try await store.issue(makeChallenge(expiresAt: clock.now + 10), maximumPending: 1)
         }
         clock.advance(10)
         #expect(store.consume(challenge.id) == nil)
-        try store.issue(makeChallenge(expiresAt: clock.now + 10), maximumPending: 1)
+        try await store.issue(makeChallenge(expiresAt: clock.now + 10), maximumPending: 1)
         clock.advance(5)
         #expect(store.pendingCount() == 1)
         clock.advance(6)
@@ -99,7 +175,7 @@ struct MemoryChallengeStoreTests {
         let now = Date()
         let store = MemoryChallengeStore(now: { now })
         let challenge = makeChallenge(expiresAt: now + 60)
-        try store.issue(challenge, maximumPending: 8)
+        try await store.issue(challenge, maximumPending: 8)
         let winners = await withTaskGroup(of: Bool.self) { group in
             for _ in 0..<1000 { group.addTask { store.consume(challenge.id) != nil } }
             return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
@@ -122,6 +198,25 @@ struct RedisChallengeStoreTests {
     @Test("issue, consume once, unknown ids")
     func basics() async throws {
         try await exerciseStore(store(), ttl: 300) { Date() }
+    }
+
+    @Test("the anonymous and proven budgets are separate")
+    func budgets() async throws {
+        try await exerciseBudgets(store()) { Date() }
+    }
+
+    @Test("the total limit: full is refused with the oldest's expiry, consuming frees a place")
+    func total() async throws {
+        try await exerciseTotal(store(prefix: "total-\(UUID())")) { Date() }
+    }
+
+    @Test("every key a script touches shares one hash slot (a Redis Cluster refuses the script otherwise)")
+    func hashTags() throws {
+        let store = try store(prefix: "keyrack:kms")
+        let id = UUID()
+        #expect(store.challengeKey(id) == "keyrack:kms:c:{\(id.uuidString.lowercased())}")
+        #expect(store.peerKey("12D3KooWabc", .proven) == "keyrack:kms:p:{12D3KooWabc}:proven")
+        #expect(store.allKey == "keyrack:kms:{all}")
     }
 
     @Test("the per-peer limit holds across two replicas")

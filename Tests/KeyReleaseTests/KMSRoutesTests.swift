@@ -31,6 +31,7 @@ struct InProcessKMS {
         store: any ChallengeStore = MemoryChallengeStore(),
         keys: (any KeyProvider)? = nil,
         maximumPending: Int = 8,
+        maximumPendingTotal: Int = 100_000,
         collateralDirectory: URL? = nil,
         now: @escaping @Sendable () -> Date = { Date() }
     ) throws {
@@ -43,7 +44,7 @@ struct InProcessKMS {
             try Self.matchingPolicy(tee).write(to: URL(fileURLWithPath: policyPath))
         }
         service = KeyReleaseService(
-            settings: .init(maximumPending: maximumPending),
+            settings: .init(maximumPending: maximumPending, maximumPendingTotal: maximumPendingTotal),
             store: store,
             keys: try keys ?? LocalKeyProvider(root: root),
             policies: PolicyHolder(path: policyPath),
@@ -88,19 +89,38 @@ struct KMSCaller: Sendable {
 
     func challengeBody() -> String { "{\"peerId\":\"\(identity.peerId.string)\"}" }
 
+    /// A `/challenge` body with a proof of possession made at `time` (by
+    /// `signWith` instead of this caller, to forge one).
+    func provenChallengeBody(time: Int64 = Int64(Date().timeIntervalSince1970), signWith: PeerIdentity? = nil)
+        throws -> String
+    {
+        let proof = try (signWith ?? identity).sign(ChallengeProof.message(peerId: identity.peerId.string, time: time))
+        return """
+            {"peerId":"\(identity.peerId.string)","time":\(time),"proof":"\(Data(proof).base64EncodedString())"}
+            """
+    }
+
     /// A `/get-key` body for `challenge`; `bindTo` replaces the nonce in the
     /// quote's report data, `signWith` the key that signs it.
+    /// `wrapKey` is sent as given; `bindWrapKey` is the one the quote binds
+    /// (by default the same; `.some(nil)` binds none).
     func getKeyBody(
         _ challenge: ChallengeResponse, tee: SoftwareTEE, bindTo: [UInt8]? = nil, signWith: PeerIdentity? = nil,
-        quote override: [UInt8]? = nil
+        quote override: [UInt8]? = nil, wrapKey: [UInt8]? = nil, bindWrapKey: [UInt8]?? = .none
     ) throws -> String {
         let nonce = try #require([UInt8](hex: challenge.nonce))
-        let reportData = (bindTo ?? nonce) + Array(SHA256.hash(data: Array(identity.peerId.string.utf8)))
+        let bound: [UInt8]?
+        switch bindWrapKey {
+        case .none: bound = wrapKey
+        case .some(let key): bound = key
+        }
+        let reportData = KeyWrapping.reportData(nonce: bindTo ?? nonce, peerId: identity.peerId.string, wrapKey: bound)
         let quote = try override ?? tee.quote(reportData: reportData)
         let signature = try (signWith ?? identity).sign(nonce)
+        let wrap = wrapKey.map { ",\"wrapKey\":\"\(Data($0).base64EncodedString())\"" } ?? ""
         return """
             {"challengeId":"\(challenge.challengeId)","quote":"\(Data(quote).base64EncodedString())",\
-            "signature":"\(Data(signature).base64EncodedString())"}
+            "signature":"\(Data(signature).base64EncodedString())"\(wrap)}
             """
     }
 }
@@ -161,7 +181,8 @@ struct KMSRoutesTests {
             for caller in [first, second] {
                 let challenge = try await client.challenge(for: caller)
                 let released = try await client.post("/get-key", try caller.getKeyBody(challenge, tee: kms.tee))
-                keys.append(try JSONDecoder().decode(GetKeyResponse.self, from: Data(buffer: released.body)).key)
+                keys.append(
+                    try #require(try JSONDecoder().decode(GetKeyResponse.self, from: Data(buffer: released.body)).key))
             }
             #expect(keys == [try kms.expectedKey(for: first.identity), try kms.expectedKey(for: second.identity)])
             #expect(keys[0] != keys[1])
@@ -333,15 +354,21 @@ struct KMSRoutesTests {
         try await kms.test { client in
             let notReady = try await client.execute(uri: "/readyz", method: .get)
             #expect(notReady.status == .serviceUnavailable)
-            let reason = try JSONDecoder().decode([String: String].self, from: Data(buffer: notReady.body))
-            #expect(reason["status"] == "not ready")
-            #expect(reason["reason"]?.hasPrefix("policy: cannot read POLICY_FILE") == true)
+            let reason = try JSONDecoder().decode(ReadinessBody.self, from: Data(buffer: notReady.body))
+            #expect(reason == ReadinessBody(status: "not ready", notReady: ["policy"], reason: "not ready: policy"))
+            // The policy file's path is only in the log (review L7).
+            let parts = await kms.service.notReady()
+            #expect(parts.map(\.component) == [.policy])
+            #expect(parts.first?.detail.contains(kms.directory.path) == true)
+            #expect(!String(buffer: notReady.body).contains(kms.directory.path))
 
             let challenge = try await client.challenge(for: caller)
             let body = try caller.getKeyBody(challenge, tee: kms.tee)
             let refused = try await client.post("/get-key", body)
             #expect(refused.status == .serviceUnavailable)
             #expect(try refused.errorBody().error == "PolicyNotReady")
+            #expect(try refused.errorBody().message == "no attestation policy is loaded")
+            #expect(!String(buffer: refused.body).contains(kms.directory.path))
 
             try kms.writeMatchingPolicy()
             #expect(kms.service.policies.reloadIfChanged() != nil)
@@ -366,14 +393,15 @@ struct KMSRoutesTests {
             #expect(refused.status == .serviceUnavailable)
             let body = try refused.errorBody()
             #expect(body.error == "PolicyNotReady")
-            #expect(body.message.hasPrefix("collateral not ready: the collateral for FMSPC 00906ED50000 expired at"))
+            #expect(body.message == "collateral for this platform is not ready")
             #expect(try await kms.service.store.pendingCount() == 1, "the challenge was spent")
             let readiness = try await client.execute(uri: "/readyz", method: .get)
             #expect(readiness.status == .serviceUnavailable)
-            let reason = try JSONDecoder().decode([String: String].self, from: Data(buffer: readiness.body))
-            #expect(
-                reason["reason"]?.hasPrefix("collateral: every collateral document in COLLATERAL_DIR has expired")
-                    == true)
+            let reason = try JSONDecoder().decode(ReadinessBody.self, from: Data(buffer: readiness.body))
+            #expect(reason.notReady == ["collateral"])
+            let parts = await kms.service.notReady()
+            #expect(parts.map(\.component) == [.collateral])
+            #expect(parts.first?.detail.hasPrefix("every collateral document in COLLATERAL_DIR has expired") == true)
         }
         #expect(kms.service.metrics.keyReleases("PolicyNotReady") == 1)
     }
@@ -423,7 +451,8 @@ struct KMSRoutesTests {
             #expect(response.status == .badGateway)
             let body = try response.errorBody()
             #expect(body.error == "KeyDerivationFailed")
-            #expect(body.message.contains(missing))
+            #expect(body.message == "the key provider failed")
+            #expect(!String(buffer: response.body).contains(missing), "the socket's path is for the log only")
         }
     }
 
@@ -441,8 +470,12 @@ struct KMSRoutesTests {
             #expect(try response.errorBody().error == "StoreUnavailable")
             let readiness = try await http.execute(uri: "/readyz", method: .get)
             #expect(readiness.status == .serviceUnavailable)
-            let reason = try JSONDecoder().decode([String: String].self, from: Data(buffer: readiness.body))
-            #expect(reason["reason"]?.hasPrefix("store: ") == true)
+            let reason = try JSONDecoder().decode(ReadinessBody.self, from: Data(buffer: readiness.body))
+            #expect(reason.notReady == ["store"])
+            // Redis's address only in the log.
+            for body in [response.body, readiness.body] {
+                #expect(!String(buffer: body).contains("\(port)"), "\(String(buffer: body))")
+            }
         }
     }
 

@@ -25,9 +25,10 @@ struct LocalKeyProviderTests {
         #expect(provider.deriveKey(namespace: "other", peerId: peer) != key)
     }
 
-    @Test("a missing root file is created with mode 0600, and two providers on it agree")
+    @Test("createRoot makes a 0600 file of 32 bytes, two providers on it agree, and it is never overwritten")
     func createAndShare() throws {
         let path = directory.appendingPathComponent("root").path
+        try LocalKeyProvider.createRoot(at: path)
         let first = try LocalKeyProvider(rootFile: path)
         let attributes = try FileManager.default.attributesOfItem(atPath: path)
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
@@ -36,6 +37,28 @@ struct LocalKeyProviderTests {
         #expect(
             first.deriveKey(namespace: "n", peerId: peer) == second.deriveKey(namespace: "n", peerId: peer)
         )
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect {
+            try LocalKeyProvider.createRoot(at: path)
+        } throws: { error in
+            (error as? KeyProviderError)?.code == .keyRootExists
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+        // No temporary file is left beside it.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["root"])
+    }
+
+    @Test("a missing root file is never created: start-up stops naming KEY_ROOT_FILE and init-root")
+    func missingRoot() throws {
+        let path = directory.appendingPathComponent("absent").path
+        #expect {
+            try LocalKeyProvider(rootFile: path)
+        } throws: { error in
+            guard let error = error as? KeyProviderError else { return false }
+            return error.code == .keyRootMissing && error.reason.hasPrefix("KEY_ROOT_FILE \(path) does not exist")
+                && error.reason.contains("keyrack kms init-root --out \(path)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: path))
     }
 
     @Test("a root file readable by others, or of the wrong size, stops start-up with the reason")

@@ -38,13 +38,19 @@ public struct KMSError: Error, Equatable, Sendable, CustomStringConvertible {
     public let field: String?
     /// Seconds to wait before retrying (`RateLimited` only).
     public let retryAfterSeconds: Int?
+    /// What only the operator may read — a file path, a Redis host and port,
+    /// a PCCS URL, a provider's own error — for the log; never in the answer.
+    public let detail: String?
 
     /// An error with its code and message.
-    public init(_ code: Code, _ message: String, field: String? = nil, retryAfterSeconds: Int? = nil) {
+    public init(
+        _ code: Code, _ message: String, field: String? = nil, retryAfterSeconds: Int? = nil, detail: String? = nil
+    ) {
         self.code = code
         self.message = message
         self.field = field
         self.retryAfterSeconds = retryAfterSeconds
+        self.detail = detail
     }
 
     /// The HTTP status.

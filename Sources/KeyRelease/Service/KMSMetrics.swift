@@ -15,8 +15,12 @@ public final class KMSMetrics: Sendable {
     /// Upper bounds (seconds) of the get-key latency histogram.
     static let bounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
     private let state = Mutex(State())
+    private let droppedLogLines: @Sendable () -> Int
 
-    public init() {}
+    /// Metrics; `droppedLogLines` reads how many log lines the log writer dropped.
+    public init(droppedLogLines: @escaping @Sendable () -> Int = { 0 }) {
+        self.droppedLogLines = droppedLogLines
+    }
 
     func recordChallenge(_ failure: KMSError.Code?) {
         state.withLock { $0.challenges[failure?.rawValue ?? "Issued", default: 0] += 1 }
@@ -62,6 +66,10 @@ public final class KMSMetrics: Sendable {
             lines.append("# TYPE keyrack_kms_pending_challenges gauge")
             lines.append("keyrack_kms_pending_challenges \(pendingChallenges)")
         }
+        lines.append(
+            "# HELP keyrack_kms_log_lines_dropped_total Log lines dropped because the log's reader fell behind.")
+        lines.append("# TYPE keyrack_kms_log_lines_dropped_total counter")
+        lines.append("keyrack_kms_log_lines_dropped_total \(droppedLogLines())")
         lines += extra
         return lines.joined(separator: "\n") + "\n"
     }

@@ -12,6 +12,10 @@ public struct KeyProviderErrorCode: ErrorCodes {
     /// The local key root (`KEY_ROOT_FILE`) cannot be used: unreadable,
     /// not 32 bytes, readable by group or others, or not writable when created.
     public static let keyRoot = KeyProviderErrorCode("KMS-KEY-ROOT")
+    /// `KEY_ROOT_FILE` does not exist: the KMS never creates one (`keyrack kms init-root` does).
+    public static let keyRootMissing = KeyProviderErrorCode("KMS-KEY-ROOT-MISSING")
+    /// `keyrack kms init-root --out F` where F exists: a key root is never overwritten.
+    public static let keyRootExists = KeyProviderErrorCode("KMS-KEY-ROOT-EXISTS")
     /// dstack's guest agent cannot be reached (no socket, connection refused, timeout).
     public static let dstackUnreachable = KeyProviderErrorCode("KMS-DSTACK-UNREACHABLE")
     /// dstack answered, but not with a key (an HTTP error, not the GetKey JSON, a short key).

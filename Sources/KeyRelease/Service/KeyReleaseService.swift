@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import KeyrackCore
 import Logging
+import Synchronization
 
 /// The key-release pipeline, independent of HTTP: each method takes a
 /// decoded request and returns the answer or a ``KMSError`` with its code.
@@ -14,20 +15,28 @@ import Logging
 /// audit log as one line with the peer id and the outcome — never a nonce,
 /// key, quote or signature.
 public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
-    /// Tunables (`CHALLENGE_TTL_SECS`, `MAX_PENDING_CHALLENGES`, `KEY_NAMESPACE_PREFIX`).
+    /// Tunables (`CHALLENGE_TTL_SECS`, `MAX_PENDING_CHALLENGES`,
+    /// `MAX_PENDING_CHALLENGES_TOTAL`, `KEY_NAMESPACE_PREFIX`).
     public struct Settings: Sendable {
         public var challengeTTL: Duration
         public var maximumPending: Int
+        public var maximumPendingTotal: Int
         public var namespace: String
+        /// How far a challenge proof's `time` may be from this server's clock.
+        public var proofWindow: Duration
 
         public init(
             challengeTTL: Duration = .seconds(300),
             maximumPending: Int = 8,
-            namespace: String = "keyrack/storage"
+            maximumPendingTotal: Int = 100_000,
+            namespace: String = "keyrack/storage",
+            proofWindow: Duration = .seconds(60)
         ) {
             self.challengeTTL = challengeTTL
             self.maximumPending = maximumPending
+            self.maximumPendingTotal = maximumPendingTotal
             self.namespace = namespace
+            self.proofWindow = proofWindow
         }
     }
 
@@ -39,6 +48,8 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
     let now: @Sendable () -> Date
     let audit: Logger
     public let metrics: KMSMetrics
+    /// The last readiness reported in the log, so that a probe every second logs only changes.
+    private let lastReadiness = Mutex("")
 
     public init(
         settings: Settings = Settings(),
@@ -68,6 +79,10 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
         do {
             result = .success(try await issue(request))
         } catch {
+            if let detail = error.detail {
+                audit.warning(
+                    "challenge refused", metadata: ["outcome": "\(error.code.rawValue)", "detail": "\(detail)"])
+            }
             result = .failure(error)
         }
         metrics.recordChallenge(result.failureCode)
@@ -81,27 +96,38 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
         } catch {
             throw KMSError(.invalidPeerId, error.description)
         }
+        let budget = try proveBudget(request, peer: peer)
         var random = SystemRandomSource()
         let requested = Challenge(
             id: UUID(),
             nonce: random.bytes(32),
             peerId: peer.string,
-            expiresAt: now().addingTimeInterval(settings.challengeTTL.seconds)
+            expiresAt: now().addingTimeInterval(settings.challengeTTL.seconds),
+            budget: budget
         )
         let stored: Challenge
         do {
-            stored = try await store.issue(requested, maximumPending: settings.maximumPending)
+            stored = try await store.issue(
+                requested,
+                limits: ChallengeLimits(perPeer: settings.maximumPending, total: settings.maximumPendingTotal)
+            )
         } catch {
             switch error {
             case .rateLimited(let retryAfter):
                 let seconds = max(1, Int(retryAfter.seconds.rounded(.up)))
+                let which = budget == .proven ? "proven" : "anonymous"
                 throw KMSError(
                     .rateLimited,
-                    "peer has \(settings.maximumPending) pending challenges; retry in \(seconds) s",
+                    "peer has \(settings.maximumPending) pending \(which) challenges; retry in \(seconds) s",
                     retryAfterSeconds: seconds
                 )
+            case .full(let retryAfter):
+                let seconds = max(1, Int(retryAfter.seconds.rounded(.up)))
+                throw KMSError(
+                    .rateLimited, "the service holds its maximum of pending challenges; retry in \(seconds) s",
+                    retryAfterSeconds: seconds)
             case .unavailable(let reason):
-                throw KMSError(.storeUnavailable, "challenge store unavailable: \(reason)")
+                throw KMSError(.storeUnavailable, "the challenge store is unavailable", detail: reason)
             }
         }
         return ChallengeResponse(
@@ -109,6 +135,33 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
             nonce: stored.nonce.hexString,
             expiresAt: stored.expiresAt.rfc3339
         )
+    }
+
+    /// The budget a challenge request counts against: `proven` when it
+    /// carries a valid proof of possession of the peer key, `anonymous`
+    /// without one. A proof that is malformed, out of its time window or
+    /// does not verify is refused — never downgraded to anonymous.
+    private func proveBudget(_ request: ChallengeRequest, peer: PeerID) throws(KMSError) -> ChallengeBudget {
+        switch (request.time, request.proof) {
+        case (nil, nil):
+            return .anonymous
+        case (let time?, let proof?):
+            guard let signature = Data(base64Encoded: proof), signature.count == 64 else {
+                throw KMSError(.invalidRequest, "proof is not a base64 Ed25519 signature (64 bytes)")
+            }
+            let clock = Int64(now().timeIntervalSince1970.rounded(.down))
+            let window = Int64(settings.proofWindow.components.seconds)
+            guard time >= clock - window, time <= clock + window else {
+                throw KMSError(
+                    .invalidSignature, "the proof's time is more than \(window) s from the server's clock")
+            }
+            guard peer.isValidSignature(signature, for: ChallengeProof.message(peerId: peer.string, time: time)) else {
+                throw KMSError(.invalidSignature, "the proof does not verify with the peer's key")
+            }
+            return .proven
+        default:
+            throw KMSError(.invalidRequest, "time and proof must be given together")
+        }
     }
 
     // MARK: - POST /get-key
@@ -128,7 +181,10 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
         let outcome = result.failureCode?.rawValue ?? "Released"
         var metadata: Logger.Metadata = ["peer": "\(peer)", "outcome": "\(outcome)"]
         if let field { metadata["policyField"] = "\(field)" }
-        if case .failure(let error) = result { metadata["reason"] = "\(error.message)" }
+        if case .failure(let error) = result {
+            metadata["reason"] = "\(error.message)"
+            if let detail = error.detail { metadata["detail"] = "\(detail)" }
+        }
         audit.info("key release", metadata: metadata)
         metrics.recordKeyRelease(result.failureCode, duration: ContinuousClock.now - start)
         return try result.get()
@@ -145,18 +201,35 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
         guard let signature = Data(base64Encoded: request.signature) else {
             throw KMSError(.invalidRequest, "signature is not base64")
         }
+        // The wrap key: checked, and the HPKE context made, before anything is spent.
+        var wrapKey: [UInt8]?
+        var sealer: HPKE.Sender?
+        if let text = request.wrapKey {
+            guard let raw = Data(base64Encoded: text), raw.count == 32,
+                let recipient = try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: raw),
+                Self.hasFullOrder(recipient),
+                let sender = try? HPKE.Sender(
+                    recipientKey: recipient, ciphersuite: KeyWrapping.ciphersuite,
+                    info: KeyWrapping.info(challengeId: request.challengeId))
+            else {
+                throw KMSError(.invalidRequest, "wrapKey is not a base64 X25519 public key (32 bytes)")
+            }
+            wrapKey = Array(raw)
+            sealer = sender
+        }
 
         // 0. Readiness: the challenge stays unspent so the node can retry.
         guard let policy = policies.policy else {
-            throw KMSError(.policyNotReady, "no attestation policy loaded: \(policies.lastError ?? "unknown")")
+            throw KMSError(
+                .policyNotReady, "no attestation policy is loaded", detail: policies.lastError ?? "not loaded")
         }
         // The quote's platform first: preparing may refresh stale collateral.
         let instant = now()
         if let reason = await verifier.prepare(quote: [UInt8](quote), now: instant) {
-            throw KMSError(.policyNotReady, "collateral not ready: \(reason)")
+            throw KMSError(.policyNotReady, "collateral for this platform is not ready", detail: reason)
         }
         if let reason = verifier.notReadyReason(now: instant) {
-            throw KMSError(.policyNotReady, "collateral not ready: \(reason)")
+            throw KMSError(.policyNotReady, "collateral is not ready", detail: reason)
         }
 
         // 1. Consume the challenge (atomic, one-time).
@@ -169,7 +242,7 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
         } catch let error as KMSError {
             throw error
         } catch {
-            throw KMSError(.storeUnavailable, "challenge store unavailable: \(error)")
+            throw KMSError(.storeUnavailable, "the challenge store is unavailable", detail: "\(error)")
         }
         peer = challenge.peerId
 
@@ -188,8 +261,8 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
             throw KMSError(.invalidQuote, error.reason)
         }
 
-        // 4. Binding: report_data = nonce ‖ SHA-256(peerId).
-        let expected = challenge.nonce + Array(SHA256.hash(data: Array(challenge.peerId.utf8)))
+        // 4. Binding: report_data = nonce ‖ SHA-256(peerId [‖ 0x00 ‖ wrapKey]).
+        let expected = KeyWrapping.reportData(nonce: challenge.nonce, peerId: challenge.peerId, wrapKey: wrapKey)
         let reportData = verifier.reportData(of: parsed)
         // The buffer overload: the generic one is not specialized across
         // modules and cost 3.6 % of the server's time in metadata look-ups.
@@ -197,6 +270,12 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
             expected.withUnsafeBytes { constantTimeEqual(actual, $0) }
         }
         guard bound else {
+            if wrapKey != nil {
+                let plain = KeyWrapping.reportData(nonce: challenge.nonce, peerId: challenge.peerId, wrapKey: nil)
+                if reportData.withUnsafeBytes({ actual in plain.withUnsafeBytes { constantTimeEqual(actual, $0) } }) {
+                    throw KMSError(.invalidQuote, "report_data mismatch: the quote does not bind the wrapKey")
+                }
+            }
             throw KMSError(.invalidQuote, "report_data mismatch")
         }
 
@@ -218,28 +297,66 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
         do {
             key = try await keys.deriveKey(namespace: settings.namespace, peerId: challenge.peerId)
         } catch {
-            throw KMSError(.keyDerivationFailed, "key provider \(keys.name) failed: \(error.reason)")
+            throw KMSError(
+                .keyDerivationFailed, "the key provider failed", detail: "key provider \(keys.name): \(error.reason)")
         }
-        return GetKeyResponse(key: key.withUnsafeBytes { Data($0).base64EncodedString() })
+        guard var sealer else {
+            return GetKeyResponse(key: key.withUnsafeBytes { Data($0).base64EncodedString() })
+        }
+        do {
+            let sealed = try key.withUnsafeBytes { try sealer.seal($0, authenticating: Data()) }
+            return GetKeyResponse(wrappedKey: (sealer.encapsulatedKey + sealed).base64EncodedString())
+        } catch {
+            throw KMSError(.keyDerivationFailed, "the key could not be sealed to the wrapKey", detail: "\(error)")
+        }
+    }
+
+    /// Whether X25519 with `key` gives a secret at all: a low-order point
+    /// (all zeros among them) makes every shared secret zero, so a key
+    /// sealed to it could be opened by anyone (RFC 9180, section 7.1.4).
+    static func hasFullOrder(_ key: Curve25519.KeyAgreement.PublicKey) -> Bool {
+        guard let secret = try? Curve25519.KeyAgreement.PrivateKey().sharedSecretFromKeyAgreement(with: key) else {
+            return false
+        }
+        return secret.withUnsafeBytes { bytes in bytes.reduce(0) { $0 | $1 } != 0 }
     }
 
     // MARK: - Readiness
 
-    /// Why the service is not ready (`/readyz` answers 503 with it), or nil.
-    public func notReadyReason() async -> String? {
-        if policies.policy == nil { return "policy: \(policies.lastError ?? "not loaded")" }
-        if let reason = verifier.notReadyReason(now: now()) { return "collateral: \(reason)" }
+    /// A part of the service that can be not ready, as `/readyz` names it.
+    public enum Component: String, Sendable, CaseIterable, Codable {
+        case policy, collateral, store, keys
+    }
+
+    /// What is not ready, each part with its reason for the log (paths,
+    /// hosts, ports); `/readyz` answers 503 naming only the parts. Empty when ready.
+    public func notReady() async -> [(component: Component, detail: String)] {
+        var parts: [(Component, String)] = []
+        if policies.policy == nil { parts.append((.policy, policies.lastError ?? "not loaded")) }
+        if let reason = verifier.notReadyReason(now: now()) { parts.append((.collateral, reason)) }
         do {
             try await store.checkReady()
         } catch {
-            return "store: \(error)"
+            parts.append((.store, error.description))
         }
         do {
             try await keys.checkReady()
         } catch {
-            return "key provider: \(error.reason)"
+            parts.append((.keys, "key provider \(keys.name): \(error.reason)"))
         }
-        return nil
+        let summary = parts.map { "\($0.0.rawValue): \($0.1)" }.joined(separator: "; ")
+        let changed = lastReadiness.withLock { last in
+            defer { last = summary }
+            return last != summary
+        }
+        if changed {
+            if parts.isEmpty {
+                audit.info("ready")
+            } else {
+                audit.warning("not ready", metadata: ["detail": "\(summary)"])
+            }
+        }
+        return parts
     }
 }
 

@@ -80,7 +80,7 @@ public struct KeyReleaseClient: Sendable {
             guard let baseURL = base.url else { throw .local("the KMS URL \(url) is not a valid URL") }
             return .https(baseURL, trustRoots: roots)
         case "http":
-            guard isLoopback(host) else {
+            guard isLoopbackHost(host) else {
                 throw .local(
                     "plain http:// is refused for \(host), which is not loopback: the storage key would cross "
                         + "the network in the clear; use https://\(host)\(components.port.map { ":\($0)" } ?? "")")
@@ -90,14 +90,6 @@ public struct KeyReleaseClient: Sendable {
         default:
             throw .local("the KMS URL must be https:// (or http:// on loopback), not \(scheme)://")
         }
-    }
-
-    /// Whether `host` is a loopback name or address (127.0.0.0/8, ::1, localhost).
-    public static func isLoopback(_ host: String) -> Bool {
-        let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")).lowercased()
-        if bare == "localhost" || bare == "::1" || bare == "0:0:0:0:0:0:0:1" { return true }
-        var address = in_addr()
-        return inet_pton(AF_INET, bare, &address) == 1 && UInt32(bigEndian: address.s_addr) >> 24 == 127
     }
 
     /// Runs the whole flow and returns the 32-byte key.
@@ -122,6 +114,8 @@ public struct KeyReleaseClient: Sendable {
                 timeout: .init(connect: .seconds(10), read: TimeAmount(timeout))
             )
             configuration.httpVersion = .http1Only
+            // A refused certificate is final: fail at once rather than retry until the connect timeout.
+            configuration.connectionPool.retryConnectionEstablishment = false
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             let exchange = HTTPSExchange(client: client, base: base, timeout: timeout)
             let result: Result<SecretBytes, KeyReleaseClientError>

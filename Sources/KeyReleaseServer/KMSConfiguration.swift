@@ -15,6 +15,9 @@ public struct KMSConfiguration: Sendable, Equatable {
     public var listenPort = 8080
     public var challengeTTLSeconds = 300
     public var maximumPendingChallenges = 8
+    public var maximumPendingChallengesTotal = 100_000
+    public var idleTimeoutSeconds = 30
+    public var maximumConnections = 4_096
     public var redis: RedisConfiguration?
     public var policyFile: String?
     public var keyProvider = KeyProviderKind.local
@@ -31,7 +34,13 @@ public struct KMSConfiguration: Sendable, Equatable {
     public static let variables: [(name: String, meaning: String)] = [
         ("LISTEN_ADDR", "host:port to listen on (127.0.0.1:8080)"),
         ("CHALLENGE_TTL_SECS", "how long a challenge stays valid (300)"),
-        ("MAX_PENDING_CHALLENGES", "unexpired challenges one peer may hold (8)"),
+        ("MAX_PENDING_CHALLENGES", "unexpired challenges one peer may hold, in each of its two budgets (8)"),
+        ("MAX_PENDING_CHALLENGES_TOTAL", "unexpired challenges in the whole store; past it 429 RateLimited (100000)"),
+        (
+            "IDLE_TIMEOUT_SECS",
+            "a connection's handshake and request, or its wait for the next request, must end within this (30)"
+        ),
+        ("MAX_CONNECTIONS", "open connections at most; past it new ones are closed at accept (4096)"),
         ("REDIS_URL", "redis://host:port/db to share challenges between replicas (default: in memory)"),
         (
             "REDIS_PIPELINED_CONNECTIONS",
@@ -79,6 +88,10 @@ public struct KMSConfiguration: Sendable, Equatable {
         }
         challengeTTLSeconds = try integer("CHALLENGE_TTL_SECS", in: 1...86_400) ?? challengeTTLSeconds
         maximumPendingChallenges = try integer("MAX_PENDING_CHALLENGES", in: 1...10_000) ?? maximumPendingChallenges
+        maximumPendingChallengesTotal =
+            try integer("MAX_PENDING_CHALLENGES_TOTAL", in: 1...100_000_000) ?? maximumPendingChallengesTotal
+        idleTimeoutSeconds = try integer("IDLE_TIMEOUT_SECS", in: 1...3_600) ?? idleTimeoutSeconds
+        maximumConnections = try integer("MAX_CONNECTIONS", in: 1...1_000_000) ?? maximumConnections
         if let url = value("REDIS_URL") {
             do {
                 redis = try RedisConfiguration(url: url)

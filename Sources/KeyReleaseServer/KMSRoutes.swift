@@ -17,7 +17,8 @@ public enum KMSRoutes {
     /// A router with `POST /challenge`, `POST /get-key`, `GET /healthz`,
     /// `GET /readyz` and `GET /metrics`.
     public static func router<Verifier: EvidenceVerifier>(
-        service: KeyReleaseService<Verifier>
+        service: KeyReleaseService<Verifier>,
+        connections: ConnectionLimiter? = nil
     ) -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: ErrorBodyMiddleware())
@@ -51,10 +52,26 @@ public enum KMSRoutes {
                 body: ResponseBody(
                     byteBuffer: ByteBuffer(
                         string: service.metrics.render(
-                            pendingChallenges: pending, extra: service.verifier.metricsLines())))
+                            pendingChallenges: pending,
+                            extra: service.verifier.metricsLines() + (connections.map(connectionLines) ?? []))))
             )
         }
         return router
+    }
+
+    /// The connection gauge and counters for `/metrics`.
+    static func connectionLines(_ limiter: ConnectionLimiter) -> [String] {
+        [
+            "# HELP keyrack_kms_open_connections Connections open now.",
+            "# TYPE keyrack_kms_open_connections gauge",
+            "keyrack_kms_open_connections \(limiter.openConnections)",
+            "# HELP keyrack_kms_connections_refused_total Connections closed at accept: MAX_CONNECTIONS were open.",
+            "# TYPE keyrack_kms_connections_refused_total counter",
+            "keyrack_kms_connections_refused_total \(limiter.refused)",
+            "# HELP keyrack_kms_connections_timed_out_total Connections closed: handshake, request or idle wait over IDLE_TIMEOUT_SECS.",
+            "# TYPE keyrack_kms_connections_timed_out_total counter",
+            "keyrack_kms_connections_timed_out_total \(limiter.timedOut)",
+        ]
     }
 
     /// Reads at most 64 KiB and decodes JSON, turning every failure into the

@@ -5,6 +5,7 @@ import HummingbirdCore
 import HummingbirdTLS
 import KeyRelease
 import Logging
+import NIOCore
 import NIOSSL
 import RedisClient
 import ServiceLifecycle
@@ -22,6 +23,13 @@ public enum KMSServer {
         metrics: KMSMetrics = KMSMetrics(),
         onListening: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws {
+        let connections = ConnectionLimiter(maximum: configuration.maximumConnections)
+        let descriptors = raiseOpenFileLimit()
+        if descriptors < configuration.maximumConnections + 256 {
+            logger.warning(
+                "the open-file limit is below MAX_CONNECTIONS: connections past it fail at accept instead of being counted",
+                metadata: ["limit": "\(descriptors)", "MAX_CONNECTIONS": "\(configuration.maximumConnections)"])
+        }
         let store: any ChallengeStore
         var redisClient: RedisClient?
         if let redis = configuration.redis {
@@ -85,6 +93,7 @@ public enum KMSServer {
             settings: .init(
                 challengeTTL: .seconds(configuration.challengeTTLSeconds),
                 maximumPending: configuration.maximumPendingChallenges,
+                maximumPendingTotal: configuration.maximumPendingChallengesTotal,
                 namespace: configuration.keyNamespacePrefix
             ),
             store: store,
@@ -94,8 +103,12 @@ public enum KMSServer {
             metrics: metrics,
             audit: Logger(label: "keyrack.kms.audit")
         )
-        let router = KMSRoutes.router(service: service)
+        let router = KMSRoutes.router(service: service, connections: connections)
         let address = BindAddress.hostname(configuration.listenHost, port: configuration.listenPort)
+        let timeout = TimeAmount.seconds(Int64(configuration.idleTimeoutSeconds))
+        let http = HTTPServerBuilder.http1(
+            configuration: .init(additionalChannelHandlers: [ConnectionGuard(limiter: connections, timeout: timeout)])
+        )
         let server: HTTPServerBuilder
         let scheme: String
         if let certificate = configuration.tlsCertificateFile, let key = configuration.tlsKeyFile {
@@ -108,15 +121,20 @@ public enum KMSServer {
                     privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
                 )
                 tls.minimumTLSVersion = .tlsv12
-                server = try .tls(.http1(), tlsConfiguration: tls)
+                server = try .tls(http, tlsConfiguration: tls)
             } catch {
                 throw KMSConfigurationError(
                     .content, "TLS_CERT: cannot load the TLS certificate or key: \(error)")
             }
             scheme = "https"
         } else {
-            server = .http1()
+            server = http
             scheme = "http"
+            if !isLoopbackHost(configuration.listenHost) {
+                logger.warning(
+                    "serving plain HTTP beyond loopback: peers' requests cross the network unencrypted; set TLS_CERT and TLS_KEY, or put a TLS terminator in front",
+                    metadata: ["listen": "\(configuration.listenHost):\(configuration.listenPort)"])
+            }
         }
         let app = Application(
             router: router,
@@ -136,6 +154,18 @@ public enum KMSServer {
         )
         try await app.runService()
     }
+}
+
+/// Lifts the soft open-file limit to the hard one and returns it.
+func raiseOpenFileLimit() -> Int {
+    var limit = rlimit()
+    guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+    if limit.rlim_cur < limit.rlim_max {
+        var raised = limit
+        raised.rlim_cur = limit.rlim_max
+        if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+    }
+    return limit.rlim_cur > rlim_t(Int.max) ? Int.max : Int(limit.rlim_cur)
 }
 
 /// Reloads the policy on SIGHUP and when its file changes (checked every

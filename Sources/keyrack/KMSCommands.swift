@@ -32,6 +32,9 @@ struct KMSCommand: AsyncParsableCommand {
         @Option(help: "LISTEN_ADDR") var listenAddr: String?
         @Option(help: "CHALLENGE_TTL_SECS") var challengeTtlSecs: String?
         @Option(help: "MAX_PENDING_CHALLENGES") var maxPendingChallenges: String?
+        @Option(help: "MAX_PENDING_CHALLENGES_TOTAL") var maxPendingChallengesTotal: String?
+        @Option(help: "IDLE_TIMEOUT_SECS") var idleTimeoutSecs: String?
+        @Option(help: "MAX_CONNECTIONS") var maxConnections: String?
         @Option(help: "REDIS_URL") var redisUrl: String?
         @Option(help: "POLICY_FILE") var policyFile: String?
         @Option(help: "KEY_PROVIDER (local | dstack)") var keyProvider: String?
@@ -52,6 +55,8 @@ struct KMSCommand: AsyncParsableCommand {
                 ("KEY_PROVIDER", keyProvider), ("KEY_ROOT_FILE", keyRootFile), ("DSTACK_SOCKET_PATH", dstackSocketPath),
                 ("KEY_NAMESPACE_PREFIX", keyNamespacePrefix), ("TRUST_ANCHOR", trustAnchor),
                 ("COLLATERAL_DIR", collateralDir), ("PCCS_URL", pccsUrl), ("TLS_CERT", tlsCert), ("TLS_KEY", tlsKey),
+                ("MAX_PENDING_CHALLENGES_TOTAL", maxPendingChallengesTotal), ("IDLE_TIMEOUT_SECS", idleTimeoutSecs),
+                ("MAX_CONNECTIONS", maxConnections),
             ]
             for case (let name, let value?) in flags { environment[name] = value }
             let configuration: KMSConfiguration

@@ -47,20 +47,8 @@ struct KMSEndToEndTests {
     @Test("TLS_CERT and TLS_KEY: the KMS serves HTTPS (checked with curl), and stops cleanly on SIGTERM")
     func tls() async throws {
         let platform = try Platform()
-        guard let openssl = findExecutable("openssl"), let curl = findExecutable("curl") else {
-            Issue.record("openssl and curl are needed: run `apt-get install -y openssl curl`")
-            return
-        }
-        let certificate = platform.directory.appendingPathComponent("kms.crt").path
-        let key = platform.directory.appendingPathComponent("kms.key").path
-        let made = try await runToCompletion(
-            URL(fileURLWithPath: openssl),
-            [
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", certificate,
-            ]
-        )
-        try #require(made.status == 0, "\(made.errors)")
+        let curl = try #require(findExecutable("curl"), "curl is needed: run `apt-get install -y curl`")
+        let (certificate, key) = try await makeServerCertificate(in: platform.directory, name: "kms")
         let process = try KeyrackProcess(
             ["kms", "serve"],
             environment: platform.environment(port: 0, extra: ["TLS_CERT": certificate, "TLS_KEY": key])
@@ -91,6 +79,88 @@ struct KMSEndToEndTests {
         let plain = try await runToCompletion(
             URL(fileURLWithPath: curl), ["-s", "-m", "3", "http://127.0.0.1:\(port)/healthz"])
         #expect(!plain.output.contains("\"ok\""))
+        #expect(process.stop() == 0)
+    }
+
+    @Test(
+        "HTTPS end to end: get-key --ca-cert over TLS (proven, wrapped); the system roots or another CA refuse the KMS; a silent TLS client is cut off"
+    )
+    func https() async throws {
+        let platform = try Platform()
+        let (certificate, key) = try await makeServerCertificate(in: platform.directory, name: "kms")
+        let (otherCA, _) = try await makeServerCertificate(in: platform.directory, name: "other")
+        let kms = try await KMS(
+            platform.environment(
+                port: 0, extra: ["TLS_CERT": certificate, "TLS_KEY": key, "IDLE_TIMEOUT_SECS": "2"]),
+            scheme: "https")
+        let identityFile = platform.directory.appendingPathComponent("node.id").path
+        let created = await runKeyrackToEnd(["peer-id", "new", "--out", identityFile])
+        #expect(created.status == 0)
+        let peer = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let url = "https://127.0.0.1:\(kms.port)"
+        let tee = "software:\(platform.teeDirectory.path)"
+        let keyFile = platform.directory.appendingPathComponent("storage.key").path
+        let fetched = await runKeyrackToEnd([
+            "kms", "get-key", "--url", url, "--ca-cert", certificate, "--identity", identityFile, "--tee", tee,
+            "--out", keyFile,
+        ])
+        #expect(fetched.status == 0, "\(fetched.output)")
+        let root = try LocalKeyProvider(rootFile: platform.rootFile.path)
+        #expect(
+            root.deriveKey(namespace: "keyrack/storage", peerId: peer).unsafeCopiedBytes
+                == Array(try Data(contentsOf: URL(fileURLWithPath: keyFile))))
+        // The release went the hardened way: a proven challenge, the key wrapped.
+        try await eventually { kms.process.log.contains("outcome=Released") }
+
+        for (caFlags, name) in [([], "the system's roots"), (["--ca-cert", otherCA], "another CA")] {
+            let refused = await runKeyrackToEnd(
+                ["kms", "get-key", "--url", url, "--identity", identityFile, "--tee", tee] + caFlags)
+            #expect(refused.status == 1, "trusting \(name): \(refused.output)")
+            #expect(
+                refused.output.contains("cannot reach the KMS at https://127.0.0.1:\(kms.port)"), "\(refused.output)")
+        }
+        // Only the first release reached /get-key.
+        #expect(kms.process.log.components(separatedBy: "key release").count - 1 == 1, "\(kms.process.log)")
+
+        // A client that connects and never starts its handshake is closed by the deadline.
+        let silent = try RawConnection(port: kms.port)
+        #expect(silent.closedByServer(within: 5_000))
+        #expect(kms.process.stop() == 0)
+    }
+
+    @Test("plain http:// is refused for every host that is not loopback, before any connection")
+    func plainHTTPRefused() throws {
+        for url in ["http://10.0.0.5:8080", "http://kms.example:80", "http://[2001:db8::1]:8080", "http://128.0.0.1"] {
+            #expect {
+                _ = try KeyReleaseClient.transport(url: url, caCertificateFile: nil)
+            } throws: { error in
+                (error as? KeyReleaseClientError)?.message.hasPrefix("plain http:// is refused for ") == true
+            }
+        }
+        for url in ["http://127.0.0.1:8080", "http://127.9.9.9", "http://localhost:1", "http://[::1]:8080"] {
+            guard case .connection = try KeyReleaseClient.transport(url: url, caCertificateFile: nil) else {
+                Issue.record("\(url) was not accepted as loopback")
+                continue
+            }
+        }
+        for url in ["ftp://127.0.0.1", "https://", "https://h/path", "https://user:pw@h", "127.0.0.1:8080"] {
+            #expect(throws: KeyReleaseClientError.self, "\(url)") {
+                _ = try KeyReleaseClient.transport(url: url, caCertificateFile: nil)
+            }
+        }
+        #expect(throws: KeyReleaseClientError.self) {
+            _ = try KeyReleaseClient.transport(url: "https://h", caCertificateFile: "/no/such/ca.pem")
+        }
+    }
+
+    @Test("a KMS listening beyond loopback without TLS warns at start")
+    func plainBeyondLoopbackWarns() async throws {
+        let platform = try Platform()
+        // Bound on every interface; no traffic is sent to any of them.
+        let process = try KeyrackProcess(
+            ["kms", "serve"], environment: platform.environment(port: 0, extra: ["LISTEN_ADDR": "0.0.0.0:0"]))
+        for _ in 0..<250 where !process.log.contains("listening") { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(process.log.contains("serving plain HTTP beyond loopback"), "\(process.log)")
         #expect(process.stop() == 0)
     }
 
@@ -164,6 +234,22 @@ struct KMSEndToEndTests {
         #expect(refused.status == 1)
         #expect(refused.output.contains("--tee must be"))
     }
+}
+
+/// A self-signed P-256 certificate for 127.0.0.1 and its key, made with openssl.
+func makeServerCertificate(in directory: URL, name: String) async throws -> (certificate: String, key: String) {
+    let openssl = try #require(findExecutable("openssl"), "openssl is needed: run `apt-get install -y openssl`")
+    let certificate = directory.appendingPathComponent("\(name).crt").path
+    let key = directory.appendingPathComponent("\(name).key").path
+    let made = try await runToCompletion(
+        URL(fileURLWithPath: openssl),
+        [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", certificate,
+        ]
+    )
+    try #require(made.status == 0, "\(made.errors)")
+    return (certificate, key)
 }
 
 /// Runs keyrack to completion; output is stdout and stderr together.

@@ -73,11 +73,11 @@ final class KMS: @unchecked Sendable {
     /// Starts `keyrack kms serve`. With LISTEN_ADDR on port 0 the KMS picks
     /// a free port and the harness reads it from the KMS's "listening" log
     /// line, so parallel tests can never race for a port.
-    init(_ environment: [String: String]) async throws {
+    init(_ environment: [String: String], scheme: String = "http") async throws {
         process = try KeyrackProcess(["kms", "serve"], environment: environment)
         var found: Int?
         for _ in 0..<500 {
-            if let range = process.log.range(of: "url=http://127.0.0.1:"),
+            if let range = process.log.range(of: "url=\(scheme)://127.0.0.1:"),
                 let number = Int(process.log[range.upperBound...].prefix { $0.isNumber })
             {
                 found = number
@@ -88,6 +88,7 @@ final class KMS: @unchecked Sendable {
         }
         guard let port = found else { throw TestSupportError("the KMS did not come up:\n\(process.log)") }
         self.port = port
+        if scheme == "https" { return }  // the caller probes it over TLS
         for _ in 0..<300 {
             if let connection = try? await HTTPConnection.connect(to: .tcp(host: "127.0.0.1", port: port)) {
                 defer { connection.close() }

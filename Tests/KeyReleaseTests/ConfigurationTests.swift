@@ -17,6 +17,9 @@ struct ConfigurationTests {
         #expect(configuration.keyProvider == .local)
         #expect(configuration.keyNamespacePrefix == "keyrack/storage")
         #expect(configuration.redis == nil)
+        #expect(configuration.maximumPendingChallengesTotal == 100_000)
+        #expect(configuration.idleTimeoutSeconds == 30)
+        #expect(configuration.maximumConnections == 4_096)
     }
 
     @Test("every variable is read")
@@ -26,7 +29,11 @@ struct ConfigurationTests {
             "LISTEN_ADDR": "0.0.0.0:9000", "CHALLENGE_TTL_SECS": "5", "MAX_PENDING_CHALLENGES": "2",
             "REDIS_URL": "redis://127.0.0.1:7000/1", "KEY_PROVIDER": "dstack", "DSTACK_SOCKET_PATH": "/x.sock",
             "KEY_NAMESPACE_PREFIX": "ns", "COLLATERAL_DIR": directory, "KEY_ROOT_FILE": "/r",
+            "MAX_PENDING_CHALLENGES_TOTAL": "77", "IDLE_TIMEOUT_SECS": "9", "MAX_CONNECTIONS": "12",
         ])
+        #expect(configuration.maximumPendingChallengesTotal == 77)
+        #expect(configuration.idleTimeoutSeconds == 9)
+        #expect(configuration.maximumConnections == 12)
         #expect(configuration.listenHost == "0.0.0.0")
         #expect(configuration.listenPort == 9000)
         #expect(configuration.challengeTTLSeconds == 5)
@@ -48,7 +55,9 @@ struct ConfigurationTests {
             ("MAX_PENDING_CHALLENGES", "-1", .value), ("REDIS_URL", "http://x", .value),
             ("KEY_PROVIDER", "vault", .value), ("TRUST_ANCHOR", "/no/such.der", .unreadable),
             ("COLLATERAL_DIR", "/no/such/dir", .unreadable), ("KEY_NAMESPACE_PREFIX", "a/", .value),
-            ("PCCS_URL", "ftp://pccs", .value),
+            ("PCCS_URL", "ftp://pccs", .value), ("MAX_PENDING_CHALLENGES_TOTAL", "0", .value),
+            ("IDLE_TIMEOUT_SECS", "0", .value), ("IDLE_TIMEOUT_SECS", "3601", .value),
+            ("MAX_CONNECTIONS", "many", .value),
         ]
     )
     func bad(variable: String, value: String, code: KMSConfigurationErrorCode) {

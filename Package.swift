@@ -77,6 +77,7 @@ var targets: [Target] = [
             "KeyrackCore",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ],
         swiftSettings: strict
     ),

@@ -19,6 +19,7 @@ public struct KMSConfiguration: Sendable, Equatable {
     public var idleTimeoutSeconds = 30
     public var maximumConnections = 4_096
     public var redis: RedisConfiguration?
+    public var redisCluster: RedisClusterConfiguration?
     public var policyFile: String?
     public var keyProvider = KeyProviderKind.local
     public var keyRootFile = "kms-root.key"
@@ -41,7 +42,12 @@ public struct KMSConfiguration: Sendable, Equatable {
             "a connection's handshake and request, or its wait for the next request, must end within this (30)"
         ),
         ("MAX_CONNECTIONS", "open connections at most; past it new ones are closed at accept (4096)"),
-        ("REDIS_URL", "redis://host:port/db to share challenges between replicas (default: in memory)"),
+        (
+            "REDIS_URL",
+            "share challenges between replicas: redis://[user:pass@]host:port/db, rediss://… (TLS), or "
+                + "redis+cluster://h1:p1,h2:p2,… (a Redis Cluster; rediss+cluster:// with TLS) (default: in memory)"
+        ),
+        ("REDIS_CA_CERT", "PEM CA certificates for a TLS Redis (rediss://) instead of the system's roots"),
         (
             "REDIS_PIPELINED_CONNECTIONS",
             "N > 0: share N Redis connections by pipelining instead of a pool of 64 (0)"
@@ -94,11 +100,26 @@ public struct KMSConfiguration: Sendable, Equatable {
         maximumConnections = try integer("MAX_CONNECTIONS", in: 1...1_000_000) ?? maximumConnections
         if let url = value("REDIS_URL") {
             do {
-                redis = try RedisConfiguration(url: url)
+                if url.hasPrefix("redis+cluster://") || url.hasPrefix("rediss+cluster://") {
+                    redisCluster = try RedisClusterConfiguration(url: url)
+                } else {
+                    redis = try RedisConfiguration(url: url)
+                }
             } catch {
                 throw KMSConfigurationError(.value, "REDIS_URL: \(error.reason)")
             }
             redis?.pipelinedConnections = try integer("REDIS_PIPELINED_CONNECTIONS", in: 0...64) ?? 0
+        }
+        if let file = value("REDIS_CA_CERT") {
+            guard redis?.tls == true || redisCluster?.template.tls == true else {
+                throw KMSConfigurationError(
+                    .combination, "REDIS_CA_CERT: needs a TLS Redis URL (rediss:// or rediss+cluster://)")
+            }
+            guard FileManager.default.isReadableFile(atPath: file) else {
+                throw KMSConfigurationError(.unreadable, "REDIS_CA_CERT: cannot read \(file)")
+            }
+            redis?.caCertificateFile = file
+            redisCluster?.template.caCertificateFile = file
         }
         policyFile = value("POLICY_FILE")
         if let kind = value("KEY_PROVIDER") {

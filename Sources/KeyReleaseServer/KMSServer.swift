@@ -31,12 +31,17 @@ public enum KMSServer {
                 metadata: ["limit": "\(descriptors)", "MAX_CONNECTIONS": "\(configuration.maximumConnections)"])
         }
         let store: any ChallengeStore
-        var redisClient: RedisClient?
-        if let redis = configuration.redis {
+        var redisClient: (any RedisCommanding)?
+        if let cluster = configuration.redisCluster {
+            let client = RedisClusterClient(configuration: cluster)
+            redisClient = client
+            store = RedisChallengeStore(client: client, totalShards: 16)
+            logger.info("challenge store: Redis Cluster", metadata: ["redis": "\(cluster)"])
+        } else if let redis = configuration.redis {
             let client = RedisClient(configuration: redis)
             redisClient = client
             store = RedisChallengeStore(client: client)
-            logger.info("challenge store: redis", metadata: ["redis": "\(redis.host):\(redis.port)/\(redis.database)"])
+            logger.info("challenge store: redis", metadata: ["redis": "\(redis)"])
         } else {
             store = MemoryChallengeStore()
             logger.info("challenge store: memory (single replica)")

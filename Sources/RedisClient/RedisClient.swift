@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// A pool of connections to one Redis server.
@@ -20,6 +21,8 @@ public final class RedisClient: Sendable {
     private let shared: Mutex<[SharedSlot]>
     private let sharedCount: Int
     private let nextShared = Atomic<Int>(0)
+    /// The TLS context (`rediss://`), or why it could not be made.
+    private let tls: Result<NIOSSLContext?, RedisError>
 
     private enum SharedSlot {
         case empty
@@ -41,6 +44,7 @@ public final class RedisClient: Sendable {
     ) {
         self.configuration = configuration
         self.group = group
+        self.tls = Result { () throws(RedisError) in try RedisConnection.tlsContext(for: configuration) }
         self.sharedCount = max(0, configuration.pipelinedConnections)
         self.shared = Mutex(Array(repeating: SharedSlot.empty, count: max(0, configuration.pipelinedConnections)))
     }
@@ -160,7 +164,8 @@ public final class RedisClient: Sendable {
                 return connection
             case .connect:
                 do {
-                    let connection = try await RedisConnection.connect(to: configuration, group: group)
+                    let connection = try await RedisConnection.connect(
+                        to: configuration, tlsContext: tls.get(), group: group)
                     let waiters = shared.withLock { slots in
                         defer { slots[index] = .ready(connection) }
                         if case .connecting(let waiters) = slots[index] { return waiters }
@@ -232,7 +237,7 @@ public final class RedisClient: Sendable {
                 return connection
             case .create:
                 do {
-                    return try await RedisConnection.connect(to: configuration, group: group)
+                    return try await RedisConnection.connect(to: configuration, tlsContext: tls.get(), group: group)
                 } catch {
                     releaseSlot()
                     throw error

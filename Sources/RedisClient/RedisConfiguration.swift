@@ -26,6 +26,12 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible, 
     public var connectTimeout: TimeAmount
     /// How long to wait for a reply.
     public var commandTimeout: TimeAmount
+    /// TLS (`rediss://`): the server's certificate is checked against the
+    /// system's roots, or against ``caCertificateFile`` when it is set, and
+    /// must name ``host``.
+    public var tls: Bool
+    /// PEM CA certificates to trust for a TLS server instead of the system's (`REDIS_CA_CERT`).
+    public var caCertificateFile: String?
 
     /// A configuration with the default pool size and timeouts.
     public init(
@@ -37,8 +43,12 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible, 
         maximumConnections: Int = 64,
         pipelinedConnections: Int = 0,
         connectTimeout: TimeAmount = .seconds(1),
-        commandTimeout: TimeAmount = .seconds(2)
+        commandTimeout: TimeAmount = .seconds(2),
+        tls: Bool = false,
+        caCertificateFile: String? = nil
     ) {
+        self.tls = tls
+        self.caCertificateFile = caCertificateFile
         self.pipelinedConnections = pipelinedConnections
         self.host = host
         self.port = port
@@ -50,10 +60,13 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible, 
         self.commandTimeout = commandTimeout
     }
 
-    /// Parses `redis://[[user]:password@]host[:port][/db]`.
+    /// Parses `redis://[[user]:password@]host[:port][/db]`, or `rediss://…` for TLS.
     public init(url: String) throws(RedisConfigurationError) {
-        guard url.hasPrefix("redis://") else { throw .init(.scheme, "the URL must start with redis://") }
-        var rest = Substring(url.dropFirst("redis://".count))
+        let tls = url.hasPrefix("rediss://")
+        guard tls || url.hasPrefix("redis://") else {
+            throw .init(.scheme, "the URL must start with redis:// or rediss:// (TLS)")
+        }
+        var rest = Substring(url.dropFirst(tls ? "rediss://".count : "redis://".count))
         var user: String?
         var password: String?
         if let at = rest.lastIndex(of: "@") {
@@ -88,15 +101,15 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible, 
             host = rest[..<colon]
         }
         guard !host.isEmpty else { throw .init(.host, "the URL has no host") }
-        self.init(host: String(host), port: port, database: database, user: user, password: password)
+        self.init(host: String(host), port: port, database: database, user: user, password: password, tls: tls)
     }
 }
 
 extension RedisConfiguration {
-    /// `redis://[user:<redacted>@]host:port/db`.
+    /// `redis[s]://[user:<redacted>@]host:port/db`.
     public var description: String {
         let credentials = password == nil ? "" : "\(user ?? ""):<redacted>@"
-        return "redis://\(credentials)\(host):\(port)/\(database)"
+        return "\(tls ? "rediss" : "redis")://\(credentials)\(host):\(port)/\(database)"
     }
 
     public var debugDescription: String { description }
@@ -110,7 +123,7 @@ public struct RedisConfigurationErrorCode: ErrorCodes {
     public let rawValue: String
     private init(_ rawValue: String) { self.rawValue = rawValue }
 
-    /// The URL does not start with `redis://`.
+    /// The URL does not start with `redis://` or `rediss://`.
     public static let scheme = RedisConfigurationErrorCode("REDIS-URL-SCHEME")
     /// The URL has no host.
     public static let host = RedisConfigurationErrorCode("REDIS-URL-HOST")

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// Why a Redis command did not produce a reply.
 public enum RedisError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -113,11 +114,41 @@ public final class RedisConnection: Sendable {
     /// Whether the connection is still open.
     public var isActive: Bool { channel.isActive }
 
-    /// Connects, authenticates and selects the database of `configuration`.
+    /// The TLS context for `configuration` (nil without TLS), made once per client.
+    static func tlsContext(for configuration: RedisConfiguration) throws(RedisError) -> NIOSSLContext? {
+        guard configuration.tls else { return nil }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        if let file = configuration.caCertificateFile {
+            do {
+                let roots = try NIOSSLCertificate.fromPEMFile(file)
+                guard !roots.isEmpty else { throw RedisError.unavailable("REDIS_CA_CERT \(file) holds no certificate") }
+                tls.trustRoots = .certificates(roots)
+            } catch let error as RedisError {
+                throw error
+            } catch {
+                throw .unavailable("REDIS_CA_CERT \(file): cannot read PEM certificates: \(error)")
+            }
+        }
+        do {
+            return try NIOSSLContext(configuration: tls)
+        } catch {
+            throw .unavailable("cannot set up TLS for Redis: \(error)")
+        }
+    }
+
+    /// Connects (over TLS when `tlsContext` is given), authenticates and
+    /// selects the database of `configuration`.
     public static func connect(
         to configuration: RedisConfiguration,
+        tlsContext: NIOSSLContext? = nil,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws(RedisError) -> RedisConnection {
+        var made = tlsContext
+        if configuration.tls && made == nil { made = try Self.tlsContext(for: configuration) }
+        let context = made
+        // The certificate must name the host: an address is checked as an IP SAN.
+        let serverName = isAddress(configuration.host) ? nil : configuration.host
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: group)
@@ -125,6 +156,10 @@ public final class RedisConnection: Sendable {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let context {
+                            try channel.pipeline.syncOperations.addHandler(
+                                NIOSSLClientHandler(context: context, serverHostname: serverName))
+                        }
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPReplyDecoder()))
                         try channel.pipeline.syncOperations.addHandler(RedisCommandHandler())
                     }
@@ -189,5 +224,11 @@ public final class RedisConnection: Sendable {
     /// Closes the connection; outstanding commands fail.
     public func close() {
         channel.close(promise: nil)
+    }
+
+    private static func isAddress(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
     }
 }

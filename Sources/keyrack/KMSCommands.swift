@@ -36,6 +36,7 @@ struct KMSCommand: AsyncParsableCommand {
         @Option(help: "IDLE_TIMEOUT_SECS") var idleTimeoutSecs: String?
         @Option(help: "MAX_CONNECTIONS") var maxConnections: String?
         @Option(help: "REDIS_URL") var redisUrl: String?
+        @Option(help: "REDIS_CA_CERT") var redisCaCert: String?
         @Option(help: "POLICY_FILE") var policyFile: String?
         @Option(help: "KEY_PROVIDER (local | dstack)") var keyProvider: String?
         @Option(help: "KEY_ROOT_FILE") var keyRootFile: String?
@@ -56,7 +57,7 @@ struct KMSCommand: AsyncParsableCommand {
                 ("KEY_NAMESPACE_PREFIX", keyNamespacePrefix), ("TRUST_ANCHOR", trustAnchor),
                 ("COLLATERAL_DIR", collateralDir), ("PCCS_URL", pccsUrl), ("TLS_CERT", tlsCert), ("TLS_KEY", tlsKey),
                 ("MAX_PENDING_CHALLENGES_TOTAL", maxPendingChallengesTotal), ("IDLE_TIMEOUT_SECS", idleTimeoutSecs),
-                ("MAX_CONNECTIONS", maxConnections),
+                ("MAX_CONNECTIONS", maxConnections), ("REDIS_CA_CERT", redisCaCert),
             ]
             for case (let name, let value?) in flags { environment[name] = value }
             let configuration: KMSConfiguration

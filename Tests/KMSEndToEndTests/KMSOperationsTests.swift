@@ -4,6 +4,7 @@ import KMSClient
 import KeyRelease
 import KeyrackCore
 import KeyrackTestSupport
+import RedisClient
 import SecretSharing
 import Testing
 
@@ -203,14 +204,18 @@ struct KMSOperationsTests {
         #expect(refused.error?.error == "InvalidChallenge")
     }
 
-    @Test("one challenge, 1,000 concurrent get-key requests over two replicas sharing Redis: exactly one succeeds")
-    func race() async throws {
+    @Test(
+        "one challenge, 1,000 concurrent get-key requests over two replicas sharing Redis (one server, a 3-master cluster): exactly one succeeds",
+        arguments: [false, true])
+    func race(cluster: Bool) async throws {
         raiseOpenFileLimit()
-        let redis = try RedisServer()
+        let redis = cluster ? nil : try RedisServer()
+        let redisCluster = cluster ? try RedisCluster() : nil
+        let url = try #require(redis?.url() ?? redisCluster?.url)
         let platform = try Platform()
         let replicas = [
-            try await KMS.start(platform, extra: ["REDIS_URL": redis.url()]),
-            try await KMS.start(platform, extra: ["REDIS_URL": redis.url()]),
+            try await KMS.start(platform, extra: ["REDIS_URL": url]),
+            try await KMS.start(platform, extra: ["REDIS_URL": url]),
         ]
         let identity = PeerIdentity.generate()
         let challenge = try await replicas[0].challenge(for: identity)
@@ -228,6 +233,80 @@ struct KMSOperationsTests {
         }
         #expect(statuses[200] == 1, "\(statuses)")
         #expect(statuses[400] == 999, "\(statuses)")
+    }
+}
+
+@Suite("KMS on a Redis Cluster and on TLS Redis, real servers", .serialized)
+struct KMSRedisDeploymentTests {
+    @Test("a cluster master killed: 503 StoreUnavailable for its keys, never a 500 and never a replay; the rest served")
+    func masterDown() async throws {
+        let cluster = try RedisCluster()
+        let platform = try Platform()
+        let kms = try await KMS.start(platform, extra: ["REDIS_URL": cluster.url])
+        // Challenges for many peers, spread over the masters, issued before the crash.
+        var pending: [(PeerIdentity, ChallengeResponse)] = []
+        for _ in 0..<24 {
+            let identity = PeerIdentity.generate()
+            pending.append((identity, try await kms.challenge(for: identity)))
+        }
+        let victim = cluster.ports[2]
+        cluster.kill(victim)
+        var statuses: [Int: Int] = [:]
+        for (identity, challenge) in pending {
+            let body = try KeyRequest.valid(challenge, identity: identity, tee: platform.tee).body
+            let first = try await kms.post("/get-key", body)
+            statuses[first.status, default: 0] += 1
+            if first.status == 503 { #expect(first.error?.error == "StoreUnavailable") }
+            let slot = RedisClusterClient.slot(of: Array("keyrack:kms:c:{\(challenge.challengeId)}".utf8))
+            // The challenge's master decides: down, 503; up, the release goes through (if its peer's keys are up too).
+            if try cluster.owner(ofSlot: slot) == victim {
+                #expect(first.status == 503, "a challenge on the dead master: \(first.status) \(first.text)")
+            }
+            // Never twice.
+            let again = try await kms.post("/get-key", body)
+            #expect(again.status == 400 || again.status == 503, "\(again.status) \(again.text)")
+        }
+        #expect(statuses[500] == nil, "\(statuses)")
+        #expect((statuses[200] ?? 0) > 0 && (statuses[503] ?? 0) > 0, "\(statuses)")
+        #expect(Set(statuses.keys).isSubset(of: [200, 503]), "\(statuses)")
+        let ready = try await kms.send(.get, "/readyz", json: "")
+        #expect(ready.status == 503)
+        #expect(ready.text.contains("\"notReady\":[\"store\"]"), "\(ready.text)")
+    }
+
+    @Test("TLS Redis with AUTH (rediss://, REDIS_CA_CERT): keys flow; another CA is 503 StoreUnavailable")
+    func tlsRedis() async throws {
+        let platform = try Platform()
+        let certificates = try TestCertificates(in: platform.directory)
+        let other = try TestCertificates(in: platform.directory, name: "other")
+        let server = try RedisServer(tls: (certificates.serverCertificate, certificates.serverKey), password: "pw-42")
+        let url = "rediss://:pw-42@127.0.0.1:\(server.port)/0"
+        let kms = try await KMS.start(
+            platform, extra: ["REDIS_URL": url, "REDIS_CA_CERT": certificates.caCertificate])
+        let key = try await KeyReleaseClient(
+            endpoint: kms.endpoint, identity: .generate(), quotes: SoftwareTEEQuoteSource(tee: platform.tee)
+        ).fetchKey()
+        #expect(key.count == 32)
+        #expect(!kms.process.log.contains("pw-42"), "the Redis password reached the log")
+        #expect(kms.process.log.contains("rediss://:<redacted>@127.0.0.1:\(server.port)/0"))
+
+        let untrusting = try await KMS.start(platform, extra: ["REDIS_URL": url, "REDIS_CA_CERT": other.caCertificate])
+        let refused = try await untrusting.post("/challenge", ["peerId": PeerIdentity.generate().peerId.string])
+        #expect(refused.status == 503)
+        #expect(refused.error?.error == "StoreUnavailable")
+    }
+
+    @Test("REDIS_CA_CERT without a TLS URL, or unreadable, stops start-up naming it; a cluster URL with a /db too")
+    func badRedisSettings() async throws {
+        for (environment, expected) in [
+            (["REDIS_URL": "redis://127.0.0.1:1/0", "REDIS_CA_CERT": "/etc/hostname"], "REDIS_CA_CERT: needs a TLS"),
+            (["REDIS_URL": "rediss://127.0.0.1:1/0", "REDIS_CA_CERT": "/no/such.pem"], "REDIS_CA_CERT: cannot read"),
+            (["REDIS_URL": "redis+cluster://127.0.0.1:1,127.0.0.1:2/3"], "REDIS_URL: a Redis Cluster has no database"),
+        ] {
+            let result = await runKeyrackToEnd(["kms", "serve"], environment: environment)
+            #expect(result.status == 2)
+            #expect(result.output.contains(expected), "\(result.output)")
+        }
     }
 }
 

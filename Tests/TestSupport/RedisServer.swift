@@ -10,9 +10,20 @@ public final class RedisServer: @unchecked Sendable {
     public let port: Int
     private var process: Process?
     private let directory: URL
+    private let extra: [String]
+    private let tls: Bool
 
-    /// Starts a server (no persistence) and waits until it answers.
-    public init() throws {
+    /// Starts a server (no persistence) and waits until it answers. With
+    /// `tls` (a server certificate and key, PEM) it speaks only TLS on its
+    /// port; with `password` it requires AUTH.
+    public init(tls: (certificate: String, key: String)? = nil, password: String? = nil) throws {
+        var extra: [String] = []
+        if let tls {
+            extra += ["--tls-cert-file", tls.certificate, "--tls-key-file", tls.key, "--tls-auth-clients", "no"]
+        }
+        if let password { extra += ["--requirepass", password] }
+        self.extra = extra
+        self.tls = tls != nil
         guard let executable = findExecutable("redis-server") else {
             throw TestSupportError(
                 "redis-server is not installed: run `apt-get install -y redis-server` (CI does this in .ci/run)"
@@ -24,7 +35,8 @@ public final class RedisServer: @unchecked Sendable {
         for _ in 0..<5 {
             let candidate = try freeLoopbackPort()
             do {
-                process = try Self.launch(executable, port: candidate, directory: directory)
+                process = try Self.launch(
+                    executable, port: candidate, directory: directory, extra: extra, tls: self.tls)
                 port = candidate
                 return
             } catch {
@@ -56,7 +68,7 @@ public final class RedisServer: @unchecked Sendable {
         var lastError: (any Error)?
         for _ in 0..<20 {
             do {
-                process = try Self.launch(executable, port: port, directory: directory)
+                process = try Self.launch(executable, port: port, directory: directory, extra: extra, tls: tls)
                 return
             } catch {
                 lastError = error
@@ -71,13 +83,17 @@ public final class RedisServer: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    private static func launch(_ executable: String, port: Int, directory: URL) throws -> Process {
+    static func launch(
+        _ executable: String, port: Int, directory: URL, extra: [String] = [], tls: Bool = false
+    ) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = [
-            "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", directory.path, "--protected-mode", "yes", "--loglevel", "warning",
-        ]
+        let ports = tls ? ["--port", "0", "--tls-port", "\(port)"] : ["--port", "\(port)"]
+        process.arguments =
+            ports + [
+                "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", directory.path, "--protected-mode", "yes", "--loglevel", "warning",
+            ] + extra
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -86,6 +102,12 @@ public final class RedisServer: @unchecked Sendable {
         // port was free when chosen, not necessarily when bound).
         for _ in 0..<200 {
             if canConnect(port: port) {
+                // A TLS or password-protected server is not asked (INFO needs both); it is ours if it still runs.
+                if tls || extra.contains("--requirepass") {
+                    usleep(50_000)
+                    if process.isRunning { return process }
+                    break
+                }
                 if redisProcessID(port: port) == process.processIdentifier { return process }
                 break
             }

@@ -11,7 +11,11 @@ import RedisClient
 ///   `PX` TTL, so Redis itself forgets expired challenges;
 /// - `<prefix>:p:{<peerId>}:<budget>` is a sorted set of the peer's pending
 ///   ids in that budget, scored by expiry;
-/// - `<prefix>:{all}` the same for every challenge (the total limit and metrics).
+/// - `<prefix>:{all}` the same for every challenge (the total limit and
+///   metrics); on a cluster it is split into shards `<prefix>:{all-<n>}`,
+///   a peer's challenges counting in shard CRC16(peerId) mod n, each
+///   holding its share of the total, so that a master that is down stops
+///   only the peers and challenges whose keys it holds.
 ///
 /// Issuing is three steps, each atomic on its own slot: the per-peer limit
 /// (a script that reserves a place, so racing replicas can never exceed it),
@@ -24,14 +28,17 @@ import RedisClient
 public final class RedisChallengeStore: ChallengeStore {
     private let client: any RedisCommanding
     private let prefix: String
+    private let totalShards: Int
 
     /// Expired entries removed from the total's set per issue, at most.
     public static let sweepBatch = 256
 
-    /// A store on `client` with keys under `prefix`.
-    public init(client: any RedisCommanding, prefix: String = "keyrack:kms") {
+    /// A store on `client` with keys under `prefix`; the total is kept in
+    /// `totalShards` sets (1 on a single server, 16 on a cluster).
+    public init(client: any RedisCommanding, prefix: String = "keyrack:kms", totalShards: Int = 1) {
         self.client = client
         self.prefix = prefix
+        self.totalShards = max(1, totalShards)
     }
 
     /// KEYS[1] the peer's set; ARGV: ttl ms, limit, id. Answers {1, expiresMs}
@@ -83,7 +90,13 @@ public final class RedisChallengeStore: ChallengeStore {
 
     func challengeKey(_ id: UUID) -> String { "\(prefix):c:{\(id.uuidString.lowercased())}" }
     func peerKey(_ peer: String, _ budget: ChallengeBudget) -> String { "\(prefix):p:{\(peer)}:\(budget.rawValue)" }
-    var allKey: String { "\(prefix):{all}" }
+    var allKey: String { allKeys[0] }
+    var allKeys: [String] {
+        totalShards == 1 ? ["\(prefix):{all}"] : (0..<totalShards).map { "\(prefix):{all-\($0)}" }
+    }
+    func allKey(for peer: String) -> String {
+        allKeys[RedisClusterClient.slot(of: Array(peer.utf8)) % totalShards]
+    }
 
     @discardableResult
     public func issue(_ challenge: Challenge, limits: ChallengeLimits) async throws(ChallengeStoreError) -> Challenge {
@@ -104,11 +117,10 @@ public final class RedisChallengeStore: ChallengeStore {
             throw .unavailable("\(error)")
         }
         do {
+            let share = limits.total == .max ? Int(Int32.max) : (limits.total + totalShards - 1) / totalShards
             let reply = try await client.evaluate(
-                Self.reserveTotalScript, keys: [.string(allKey)],
-                arguments: [
-                    .int(expiresMs), .string(id), .int(min(limits.total, Int(Int32.max))), .int(Self.sweepBatch),
-                ]
+                Self.reserveTotalScript, keys: [.string(allKey(for: challenge.peerId))],
+                arguments: [.int(expiresMs), .string(id), .int(min(share, Int(Int32.max))), .int(Self.sweepBatch)]
             )
             let (status, value) = try Self.pair(reply)
             guard status == 1 else {
@@ -150,7 +162,7 @@ public final class RedisChallengeStore: ChallengeStore {
         // only leaves an entry that expires with its score.
         let member = RESPArgument.string(id.uuidString.lowercased())
         async let fromPeer = try? client.send(["ZREM", .string(peerKey(peer, budget)), member])
-        async let fromAll = try? client.send(["ZREM", .string(allKey), member])
+        async let fromAll = try? client.send(["ZREM", .string(allKey(for: peer)), member])
         _ = await (fromPeer, fromAll)
         let expiresAt = Date(timeIntervalSince1970: Double(expires) / 1000)
         // Redis drops expired keys itself; this also covers the last millisecond.
@@ -159,13 +171,17 @@ public final class RedisChallengeStore: ChallengeStore {
     }
 
     public func pendingCount() async throws(ChallengeStoreError) -> Int {
-        do {
-            return Int(
-                try await client.evaluate(Self.countScript, keys: [.string(allKey)], arguments: [.int(Self.sweepBatch)])
-                    .integer ?? 0)
-        } catch {
-            throw .unavailable(error.description)
+        var total = 0
+        for key in allKeys {
+            do {
+                let reply = try await client.evaluate(
+                    Self.countScript, keys: [.string(key)], arguments: [.int(Self.sweepBatch)])
+                total += Int(reply.integer ?? 0)
+            } catch {
+                throw .unavailable(error.description)
+            }
         }
+        return total
     }
 
     public func checkReady() async throws(ChallengeStoreError) {

@@ -43,35 +43,25 @@ public enum KMSRoutes {
             return json(ReadinessBody(status: "ready", notReady: nil, reason: nil))
         }
         router.get("/metrics") { _, _ -> Response in
-            let pending = try? await service.store.pendingCount()
+            var scrape = KMSMetrics.Scrape()
+            scrape.pendingChallenges = try? await service.store.pendingCount()
+            scrape.storeReady = scrape.pendingChallenges != nil
+            if let connections {
+                scrape.openConnections = connections.openConnections
+                scrape.connectionsRefused = connections.refused
+                scrape.connectionsTimedOut = connections.timedOut
+            }
+            if let pccs = service.verifier.pccsCounts() {
+                scrape.pccsFetches = pccs.fetches
+                scrape.pccsFetchFailures = pccs.failures
+            }
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(
-                status: .ok,
-                headers: headers,
-                body: ResponseBody(
-                    byteBuffer: ByteBuffer(
-                        string: service.metrics.render(
-                            pendingChallenges: pending,
-                            extra: service.verifier.metricsLines() + (connections.map(connectionLines) ?? []))))
-            )
+                status: .ok, headers: headers,
+                body: ResponseBody(byteBuffer: ByteBuffer(string: service.metrics.render(scrape))))
         }
         return router
-    }
-
-    /// The connection gauge and counters for `/metrics`.
-    static func connectionLines(_ limiter: ConnectionLimiter) -> [String] {
-        [
-            "# HELP keyrack_kms_open_connections Connections open now.",
-            "# TYPE keyrack_kms_open_connections gauge",
-            "keyrack_kms_open_connections \(limiter.openConnections)",
-            "# HELP keyrack_kms_connections_refused_total Connections closed at accept: MAX_CONNECTIONS were open.",
-            "# TYPE keyrack_kms_connections_refused_total counter",
-            "keyrack_kms_connections_refused_total \(limiter.refused)",
-            "# HELP keyrack_kms_connections_timed_out_total Connections closed: handshake, request or idle wait over IDLE_TIMEOUT_SECS.",
-            "# TYPE keyrack_kms_connections_timed_out_total counter",
-            "keyrack_kms_connections_timed_out_total \(limiter.timedOut)",
-        ]
     }
 
     /// Reads at most 64 KiB and decodes JSON, turning every failure into the

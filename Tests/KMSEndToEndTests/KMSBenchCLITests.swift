@@ -44,7 +44,10 @@ struct KMSBenchCLITests {
         let metrics = try await kms.send(.get, "/metrics", json: "").text
         #expect(metrics.contains("keyrack_kms_key_requests_total{outcome=\"Released\"} \(requests)\n"))
         #expect(metrics.contains("keyrack_kms_challenges_total{outcome=\"Issued\"} \(requests)\n"))
-        #expect(!metrics.contains("keyrack_kms_key_requests_total{outcome=\"Invalid"))
+        for code in KMSError.Code.allCases {
+            #expect(
+                metricValue(metrics, "keyrack_kms_key_requests_total{outcome=\"\(code.rawValue)\"}") == 0, "\(code)")
+        }
     }
 
     @Test("bench kms --rate starts releases on a schedule: as many as scheduled, counted from the scheduled start")

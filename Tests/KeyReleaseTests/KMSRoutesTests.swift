@@ -511,7 +511,15 @@ struct KMSRoutesTests {
             #expect(lines.contains("keyrack_kms_challenges_total{outcome=\"InvalidPeerId\"} 1"))
             #expect(lines.contains("keyrack_kms_key_requests_total{outcome=\"Released\"} 1"))
             #expect(lines.contains("keyrack_kms_get_key_seconds_count 1"))
-            #expect(lines.contains("keyrack_kms_pending_challenges 1"))
+            let text = String(buffer: response.body)
+            #expect(metricValue(text, "keyrack_kms_pending_challenges") == 1)
+            #expect(metricValue(text, "keyrack_kms_store_ready") == 1)
+            // Every outcome's series exists from the start, at zero.
+            #expect(metricValue(text, "keyrack_kms_key_requests_total{outcome=\"PolicyViolation\"}") == 0)
+            // One family each, with its TYPE line, as Prometheus requires.
+            #expect(lines.filter { $0 == "# TYPE keyrack_kms_key_requests_total counter" }.count == 1)
+            #expect(lines.contains("# TYPE keyrack_kms_get_key_seconds histogram"))
+            #expect(lines.contains("keyrack_kms_get_key_seconds_bucket{le=\"+Inf\"} 1"))
         }
     }
 }

@@ -39,3 +39,11 @@ public struct TestCertificates: Sendable {
         }
     }
 }
+
+/// The value of one series (`name` or `name{labels}`) in a Prometheus text exposition, if present.
+public func metricValue(_ text: String, _ series: String) -> Double? {
+    for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
+        return Double(line.dropFirst(series.count + 1))
+    }
+    return nil
+}

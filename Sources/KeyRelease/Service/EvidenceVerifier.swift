@@ -27,13 +27,13 @@ public protocol EvidenceVerifier: Sendable {
     /// be verified now (missing or expired collateral), or nil.
     func prepare(quote: [UInt8], now: Date) async -> String?
 
-    /// Extra `/metrics` lines (Prometheus text format).
-    func metricsLines() -> [String]
+    /// Collateral fetches from a PCCS and how many failed, for `/metrics`; nil without a PCCS.
+    func pccsCounts() -> (fetches: Int, failures: Int)?
 }
 
 extension EvidenceVerifier {
     /// Nothing to prepare.
     public func prepare(quote: [UInt8], now: Date) async -> String? { nil }
-    /// No extra metrics.
-    public func metricsLines() -> [String] { [] }
+    /// No PCCS.
+    public func pccsCounts() -> (fetches: Int, failures: Int)? { nil }
 }

@@ -122,17 +122,10 @@ public struct TDXEvidenceVerifier: EvidenceVerifier {
         }
     }
 
-    public func metricsLines() -> [String] {
-        guard let pccs else { return [] }
+    public func pccsCounts() -> (fetches: Int, failures: Int)? {
+        guard let pccs else { return nil }
         let counts = pccs.counts
-        return [
-            "# HELP keyrack_kms_pccs_fetches_total Collateral fetches from the PCCS (one per platform per validity window).",
-            "# TYPE keyrack_kms_pccs_fetches_total counter",
-            "keyrack_kms_pccs_fetches_total \(counts.fetches)",
-            "# HELP keyrack_kms_pccs_fetch_failures_total Collateral fetches that failed (PCCS down, unknown FMSPC, bad answer).",
-            "# TYPE keyrack_kms_pccs_fetch_failures_total counter",
-            "keyrack_kms_pccs_fetch_failures_total \(counts.failures)",
-        ]
+        return (counts.fetches, counts.failures)
     }
 
     /// Reloads `COLLATERAL_DIR` (SIGHUP); nil without one.

@@ -5,6 +5,7 @@ import KeyRelease
 import KeyrackCore
 import NIOCore
 import NIOSSL
+import Synchronization
 
 /// The node side of key release: a proven challenge, a quote bound to the
 /// nonce, the peer id and a wrap key held by this process, the signature,
@@ -31,8 +32,14 @@ public struct KeyReleaseClient: Sendable {
     /// Whether to ask for the key sealed to a wrap key made for this
     /// release (the default). Off only for a KMS that does not wrap.
     public var wrapsKey = true
+    /// Whether to prove the peer key on `/challenge` (the default), so that
+    /// requests by others in this peer's name cannot use up its challenges.
+    public var provesPossession = true
     /// How long each request may take.
     public var timeout: Duration = .seconds(30)
+    /// The last proof made: Ed25519 is deterministic, so within the same
+    /// second the proof is the same bytes and need not be signed again.
+    private let lastProof = ProofMemo()
 
     /// A client for the KMS at `endpoint` over plain HTTP.
     public init(endpoint: HTTPConnection.Endpoint, identity: PeerIdentity, quotes: any QuoteSource) {
@@ -136,16 +143,22 @@ public struct KeyReleaseClient: Sendable {
 
     private func run(_ exchange: some KMSExchange) async throws(KeyReleaseClientError) -> SecretBytes {
         let peer = identity.peerId.string
-        let time = Int64(Date().timeIntervalSince1970.rounded(.down))
-        let proof: [UInt8]
-        do {
-            proof = try identity.sign(ChallengeProof.message(peerId: peer, time: time))
-        } catch {
-            throw .local("cannot sign the challenge proof")
+        var request = ChallengeRequest(peerId: peer)
+        if provesPossession {
+            let time = Int64(Date().timeIntervalSince1970.rounded(.down))
+            var proof = lastProof.state.withLock { $0?.time == time ? $0?.proof : nil }
+            if proof == nil {
+                do {
+                    let made = try identity.sign(ChallengeProof.message(peerId: peer, time: time))
+                    lastProof.state.withLock { $0 = (time, made) }
+                    proof = made
+                } catch {
+                    throw .local("cannot sign the challenge proof")
+                }
+            }
+            request = ChallengeRequest(peerId: peer, time: time, proof: proof.map { Data($0).base64EncodedString() })
         }
-        let challenge: ChallengeResponse = try await post(
-            exchange, "/challenge",
-            ChallengeRequest(peerId: peer, time: time, proof: Data(proof).base64EncodedString()))
+        let challenge: ChallengeResponse = try await post(exchange, "/challenge", request)
         guard let nonce = [UInt8](hex: challenge.nonce), nonce.count == 32 else {
             throw KeyReleaseClientError(status: 200, code: nil, message: "the KMS sent a malformed nonce")
         }
@@ -219,6 +232,11 @@ public struct KeyReleaseClient: Sendable {
                 status: 200, code: nil, message: "the KMS answer to \(path) is not the expected JSON")
         }
     }
+}
+
+/// A client's last challenge proof (shared by copies of the client).
+private final class ProofMemo: Sendable {
+    let state = Mutex<(time: Int64, proof: [UInt8])?>(nil)
 }
 
 /// One POST of a JSON body, answered with a status and a body.

@@ -56,7 +56,8 @@ public enum LoadGenerator {
         concurrency: Int,
         duration: Duration,
         rate: Double? = nil,
-        quotes: any QuoteSource
+        quotes: any QuoteSource,
+        hardened: Bool = true
     ) async -> Report {
         let clock = ContinuousClock()
         let start = clock.now
@@ -67,7 +68,9 @@ public enum LoadGenerator {
             for index in 0..<concurrency {
                 let schedule = interval.map { (first: start + $0 * (Double(index) / Double(concurrency)), every: $0) }
                 group.addTask {
-                    await client(endpoint: endpoint, quotes: quotes, until: deadline, schedule: schedule, clock: clock)
+                    await client(
+                        endpoint: endpoint, quotes: quotes, hardened: hardened, until: deadline, schedule: schedule,
+                        clock: clock)
                 }
             }
             var merged = ClientResult()
@@ -102,12 +105,15 @@ public enum LoadGenerator {
     private static func client(
         endpoint: HTTPConnection.Endpoint,
         quotes: any QuoteSource,
+        hardened: Bool,
         until deadline: ContinuousClock.Instant,
         schedule: (first: ContinuousClock.Instant, every: Duration)?,
         clock: ContinuousClock
     ) async -> ClientResult {
         var result = ClientResult()
-        let client = KeyReleaseClient(endpoint: endpoint, identity: .generate(), quotes: quotes)
+        var client = KeyReleaseClient(endpoint: endpoint, identity: .generate(), quotes: quotes)
+        client.wrapsKey = hardened
+        client.provesPossession = hardened
         var connection: HTTPConnection?
         var next = schedule?.first
         while clock.now < deadline {

@@ -188,7 +188,9 @@ struct KMSBench: AsyncParsableCommand {
         abstract: "Load a KMS with the whole key-release flow from many peers at once.",
         discussion: """
             Each client has its own peer identity and keep-alive connection and repeats \
-            challenge, quote, signature, get-key until --duration is up. Latency is per \
+            challenge, quote, signature, get-key until --duration is up, the way Keyrack's \
+            client does it: the challenge proven with the peer key, the key sealed to a wrap \
+            key made for each release (--plain: neither). Latency is per \
             key release. Without --rate the clients run in a closed loop (each starts its \
             next release when the last ends): the run finds the highest throughput, and \
             latency is about concurrency / throughput. With --rate R the clients together \
@@ -218,6 +220,12 @@ struct KMSBench: AsyncParsableCommand {
     }
     @Option(help: "software:DIR | dstack:SOCKET | tdx") var tee: String
     @Flag(help: "Print one JSON object.") var json = false
+    @Flag(
+        help: """
+            Run the seed's plain flow (no proof of possession on /challenge, no key wrapping) instead of \
+            Keyrack's client's hardened one, to see what the hardening costs.
+            """)
+    var plain = false
 
     func run() async throws {
         try await reportingAsyncFailures {
@@ -246,7 +254,8 @@ struct KMSBench: AsyncParsableCommand {
                 concurrency: concurrency,
                 duration: .seconds(duration),
                 rate: rate,
-                quotes: source
+                quotes: source,
+                hardened: !plain
             )
             if json {
                 let encoder = JSONEncoder()

@@ -44,6 +44,9 @@ struct KMSBenchCLITests {
         let metrics = try await kms.send(.get, "/metrics", json: "").text
         #expect(metrics.contains("keyrack_kms_key_requests_total{outcome=\"Released\"} \(requests)\n"))
         #expect(metrics.contains("keyrack_kms_challenges_total{outcome=\"Issued\"} \(requests)\n"))
+        // Keyrack's client's way: every challenge proven, every key wrapped.
+        #expect(metricValue(metrics, "keyrack_kms_challenges_proven_total") == Double(requests))
+        #expect(metricValue(metrics, "keyrack_kms_keys_wrapped_total") == Double(requests))
         for code in KMSError.Code.allCases {
             #expect(
                 metricValue(metrics, "keyrack_kms_key_requests_total{outcome=\"\(code.rawValue)\"}") == 0, "\(code)")
@@ -84,6 +87,27 @@ struct KMSBenchCLITests {
         )
         #expect(closed.status == 0)
         #expect(closed.output.contains("\"target_rps\":null") || !closed.output.contains("target_rps"))
+    }
+
+    @Test("bench kms --plain runs the seed's flow: no proof, no wrapping, as the server counts")
+    func plainFlow() async throws {
+        let platform = try Platform()
+        let kms = try await KMS.start(platform)
+        let run = try await runToCompletion(
+            try keyrackExecutable(),
+            [
+                "bench", "kms", "--url", "http://127.0.0.1:\(kms.port)", "--concurrency", "2", "--duration", "1",
+                "--tee", "software:\(platform.teeDirectory.path)", "--json", "--plain",
+            ]
+        )
+        try #require(run.status == 0, "bench kms failed: \(run.errors)\n\(run.output)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any])
+        let requests = try #require(report["requests"] as? Int)
+        #expect(requests > 0)
+        let metrics = try await kms.send(.get, "/metrics", json: "").text
+        #expect(metricValue(metrics, "keyrack_kms_key_requests_total{outcome=\"Released\"}") == Double(requests))
+        #expect(metricValue(metrics, "keyrack_kms_challenges_proven_total") == 0)
+        #expect(metricValue(metrics, "keyrack_kms_keys_wrapped_total") == 0)
     }
 
     @Test("--threads out of range is refused while parsing", arguments: ["0", "257"])

@@ -214,9 +214,22 @@ struct RedisChallengeStoreTests {
     func hashTags() throws {
         let store = try store(prefix: "keyrack:kms")
         let id = UUID()
-        #expect(store.challengeKey(id) == "keyrack:kms:c:{\(id.uuidString.lowercased())}")
+        #expect(store.challengeKey(id) == "keyrack:kms:{all}:c:\(id.uuidString.lowercased())")
         #expect(store.peerKey("12D3KooWabc", .proven) == "keyrack:kms:p:{12D3KooWabc}:proven")
-        #expect(store.allKey == "keyrack:kms:{all}")
+        #expect(store.allKeys == ["keyrack:kms:{all}"])
+        // Sharded (a cluster): each challenge beside its shard's set, by the first byte of its id.
+        let sharded = RedisChallengeStore(
+            client: RedisClient(configuration: try RedisConfiguration(url: server.url())), prefix: "keyrack:kms",
+            totalShards: 16)
+        #expect(sharded.allKeys.count == 16)
+        for _ in 0..<64 {
+            let id = UUID()
+            let shard = Int(id.uuid.0) % 16
+            #expect(sharded.challengeKey(id) == "keyrack:kms:{all-\(shard)}:c:\(id.uuidString.lowercased())")
+            #expect(
+                RedisClusterClient.slot(of: Array(sharded.challengeKey(id).utf8))
+                    == RedisClusterClient.slot(of: Array(sharded.allKey(shard: shard).utf8)))
+        }
     }
 
     @Test("the per-peer limit holds across two replicas")

@@ -91,6 +91,30 @@ struct HardeningTests {
         #expect(kms.service.metrics.keyReleases("Released") == 0)
     }
 
+    @Test("a proof verified once is accepted again from the cache; the same proof with one bit changed is not")
+    func proofCache() async throws {
+        let kms = try InProcessKMS()
+        let caller = KMSCaller()
+        let time = Int64(Date().timeIntervalSince1970)
+        let peer = caller.identity.peerId.string
+        let proof = try caller.identity.sign(ChallengeProof.message(peerId: peer, time: time))
+        try await kms.test { client in
+            let body = #"{"peerId":"\#(peer)","time":\#(time),"proof":"\#(Data(proof).base64EncodedString())"}"#
+            #expect(try await client.post("/challenge", body).status == .ok)
+            #expect(try await client.post("/challenge", body).status == .ok)
+            for index in [0, 31, 63] {
+                var flipped = proof
+                flipped[index] ^= 0x01
+                let forged = #"{"peerId":"\#(peer)","time":\#(time),"proof":"\#(Data(flipped).base64EncodedString())"}"#
+                let refused = try await client.post("/challenge", forged)
+                #expect(refused.status == .unauthorized, "bit flipped in byte \(index)")
+            }
+            // Another time with the cached signature: refused.
+            let moved = #"{"peerId":"\#(peer)","time":\#(time - 1),"proof":"\#(Data(proof).base64EncodedString())"}"#
+            #expect(try await client.post("/challenge", moved).status == .unauthorized)
+        }
+    }
+
     @Test("MAX_PENDING_CHALLENGES_TOTAL: past it, 429 RateLimited with Retry-After for every peer")
     func totalBound() async throws {
         let kms = try InProcessKMS(maximumPendingTotal: 4)
@@ -172,6 +196,24 @@ struct HardeningTests {
             let released = try await client.post(
                 "/get-key", try caller.getKeyBody(third, tee: kms.tee, wrapKey: wrapKey))
             #expect(released.status == .ok)
+        }
+    }
+
+    @Test("the small-order list: each point gives X25519 no secret (with any key), random keys pass, bit 255 ignored")
+    func smallOrderPoints() throws {
+        for point in KeyWrapping.smallOrderPoints {
+            #expect(!KeyWrapping.hasFullOrder(point))
+            var high = point
+            high[31] |= 0x80
+            #expect(!KeyWrapping.hasFullOrder(high))
+            let recipient = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: point)
+            // Independent of the list: a Diffie-Hellman with it yields zero (or is refused).
+            let secret = try? Curve25519.KeyAgreement.PrivateKey().sharedSecretFromKeyAgreement(with: recipient)
+            #expect(secret.map { $0.withUnsafeBytes { $0.allSatisfy { $0 == 0 } } } ?? true)
+        }
+        for _ in 0..<64 {
+            let key = Array(Curve25519.KeyAgreement.PrivateKey().publicKey.rawRepresentation)
+            #expect(KeyWrapping.hasFullOrder(key))
         }
     }
 

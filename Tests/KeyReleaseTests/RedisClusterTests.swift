@@ -29,13 +29,29 @@ struct RedisClusterTests {
         try await exerciseStore(sharded, ttl: 300) { Date() }
         try await exerciseLimit(sharded) { Date() }
         try await exerciseBudgets(sharded) { Date() }
-        // The exact total needs one shard (the sharded store holds each shard to its share).
-        try await exerciseTotal(RedisChallengeStore(client: client, prefix: "t\(UUID())")) { Date() }
+        // The total, sharded: each of the 16 shards holds its share (here 1), never more in all.
+        let bounded = RedisChallengeStore(client: client, prefix: "t\(UUID())", totalShards: 16)
+        var accepted = 0
+        var full = 0
+        for index in 0..<48 {
+            do {
+                try await bounded.issue(
+                    makeChallenge(peer: "peer-\(index)", expiresAt: Date() + 60),
+                    limits: ChallengeLimits(perPeer: 8, total: 16))
+                accepted += 1
+            } catch {
+                guard case .full = error else { throw error }
+                full += 1
+            }
+        }
+        #expect(accepted <= 16 && accepted >= 8, "\(accepted) accepted")
+        #expect(full == 48 - accepted)
+        #expect(try await bounded.pendingCount() == accepted)
         try await client.checkReady()
         // Challenge keys really are spread over the masters.
         let owners = Set(
             try (0..<32).map { _ in
-                try cluster.owner(ofSlot: RedisClusterClient.slot(of: Array("keyrack:kms:c:{\(UUID())}".utf8)))
+                try cluster.owner(ofSlot: RedisClusterClient.slot(of: Array(sharded.challengeKey(UUID()).utf8)))
             })
         #expect(owners == Set(cluster.ports))
     }

@@ -86,6 +86,34 @@ public enum KeyWrapping {
     /// The ciphersuite.
     public static let ciphersuite = HPKE.Ciphersuite.Curve25519_SHA256_ChachaPoly
 
+    /// The encodings (bit 255 cleared) of the X25519 points of small order:
+    /// with one of them every shared secret is zero, so a key sealed to it
+    /// could be opened by anyone (RFC 9180, section 7.1.4; RFC 7748, section 6.1).
+    public static let smallOrderPoints: [[UInt8]] = [
+        [UInt8](repeating: 0, count: 32),  // 0
+        [1] + [UInt8](repeating: 0, count: 31),  // 1
+        [UInt8](hex: "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")!,  // order 8
+        [UInt8](hex: "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157")!,  // order 8
+        [0xEC] + [UInt8](repeating: 0xFF, count: 30) + [0x7F],  // p − 1
+        [0xED] + [UInt8](repeating: 0xFF, count: 30) + [0x7F],  // p (0)
+        [0xEE] + [UInt8](repeating: 0xFF, count: 30) + [0x7F],  // p + 1 (1)
+    ]
+
+    /// Whether `raw` is not one of ``smallOrderPoints`` (compared in constant
+    /// time, without a Diffie-Hellman operation).
+    public static func hasFullOrder(_ raw: [UInt8]) -> Bool {
+        var masked = raw
+        masked[31] &= 0x7F
+        var matches: UInt8 = 0
+        for point in smallOrderPoints {
+            var difference: UInt8 = 0
+            for index in 0..<32 { difference |= point[index] ^ masked[index] }
+            // 1 when equal, in constant time.
+            matches |= UInt8(truncatingIfNeeded: (UInt16(difference) &- 1) >> 8) & 1
+        }
+        return matches == 0
+    }
+
     /// The HPKE info string for a challenge.
     public static func info(challengeId: String) -> Data {
         Data("keyrack-kms-v1 key release".utf8) + [0] + Data(challengeId.utf8)

@@ -31,6 +31,8 @@ public final class KMSMetrics: Sendable {
     private let challenges: [String: CoreMetrics.Counter]
     private let releases: [String: CoreMetrics.Counter]
     private let latency: CoreMetrics.Timer
+    private let proven: CoreMetrics.Counter
+    private let wrapped: CoreMetrics.Counter
     private let gauges: [String: CoreMetrics.Gauge]
     /// Counters fed from totals kept elsewhere: the total last added, per name.
     private let mirrored: [String: CoreMetrics.Counter]
@@ -56,6 +58,8 @@ public final class KMSMetrics: Sendable {
                 ($0, Counter(label: "keyrack_kms_key_requests_total", dimensions: [("outcome", $0)], factory: factory))
             })
         latency = Timer(label: "keyrack_kms_get_key_seconds", factory: factory)
+        proven = Counter(label: "keyrack_kms_challenges_proven_total", factory: factory)
+        wrapped = Counter(label: "keyrack_kms_keys_wrapped_total", factory: factory)
         gauges = Dictionary(
             uniqueKeysWithValues: [
                 "keyrack_kms_pending_challenges", "keyrack_kms_store_ready", "keyrack_kms_open_connections",
@@ -69,9 +73,12 @@ public final class KMSMetrics: Sendable {
             ].map { ($0, Counter(label: $0, factory: factory)) })
     }
 
-    func recordChallenge(_ failure: KMSError.Code?) {
+    func recordChallenge(_ failure: KMSError.Code?, proven isProven: Bool = false) {
         challenges[failure?.rawValue ?? "Issued"]?.increment()
+        if failure == nil && isProven { proven.increment() }
     }
+
+    func recordWrapped() { wrapped.increment() }
 
     func recordKeyRelease(_ failure: KMSError.Code?, duration: Duration) {
         let outcome = failure?.rawValue ?? "Released"

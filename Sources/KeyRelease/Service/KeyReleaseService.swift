@@ -50,6 +50,8 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
     public let metrics: KMSMetrics
     /// The last readiness reported in the log, so that a probe every second logs only changes.
     private let lastReadiness = Mutex("")
+    /// Proofs already verified, while inside their window.
+    private let verifiedProofs = VerifiedProofs()
 
     public init(
         settings: Settings = Settings(),
@@ -85,7 +87,7 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
             }
             result = .failure(error)
         }
-        metrics.recordChallenge(result.failureCode)
+        metrics.recordChallenge(result.failureCode, proven: request.proof != nil)
         return try result.get()
     }
 
@@ -155,9 +157,12 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
                 throw KMSError(
                     .invalidSignature, "the proof's time is more than \(window) s from the server's clock")
             }
+            let key = VerifiedProofs.Key(peer: peer.string, time: time, signature: signature)
+            if verifiedProofs.contains(key) { return .proven }
             guard peer.isValidSignature(signature, for: ChallengeProof.message(peerId: peer.string, time: time)) else {
                 throw KMSError(.invalidSignature, "the proof does not verify with the peer's key")
             }
+            verifiedProofs.insert(key, now: clock, window: window)
             return .proven
         default:
             throw KMSError(.invalidRequest, "time and proof must be given together")
@@ -207,7 +212,7 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
         if let text = request.wrapKey {
             guard let raw = Data(base64Encoded: text), raw.count == 32,
                 let recipient = try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: raw),
-                Self.hasFullOrder(recipient),
+                KeyWrapping.hasFullOrder(Array(raw)),
                 let sender = try? HPKE.Sender(
                     recipientKey: recipient, ciphersuite: KeyWrapping.ciphersuite,
                     info: KeyWrapping.info(challengeId: request.challengeId))
@@ -305,20 +310,11 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
         }
         do {
             let sealed = try key.withUnsafeBytes { try sealer.seal($0, authenticating: Data()) }
+            metrics.recordWrapped()
             return GetKeyResponse(wrappedKey: (sealer.encapsulatedKey + sealed).base64EncodedString())
         } catch {
             throw KMSError(.keyDerivationFailed, "the key could not be sealed to the wrapKey", detail: "\(error)")
         }
-    }
-
-    /// Whether X25519 with `key` gives a secret at all: a low-order point
-    /// (all zeros among them) makes every shared secret zero, so a key
-    /// sealed to it could be opened by anyone (RFC 9180, section 7.1.4).
-    static func hasFullOrder(_ key: Curve25519.KeyAgreement.PublicKey) -> Bool {
-        guard let secret = try? Curve25519.KeyAgreement.PrivateKey().sharedSecretFromKeyAgreement(with: key) else {
-            return false
-        }
-        return secret.withUnsafeBytes { bytes in bytes.reduce(0) { $0 | $1 } != 0 }
     }
 
     // MARK: - Readiness
@@ -357,6 +353,36 @@ public final class KeyReleaseService<Verifier: EvidenceVerifier>: Sendable {
             }
         }
         return parts
+    }
+}
+
+/// Challenge proofs whose Ed25519 signature verified, by their exact bytes,
+/// until their time leaves the window: Ed25519 signatures are
+/// deterministic, so a peer that asks for several challenges within one
+/// second sends the same proof, and verifying it again (the largest cost of
+/// `/challenge`) would only give the same answer. Bytes never verified, or
+/// different in any bit, are verified in full. Bounded: past ``capacity``,
+/// entries out of the window go, then everything.
+final class VerifiedProofs: Sendable {
+    struct Key: Hashable {
+        let peer: String
+        let time: Int64
+        let signature: Data
+    }
+
+    static let capacity = 8_192
+    private let entries = Mutex([Key: Void]())
+
+    func contains(_ key: Key) -> Bool { entries.withLock { $0[key] != nil } }
+
+    func insert(_ key: Key, now: Int64, window: Int64) {
+        entries.withLock { entries in
+            if entries.count >= Self.capacity {
+                entries = entries.filter { abs($0.key.time - now) <= window }
+                if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
+            }
+            entries[key] = ()
+        }
     }
 }
 

@@ -62,7 +62,7 @@ struct KMSConnectionTests {
     func stalledClients() async throws {
         raiseOpenFileLimit()
         let platform = try Platform()
-        let kms = try await KMS.start(platform, extra: ["IDLE_TIMEOUT_SECS": "2"])
+        let kms = try await KMS.start(platform, extra: ["IDLE_TIMEOUT_SECS": "5"])
         var stalled: [RawConnection] = []
         for index in 0..<300 {
             let connection = try RawConnection(port: kms.port)
@@ -77,7 +77,7 @@ struct KMSConnectionTests {
         let start = ContinuousClock.now
         // Drip a byte every 300 ms on the dripping ones: activity must not extend the deadline.
         let dripper = Task {
-            for _ in 0..<20 {
+            for _ in 0..<30 {
                 try await Task.sleep(for: .milliseconds(300))
                 for (index, connection) in stalled.enumerated() where index % 3 != 0 { connection.send("x") }
             }
@@ -88,12 +88,14 @@ struct KMSConnectionTests {
             endpoint: kms.endpoint, identity: .generate(), quotes: SoftwareTEEQuoteSource(tee: platform.tee)
         ).fetchKey()
         #expect(key.count == 32)
-        #expect(ContinuousClock.now - start < .seconds(2), "the real client waited behind the stalled ones")
+        // Served before the stalled connections' deadline: it did not wait for them to be cut.
+        let served = ContinuousClock.now - start
+        #expect(served < .seconds(5), "the real client waited behind the stalled ones (\(served))")
         // Every stalled connection is closed by the server, soon after the deadline.
         var open = 0
-        for connection in stalled where !connection.closedByServer(within: 4_000) { open += 1 }
+        for connection in stalled where !connection.closedByServer(within: 6_000) { open += 1 }
         #expect(open == 0, "\(open) stalled connections still open")
-        #expect(ContinuousClock.now - start < .seconds(8))
+        #expect(ContinuousClock.now - start < .seconds(15))
         let metrics = try await kms.send(.get, "/metrics", json: "").text
         #expect((metricValue(metrics, "keyrack_kms_connections_timed_out_total") ?? 0) >= 300, "\(metrics)")
     }

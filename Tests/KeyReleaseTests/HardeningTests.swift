@@ -52,7 +52,8 @@ struct HardeningTests {
     func badProofs() async throws {
         let kms = try InProcessKMS()
         let caller = KMSCaller()
-        let now = Int64(Date().timeIntervalSince1970)
+        // The clock is read at each request: a slow run must not bring a "future" proof into the window.
+        @Sendable func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
         let peer = caller.identity.peerId.string
         try await kms.test { client in
             func expect(_ body: String, _ status: HTTPResponse.Status, _ code: String, _ message: String) async throws {
@@ -66,26 +67,28 @@ struct HardeningTests {
                 try caller.provenChallengeBody(signWith: .generate()), .unauthorized, "InvalidSignature",
                 "the proof does not verify with the peer's key")
             try await expect(
-                try caller.provenChallengeBody(time: now - 75), .unauthorized, "InvalidSignature",
+                try caller.provenChallengeBody(time: now() - 75), .unauthorized, "InvalidSignature",
                 "the proof's time is more than 60 s from the server's clock")
             try await expect(
-                try caller.provenChallengeBody(time: now + 75), .unauthorized, "InvalidSignature",
+                try caller.provenChallengeBody(time: now() + 75), .unauthorized, "InvalidSignature",
                 "the proof's time is more than 60 s from the server's clock")
             try await expect(
-                #"{"peerId":"\#(peer)","time":\#(now)}"#, .badRequest, "InvalidRequest",
+                #"{"peerId":"\#(peer)","time":\#(now())}"#, .badRequest, "InvalidRequest",
                 "time and proof must be given together")
             try await expect(
                 #"{"peerId":"\#(peer)","proof":"AAAA"}"#, .badRequest, "InvalidRequest",
                 "time and proof must be given together")
             try await expect(
-                #"{"peerId":"\#(peer)","time":\#(now),"proof":"AAAA"}"#, .badRequest, "InvalidRequest",
+                #"{"peerId":"\#(peer)","time":\#(now()),"proof":"AAAA"}"#, .badRequest, "InvalidRequest",
                 "proof is not a base64 Ed25519 signature (64 bytes)")
             try await expect(
-                #"{"peerId":"\#(peer)","time":"\#(now)","proof":"AAAA"}"#, .badRequest, "InvalidRequest",
+                #"{"peerId":"\#(peer)","time":"\#(now())","proof":"AAAA"}"#, .badRequest, "InvalidRequest",
                 "field 'time' has the wrong type")
             // Inside the window, either side, it is accepted.
-            for time in [now - 50, now + 50] {
-                #expect(try await client.post("/challenge", try caller.provenChallengeBody(time: time)).status == .ok)
+            for offset: Int64 in [-50, 50] {
+                #expect(
+                    try await client.post("/challenge", try caller.provenChallengeBody(time: now() + offset)).status
+                        == .ok)
             }
         }
         #expect(kms.service.metrics.keyReleases("Released") == 0)

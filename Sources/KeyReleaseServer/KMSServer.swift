@@ -162,7 +162,8 @@ public enum KMSServer {
 }
 
 /// Lifts the soft open-file limit to the hard one and returns it.
-func raiseOpenFileLimit() -> Int {
+@discardableResult
+public func raiseOpenFileLimit() -> Int {
     var limit = rlimit()
     guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
     if limit.rlim_cur < limit.rlim_max {

@@ -1,6 +1,7 @@
 import Foundation
 import KMSClient
 import KeyRelease
+import KeyReleaseServer
 import KeyrackTestSupport
 import Testing
 
@@ -13,21 +14,10 @@ final class RawConnection: @unchecked Sendable {
     let descriptor: Int32
 
     init(port: Int) throws {
-        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw TestSupportError("socket: errno \(errno)") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
+        guard let descriptor = connectLoopback(port: port) else {
+            throw TestSupportError("cannot connect to 127.0.0.1:\(port): errno \(errno)")
         }
-        guard connected == 0 else {
-            close(descriptor)
-            throw TestSupportError("connect: errno \(errno)")
-        }
+        self.descriptor = descriptor
     }
 
     /// Sends `text`; false when the server has closed the connection.

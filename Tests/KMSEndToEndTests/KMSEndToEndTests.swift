@@ -109,8 +109,12 @@ struct KMSEndToEndTests {
         #expect(
             root.deriveKey(namespace: "keyrack/storage", peerId: peer).unsafeCopiedBytes
                 == Array(try Data(contentsOf: URL(fileURLWithPath: keyFile))))
-        // The release went the hardened way: a proven challenge, the key wrapped.
-        try await eventually { kms.process.log.contains("outcome=Released") }
+        // The release went the hardened way: a proven challenge, the key wrapped (the server's own counts).
+        let metrics = try await runToCompletion(
+            URL(fileURLWithPath: try #require(findExecutable("curl"))),
+            ["-s", "--cacert", certificate, "\(url)/metrics"])
+        #expect(metricValue(metrics.output, "keyrack_kms_challenges_proven_total") == 1, "\(metrics.output)")
+        #expect(metricValue(metrics.output, "keyrack_kms_keys_wrapped_total") == 1)
 
         for (caFlags, name) in [([], "the system's roots"), (["--ca-cert", otherCA], "another CA")] {
             let refused = await runKeyrackToEnd(
@@ -119,8 +123,12 @@ struct KMSEndToEndTests {
             #expect(
                 refused.output.contains("cannot reach the KMS at https://127.0.0.1:\(kms.port)"), "\(refused.output)")
         }
-        // Only the first release reached /get-key.
-        #expect(kms.process.log.components(separatedBy: "key release").count - 1 == 1, "\(kms.process.log)")
+        // The refused clients never reached the KMS's API: one challenge, one release in all.
+        let after = try await runToCompletion(
+            URL(fileURLWithPath: try #require(findExecutable("curl"))),
+            ["-s", "--cacert", certificate, "\(url)/metrics"])
+        #expect(metricValue(after.output, "keyrack_kms_challenges_total{outcome=\"Issued\"}") == 1)
+        #expect(metricValue(after.output, "keyrack_kms_key_requests_total{outcome=\"Released\"}") == 1)
 
         // A client that connects and never starts its handshake is closed by the deadline.
         let silent = try RawConnection(port: kms.port)

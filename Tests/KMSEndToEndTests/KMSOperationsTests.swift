@@ -2,6 +2,7 @@ import Attestation
 import Foundation
 import KMSClient
 import KeyRelease
+import KeyReleaseServer
 import KeyrackCore
 import KeyrackTestSupport
 import RedisClient
@@ -318,12 +319,4 @@ func eventually(_ condition: () async throws -> Bool) async throws {
         try await Task.sleep(for: .milliseconds(50))
     }
     Issue.record("the condition did not become true within 5 s")
-}
-
-/// Lifts the soft open-file limit to the hard one (1,000 sockets are needed).
-func raiseOpenFileLimit() {
-    var limit = rlimit()
-    guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
-    limit.rlim_cur = limit.rlim_max
-    _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
 }

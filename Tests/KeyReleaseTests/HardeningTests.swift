@@ -220,6 +220,44 @@ struct HardeningTests {
         }
     }
 
+    @Test(
+        "the client fails closed: a KMS (or someone in between) that answers the key in the clear, or sealed to another key, is refused",
+        arguments: [false, true])
+    func clientRefusesDowngrade(sealedToAnotherKey: Bool) async throws {
+        // A stand-in KMS on loopback that issues a well-formed challenge and then cheats.
+        let router = Router()
+        router.post("/challenge") { _, _ in
+            KMSRoutes.json(
+                ChallengeResponse(
+                    challengeId: UUID().uuidString.lowercased(), nonce: [UInt8](repeating: 7, count: 32).hexString,
+                    expiresAt: "2030-01-01T00:00:00.000Z"))
+        }
+        router.post("/get-key") { _, _ in
+            if sealedToAnotherKey {
+                let other = Curve25519.KeyAgreement.PrivateKey().publicKey
+                let sealed = try KeyWrapping.seal(
+                    SecretBytes([UInt8](repeating: 1, count: 32)), to: other, challengeId: "x")
+                return KMSRoutes.json(GetKeyResponse(wrappedKey: Data(sealed).base64EncodedString()))
+            }
+            return KMSRoutes.json(GetKeyResponse(key: Data(repeating: 1, count: 32).base64EncodedString()))
+        }
+        let tee = try SoftwareTEE.initialize(
+            directory: FileManager.default.temporaryDirectory.appendingPathComponent("downgrade-\(UUID())"),
+            now: Int64(Date().timeIntervalSince1970))
+        try await Application(router: router).test(.live) { client in
+            let port = try #require(client.port)
+            let kms = KeyReleaseClient(
+                endpoint: .tcp(host: "127.0.0.1", port: port), identity: .generate(),
+                quotes: SoftwareTEEQuoteSource(tee: tee))
+            let error = await #expect(throws: KeyReleaseClientError.self) { _ = try await kms.fetchKey() }
+            #expect(
+                error?.message
+                    == (sealedToAnotherKey
+                        ? "the wrapped key does not open with this release's wrap key"
+                        : "the KMS did not seal the key to the wrap key it was sent; refusing a key sent in the clear"))
+        }
+    }
+
     @Test("an independent HPKE (PyPI pyhpke) opens the wrapped key to the same bytes")
     func independentHPKE() async throws {
         let kms = try InProcessKMS()

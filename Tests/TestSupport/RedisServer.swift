@@ -125,20 +125,31 @@ public func freeLoopbackPort() throws -> Int {
     try LoopbackPorts.free()
 }
 
-/// Whether something accepts TCP connections on 127.0.0.1:`port`.
-public func canConnect(port: Int) -> Bool {
+/// A TCP socket connected to 127.0.0.1:`port`, or nil (the caller closes it).
+public func connectLoopback(port: Int) -> Int32? {
     let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard descriptor >= 0 else { return false }
-    defer { close(descriptor) }
+    guard descriptor >= 0 else { return nil }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = UInt16(port).bigEndian
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    return withUnsafePointer(to: &address) {
+    let connected = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
             connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
         }
     }
+    guard connected else {
+        close(descriptor)
+        return nil
+    }
+    return descriptor
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+public func canConnect(port: Int) -> Bool {
+    guard let descriptor = connectLoopback(port: port) else { return false }
+    close(descriptor)
+    return true
 }
 
 /// The full path of `name` on PATH (or the usual system directories).
@@ -156,21 +167,10 @@ public struct TestSupportError: Error, CustomStringConvertible {
 
 /// The `process_id` the Redis server on 127.0.0.1:`port` reports (`INFO server`).
 func redisProcessID(port: Int) -> Int32? {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard descriptor >= 0 else { return nil }
+    guard let descriptor = connectLoopback(port: port) else { return nil }
     defer { close(descriptor) }
     var timeout = timeval(tv_sec: 2, tv_usec: 0)
     setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = UInt16(port).bigEndian
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-        }
-    }
-    guard connected else { return nil }
     let request = Array("*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n".utf8)
     guard request.withUnsafeBytes({ send(descriptor, $0.baseAddress, $0.count, 0) }) == request.count else {
         return nil

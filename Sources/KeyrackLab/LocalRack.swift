@@ -31,6 +31,12 @@ public final class LocalRack {
         public let configuration: NodeConfiguration
         /// Its admin socket.
         public var socket: String { configuration.admin }
+        /// Its host, when the rack runs on separate hosts (``HostLab``).
+        public let host: HostLab.Host?
+        /// Its network admin address (`adminListen`), if it has one.
+        public var adminAddress: String? { configuration.adminListen?.description }
+        /// Where it serves metrics (`metricsListen`), if it does.
+        public var metricsAddress: String? { configuration.metricsListen?.description }
         /// Where its process logs.
         public var logFile: String { directory.appendingPathComponent("node.log").path }
     }
@@ -49,6 +55,8 @@ public final class LocalRack {
     public let operatorDirectory: URL
     /// The attestation policy file every node appraises its peers against.
     public let policyFile: URL
+    /// The hosts the nodes run on (`nil`: all on this machine's loopback).
+    public let hosts: HostLab?
     private var processes: [Int: Process] = [:]
     /// The node processes' ids, readable from a signal handler.
     public let processIdentifiers = ProcessRegistry()
@@ -65,9 +73,20 @@ public final class LocalRack {
         }
     }
 
+    /// Where the nodes listen on a host of their own: peers, admin API, metrics.
+    public static let hostPorts = (peers: 7001, admin: 7101, metrics: 9101)
+    /// The first address octet of node hosts (node 1 is at `.11`).
+    public static let firstNodeOctet = 11
+
     /// Creates `count` node identities and configurations in `directory`
     /// (created if missing), signed by a fresh manufacturing CA, with
     /// `policy` as every node's attestation policy.
+    ///
+    /// With `hosts`, node `i` runs on a host of its own (`n<i>`, at
+    /// `subnet.(10 + i)`), listening there for peers, for the admin API
+    /// (always, since the operator is elsewhere) and for metrics on
+    /// ``hostPorts``. Without, every node listens on loopback, with a
+    /// network admin listener if `adminListen` and metrics if `metrics`.
     public init(
         directory: URL,
         executable: String,
@@ -76,9 +95,14 @@ public final class LocalRack {
         disks: [String] = ["data0"],
         policy: Data,
         evidence: String = "rot",
-        part: String = "kr-demo"
+        part: String = "kr-demo",
+        hosts: HostLab? = nil,
+        adminListen: Bool = false,
+        metrics: Bool = false,
+        allowNetworkDiskKey: Bool = false
     ) throws(LabError) {
         self.directory = directory
+        self.hosts = hosts
         self.executable = executable
         caDirectory = directory.appendingPathComponent("ca")
         operatorDirectory = directory.appendingPathComponent("operator")
@@ -91,7 +115,30 @@ public final class LocalRack {
             let ca = try ManufacturingCA.create(in: caDirectory)
             try OperatorIdentity.create(in: operatorDirectory, ca: ca, name: "lab operator")
             let platforms = (1...count).map { PlatformId(part: part, serial: String(format: "sn-%04d", $0)) }
-            let ports = try platforms.map { _ in try LoopbackPorts.free() }
+            var nodeHosts: [HostLab.Host?] = Array(repeating: nil, count: count)
+            if let hosts {
+                for index in 0..<count {
+                    nodeHosts[index] = try hosts.addHost("n\(index + 1)", octet: Self.firstNodeOctet + index)
+                }
+            }
+            func loopback() throws(LabError) -> PeerAddress {
+                PeerAddress(host: "127.0.0.1", port: try LoopbackPorts.free())
+            }
+            var listens: [PeerAddress] = []
+            var admins: [PeerAddress?] = []
+            var metricsAddresses: [PeerAddress?] = []
+            for host in nodeHosts {
+                if let host {
+                    listens.append(PeerAddress(host: host.address, port: Self.hostPorts.peers))
+                    admins.append(PeerAddress(host: host.address, port: Self.hostPorts.admin))
+                    metricsAddresses.append(
+                        metrics ? PeerAddress(host: host.address, port: Self.hostPorts.metrics) : nil)
+                } else {
+                    listens.append(try loopback())
+                    admins.append(adminListen ? try loopback() : nil)
+                    metricsAddresses.append(metrics ? try loopback() : nil)
+                }
+            }
             var members: [Member] = []
             for (index, platform) in platforms.enumerated() {
                 let nodeDirectory = directory.appendingPathComponent("node-\(index + 1)")
@@ -101,8 +148,8 @@ public final class LocalRack {
                 try (try ca.sign(identity.csr).serializeAsPEM().pemString + "\n")
                     .write(to: certificate, atomically: true, encoding: .utf8)
                 var peers: [PlatformId: PeerAddress] = [:]
-                for (other, port) in zip(platforms, ports) where other != platform {
-                    peers[other] = PeerAddress(host: "127.0.0.1", port: port)
+                for (other, address) in zip(platforms, listens) where other != platform {
+                    peers[other] = address
                 }
                 let configuration = NodeConfiguration(
                     platform: platform,
@@ -112,13 +159,16 @@ public final class LocalRack {
                     intermediate: caDirectory.appendingPathComponent("intermediate.pem").path,
                     root: caDirectory.appendingPathComponent("root.pem").path,
                     operatorCA: operatorDirectory.appendingPathComponent("operator-ca.pem").path,
-                    listen: PeerAddress(host: "127.0.0.1", port: ports[index]),
+                    listen: listens[index],
                     peers: peers,
                     ledger: [
                         nodeDirectory.appendingPathComponent("ledger-a").path,
                         nodeDirectory.appendingPathComponent("ledger-b").path,
                     ],
                     admin: nodeDirectory.appendingPathComponent("admin.sock").path,
+                    adminListen: admins[index],
+                    allowNetworkDiskKey: allowNetworkDiskKey && admins[index] != nil,
+                    metricsListen: metricsAddresses[index],
                     policy: policyFile.path,
                     evidence: evidence,
                     disks: disks
@@ -131,7 +181,8 @@ public final class LocalRack {
                         platform: platform,
                         directory: nodeDirectory,
                         configurationFile: file.path,
-                        configuration: configuration
+                        configuration: configuration,
+                        host: nodeHosts[index]
                     ))
             }
             self.members = members
@@ -145,6 +196,12 @@ public final class LocalRack {
     /// The admin sockets of `indices` (all nodes by default).
     public func sockets(_ indices: [Int]? = nil) -> [String] {
         (indices ?? members.map(\.index)).map { members[$0].socket }
+    }
+
+    /// The network admin addresses of `indices` (all nodes by default), for
+    /// an operator elsewhere; a node without one is named by its socket.
+    public func endpoints(_ indices: [Int]? = nil) -> [String] {
+        (indices ?? members.map(\.index)).map { members[$0].adminAddress ?? members[$0].socket }
     }
 
     /// Whether node `index` has a running process.
@@ -170,8 +227,17 @@ public final class LocalRack {
         guard !isRunning(index) else { return }
         let member = members[index]
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable ?? self.executable)
-        process.arguments = ["node", "run", "--config", member.configurationFile] + arguments
+        let program = executable ?? self.executable
+        let nodeArguments = ["node", "run", "--config", member.configurationFile] + arguments
+        if let hosts, let host = member.host {
+            // `ip netns exec` execs the node in place: the process id is the node's.
+            let (ip, wrapped) = hosts.command(in: host, program, nodeArguments)
+            process.executableURL = URL(fileURLWithPath: ip)
+            process.arguments = wrapped
+        } else {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = nodeArguments
+        }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         do {
             if !FileManager.default.fileExists(atPath: member.logFile) {

@@ -129,7 +129,7 @@ struct NodeCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingAsyncFailures {
-                let response = try await AdminSocket.perform(AdminRequest(.status), path: try node.socket())
+                let response = try await node.perform(AdminRequest(.status))
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 try writeStandardOutput(String(decoding: try encoder.encode(response.status), as: UTF8.self) + "\n")
@@ -140,7 +140,7 @@ struct NodeCommand: AsyncParsableCommand {
     struct DiskKeyCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "disk-key",
-            abstract: "Print a disk's key, from the node's local admin socket only.",
+            abstract: "Print a disk's key, from the node's admin socket (or its network admin API, if it allows).",
             discussion: """
                 For `cryptsetup open --key-file=-` use --raw (32 bytes); the default is 64 hex \
                 digits, as `zfs load-key` with keyformat=hex reads them. --epoch gives an older \
@@ -152,6 +152,9 @@ struct NodeCommand: AsyncParsableCommand {
                 `data0 3(v1)→3`: --key-scheme 1 gives its old key (only while the disk is keyed \
                 under it) to re-key it from; then `keyrack node disk-rekeyed`. LUKS2 volumes the \
                 node manages are re-keyed by the node itself.
+
+                Over the network (--admin ADDR:PORT --operator DIR) a node answers only when its \
+                configuration sets "allowNetworkDiskKey": true; otherwise NODE-ADMIN-FORBIDDEN.
                 """
         )
         @OptionGroup var node: AdminSocketOption
@@ -174,12 +177,10 @@ struct NodeCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingAsyncFailures {
                 let scheme = DiskKeyScheme(rawValue: keyScheme) ?? .current
-                let response = try await AdminSocket.perform(
+                let response = try await node.perform(
                     AdminRequest(
                         .diskKey, epoch: epoch.map { Epoch($0) }, disk: disk,
-                        keyScheme: scheme == .current ? nil : scheme),
-                    path: try node.socket()
-                )
+                        keyScheme: scheme == .current ? nil : scheme))
                 guard let hex = response.key, var key = [UInt8](hex: hex) else {
                     throw CommandFailure("the node answered without a key")
                 }
@@ -212,8 +213,7 @@ struct NodeCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingAsyncFailures {
-                _ = try await AdminSocket.perform(
-                    AdminRequest(.diskRekeyed, epoch: Epoch(epoch), disk: disk), path: try node.socket())
+                _ = try await node.perform(AdminRequest(.diskRekeyed, epoch: Epoch(epoch), disk: disk))
                 try writeStandardOutput("\(disk): keyed under epoch \(epoch)\n")
             }
         }
@@ -334,13 +334,12 @@ struct NodeCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingAsyncFailures {
-                let socket = try node.socket()
                 let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
                 var last: [VolumeStatus] = []
                 var lastError = "no answer"
                 while true {
                     do {
-                        let status = try await AdminSocket.perform(AdminRequest(.status), path: socket).status
+                        let status = try await node.perform(AdminRequest(.status)).status
                         last = status?.volumes ?? []
                         let ready: Set<VolumeStatus.State> = [.opened, .verified, .rekeying]
                         if last.allSatisfy({ ready.contains($0.state) }) {
@@ -375,9 +374,7 @@ struct NodeCommand: AsyncParsableCommand {
 
 /// Sends a volume request, which may take a while (a passphrase's key derivation).
 private func volumeRequest(_ request: AdminRequest, node: AdminSocketOption) async throws -> AdminResponse {
-    let response = try await AdminSocket.call(request, path: try node.socket(), timeout: .seconds(600))
-    if let error = response.error { throw error }
-    return response
+    try await node.perform(request, timeout: .seconds(600))
 }
 
 /// In debug builds, the folders `KEYRACK_TEST_CRYPTSETUP_PATH` names (colon-separated):
@@ -405,7 +402,9 @@ struct RackCommand: AsyncParsableCommand {
         commandName: "rack",
         abstract: "Operator commands: set up the rack, add, remove, rotate, and show where every node stands.",
         discussion: """
-            Each command talks to the nodes' admin sockets (--nodes, comma-separated) and \
+            Each command talks to the nodes' admin sockets or, over mutually authenticated TLS \
+            with the operator certificate, their network admin addresses (--nodes, \
+            comma-separated, mixed as needed) and \
             drives the control plane: it picks a coordinator, waits for K + Z members to \
             prepare, then delivers the commit. Every ticket and commit is signed by the \
             operator identity (--operator DIR, from keyrack operator init), whose journal \
@@ -421,7 +420,12 @@ struct RackCommand: AsyncParsableCommand {
     )
 
     struct Nodes: ParsableArguments {
-        @Option(help: "The nodes' admin sockets, comma-separated.") var nodes: String
+        @Option(
+            help: """
+                The nodes' admin sockets or network admin addresses (HOST:PORT, their adminListen), \
+                comma-separated; mixing both is fine.
+                """)
+        var nodes: String
         @Option(
             name: .customLong("operator"),
             help: "The operator identity (keyrack operator init) that signs every ticket and commit.")
@@ -433,10 +437,26 @@ struct RackCommand: AsyncParsableCommand {
         var sockets: [String] { nodes.split(separator: ",").map { String($0) }.filter { !$0.isEmpty } }
 
         func validate() throws {
-            guard !sockets.isEmpty else { throw ValidationError("--nodes names no admin socket") }
+            guard !sockets.isEmpty else { throw ValidationError("--nodes names no admin socket or address") }
             for (name, value) in [("--timeout", timeout), ("--wait-for-down", waitForDown)]
             where !(value.isFinite && (0...86_400).contains(value)) {
                 throw ValidationError("\(name) must be a number of seconds from 0 to 86400")
+            }
+        }
+
+        /// A client for the nodes: with the operator's credentials when --operator is given
+        /// (needed for network addresses).
+        func client() throws -> AdminClient {
+            guard let operatorDirectory else {
+                if let network = sockets.first(where: { AdminEndpoint(parsing: $0).isNetwork }) {
+                    throw CommandFailure("\(network) is a network address: --operator DIR is needed to authenticate")
+                }
+                return AdminClient()
+            }
+            do {
+                return try AdminClient(operatorDirectory: URL(fileURLWithPath: operatorDirectory))
+            } catch {
+                throw CommandFailure("--operator \(operatorDirectory): \(error)")
             }
         }
 
@@ -482,9 +502,10 @@ struct RackCommand: AsyncParsableCommand {
     }
 
     struct Add: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add nodes (their admin sockets) to the rack.")
+        static let configuration = CommandConfiguration(
+            abstract: "Add nodes (their admin sockets or addresses) to the rack.")
         @OptionGroup var nodes: Nodes
-        @Option(help: "The admin sockets of the nodes to add, comma-separated.") var add: String
+        @Option(help: "The admin sockets or addresses of the nodes to add, comma-separated.") var add: String
         @Option(help: "Threshold K (default N/2 + 1).") var threshold: Int?
         func run() async throws {
             let added = add.split(separator: ",").map { String($0) }
@@ -529,7 +550,7 @@ struct RackCommand: AsyncParsableCommand {
         @Flag(help: "Print the statuses as JSON.") var json = false
 
         func run() async throws {
-            let reports = await RackOperator.survey(nodes.sockets)
+            let reports = await RackOperator.survey(nodes.sockets, client: try nodes.client())
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -586,10 +607,16 @@ enum RackTable {
     }
 }
 
-/// Which node to ask: its admin socket, or its configuration file (which names the socket).
+/// Which node to ask: its admin socket or network address, or its
+/// configuration file (which names the socket).
 struct AdminSocketOption: ParsableArguments {
-    @Option(help: "The node's admin socket.") var admin: String?
+    @Option(help: "The node's admin socket, or its network admin address (HOST:PORT, with --operator).")
+    var admin: String?
     @Option(help: "The node's configuration file (its admin socket is used).") var config: String?
+    @Option(
+        name: .customLong("operator"),
+        help: "The operator identity (keyrack operator init) to authenticate with, for a network address.")
+    var operatorDirectory: String?
 
     func validate() throws {
         guard (admin == nil) != (config == nil) else {
@@ -597,7 +624,26 @@ struct AdminSocketOption: ParsableArguments {
         }
     }
 
-    /// The admin socket's path.
+    /// Sends `request` to the node and returns its answer, or throws its error.
+    func perform(_ request: AdminRequest, timeout: Duration = .seconds(10)) async throws -> AdminResponse {
+        let endpoint = AdminEndpoint(parsing: try socket())
+        let client: AdminClient
+        if endpoint.isNetwork {
+            guard let operatorDirectory else {
+                throw CommandFailure("\(endpoint) is a network address: --operator DIR is needed to authenticate")
+            }
+            do {
+                client = try AdminClient(operatorDirectory: URL(fileURLWithPath: operatorDirectory))
+            } catch {
+                throw CommandFailure("--operator \(operatorDirectory): \(error)")
+            }
+        } else {
+            client = AdminClient()
+        }
+        return try await client.perform(request, at: endpoint, timeout: timeout)
+    }
+
+    /// The admin socket's path (or network address).
     func socket() throws -> String {
         if let admin { return admin }
         let file = config ?? ""

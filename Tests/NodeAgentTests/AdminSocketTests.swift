@@ -22,7 +22,7 @@ struct AdminSocketTests {
         let path = directory.appendingPathComponent("admin.sock").path
         try Data("an operator's notes".utf8).write(to: URL(fileURLWithPath: path))
         let refused = await #expect(throws: AdminError.self) {
-            _ = try await AdminSocket.listen(path: path) { _ in AdminResponse() }
+            _ = try await AdminSocket.listen(path: path) { _, _ in AdminResponse() }
         }
         #expect(refused?.code == .socket)
         #expect(refused?.reason.contains("something other than a socket is there") == true)
@@ -31,11 +31,11 @@ struct AdminSocketTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["admin.sock"])
         // A socket left by a process that died is replaced.
         try FileManager.default.removeItem(atPath: path)
-        let first = try await AdminSocket.listen(path: path) { _ in AdminResponse() }
+        let first = try await AdminSocket.listen(path: path) { _, _ in AdminResponse() }
         await first.close()
         var stale = stat()
         #expect(lstat(path, &stale) == 0 && stale.st_mode & S_IFMT == S_IFSOCK)
-        let second = try await AdminSocket.listen(path: path) { request in
+        let second = try await AdminSocket.listen(path: path) { request, _ in
             AdminResponse(key: request.operation.rawValue)
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -53,7 +53,7 @@ struct AdminSocketTests {
         let path = directory.appendingPathComponent("admin.sock").path
         let before = umask(0o022)
         umask(before)
-        let listener = try await AdminSocket.listen(path: path) { request in
+        let listener = try await AdminSocket.listen(path: path) { request, _ in
             AdminResponse(key: request.operation.rawValue)
         }
         let after = umask(0o022)
@@ -76,7 +76,7 @@ struct AdminSocketTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("admin.sock").path
-        let listener = try await AdminSocket.listen(path: path, requestDeadline: .seconds(1)) { _ in
+        let listener = try await AdminSocket.listen(path: path, requestDeadline: .seconds(1)) { _, _ in
             AdminResponse()
         }
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -45,15 +45,18 @@ func withRack<T>(
     keyType: DeviceKeyType = .ed25519,
     policy: Data? = nil,
     evidence: String = "rot",
+    network: RackNetwork = RackNetwork(),
     _ body: (LocalRack) async throws -> T
 ) async throws -> T {
     if RackSlots.holding {
-        return try await withRackInSlot(count: count, keyType: keyType, policy: policy, evidence: evidence, body)
+        return try await withRackInSlot(
+            count: count, keyType: keyType, policy: policy, evidence: evidence, network: network, body)
     }
     await RackSlots.shared.acquire()
     do {
         let result = try await RackSlots.$holding.withValue(true) {
-            try await withRackInSlot(count: count, keyType: keyType, policy: policy, evidence: evidence, body)
+            try await withRackInSlot(
+                count: count, keyType: keyType, policy: policy, evidence: evidence, network: network, body)
         }
         await RackSlots.shared.release()
         return result
@@ -63,11 +66,21 @@ func withRack<T>(
     }
 }
 
+/// How a test rack's nodes are networked: all on loopback (optionally with
+/// network admin listeners and metrics), or each on a host of its own.
+struct RackNetwork {
+    var hosts: HostLab?
+    var adminListen = false
+    var metrics = false
+    var allowNetworkDiskKey = false
+}
+
 private func withRackInSlot<T>(
     count: Int,
     keyType: DeviceKeyType,
     policy: Data?,
     evidence: String,
+    network: RackNetwork,
     _ body: (LocalRack) async throws -> T
 ) async throws -> T {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keyrack-rack-\(UUID().uuidString)")
@@ -77,7 +90,11 @@ private func withRackInSlot<T>(
         count: count,
         keyType: keyType,
         policy: try policy ?? allowingPolicy(),
-        evidence: evidence
+        evidence: evidence,
+        hosts: network.hosts,
+        adminListen: network.adminListen,
+        metrics: network.metrics,
+        allowNetworkDiskKey: network.allowNetworkDiskKey
     )
     do {
         let result = try await body(rack)

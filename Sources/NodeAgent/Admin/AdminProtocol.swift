@@ -156,6 +156,11 @@ public struct AdminError: Error, Codable, Sendable, Hashable, CustomStringConver
         public static let unreachable = Code(rawValue: "NODE-UNREACHABLE")
         /// The node answered something unreadable.
         public static let response = Code(rawValue: "NODE-ADMIN-RESPONSE")
+        /// The caller may not ask this (over the network: a disk key, unless the configuration allows it).
+        public static let forbidden = Code(rawValue: "NODE-ADMIN-FORBIDDEN")
+        /// The node's TLS identity or the operator's credentials are unusable, or a
+        /// node's certificate does not match what it reports.
+        public static let authentication = Code(rawValue: "NODE-ADMIN-AUTHENTICATION")
 
         /// A trust-quorum code (`CommitError.Code`, `ReconfigureError.Code`,
         /// `LoadRackSecretError.Code`), passed through.

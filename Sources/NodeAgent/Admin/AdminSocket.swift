@@ -7,10 +7,10 @@ import Synchronization
     import Glibc
 #endif
 
-/// The admin API's transport: a Unix socket, mode 0600, so only the node's
-/// owner on this machine can drive the node or read a disk key. Each
+/// The admin API's local transport: a Unix socket, mode 0600, so only the
+/// node's owner on this machine can drive the node or read a disk key. Each
 /// connection carries one request frame and one response frame (4-byte
-/// big-endian length, JSON).
+/// big-endian length, JSON). The network transport is ``AdminNetwork``.
 public enum AdminSocket {
     /// How long a client has to send its request once connected; a client
     /// that stalls is disconnected.
@@ -29,7 +29,7 @@ public enum AdminSocket {
     static func listen(
         path: String,
         requestDeadline: TimeAmount = requestDeadline,
-        handle: @escaping @Sendable (AdminRequest) async -> AdminResponse
+        handle: @escaping @Sendable (AdminRequest, AdminCaller) async -> AdminResponse
     ) async throws(AdminError) -> AdminListener {
         var existing = stat()
         if lstat(path, &existing) == 0, existing.st_mode & S_IFMT != S_IFSOCK {
@@ -45,10 +45,12 @@ public enum AdminSocket {
             unlink(bound)
             rmdir(staging)
         }
-        let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+        let server: NIOAsyncChannel<AdminConnection, Never>
         do {
             server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .bind(unixDomainSocketPath: bound) { channel in framed(channel) }
+                .bind(unixDomainSocketPath: bound) { channel in
+                    framed(channel).map { AdminConnection(channel: $0, caller: { .local }) }
+                }
         } catch {
             throw AdminError(.socket, "cannot listen on \(path): \(error)")
         }
@@ -57,7 +59,7 @@ public enum AdminSocket {
             try? await server.channel.close()
             throw AdminError(.socket, "cannot put the private socket at \(path) (errno \(code))")
         }
-        return AdminListener(server: server, requestDeadline: requestDeadline, handle: handle)
+        return AdminListener(server: server, requestDeadline: requestDeadline, idleTimeout: nil, handle: handle)
     }
 
     /// Frames (the peers' 4-byte length prefix) both ways on `channel`.
@@ -131,48 +133,67 @@ public enum AdminSocket {
     }
 }
 
-/// A bound admin socket.
-struct AdminListener: Sendable {
-    let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
-    /// A connection whose request has not arrived by then is closed.
-    let requestDeadline: TimeAmount
-    let handle: @Sendable (AdminRequest) async -> AdminResponse
+/// One accepted admin connection and who is on the other end (known once
+/// the TLS handshake, if any, has verified the caller's certificate).
+struct AdminConnection: Sendable {
+    let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    let caller: @Sendable () -> AdminCaller?
+}
 
-    /// Answers requests until the socket closes.
+/// A bound admin listener: the Unix socket, or the network one.
+struct AdminListener: Sendable {
+    let server: NIOAsyncChannel<AdminConnection, Never>
+    /// A connection whose first request has not arrived by then (TLS
+    /// handshake included) is closed.
+    let requestDeadline: TimeAmount
+    /// A connection idle this long after an answer is closed; `nil`: a
+    /// connection carries one request (the Unix socket).
+    let idleTimeout: TimeAmount?
+    let handle: @Sendable (AdminRequest, AdminCaller) async -> AdminResponse
+
+    /// The port a network listener is bound to.
+    var port: Int { server.channel.localAddress?.port ?? 0 }
+
+    /// Answers requests until the listener closes.
     func run() async throws {
         try await server.executeThenClose { inbound in
             try await withThrowingDiscardingTaskGroup { group in
                 for try await connection in inbound {
-                    // On the loop: a client that stalls before its request is disconnected,
-                    // which ends the read below.
-                    let channel = connection.channel
-                    let deadline = channel.eventLoop.scheduleTask(in: requestDeadline) {
-                        channel.close(promise: nil)
-                    }
-                    group.addTask {
-                        try? await connection.executeThenClose { requests, responses in
-                            var iterator = requests.makeAsyncIterator()
-                            let first = try await iterator.next()
-                            deadline.cancel()
-                            guard let frame = first else { return }
-                            let response: AdminResponse
-                            if let request = try? JSONDecoder().decode(
-                                AdminRequest.self,
-                                from: Data(frame.readableBytesView)
-                            ) {
-                                response = await handle(request)
-                            } else {
-                                response = AdminResponse(
-                                    error: AdminError(.request, "malformed admin request")
-                                )
-                            }
-                            let encoded = (try? JSONEncoder().encode(response)) ?? Data()
-                            try await responses.write(ByteBuffer(bytes: encoded))
-                        }
-                    }
+                    group.addTask { await serve(connection) }
                 }
             }
         }
+    }
+
+    /// Answers one connection's requests in order until it closes, stalls
+    /// or idles out.
+    private func serve(_ connection: AdminConnection) async {
+        let channel = connection.channel.channel
+        // On the loop: a client that stalls before a request is disconnected, which ends the read below.
+        let deadline = Mutex<Scheduled<Void>?>(
+            channel.eventLoop.scheduleTask(in: requestDeadline) { channel.close(promise: nil) })
+        try? await connection.channel.executeThenClose { requests, responses in
+            for try await frame in requests {
+                deadline.withLock { $0?.cancel() }
+                let response: AdminResponse
+                if let caller = connection.caller() {
+                    if let request = try? JSONDecoder().decode(AdminRequest.self, from: Data(frame.readableBytesView)) {
+                        response = await handle(request, caller)
+                    } else {
+                        response = AdminResponse(error: AdminError(.request, "malformed admin request"))
+                    }
+                } else {
+                    response = AdminResponse(error: AdminError(.forbidden, "the caller was not authenticated"))
+                }
+                let encoded = (try? JSONEncoder().encode(response)) ?? Data()
+                try await responses.write(ByteBuffer(bytes: encoded))
+                guard let idleTimeout else { return }
+                deadline.withLock {
+                    $0 = channel.eventLoop.scheduleTask(in: idleTimeout) { channel.close(promise: nil) }
+                }
+            }
+        }
+        deadline.withLock { $0?.cancel() }
     }
 
     func close() async {

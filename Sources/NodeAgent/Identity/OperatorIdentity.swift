@@ -1,6 +1,8 @@
 import Crypto
 import Foundation
 import KeyrackCore
+import NIOCore
+import NIOSSL
 import SwiftASN1
 import Synchronization
 import TrustQuorum
@@ -213,6 +215,13 @@ public final class OperatorIdentity: DecisionSigner, CustomStringConvertible, Cu
         }
     }
 
+    /// The operator key as TLS sees it, for the admin API over the network
+    /// (``AdminCredentials``): BoringSSL asks it for each handshake's
+    /// CertificateVerify signature and never holds the key. TLS 1.3 signs
+    /// its own context string ahead of the transcript, so no handshake
+    /// signature reads as a decision statement.
+    var tlsKey: NIOSSLPrivateKey { NIOSSLPrivateKey(customPrivateKey: OperatorTLSKey(key: key)) }
+
     public var description: String { "OperatorIdentity(\(name), key redacted)" }
     public var debugDescription: String { description }
 }
@@ -299,7 +308,20 @@ public final class OperatorCertificateVerifier: DecisionVerifier {
         return (key, min(certificate.notValidAfter, intermediate.notValidAfter, root.notValidAfter))
     }
 
-    /// Not a CA, signs, has the operator role, and allows no TLS use.
+    /// The name (common name) of `der` if it is an operator certificate
+    /// issued by the pinned intermediate and valid now: who a network admin
+    /// connection's client certificate says it is.
+    public func operatorName(_ der: [UInt8]) -> String? {
+        guard operatorKey(der, now: clock()) != nil, let certificate = try? Certificate(derEncoded: der) else {
+            return nil
+        }
+        let names = certificate.subject.flatMap { $0 }.filter { $0.type == .RDNAttributeType.commonName }
+        return names.first.flatMap { String($0.value) } ?? "operator"
+    }
+
+    /// Not a CA, signs, has the operator role, and allows no TLS use
+    /// (it authenticates to the admin API by the operator role, which this
+    /// verifier checks, not by a TLS key usage).
     static func isOperatorCertificate(_ certificate: Certificate) -> Bool {
         guard let extended = try? certificate.extensions.extendedKeyUsage, extended.contains(OperatorRole.usage),
             !extended.contains(.serverAuth), !extended.contains(.clientAuth),
@@ -310,4 +332,34 @@ public final class OperatorCertificateVerifier: DecisionVerifier {
         }
         return true
     }
+}
+
+/// The operator's Ed25519 key as a BoringSSL custom key: TLS 1.3 only,
+/// Ed25519 only, never decrypts.
+struct OperatorTLSKey: NIOSSLCustomPrivateKey, Hashable {
+    let key: Curve25519.Signing.PrivateKey
+
+    var signatureAlgorithms: [SignatureAlgorithm] { [.ed25519] }
+
+    func sign(channel: any Channel, algorithm: SignatureAlgorithm, data: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
+        guard algorithm == .ed25519 else {
+            return channel.eventLoop.makeFailedFuture(
+                AdminError(.authentication, "TLS asked the operator key for a scheme other than Ed25519"))
+        }
+        do {
+            return channel.eventLoop.makeSucceededFuture(
+                ByteBuffer(bytes: try key.signature(for: Array(data.readableBytesView))))
+        } catch {
+            return channel.eventLoop.makeFailedFuture(AdminError(.authentication, "Ed25519 signing failed"))
+        }
+    }
+
+    func decrypt(channel: any Channel, data: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
+        channel.eventLoop.makeFailedFuture(AdminError(.authentication, "the operator key does not decrypt"))
+    }
+
+    static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.key.publicKey.rawRepresentation == rhs.key.publicKey.rawRepresentation
+    }
+    func hash(into hasher: inout Hasher) { hasher.combine(key.publicKey.rawRepresentation) }
 }

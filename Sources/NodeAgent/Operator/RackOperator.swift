@@ -15,8 +15,11 @@ import TrustQuorum
 /// epoch any node has seen and every epoch the journal holds, so a run
 /// interrupted at any point can simply be run again.
 public struct RackOperator: Sendable {
-    /// The nodes' admin sockets.
+    /// The nodes' admin endpoints: socket paths or `host:port` network
+    /// addresses (``AdminEndpoint/init(parsing:)``), mixed as needed.
     public var sockets: [String]
+    /// Reaches the nodes: their sockets, and network nodes with the operator's credentials.
+    public let client: AdminClient
     /// Signs the operator's decisions.
     public let signer: any DecisionSigner
     /// Judges the commit signatures nodes report.
@@ -38,9 +41,11 @@ public struct RackOperator: Sendable {
     /// trusting the commit signatures `verifier` accepts.
     public init(
         sockets: [String], signer: any DecisionSigner, verifier: any DecisionVerifier,
-        highestSignedEpoch: Epoch? = nil, progress: @escaping @Sendable (String) -> Void = { _ in }
+        highestSignedEpoch: Epoch? = nil, client: AdminClient = AdminClient(),
+        progress: @escaping @Sendable (String) -> Void = { _ in }
     ) {
         self.sockets = sockets
+        self.client = client
         self.signer = signer
         self.verifier = verifier
         self.highestSignedEpoch = highestSignedEpoch
@@ -55,9 +60,11 @@ public struct RackOperator: Sendable {
         let identity = try OperatorIdentity(directory: directory)
         let verifier = try OperatorCertificateVerifier(
             bundle: directory.appendingPathComponent("operator-ca.pem").path)
+        let credentials = try AdminCredentials(
+            identity: identity, intermediate: verifier.intermediate, root: verifier.root)
         self.init(
             sockets: sockets, signer: identity, verifier: verifier, highestSignedEpoch: identity.highestSignedEpoch,
-            progress: progress)
+            client: AdminClient(credentials: credentials), progress: progress)
     }
 
     /// One node as seen from the operator.
@@ -71,13 +78,13 @@ public struct RackOperator: Sendable {
     }
 
     /// Asks every node for its status (in parallel).
-    public func survey() async -> [NodeReport] { await Self.survey(sockets) }
+    public func survey() async -> [NodeReport] { await Self.survey(sockets, client: client) }
 
-    /// Asks the node behind each of `sockets` for its status (in parallel).
-    public static func survey(_ sockets: [String]) async -> [NodeReport] {
+    /// Asks the node behind each of `sockets` (sockets or addresses) for its status, in parallel.
+    public static func survey(_ sockets: [String], client: AdminClient = AdminClient()) async -> [NodeReport] {
         await withTaskGroup(of: (Int, NodeReport).self) { group in
             for (index, socket) in sockets.enumerated() {
-                group.addTask { (index, await Self.report(socket)) }
+                group.addTask { (index, await Self.report(socket, client: client)) }
             }
             var reports: [(Int, NodeReport)] = []
             for await report in group { reports.append(report) }
@@ -85,9 +92,9 @@ public struct RackOperator: Sendable {
         }
     }
 
-    static func report(_ socket: String) async -> NodeReport {
+    static func report(_ socket: String, client: AdminClient) async -> NodeReport {
         do {
-            let response = try await AdminSocket.perform(AdminRequest(.status), path: socket)
+            let response = try await client.perform(AdminRequest(.status), at: AdminEndpoint(parsing: socket))
             return NodeReport(socket: socket, status: response.status, error: nil)
         } catch {
             return NodeReport(socket: socket, status: nil, error: error)
@@ -214,7 +221,8 @@ public struct RackOperator: Sendable {
         for report in removed {
             let platform = report.status.map(\.platform.description) ?? report.socket
             do {
-                _ = try await AdminSocket.perform(AdminRequest(command: .expunge(signed)), path: report.socket)
+                _ = try await client.perform(
+                    AdminRequest(command: .expunge(signed)), at: AdminEndpoint(parsing: report.socket))
                 progress("told \(platform) it was removed at epoch \(configuration.epoch)")
             } catch {
                 progress("\(platform) was removed but could not be told: \(error)")
@@ -226,7 +234,7 @@ public struct RackOperator: Sendable {
     func shareAddresses(_ statuses: [NodeStatus]) async {
         let book = Dictionary(statuses.map { ($0.platform.description, $0.listen) }, uniquingKeysWith: { a, _ in a })
         for socket in sockets {
-            _ = try? await AdminSocket.perform(AdminRequest(.setPeers, peers: book), path: socket)
+            _ = try? await client.perform(AdminRequest(.setPeers, peers: book), at: AdminEndpoint(parsing: socket))
         }
     }
 
@@ -295,7 +303,7 @@ public struct RackOperator: Sendable {
         case .prepareAndCommit(_, let configuration): command = .prepareAndCommit(configuration)
         }
         do {
-            _ = try await AdminSocket.perform(AdminRequest(command: command), path: socket)
+            _ = try await client.perform(AdminRequest(command: command), at: AdminEndpoint(parsing: socket))
             return .done
         } catch  where error.code == .unreachable {
             return .unreachable

@@ -17,6 +17,8 @@ import TrustQuorum
 ///   "peers": { "kr-1000:sn-0002": "127.0.0.1:7002" },
 ///   "ledger": ["ledger-a", "ledger-b"],
 ///   "admin": "admin.sock",
+///   "adminListen": "10.77.0.11:7101",
+///   "metricsListen": "10.77.0.11:9101",
 ///   "attestation": { "policy": "policy.json", "evidence": "rot" },
 ///   "disks": ["data0", {"id": "data1", "luks": "/dev/disk/by-id/…", "mapper": "data1"}]
 /// }
@@ -32,6 +34,11 @@ import TrustQuorum
 /// the node acts on carries a signature it checks against it.
 /// `deniedSerials` lists device certificates (serial numbers in hex) whose
 /// peers are refused at the TLS handshake; the list is read again on SIGHUP.
+///
+/// `adminListen` also serves the admin API on the network, to operator
+/// certificates only (mutual TLS 1.3; ``AdminNetwork``); a disk key is not
+/// answered there unless `"allowNetworkDiskKey": true`. `metricsListen`
+/// serves Prometheus metrics (`GET /metrics`, plain HTTP: they hold no secret).
 ///
 /// Relative paths are relative to the file's directory. Unknown keys are
 /// refused, so a misspelt field is an error rather than a silent default.
@@ -63,6 +70,14 @@ public struct NodeConfiguration: Sendable, Equatable {
     public var ledger: [String]
     /// The admin API's Unix socket (created mode 0600).
     public var admin: String
+    /// Where the admin API also listens on the network (`adminListen`):
+    /// mutual TLS 1.3, operator certificates only (``AdminNetwork``).
+    public var adminListen: PeerAddress?
+    /// Whether a disk key may be asked for over the network (`allowNetworkDiskKey`,
+    /// default false: a disk key does not leave the machine).
+    public var allowNetworkDiskKey: Bool
+    /// Where Prometheus metrics are served (`metricsListen`, plain HTTP `GET /metrics`).
+    public var metricsListen: PeerAddress?
     /// The measurement policy file peers are appraised against.
     public var policy: String
     /// How this node produces its own evidence.
@@ -86,6 +101,9 @@ public struct NodeConfiguration: Sendable, Equatable {
         peers: [PlatformId: PeerAddress],
         ledger: [String],
         admin: String,
+        adminListen: PeerAddress? = nil,
+        allowNetworkDiskKey: Bool = false,
+        metricsListen: PeerAddress? = nil,
         policy: String,
         evidence: String = "rot",
         disks: [String] = [],
@@ -103,6 +121,9 @@ public struct NodeConfiguration: Sendable, Equatable {
         self.peers = peers
         self.ledger = ledger
         self.admin = admin
+        self.adminListen = adminListen
+        self.allowNetworkDiskKey = allowNetworkDiskKey
+        self.metricsListen = metricsListen
         self.policy = policy
         self.evidence = evidence
         self.disks = disks + volumes.map(\.disk).filter { !disks.contains($0) }
@@ -122,7 +143,8 @@ public struct NodeConfiguration: Sendable, Equatable {
     public init(json: Data, relativeTo base: URL) throws(NodeConfigurationError) {
         let reader = try JSONFields<NodeConfigurationErrorCode>(json, what: "the node configuration")
         try reader.refuseUnknownKeys([
-            "platform", "rackId", "identity", "listen", "peers", "ledger", "admin", "attestation", "disks",
+            "platform", "rackId", "identity", "listen", "peers", "ledger", "admin", "adminListen",
+            "allowNetworkDiskKey", "metricsListen", "attestation", "disks",
         ])
         platform = try Self.platformId(try reader.string("platform"), field: "platform")
         func resolve(_ path: String) -> String {
@@ -156,6 +178,27 @@ public struct NodeConfiguration: Sendable, Equatable {
         }
         self.ledger = ledger
         admin = resolve(try reader.string("admin"))
+        adminListen = try reader.optionalString("adminListen").map { (text) throws(NodeConfigurationError) in
+            try PeerAddress(parsing: text, field: "adminListen")
+        }
+        metricsListen = try reader.optionalString("metricsListen").map { (text) throws(NodeConfigurationError) in
+            try PeerAddress(parsing: text, field: "metricsListen")
+        }
+        switch reader.object["allowNetworkDiskKey"] {
+        case nil: allowNetworkDiskKey = false
+        case let flag as Bool: allowNetworkDiskKey = flag
+        default: throw NodeConfigurationError(.invalid, "allowNetworkDiskKey must be true or false")
+        }
+        if allowNetworkDiskKey, adminListen == nil {
+            throw NodeConfigurationError(.invalid, "allowNetworkDiskKey is set but there is no adminListen")
+        }
+        let bound = [("listen", listen), ("adminListen", adminListen), ("metricsListen", metricsListen)]
+            .compactMap { name, address in address.map { (name, $0) } }
+        for (index, (name, address)) in bound.enumerated() {
+            if let clash = bound[..<index].first(where: { $0.1 == address && address.port != 0 }) {
+                throw NodeConfigurationError(.invalid, "\(name) and \(clash.0) are both \(address)")
+            }
+        }
         let attestation = try reader.object("attestation")
         try attestation.refuseUnknownKeys(["policy", "evidence"])
         policy = resolve(try attestation.string("policy"))
@@ -265,6 +308,7 @@ public struct NodeConfiguration: Sendable, Equatable {
             "peers": Dictionary(uniqueKeysWithValues: peers.map { ($0.key.description, $0.value.description) }),
             "ledger": ledger,
             "admin": admin,
+            "allowNetworkDiskKey": allowNetworkDiskKey,
             "attestation": ["policy": policy, "evidence": evidence],
             "disks": disks.map { disk -> Any in
                 guard let volume = volumes.first(where: { $0.disk == disk }) else { return disk }
@@ -273,8 +317,11 @@ public struct NodeConfiguration: Sendable, Equatable {
                 return object
             },
         ]
+        var complete = object
+        if let adminListen { complete["adminListen"] = adminListen.description }
+        if let metricsListen { complete["metricsListen"] = metricsListen.description }
         // Only strings, booleans, arrays and dictionaries of them: serialization cannot fail.
-        return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+        return (try? JSONSerialization.data(withJSONObject: complete, options: [.prettyPrinted, .sortedKeys])) ?? Data()
     }
 
     /// Parses `part:serial`.

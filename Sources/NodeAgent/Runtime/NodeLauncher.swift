@@ -67,7 +67,8 @@ extension NodeRuntime {
             logger: logger,
             crashAfterPersist: crashAfterPersist,
             volumeOptions: volumeOptions,
-            reinitialise: reinitialise
+            reinitialise: reinitialise,
+            networkOperators: operatorVerifier
         )
     }
 

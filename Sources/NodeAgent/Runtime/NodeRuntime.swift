@@ -41,6 +41,8 @@ public actor NodeRuntime: Service {
     let onReady: @Sendable (_ port: Int) -> Void
     /// The LUKS2 volumes of the configuration: opened after each unlock, re-keyed after each commit.
     let volumes: VolumeManager
+    /// Judges the client certificates of the network admin listener (`adminListen`).
+    let networkOperators: OperatorCertificateVerifier?
 
     private var core: AgentCore<SystemRandomSource>
     private var channels: [AgentCore<SystemRandomSource>.ConnectionID: Channel] = [:]
@@ -72,9 +74,11 @@ public actor NodeRuntime: Service {
         clock: any Clock<Duration> = ContinuousClock(),
         volumeOptions: VolumeOptions = VolumeOptions(),
         reinitialise: Bool = false,
+        networkOperators: OperatorCertificateVerifier? = nil,
         onReady: @escaping @Sendable (_ port: Int) -> Void = { _ in }
     ) throws(NodeRuntimeError) {
         self.platformId = configuration.platform
+        self.networkOperators = networkOperators
         self.configuration = configuration
         var identity = identity
         let admission = identity.admission ?? PeerAdmission(denied: configuration.deniedSerials)
@@ -134,19 +138,39 @@ public actor NodeRuntime: Service {
         }
         let admin: AdminListener
         do {
-            admin = try await AdminSocket.listen(path: configuration.admin) { [weak self] request in
+            admin = try await AdminSocket.listen(path: configuration.admin) { [weak self] request, caller in
                 guard let self else { return AdminResponse(error: AdminError(.stopping, "stopping")) }
-                return await self.answer(request)
+                return await self.answer(request, caller: caller)
             }
         } catch {
             await listener.close()
             throw NodeRuntimeError(.listen, error.reason)
+        }
+        var networkAdmin: AdminListener?
+        if let address = configuration.adminListen {
+            do throws(AdminError) {
+                guard let networkOperators else {
+                    throw AdminError(.authentication, "no operator CA to judge the admin listener's clients")
+                }
+                networkAdmin = try await AdminNetwork.listen(
+                    on: address, identity: identity, operators: networkOperators
+                ) { [weak self] request, caller in
+                    guard let self else { return AdminResponse(error: AdminError(.stopping, "stopping")) }
+                    return await self.answer(request, caller: caller)
+                }
+            } catch {
+                await listener.close()
+                await admin.close()
+                throw NodeRuntimeError(.listen, error.reason)
+            }
         }
         logger.info(
             "node started",
             metadata: [
                 "platform": "\(platformId)", "listen": "\(configuration.listen.host):\(listener.port)",
                 "admin": "\(configuration.admin)",
+                "adminListen":
+                    "\(configuration.adminListen.map { "\($0.host):\(networkAdmin?.port ?? $0.port)" } ?? "none")",
                 "epoch": "\(core.durable.latestCommittedEpoch.map { "\($0)" } ?? "none")",
             ])
         await volumes.attach(self)
@@ -157,6 +181,7 @@ public actor NodeRuntime: Service {
             // (every accepted channel must be closed through executeThenClose).
             group.addTask { try? await listener.run { channel in await self.serve(channel, expected: nil) } }
             group.addTask { try? await admin.run() }
+            if let networkAdmin { group.addTask { try? await networkAdmin.run() } }
             group.addTask { await self.runTimer() }
             try? await gracefulShutdown()
             perform(.stopping)
@@ -164,6 +189,7 @@ public actor NodeRuntime: Service {
             try? FileManager.default.removeItem(atPath: configuration.admin)
             await listener.close()
             await admin.close()
+            await networkAdmin?.close()
             await group.waitForAll()
         }
     }
@@ -253,7 +279,20 @@ public actor NodeRuntime: Service {
         #endif
     }
 
-    private func answer(_ request: AdminRequest) async -> AdminResponse {
+    private func answer(_ request: AdminRequest, caller: AdminCaller) async -> AdminResponse {
+        if case .networkOperator(let name, let from) = caller {
+            // Every request over the network is on the record: who, from where, what.
+            logger.notice(
+                "admin request over the network",
+                metadata: ["operator": "\(name)", "from": "\(from)", "operation": "\(request.operation.rawValue)"])
+            if request.operation == .diskKey, !configuration.allowNetworkDiskKey {
+                return AdminResponse(
+                    error: AdminError(
+                        .forbidden,
+                        "this node does not hand out disk keys over the network (allowNetworkDiskKey is not set in its configuration)"
+                    ))
+            }
+        }
         let command: AdminCommand
         do {
             command = try AdminCommand(request, localPlatform: platformId)

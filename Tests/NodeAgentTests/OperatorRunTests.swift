@@ -106,9 +106,48 @@ struct OperatorRunTests {
         let failure = try #require(outputs.failure)
         #expect(failure.code == .timedOut)
         #expect(failure.reason.contains("re-run the same command"))
+        // It says who did not answer, for how long, and that the change could not commit without them.
+        for index in [1, 2, 3] { #expect(failure.reason.contains("\(rack.platforms[index]) (for ")) }
+        #expect(failure.reason.contains("2 of 5 members reachable, the commit needs 4 (K=3 + Z=1)"))
+        #expect(failure.reason.contains("it cannot commit until 2 more answer"))
         #expect(outputs.finished == nil)
         let polls = outputs.filter { $0 == .poll }.count
         #expect(polls == 40)  // 2 s at 50 ms a poll
+    }
+
+    @Test("members that stop answering are named once, with whether the change can still commit, and again when back")
+    func partitionAware() throws {
+        var rack = try AgentCoreTests.setUp(5)
+        let coordinator = Set(rack.platforms).sorted()[2 % 5]
+        let partitioned = rack.platforms.indices.first { rack.platforms[$0] != coordinator }!
+        rack.down = [partitioned]
+        let outputs = rack.operate(
+            members: Set(rack.platforms), threshold: 3, alwaysNewEpoch: true,
+            options: .init(timeout: .seconds(10), stallPolls: 50, waitForDownMembers: .milliseconds(100)))
+        #expect(outputs.finished != nil)
+        let lines = Self.progress(outputs).filter { $0.hasPrefix("unreachable: ") }
+        #expect(lines.count == 1)
+        #expect(
+            lines.first?.hasSuffix(
+                "4 of 5 members reachable, the commit needs 4 (K=3 + Z=1): it can still commit") == true)
+        #expect(lines.first?.contains("\(rack.platforms[partitioned]) (for 0.0 s)") == true)
+    }
+
+    @Test("a member's absence is timed on the run's clock")
+    func unreachableDurations() throws {
+        let members = (1...3).map { PlatformId(part: "kr", serial: "sn-\($0)") }
+        let rackId = try #require(RackId(bytes: Array(repeating: 7, count: RackId.byteCount)))
+        let start = TestInstant(offset: .zero)
+        var run = OperatorRun(
+            plan: .init(rackId: rackId, committed: nil, members: Set(members), threshold: 2, alwaysNewEpoch: false),
+            statuses: [], now: start)
+        #expect(
+            run.unreachable(now: start.advanced(by: .milliseconds(2500))).map(\.1)
+                == Array(repeating: .milliseconds(2500), count: 3))
+        #expect(
+            run.reachabilitySummary(now: start.advanced(by: .milliseconds(2500)))?.contains("sn-1 (for 2.5 s)") == true)
+        _ = run.start(now: start)
+        #expect(run.reachabilitySummary(now: start)?.hasSuffix("it cannot commit until 2 more answer") == true)
     }
 
     @Test("members out of range are refused before anything is sent")

@@ -92,6 +92,9 @@ public struct OperatorRun<Instant: InstantProtocol>: Sendable where Instant.Dura
     private var graceDeadline: Instant?
     private var outstanding = 0
     private var started = false
+    /// Members wanted that did not answer, since when.
+    private var unreachableSince: [PlatformId: Instant] = [:]
+    private var announcedUnreachable: Set<PlatformId> = []
 
     /// A run of `plan` from what the nodes reported (`statuses`: those that
     /// answered) and the highest epoch the operator's journal holds,
@@ -116,6 +119,7 @@ public struct OperatorRun<Instant: InstantProtocol>: Sendable where Instant.Dura
             highestEpoch: highest
         )
         available = Self.available(statuses)
+        for member in plan.members where !available.contains(member) { unreachableSince[member] = now }
     }
 
     /// Nodes that answered and have not been expunged.
@@ -147,7 +151,46 @@ public struct OperatorRun<Instant: InstantProtocol>: Sendable where Instant.Dura
             }
         }
         target = controlPlane.currentAttempt?.epoch ?? committed?.epoch ?? Epoch(0)
-        return outputs + settleIfIdle(now: now)
+        return outputs + reachabilityChanged(now: now) + settleIfIdle(now: now)
+    }
+
+    /// The members wanted that do not answer now, with how long they have not.
+    public func unreachable(now: Instant) -> [(PlatformId, Duration)] {
+        unreachableSince.sorted { $0.key < $1.key }.map { ($0.key, $0.value.duration(to: now)) }
+    }
+
+    /// A sentence on who is unreachable, for how long, and whether the change can still commit.
+    public func reachabilitySummary(now: Instant) -> String? {
+        let missing = unreachable(now: now)
+        guard !missing.isEmpty else { return nil }
+        let quorum = ControlPlane.commitQuorum(threshold: plan.threshold, memberCount: plan.members.count)
+        let reachable = plan.members.count - missing.count
+        let names = missing.map { "\($0.0) (for \(Self.seconds($0.1)))" }.joined(separator: ", ")
+        let verdict =
+            reachable >= quorum
+            ? "it can still commit"
+            : "it cannot commit until \(quorum - reachable) more answer"
+        return
+            "unreachable: \(names); \(reachable) of \(plan.members.count) members reachable, the commit needs \(quorum) (K=\(plan.threshold) + Z=\(quorum - plan.threshold)): \(verdict)"
+    }
+
+    static func seconds(_ duration: Duration) -> String {
+        let (whole, fraction) = duration.components
+        return "\(whole).\(fraction / 100_000_000_000_000_000) s"
+    }
+
+    /// A progress line when the set of unreachable members changed.
+    private mutating func reachabilityChanged(now: Instant) -> [Output] {
+        let current = Set(unreachableSince.keys)
+        guard current != announcedUnreachable else { return [] }
+        let back = announcedUnreachable.subtracting(current).sorted()
+        announcedUnreachable = current
+        var outputs: [Output] = []
+        if !back.isEmpty {
+            outputs.append(.progress("reachable again: " + back.map(\.description).joined(separator: ", ")))
+        }
+        if let summary = reachabilitySummary(now: now) { outputs.append(.progress(summary)) }
+        return outputs
     }
 
     /// What became of an action asked for with ``Output/carryOut(_:)``.
@@ -180,6 +223,14 @@ public struct OperatorRun<Instant: InstantProtocol>: Sendable where Instant.Dura
     public mutating func surveyed(_ statuses: [NodeStatus], now: Instant) -> [Output] {
         var outputs: [Output] = []
         available = Self.available(statuses)
+        for member in plan.members {
+            if available.contains(member) {
+                unreachableSince[member] = nil
+            } else if unreachableSince[member] == nil {
+                unreachableSince[member] = now
+            }
+        }
+        outputs += reachabilityChanged(now: now)
         var actions: [ControlPlaneAction] = []
         if let attempt = controlPlane.currentAttempt,
             let status = statuses.first(where: { $0.platform == attempt.coordinator })
@@ -269,9 +320,11 @@ public struct OperatorRun<Instant: InstantProtocol>: Sendable where Instant.Dura
             }
         }
         guard now < deadline else {
+            let why = reachabilitySummary(now: now).map { " (\($0))" } ?? ""
             return outputs + [
                 .failed(
-                    RackOperatorError(.timedOut, "gave up after \(options.timeout); re-run the same command to resume"))
+                    RackOperatorError(
+                        .timedOut, "gave up after \(options.timeout)\(why); re-run the same command to resume"))
             ]
         }
         return outputs + [.poll]

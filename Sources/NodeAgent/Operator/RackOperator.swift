@@ -77,6 +77,10 @@ public struct RackOperator: Sendable {
         public let error: AdminError?
     }
 
+    /// How long one node may take to answer a survey's status request: a
+    /// node behind a partition costs every poll this much, at most.
+    public static let surveyTimeout = Duration.seconds(5)
+
     /// Asks every node for its status (in parallel).
     public func survey() async -> [NodeReport] { await Self.survey(sockets, client: client) }
 
@@ -94,7 +98,8 @@ public struct RackOperator: Sendable {
 
     static func report(_ socket: String, client: AdminClient) async -> NodeReport {
         do {
-            let response = try await client.perform(AdminRequest(.status), at: AdminEndpoint(parsing: socket))
+            let response = try await client.perform(
+                AdminRequest(.status), at: AdminEndpoint(parsing: socket), timeout: surveyTimeout)
             return NodeReport(socket: socket, status: response.status, error: nil)
         } catch {
             return NodeReport(socket: socket, status: nil, error: error)

@@ -50,10 +50,13 @@ struct HardeningTests {
 
     @Test("a proof that is forged, stale, from the future, malformed or half given is refused, never downgraded")
     func badProofs() async throws {
-        let kms = try InProcessKMS()
+        // The server's clock is fixed: however long a loaded run leaves a task
+        // waiting between making a body and the handler reading the clock, each
+        // time is exactly as far from the server's as the test says.
+        let fixed = Int64(Date().timeIntervalSince1970)
+        let kms = try InProcessKMS(now: { Date(timeIntervalSince1970: TimeInterval(fixed)) })
         let caller = KMSCaller()
-        // The clock is read at each request: a slow run must not bring a "future" proof into the window.
-        @Sendable func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
+        @Sendable func now() -> Int64 { fixed }
         let peer = caller.identity.peerId.string
         try await kms.test { client in
             func expect(_ body: String, _ status: HTTPResponse.Status, _ code: String, _ message: String) async throws {
@@ -64,7 +67,7 @@ struct HardeningTests {
                 #expect(error.message == message)
             }
             try await expect(
-                try caller.provenChallengeBody(signWith: .generate()), .unauthorized, "InvalidSignature",
+                try caller.provenChallengeBody(time: now(), signWith: .generate()), .unauthorized, "InvalidSignature",
                 "the proof does not verify with the peer's key")
             try await expect(
                 try caller.provenChallengeBody(time: now() - 75), .unauthorized, "InvalidSignature",
@@ -96,9 +99,10 @@ struct HardeningTests {
 
     @Test("a proof verified once is accepted again from the cache; the same proof with one bit changed is not")
     func proofCache() async throws {
-        let kms = try InProcessKMS()
-        let caller = KMSCaller()
         let time = Int64(Date().timeIntervalSince1970)
+        // A fixed server clock: the proof stays inside its window however slow the run.
+        let kms = try InProcessKMS(now: { Date(timeIntervalSince1970: TimeInterval(time)) })
+        let caller = KMSCaller()
         let peer = caller.identity.peerId.string
         let proof = try caller.identity.sign(ChallengeProof.message(peerId: peer, time: time))
         try await kms.test { client in

@@ -1,4 +1,5 @@
 import Foundation
+import KeyrackTestSupport
 import NIOCore
 import Synchronization
 import Testing
@@ -136,7 +137,7 @@ struct AdminNetworkTests {
     func stalledClient() async throws {
         let rack = try Rack()
         let node = try await FakeNode(rack: rack, serial: "ADM5", deadline: .milliseconds(500))
-        let descriptor = try connectLoopbackTCP(port: node.listener.port)
+        let descriptor = try #require(connectLoopback(port: node.listener.port))
         defer { close(descriptor) }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -170,24 +171,4 @@ func fakeStatus(_ platform: PlatformId) -> NodeStatus {
         listen: "127.0.0.1:1", latestCommitted: nil, commitSignature: nil, highestEpochSeen: nil,
         unlockedEpoch: nil, secretCheck: nil, computingShareEpoch: nil, coordinating: nil, expunged: nil,
         alarms: [], connected: [], rekey: [], volumes: [], ledgerProblems: [], attestationEnforced: true, rejected: 0)
-}
-
-/// A blocking TCP connection to 127.0.0.1:`port`.
-func connectLoopbackTCP(port: Int) throws -> Int32 {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard descriptor >= 0 else { throw AdminError(code: "TEST", reason: "socket") }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
-    }
-    guard connected == 0 else {
-        close(descriptor)
-        throw AdminError(code: "TEST", reason: "connect errno \(errno)")
-    }
-    return descriptor
 }

@@ -49,7 +49,7 @@ struct HostRackTests {
         "set up, full restart, a rotation with a minority partitioned, unlock while partitioned, heal and catch up"
     )
     func partitionedRotation() async throws {
-        try await withHostRack(count: 5) { rack, lab, operatorHost in
+        try await withHostRack(count: 5, metrics: true) { rack, lab, operatorHost in
             let all = Array(0..<5)
             for index in all { try rack.launch(index) }
             for index in all { try await rack.waitUntilAnswering(index) }
@@ -114,6 +114,18 @@ struct HostRackTests {
                 $0.committedEpoch == Epoch(2) && $0.unlockedEpoch == Epoch(2)
             }
             #expect(caught.first?.secretCheck == (try await secretCheck(rack, 0)))
+            // Scraped from the operator's host, as a monitoring system would.
+            let curl = try #require(
+                ["/usr/bin/curl", "/bin/curl"].first { FileManager.default.isExecutableFile(atPath: $0) },
+                "curl is needed to scrape from another host (apt-get install curl)")
+            let address = try #require(rack.members[4].metricsAddress)
+            let (ip, wrapped) = lab.command(
+                in: operatorHost, curl, ["-sS", "--max-time", "10", "http://\(address)/metrics"])
+            let scraped = try await runToCompletion(URL(fileURLWithPath: ip), wrapped)
+            #expect(scraped.status == 0, "\(scraped.errors)")
+            #expect(metricValue(scraped.output, "keyrack_node_unlocked") == 1)
+            #expect(metricValue(scraped.output, "keyrack_node_committed_epoch") == 2)
+            #expect(metricValue(scraped.output, "keyrack_node_peers_connected") == 4)
             let status = try await rackCommand(rack, lab, on: operatorHost, ["status", "--json"])
             #expect(status.status == 0, "\(status.errors)")
             let statuses = try JSONDecoder().decode([NodeStatus?].self, from: Data(status.output.utf8))

@@ -235,6 +235,9 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     /// does not verify, and requests beyond reach of the latest commit
     /// (never acted on).
     public var rejected: Int
+    /// What the node counted since it started: failed handshakes, dials and
+    /// attestations by reason, ledger writes (absent from earlier releases).
+    public var counters: NodeCounters? = nil
 
     /// The latest committed epoch.
     public var committedEpoch: Epoch? { latestCommitted?.epoch }

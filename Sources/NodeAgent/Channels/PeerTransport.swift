@@ -201,12 +201,20 @@ public struct PeerListener: Sendable {
     /// (connections whose handshake fails are dropped). `handle` owns the
     /// channel and must use it through `executeThenClose`. Returns when the
     /// listener closes.
-    public func run(_ handle: @escaping @Sendable (PeerChannel) async -> Void) async throws {
+    public func run(
+        _ handle: @escaping @Sendable (PeerChannel) async -> Void,
+        handshakeFailed: @escaping @Sendable (PeerChannelError) -> Void = { _ in }
+    ) async throws {
         try await server.executeThenClose { inbound in
             try await withThrowingDiscardingTaskGroup { group in
                 for try await (channel, identified) in inbound {
                     group.addTask {
-                        guard let peer = try? await identified.get() else {
+                        let peer: VerifiedPeer
+                        do {
+                            peer = try await identified.get()
+                        } catch {
+                            handshakeFailed(
+                                error as? PeerChannelError ?? PeerChannelError(.handshake, "\(error)"))
                             // A failed handshake: close, and finish the wrapper.
                             try? await channel.executeThenClose { _, _ in }
                             return

@@ -43,6 +43,8 @@ public actor NodeRuntime: Service {
     let volumes: VolumeManager
     /// Judges the client certificates of the network admin listener (`adminListen`).
     let networkOperators: OperatorCertificateVerifier?
+    /// What the node counts, served on `metricsListen` and reported in its status.
+    public nonisolated let metrics = NodeMetrics()
 
     private var core: AgentCore<SystemRandomSource>
     private var channels: [AgentCore<SystemRandomSource>.ConnectionID: Channel] = [:]
@@ -164,6 +166,19 @@ public actor NodeRuntime: Service {
                 throw NodeRuntimeError(.listen, error.reason)
             }
         }
+        var metricsListener: MetricsListener?
+        if let address = configuration.metricsListen {
+            do {
+                metricsListener = try await MetricsListener.listen(on: address) { [weak self] in
+                    await self?.metricsText() ?? ""
+                }
+            } catch {
+                await listener.close()
+                await admin.close()
+                await networkAdmin?.close()
+                throw NodeRuntimeError(.listen, "cannot serve metrics on \(address): \(error)")
+            }
+        }
         logger.info(
             "node started",
             metadata: [
@@ -179,7 +194,13 @@ public actor NodeRuntime: Service {
         await withTaskGroup(of: Void.self) { group in
             // The accept loops drain what was already accepted after their sockets close
             // (every accepted channel must be closed through executeThenClose).
-            group.addTask { try? await listener.run { channel in await self.serve(channel, expected: nil) } }
+            let metrics = metrics
+            group.addTask {
+                try? await listener.run(
+                    { channel in await self.serve(channel, expected: nil) },
+                    handshakeFailed: { error in metrics.handshakeFailed(error.code.rawValue) })
+            }
+            if let metricsListener { group.addTask { try? await metricsListener.run() } }
             group.addTask { try? await admin.run() }
             if let networkAdmin { group.addTask { try? await networkAdmin.run() } }
             group.addTask { await self.runTimer() }
@@ -190,6 +211,7 @@ public actor NodeRuntime: Service {
             await listener.close()
             await admin.close()
             await networkAdmin?.close()
+            await metricsListener?.close()
             await group.waitForAll()
         }
     }
@@ -208,11 +230,14 @@ public actor NodeRuntime: Service {
         while let action = queue.popFirst() {
             switch action {
             case .writeLedger(let state, let generation):
+                let started = ContinuousClock.now
                 do {
                     try ledger.write(state, generation: generation)
+                    metrics.ledgerWritten(started.duration(to: .now), failed: false)
                     queue += core.handle(.ledgerWritten(generation: generation))
                     crashHook()
                 } catch {
+                    metrics.ledgerWritten(started.duration(to: .now), failed: true)
                     queue += core.handle(.ledgerWriteFailed(generation: generation, reason: error.reason))
                 }
             case .saveAgentState(let state):
@@ -304,10 +329,16 @@ public actor NodeRuntime: Service {
         let id = nextRequest
         perform(.admin(command, request: id))
         var response = replies.removeValue(forKey: id) ?? AdminResponse(error: AdminError(.halted, "no answer"))
-        // The volumes' statuses are the volume manager's; the core reports the rest.
-        if response.status != nil { response.status?.volumes = volumes.statuses }
+        // The volumes' statuses are the volume manager's, the counters the metrics'; the core reports the rest.
+        if response.status != nil {
+            response.status?.volumes = volumes.statuses
+            response.status?.counters = metrics.counters
+        }
         return response
     }
+
+    /// The metrics exposition, with the status as it is now.
+    private func metricsText() -> String { metrics.render(status()) }
 
     // MARK: - Channels
 
@@ -351,6 +382,11 @@ public actor NodeRuntime: Service {
             let channel = try await PeerTransport.connect(host: address.host, port: address.port, identity: identity)
             outcome = await serve(channel, expected: peer) ? .closed : .refused
         } catch {
+            if error.code == .connect {
+                metrics.dialFailed()
+            } else {
+                metrics.handshakeFailed(error.code.rawValue)
+            }
             outcome = .unreachable(reason: error.reason)
         }
         guard !Task.isCancelled else { return }
@@ -380,6 +416,7 @@ public actor NodeRuntime: Service {
             do {
                 try await attestation(peerChannel, &iterator, outbound)
             } catch {
+                metrics.attestationFailed((error as? PeerChannelError)?.code.rawValue ?? "other")
                 logger.warning(
                     "attestation failed; no share moves on this channel",
                     metadata: ["peer": "\(peer)", "reason": "\(error)"])

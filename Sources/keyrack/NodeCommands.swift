@@ -31,7 +31,14 @@ struct NodeCommand: AsyncParsableCommand {
                 disks. See the NodeAgent documentation for its format. The node unlocks (loads the \
                 rack secret of its latest committed epoch) as soon as enough peers answer, and logs \
                 to standard error. SIGTERM or SIGINT stops it; its state is on disk at every step. \
-                SIGHUP reads the denied device serials (identity.deniedSerials) again.
+                SIGHUP reads the denied device serials (identity.deniedSerials) and the \
+                attestation policy file again; peers are re-attested against a changed policy \
+                without a restart.
+
+                The operator can also distribute the measurement policy, signed, with \
+                `keyrack rack policy set`: the node checks the signature (the operator CA), the \
+                rack id and that the version only goes up, keeps the signed copy beside its ledger \
+                (node-policy.json) and uses it from then on, at every start too, instead of the file.
 
                 The root of trust records the highest ledger generation written. A node whose \
                 ledger is older than that (restored from an old copy) or gone (both directories \
@@ -100,11 +107,16 @@ struct NodeCommand: AsyncParsableCommand {
                 writeStandardError("keyrack: \(error)\n")
                 throw ExitCode(1)
             }
-            // SIGHUP reads the denied device certificates again.
+            // SIGHUP reads the denied device certificates and the policy file again.
             signal(SIGHUP, SIG_IGN)
             let hangup = DispatchSource.makeSignalSource(signal: SIGHUP)
             let file = config
-            hangup.setEventHandler { Task { await runtime.reloadDeniedSerials(from: file) } }
+            hangup.setEventHandler {
+                Task {
+                    await runtime.reloadDeniedSerials(from: file)
+                    await runtime.reloadPolicyFile()
+                }
+            }
             hangup.resume()
             defer { hangup.cancel() }
             // One ServiceGroup per process: SIGTERM or SIGINT shuts the node down gracefully.
@@ -416,7 +428,7 @@ struct RackCommand: AsyncParsableCommand {
             epoch and is sent the new configuration); `rack status` shows members that are \
             behind, and re-running the last command brings them along.
             """,
-        subcommands: [Init.self, Status.self, Add.self, Remove.self, Rotate.self]
+        subcommands: [Init.self, Status.self, Add.self, Remove.self, Rotate.self, PolicyCommand.self]
     )
 
     struct Nodes: ParsableArguments {
@@ -559,14 +571,18 @@ struct RackCommand: AsyncParsableCommand {
             } else {
                 print(RackTable.render(reports))
             }
-            let unreachable = reports.filter { $0.status == nil }
-            if !unreachable.isEmpty {
-                for report in unreachable {
-                    writeStandardError("keyrack: \(report.socket): \(report.error?.description ?? "no answer")\n")
-                }
-                throw ExitCode(1)
-            }
+            try RackCommand.failIfUnreachable(reports)
         }
+    }
+
+    /// Names the nodes that did not answer on standard error and exits 1, if any.
+    static func failIfUnreachable(_ reports: [RackOperator.NodeReport]) throws {
+        let unreachable = reports.filter { $0.status == nil }
+        guard !unreachable.isEmpty else { return }
+        for report in unreachable {
+            writeStandardError("keyrack: \(report.socket): \(report.error?.description ?? "no answer")\n")
+        }
+        throw ExitCode(1)
     }
 }
 
@@ -599,11 +615,7 @@ enum RackTable {
                 status.alarms.isEmpty ? "none" : status.alarms.joined(separator: "; "), rekey,
             ])
         }
-        let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
-        return rows.map { row in
-            zip(row, widths).map { $0.0.padding(toLength: $0.1, withPad: " ", startingAt: 0) }
-                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
-        }.joined(separator: "\n")
+        return Columns.render(rows)
     }
 }
 

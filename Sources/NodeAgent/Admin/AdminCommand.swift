@@ -28,6 +28,9 @@ public enum AdminCommand: Sendable, Equatable {
     case luksBind(disk: String, existingKey: SecretBytes)
     /// Create the LUKS2 volume `disk` with a rack-derived key. Answered by the node's volume manager.
     case luksFormat(disk: String)
+    /// Check and, unless `dryRun`, put in force an operator-signed
+    /// measurement policy. Answered by the node's ``NodePolicyStore``.
+    case setPolicy(SignedNodePolicy, dryRun: Bool)
 
     /// Parses a request from the wire; refuses one that lacks what its
     /// operation needs or whose peers are not `part:serial` → `host:port`
@@ -70,6 +73,8 @@ public enum AdminCommand: Sendable, Equatable {
             decoded.resetBytes(in: 0..<decoded.count)
         case .luksFormat:
             self = .luksFormat(disk: try required(request.disk, "disk"))
+        case .setPolicy:
+            self = .setPolicy(try required(request.policy, "policy"), dryRun: request.dryRun ?? false)
         }
     }
 
@@ -120,6 +125,7 @@ extension AdminRequest {
                 .luksBind, disk: disk,
                 existingKey: existingKey.withUnsafeBytes { Data($0) }.base64EncodedString())
         case .luksFormat(let disk): self.init(.luksFormat, disk: disk)
+        case .setPolicy(let policy, let dryRun): self.init(.setPolicy, policy: policy, dryRun: dryRun ? true : nil)
         }
     }
 }

@@ -28,6 +28,9 @@ public struct AdminRequest: Codable, Sendable, Equatable, CustomStringConvertibl
         case luksBind
         /// Write a new LUKS2 header on the empty device of ``disk`` (its only key: the latest epoch's).
         case luksFormat
+        /// Check and put in force an operator-signed measurement policy
+        /// (``policy``; with ``dryRun``, only check it). Answered with ``AdminResponse/policy``.
+        case setPolicy
     }
 
     /// What is asked.
@@ -50,6 +53,10 @@ public struct AdminRequest: Codable, Sendable, Equatable, CustomStringConvertibl
     /// platform-bound one). ``DiskKeyScheme/diskOnly`` is answered only for a
     /// disk still keyed by an earlier release, to re-key it from.
     public var keyScheme: DiskKeyScheme?
+    /// For ``Operation/setPolicy``: the signed policy.
+    public var policy: SignedNodePolicy?
+    /// For ``Operation/setPolicy``: check the policy as if applying it, change nothing.
+    public var dryRun: Bool?
 
     /// A request for `operation` with its arguments.
     public init(
@@ -61,7 +68,9 @@ public struct AdminRequest: Codable, Sendable, Equatable, CustomStringConvertibl
         peers: [String: String]? = nil,
         disk: String? = nil,
         existingKey: String? = nil,
-        keyScheme: DiskKeyScheme? = nil
+        keyScheme: DiskKeyScheme? = nil,
+        policy: SignedNodePolicy? = nil,
+        dryRun: Bool? = nil
     ) {
         self.operation = operation
         self.ticket = ticket
@@ -72,6 +81,8 @@ public struct AdminRequest: Codable, Sendable, Equatable, CustomStringConvertibl
         self.disk = disk
         self.existingKey = existingKey
         self.keyScheme = keyScheme
+        self.policy = policy
+        self.dryRun = dryRun
     }
 
     public var description: String {
@@ -92,17 +103,20 @@ public struct AdminResponse: Codable, Sendable, Equatable, CustomStringConvertib
     public var keyEpoch: Epoch?
     /// For ``AdminRequest/Operation/luksBind`` and ``AdminRequest/Operation/luksFormat``: the volume afterwards.
     public var volume: VolumeStatus?
+    /// For ``AdminRequest/Operation/setPolicy``: the policy in force afterwards (or, for a dry run, what it would be).
+    public var policy: NodePolicyState?
 
     /// A response from its parts.
     public init(
         error: AdminError? = nil, status: NodeStatus? = nil, key: String? = nil, keyEpoch: Epoch? = nil,
-        volume: VolumeStatus? = nil
+        volume: VolumeStatus? = nil, policy: NodePolicyState? = nil
     ) {
         self.error = error
         self.status = status
         self.key = key
         self.keyEpoch = keyEpoch
         self.volume = volume
+        self.policy = policy
     }
 
     public var description: String {
@@ -161,6 +175,10 @@ public struct AdminError: Error, Codable, Sendable, Hashable, CustomStringConver
         /// The node's TLS identity or the operator's credentials are unusable, or a
         /// node's certificate does not match what it reports.
         public static let authentication = Code(rawValue: "NODE-ADMIN-AUTHENTICATION")
+        /// An operator-signed measurement policy was refused: another rack's, a
+        /// signature that does not verify, an older version, one that cannot be
+        /// used here or that would refuse this node's own software.
+        public static let policyRefused = Code(rawValue: "NODE-POLICY-REFUSED")
 
         /// A trust-quorum code (`CommitError.Code`, `ReconfigureError.Code`,
         /// `LoadRackSecretError.Code`), passed through.
@@ -238,6 +256,9 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     /// What the node counted since it started: failed handshakes, dials and
     /// attestations by reason, ledger writes (absent from earlier releases).
     public var counters: NodeCounters? = nil
+    /// The measurement policy peers are appraised against: the policy file,
+    /// or an operator-signed version (absent from earlier releases).
+    public var policy: NodePolicyState? = nil
 
     /// The latest committed epoch.
     public var committedEpoch: Epoch? { latestCommitted?.epoch }

@@ -32,8 +32,11 @@ public struct ChannelAttestor: Sendable, CustomStringConvertible {
     let rootOfTrust: any RootOfTrust
     /// Where this node's evidence comes from.
     public let evidence: NodeEvidenceSource
-    /// What is required of peers.
-    public let policy: NodeAttestationPolicy
+    /// Where the policy peers are appraised against comes from: a fixed
+    /// one, or the node's ``NodePolicyStore`` (it changes while the node runs).
+    let policies: @Sendable () -> NodeAttestationPolicy
+    /// What is required of peers now. Each exchange reads it once, at its start.
+    public var policy: NodeAttestationPolicy { policies() }
     /// How long the whole exchange may take.
     public let timeout: Duration
     let now: @Sendable () -> Date
@@ -51,9 +54,38 @@ public struct ChannelAttestor: Sendable, CustomStringConvertible {
         now: @escaping @Sendable () -> Date = { Date() },
         clock: any Clock<Duration> = ContinuousClock()
     ) {
+        self.init(
+            rootOfTrust: rootOfTrust, evidence: evidence, policies: { policy }, timeout: timeout, now: now,
+            clock: clock)
+    }
+
+    /// An attestor that appraises peers against the policy `store` holds
+    /// at the start of each exchange: an operator's update or a reloaded
+    /// file applies to the next channel without a restart.
+    public init(
+        rootOfTrust: any RootOfTrust,
+        evidence: NodeEvidenceSource,
+        store: NodePolicyStore,
+        timeout: Duration = .seconds(5),
+        now: @escaping @Sendable () -> Date = { Date() },
+        clock: any Clock<Duration> = ContinuousClock()
+    ) {
+        self.init(
+            rootOfTrust: rootOfTrust, evidence: evidence, policies: { store.policy }, timeout: timeout, now: now,
+            clock: clock)
+    }
+
+    private init(
+        rootOfTrust: any RootOfTrust,
+        evidence: NodeEvidenceSource,
+        policies: @escaping @Sendable () -> NodeAttestationPolicy,
+        timeout: Duration,
+        now: @escaping @Sendable () -> Date,
+        clock: any Clock<Duration>
+    ) {
         self.rootOfTrust = rootOfTrust
         self.evidence = evidence
-        self.policy = policy
+        self.policies = policies
         self.timeout = timeout
         self.now = now
         self.clock = clock
@@ -111,6 +143,8 @@ private final class Exchange: Sendable {
     let attestor: ChannelAttestor
     let channel: PeerChannel
     let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    /// The policy in force when the exchange began: one exchange is judged by one policy.
+    let policy: NodeAttestationPolicy
     /// What the exchange waits for, whether the deadline passed, and whether
     /// the exchange ended (after which the deadline changes nothing).
     let progress = Mutex<(waitingFor: String, expired: Bool, ended: Bool)>(("nonce", false, false))
@@ -119,6 +153,7 @@ private final class Exchange: Sendable {
         self.attestor = attestor
         self.channel = channel
         self.outbound = outbound
+        self.policy = attestor.policy
     }
 
     typealias Inbound = NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
@@ -196,9 +231,9 @@ private final class Exchange: Sendable {
 
         let violations: [AttestationViolation]
         let now = attestor.now()
-        let collateral = await attestor.policy.collateral(for: theirs, now: now)
+        let collateral = await policy.collateral(for: theirs, now: now)
         do {
-            violations = try attestor.policy.appraise(
+            violations = try policy.appraise(
                 theirs,
                 binding: binding.value(sender: channel.peer, role: channel.role == .client ? .server : .client),
                 peerKey: channel.peerCertificate.publicKey,
@@ -206,7 +241,7 @@ private final class Exchange: Sendable {
         } catch {
             throw await refuse(error.violation.description, &inbound)
         }
-        if !violations.isEmpty, attestor.policy.mode == .enforce {
+        if !violations.isEmpty, policy.mode == .enforce {
             throw await refuse(violations.map(\.description).joined(separator: "; "), &inbound)
         }
         try await send(.accepted)
@@ -214,7 +249,7 @@ private final class Exchange: Sendable {
             throw await refuse("expected an acceptance or a refusal", &inbound)
         }
         return AttestationOutcome(
-            peer: channel.peer, evidenceKind: theirs.kind, mode: attestor.policy.mode, violations: violations)
+            peer: channel.peer, evidenceKind: theirs.kind, mode: policy.mode, violations: violations)
     }
 
     private func send(_ frame: AttestationFrame) async throws(PeerChannelError) {

@@ -318,4 +318,7 @@ public struct NodeAttestationPolicyErrorCode: ErrorCodes {
     public static let trustAnchor = NodeAttestationPolicyErrorCode("NODE-POLICY-TRUST-ANCHOR")
     /// The TDX collateral directory cannot be read or holds no collateral document.
     public static let collateral = NodeAttestationPolicyErrorCode("NODE-POLICY-COLLATERAL")
+    /// Operator-signed policy copies exist in the ledger directories but
+    /// none can be used (unreadable, another rack's, a signature that does not verify).
+    public static let signed = NodeAttestationPolicyErrorCode("NODE-POLICY-SIGNED")
 }

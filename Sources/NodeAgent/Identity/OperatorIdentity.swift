@@ -141,7 +141,27 @@ public final class OperatorIdentity: DecisionSigner, CustomStringConvertible, Cu
 
     /// The highest epoch the journal holds a decision for (`nil`: nothing signed yet).
     public var highestSignedEpoch: Epoch? {
-        journal.withLock { $0.keys.map(\.epoch).max() }.map { Epoch($0) }
+        journal.withLock { $0.keys.filter { !$0.kind.hasPrefix(Self.policyKind) }.map(\.epoch).max() }
+            .map { Epoch($0) }
+    }
+
+    /// The journal's kind for the measurement policies of a rack: versions are per rack.
+    private static let policyKind = "policy:"
+
+    /// The highest measurement-policy version signed for `rackId` (`nil`: none).
+    public func highestSignedPolicyVersion(rackId: RackId) -> UInt64? {
+        let kind = Self.policyKind + rackId.description
+        return journal.withLock { $0.keys.filter { $0.kind == kind }.map(\.epoch).max() }
+    }
+
+    /// Signs `policy` as version `version` of `rackId`'s measurement policy.
+    /// The journal records it first: a version is never signed twice with
+    /// different contents (``SigningError/Code/conflicting``).
+    public func sign(policy: Data, rackId: RackId, version: UInt64) throws(SigningError) -> SignedNodePolicy {
+        let statement = SignedNodePolicy.statement(rackId: rackId, version: version, policy: policy)
+        let signature = try sign(
+            statement: statement, kind: Self.policyKind + rackId.description, epoch: version)
+        return SignedNodePolicy(rackId: rackId, version: version, policy: policy, signature: signature)
     }
 
     /// Reads the journal. A last line cut short by a crash (no newline) was
@@ -173,16 +193,21 @@ public final class OperatorIdentity: DecisionSigner, CustomStringConvertible, Cu
     }
 
     public func sign(_ decision: Decision) throws(SigningError) -> OperatorSignature {
-        let statement = decision.statement
+        try sign(statement: decision.statement, kind: decision.kindName, epoch: decision.epoch.value)
+    }
+
+    /// Journals `(kind, epoch)` with the statement's digest (refusing a
+    /// different one already there), then signs the statement.
+    private func sign(statement: [UInt8], kind: String, epoch: UInt64) throws(SigningError) -> OperatorSignature {
         let digest = Array(SHA256.hash(data: statement)).hexString
-        let key = JournalKey(kind: decision.kindName, epoch: decision.epoch.value)
+        let key = JournalKey(kind: kind, epoch: epoch)
         try journal.withLock { (entries: inout [JournalKey: String]) throws(SigningError) in
             if let earlier = entries[key] {
                 guard earlier == digest else {
                     throw SigningError(
                         code: .conflicting,
                         reason:
-                            "the journal \(journalPath) holds a different \(key.kind) for epoch \(key.epoch): the operator never signs two"
+                            "the journal \(journalPath) holds a different \(key.kind) for \(key.kind.hasPrefix(Self.policyKind) ? "version" : "epoch") \(key.epoch): the operator never signs two"
                     )
                 }
                 return

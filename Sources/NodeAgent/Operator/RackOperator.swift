@@ -57,14 +57,23 @@ public struct RackOperator: Sendable {
     public init(
         sockets: [String], operatorDirectory directory: URL, progress: @escaping @Sendable (String) -> Void = { _ in }
     ) throws(IdentityFileError) {
+        let (identity, verifier, client) = try Self.open(operatorDirectory: directory)
+        self.init(
+            sockets: sockets, signer: identity, verifier: verifier, highestSignedEpoch: identity.highestSignedEpoch,
+            client: client, progress: progress)
+    }
+
+    /// The operator identity in `directory`, the verifier of its CA
+    /// (`operator-ca.pem`), and a client that authenticates with it.
+    static func open(operatorDirectory directory: URL) throws(IdentityFileError)
+        -> (OperatorIdentity, OperatorCertificateVerifier, AdminClient)
+    {
         let identity = try OperatorIdentity(directory: directory)
         let verifier = try OperatorCertificateVerifier(
             bundle: directory.appendingPathComponent("operator-ca.pem").path)
         let credentials = try AdminCredentials(
             identity: identity, intermediate: verifier.intermediate, root: verifier.root)
-        self.init(
-            sockets: sockets, signer: identity, verifier: verifier, highestSignedEpoch: identity.highestSignedEpoch,
-            client: AdminClient(credentials: credentials), progress: progress)
+        return (identity, verifier, AdminClient(credentials: credentials))
     }
 
     /// One node as seen from the operator.

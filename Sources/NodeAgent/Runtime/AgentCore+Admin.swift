@@ -50,6 +50,11 @@ extension AgentCore {
         case .luksBind, .luksFormat:
             // The shell's volume manager runs cryptsetup; a core without one cannot.
             emit(.reply(request, AdminResponse(error: AdminError(.request, "this node manages no LUKS2 volumes"))))
+        case .setPolicy:
+            // The shell's policy store holds the measurement policy; the core never appraises evidence.
+            emit(
+                .reply(request, AdminResponse(error: AdminError(.request, "this node has no measurement policy store")))
+            )
         }
     }
 

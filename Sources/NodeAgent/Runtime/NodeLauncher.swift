@@ -55,20 +55,22 @@ extension NodeRuntime {
         } catch {
             throw NodeRuntimeError(.identity, "identity.operatorCA: \(error.reason)")
         }
-        let (hook, enforced) = try attestationHook(
-            configuration: configuration, rootOfTrust: rootOfTrust, logger: logger)
+        let (hook, policies) = try attestationHook(
+            configuration: configuration, rootOfTrust: rootOfTrust, operatorVerifier: operatorVerifier,
+            logger: logger)
         return try NodeRuntime(
             configuration: configuration,
             rootOfTrust: rootOfTrust,
             identity: identity,
             attestation: hook,
-            attestationEnforced: enforced,
+            attestationEnforced: policies.policy.mode == .enforce,
             operatorVerifier: operatorVerifier,
             logger: logger,
             crashAfterPersist: crashAfterPersist,
             volumeOptions: volumeOptions,
             reinitialise: reinitialise,
-            networkOperators: operatorVerifier
+            networkOperators: operatorVerifier,
+            policies: policies
         )
     }
 
@@ -82,18 +84,15 @@ extension NodeRuntime {
 
     /// The channel attestor the configuration asks for: the policy peers
     /// are appraised against and the evidence this node presents. The
-    /// executable is measured here, at start, not inside a handshake.
+    /// executable is measured here, at start, not inside a handshake. The
+    /// policy is the node's ``NodePolicyStore``: an operator-signed one
+    /// persisted in the ledger directories, else the configuration's file.
     static func attestationHook(
         configuration: NodeConfiguration,
         rootOfTrust: SoftwareRootOfTrust,
+        operatorVerifier: any DecisionVerifier,
         logger: Logger
-    ) throws(NodeRuntimeError) -> (ChannelAttestationHook, Bool) {
-        let policy: NodeAttestationPolicy
-        do {
-            policy = try NodeAttestationPolicy.load(contentsOf: URL(fileURLWithPath: configuration.policy))
-        } catch {
-            throw NodeRuntimeError(.policy, error.reason)
-        }
+    ) throws(NodeRuntimeError) -> (ChannelAttestationHook, NodePolicyStore) {
         let evidence: NodeEvidenceSource
         do {
             if configuration.evidence.hasPrefix("software-tee:") {
@@ -109,20 +108,33 @@ extension NodeRuntime {
         } catch {
             throw NodeRuntimeError(.evidence, "cannot set up this node's evidence: \(error.reason)")
         }
-        let attestor = ChannelAttestor(
-            rootOfTrust: rootOfTrust,
-            evidence: evidence,
-            policy: policy,
-            timeout: attestationTimeout
-        )
+        let ownLog: MeasurementLog?
         do {
-            _ = try attestor.prepare()
+            ownLog = try evidence.prepare()
         } catch {
             throw NodeRuntimeError(.evidence, "cannot measure this node: \(error.reason)")
         }
+        let store: NodePolicyStore
+        do {
+            store = try NodePolicyStore(
+                file: URL(fileURLWithPath: configuration.policy),
+                directories: configuration.ledger.map { URL(fileURLWithPath: $0) },
+                rackId: configuration.rackId, verifier: operatorVerifier,
+                // A quote cannot be judged before it is made inside a handshake; a measurement log can.
+                selfCheck: { policy in ownLog.map { policy.ownViolations($0) } ?? [] })
+        } catch {
+            throw NodeRuntimeError(.policy, error.reason)
+        }
+        let attestor = ChannelAttestor(
+            rootOfTrust: rootOfTrust,
+            evidence: evidence,
+            store: store,
+            timeout: attestationTimeout
+        )
         if let warning = attestor.startupWarning {
             logger.critical("\(warning)")
         }
+        logger.notice("measurement policy", metadata: ["policy": "\(store.state)"])
         let hook: ChannelAttestationHook = { channel, inbound, outbound throws(PeerChannelError) in
             let outcome = try await attestor.attest(channel, inbound: &inbound, outbound: outbound)
             if !outcome.isCompliant {
@@ -132,7 +144,7 @@ extension NodeRuntime {
                 )
             }
         }
-        return (hook, policy.mode == .enforce)
+        return (hook, store)
     }
 
     /// How long a peer has to complete the attestation exchange. Generous:

@@ -43,6 +43,9 @@ public actor NodeRuntime: Service {
     let volumes: VolumeManager
     /// Judges the client certificates of the network admin listener (`adminListen`).
     let networkOperators: OperatorCertificateVerifier?
+    /// The measurement policy peers are appraised against, when the node's
+    /// attestor reads it from a store (operator updates, SIGHUP reloads).
+    let policies: NodePolicyStore?
     /// What the node counts, served on `metricsListen` and reported in its status.
     public nonisolated let metrics = NodeMetrics()
 
@@ -77,10 +80,12 @@ public actor NodeRuntime: Service {
         volumeOptions: VolumeOptions = VolumeOptions(),
         reinitialise: Bool = false,
         networkOperators: OperatorCertificateVerifier? = nil,
+        policies: NodePolicyStore? = nil,
         onReady: @escaping @Sendable (_ port: Int) -> Void = { _ in }
     ) throws(NodeRuntimeError) {
         self.platformId = configuration.platform
         self.networkOperators = networkOperators
+        self.policies = policies
         self.configuration = configuration
         var identity = identity
         let admission = identity.admission ?? PeerAdmission(denied: configuration.deniedSerials)
@@ -324,6 +329,7 @@ public actor NodeRuntime: Service {
         } catch {
             return AdminResponse(error: error)
         }
+        if case .setPolicy(let signed, let dryRun) = command { return setPolicy(signed, dryRun: dryRun) }
         if let answer = await handleVolumeCommand(command) { return answer }
         nextRequest += 1
         let id = nextRequest
@@ -333,8 +339,65 @@ public actor NodeRuntime: Service {
         if response.status != nil {
             response.status?.volumes = volumes.statuses
             response.status?.counters = metrics.counters
+            if let policies {
+                response.status?.policy = policies.state
+                response.status?.attestationEnforced = policies.policy.mode == .enforce
+            }
         }
         return response
+    }
+
+    /// Checks an operator-signed measurement policy and, unless `dryRun`,
+    /// persists it and puts it in force. Every channel is then closed and
+    /// re-established, so each peer is appraised against the new policy in
+    /// its next handshake (and this node by theirs).
+    private func setPolicy(_ signed: SignedNodePolicy, dryRun: Bool) -> AdminResponse {
+        guard let policies else {
+            return AdminResponse(error: AdminError(.request, "this node has no measurement policy store"))
+        }
+        let before = policies.state
+        do throws(AdminError) {
+            let after = try policies.apply(signed, dryRun: dryRun)
+            if !dryRun, after != before {
+                logger.notice(
+                    "the operator put a new measurement policy in force; re-attesting every peer",
+                    metadata: ["policy": "\(after)", "before": "\(before)"])
+                for channel in channels.values { channel.channel.close(promise: nil) }
+            }
+            return AdminResponse(policy: after)
+        } catch {
+            logger.warning(
+                "refused an operator-signed measurement policy",
+                metadata: ["version": "\(signed.version)", "reason": "\(error.reason)", "dryRun": "\(dryRun)"])
+            return AdminResponse(error: error)
+        }
+    }
+
+    /// Reads the configuration's policy file again (SIGHUP) and, if it
+    /// changed, puts it in force and re-attests every peer. An
+    /// operator-signed policy in force is kept: the file is not read then.
+    public func reloadPolicyFile() {
+        guard let policies else { return }
+        let before = policies.state
+        do throws(NodeAttestationPolicyError) {
+            guard let after = try policies.reloadFile() else {
+                logger.notice(
+                    "SIGHUP: an operator-signed measurement policy is in force; the policy file is not read",
+                    metadata: ["policy": "\(before)"])
+                return
+            }
+            guard after != before else {
+                logger.notice("SIGHUP: the measurement policy file is unchanged")
+                return
+            }
+            for channel in channels.values { channel.channel.close(promise: nil) }
+            logger.notice(
+                "reloaded the measurement policy file; re-attesting every peer", metadata: ["policy": "\(after)"])
+        } catch {
+            logger.error(
+                "cannot reload the measurement policy file; the policy in force is unchanged",
+                metadata: ["code": "\(error.code)", "reason": "\(error.reason)"])
+        }
     }
 
     /// The metrics exposition, with the status as it is now.
@@ -476,7 +539,14 @@ public actor NodeRuntime: Service {
     }
 
     /// What this node reports about itself.
-    func status() -> NodeStatus { core.status(volumes: volumes.statuses) }
+    func status() -> NodeStatus {
+        var status = core.status(volumes: volumes.statuses)
+        if let policies {
+            status.policy = policies.state
+            status.attestationEnforced = policies.policy.mode == .enforce
+        }
+        return status
+    }
 
     // MARK: - LUKS2 volumes (VolumeHost)
 

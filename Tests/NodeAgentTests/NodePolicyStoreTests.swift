@@ -250,6 +250,9 @@ struct NodePolicyStoreTests {
         }
         #expect(conflict.code == .conflicting && conflict.reason.contains("version 4"))
         #expect(alice.highestSignedPolicyVersion(rackId: rack) == 4)
+        #expect(alice.hasSigned(policy: policy([own]), rackId: rack, version: 4))
+        #expect(!alice.hasSigned(policy: policy([other]), rackId: rack, version: 4))
+        #expect(!alice.hasSigned(policy: policy([own]), rackId: rack, version: 3))
         #expect(alice.highestSignedPolicyVersion(rackId: RackId(bytes: Array(repeating: 9, count: 16))!) == nil)
         #expect(alice.highestSignedEpoch == nil, "a policy version counted as an epoch")
         // The journal survives reopening.
@@ -264,9 +267,16 @@ struct NodePolicyStoreTests {
             NodePolicyState(
                 source: version == nil ? .file : .operator, version: version, digest: digest, mode: "enforce")
         }
-        #expect(PolicyRollout.version(digest: digest, held: [held(nil, "f")], journal: nil) == 1)
-        #expect(PolicyRollout.version(digest: digest, held: [held(nil, "f")], journal: 6) == 7)
-        #expect(PolicyRollout.version(digest: digest, held: [held(3, digest), held(2, "b")], journal: 3) == 3)
-        #expect(PolicyRollout.version(digest: digest, held: [held(3, digest), held(5, "b")], journal: 5) == 6)
+        func version(_ held: [NodePolicyState], journal: UInt64?, holds: Bool = false) -> UInt64 {
+            PolicyRollout.version(digest: digest, held: held, journal: journal, journalHolds: holds)
+        }
+        #expect(version([held(nil, "f")], journal: nil) == 1)
+        #expect(version([held(nil, "f")], journal: 6) == 7)
+        #expect(version([held(3, digest), held(2, "b")], journal: 3) == 3)
+        #expect(version([held(3, digest), held(5, "b")], journal: 5) == 6)
+        // Signed by a run that applied nothing: the same version again.
+        #expect(version([held(1, "b")], journal: 2, holds: true) == 2)
+        #expect(version([held(1, "b")], journal: 2, holds: false) == 3)
+        #expect(version([held(4, "b")], journal: 2, holds: true) == 5)
     }
 }

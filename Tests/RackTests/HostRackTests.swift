@@ -183,4 +183,53 @@ struct HostRackTests {
             try await rack.waitUntil([1, 2, 3], "unlocked after the resumed rotation") { $0.unlockedEpoch == epoch }
         }
     }
+
+    @Test("a rolling upgrade from the operator's host: a partitioned node holds the policy back until it heals")
+    func rollingUpgradeAcrossHosts() async throws {
+        try await withHostRack(count: 3) { rack, lab, operatorHost in
+            let all = Array(0..<3)
+            for index in all { try rack.launch(index) }
+            for index in all { try await rack.waitUntilAnswering(index) }
+            let setUp = try await rackCommand(rack, lab, on: operatorHost, ["init", "--threshold", "2"])
+            #expect(setUp.status == 0, "\(setUp.output)\(setUp.errors)")
+            try await rack.waitUntil(all, "unlocked at epoch 1") { $0.unlockedEpoch == Epoch(1) }
+            let next = try RollingUpgradeTests.nextBuild(in: rack)
+            let both = try await RollingUpgradeTests.printPolicy(
+                rack, "both.json", ["--from", rack.policyFile.path, "--executable", next.path])
+            let onlyNext = try await RollingUpgradeTests.printPolicy(rack, "next.json", ["--executable", next.path])
+
+            // Node 3 cut off: nothing is applied anywhere, and the operator says which node it could not reach.
+            let host = try #require(rack.members[2].host)
+            try lab.partition(host)
+            let held = try await rackCommand(rack, lab, on: operatorHost, ["policy", "set", "--file", both])
+            #expect(held.status == 1)
+            #expect(held.output.contains("kr-demo:sn-0001") && held.output.contains("accepts it, not applied"))
+            #expect(held.output.contains("UNREACHABLE"), "\(held.output)")
+            #expect(held.errors.contains("in force on 0 of 3 nodes"), "\(held.errors)")
+            for status in await rack.statuses([0, 1]) { #expect(status?.policy?.source == .file) }
+            // Healed, the same command finishes the job under the same version.
+            try lab.heal(host)
+            let applied = try await rackCommand(rack, lab, on: operatorHost, ["policy", "set", "--file", both])
+            #expect(applied.status == 0, "\(applied.output)\(applied.errors)")
+            #expect(applied.output.contains("done: version 1 in force on all 3 nodes"))
+
+            var latest = Epoch(1)
+            for index in all {
+                await rack.stop(index)
+                try await rack.start(index, executable: next.path)
+                try await rack.waitUntil([index], "unlocked after its upgrade") { $0.unlockedEpoch == latest }
+                let rotated = try await rackCommand(rack, lab, on: operatorHost, ["rotate"])
+                #expect(rotated.status == 0, "\(rotated.output)\(rotated.errors)")
+                latest = try #require(await rack.statuses([0])[0]?.committedEpoch)
+                try await rack.waitUntil(all, "unlocked") { $0.unlockedEpoch == latest }
+            }
+            let dropped = try await rackCommand(rack, lab, on: operatorHost, ["policy", "set", "--file", onlyNext])
+            #expect(dropped.status == 0, "\(dropped.output)\(dropped.errors)")
+            #expect(dropped.output.contains("done: version 2 in force on all 3 nodes"))
+            let shown = try await rackCommand(rack, lab, on: operatorHost, ["policy", "show"])
+            #expect(shown.status == 0)
+            #expect(
+                shown.output.split(separator: "\n").filter { $0.contains("operator") && $0.contains(" 2 ") }.count == 3)
+        }
+    }
 }

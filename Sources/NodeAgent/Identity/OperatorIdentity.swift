@@ -154,6 +154,13 @@ public final class OperatorIdentity: DecisionSigner, CustomStringConvertible, Cu
         return journal.withLock { $0.keys.filter { $0.kind == kind }.map(\.epoch).max() }
     }
 
+    /// Whether the journal holds version `version` of `rackId`'s policy signed with exactly `policy`.
+    public func hasSigned(policy: Data, rackId: RackId, version: UInt64) -> Bool {
+        let statement = SignedNodePolicy.statement(rackId: rackId, version: version, policy: policy)
+        let digest = Array(SHA256.hash(data: statement)).hexString
+        return journal.withLock { $0[JournalKey(kind: Self.policyKind + rackId.description, epoch: version)] } == digest
+    }
+
     /// Signs `policy` as version `version` of `rackId`'s measurement policy.
     /// The journal records it first: a version is never signed twice with
     /// different contents (``SigningError/Code/conflicting``).

@@ -133,9 +133,10 @@ public struct PolicyRollout: Sendable {
                 .otherRack, "\(other.platform) is in rack \(other.rackId), others in \(rackId): name one rack's nodes")
         }
         let digest = Array(SHA256.hash(data: policy)).hexString
+        let journal = identity.highestSignedPolicyVersion(rackId: rackId)
         let version = Self.version(
-            digest: digest, held: statuses.compactMap(\.policy),
-            journal: identity.highestSignedPolicyVersion(rackId: rackId))
+            digest: digest, held: statuses.compactMap(\.policy), journal: journal,
+            journalHolds: journal.map { identity.hasSigned(policy: policy, rackId: rackId, version: $0) } ?? false)
         let signed: SignedNodePolicy
         do {
             signed = try identity.sign(policy: policy, rackId: rackId, version: version)
@@ -170,17 +171,21 @@ public struct PolicyRollout: Sendable {
         return Report(version: version, digest: digest, nodes: applied)
     }
 
-    /// The version to sign `digest` under, given the states nodes hold and
-    /// the highest version the journal records.
-    static func version(digest: String, held: [NodePolicyState], journal: UInt64?) -> UInt64 {
+    /// The version to sign `digest` under, given the states nodes hold, the
+    /// highest version the journal records and whether that one has these
+    /// contents: the version a node holds them under when none holds a
+    /// higher one, else the journal's highest when it has them and is above
+    /// every node's (signed by a run that applied nothing), else one above all.
+    static func version(digest: String, held: [NodePolicyState], journal: UInt64?, journalHolds: Bool) -> UInt64 {
         let versions = held.compactMap(\.version)
-        let highest = max(versions.max() ?? 0, journal ?? 0)
+        let nodes = versions.max() ?? 0
         if let same = held.filter({ $0.source == .operator && $0.digest == digest }).compactMap(\.version).max(),
-            same == versions.max()
+            same == nodes
         {
             return same
         }
-        return highest + 1
+        if let journal, journalHolds, journal > nodes { return journal }
+        return max(nodes, journal ?? 0) + 1
     }
 
     private static func accepted(_ result: NodeOutcome.Result) -> Bool {

@@ -65,8 +65,10 @@ public final class LocalRack {
     /// signal handler stopping them when the program is interrupted).
     public final class ProcessRegistry: Sendable {
         private let ids = Mutex<Set<Int32>>([])
-        func insert(_ id: Int32) { ids.withLock { _ = $0.insert(id) } }
-        func remove(_ id: Int32) { ids.withLock { _ = $0.remove(id) } }
+        /// Registers a process (a node, or a command the lab runs for the caller).
+        public func insert(_ id: Int32) { ids.withLock { _ = $0.insert(id) } }
+        /// Forgets a process that ended.
+        public func remove(_ id: Int32) { ids.withLock { _ = $0.remove(id) } }
         /// Sends `signal` to every node process still registered.
         public func signalAll(_ signal: Int32) {
             for id in ids.withLock({ $0 }) { kill(id, signal) }

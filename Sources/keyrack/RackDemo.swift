@@ -26,11 +26,22 @@ struct Demo: AsyncParsableCommand {
             in the first step, verified at every unlock and re-keyed at the rotation (without \
             it, the demo says what it skipped). No secret is printed: keys appear as short fingerprints. It \
             stops its processes and removes its files, and exits non-zero if a step fails.
+
+            With --hosts, every node runs on a host of its own — a Linux network namespace on \
+            10.77.0.0/24, joined by a bridge in a namespace of its own, so nothing touches this \
+            machine's network — and the operator's commands run as `keyrack rack …` on another \
+            host (10.77.0.2) over the nodes' network admin API (mutual TLS with the operator \
+            certificate). The rotation step then cuts node 5's host off the network during the \
+            rotation (ip link set … down), and heals it: node 5 catches up on its own. It needs \
+            root and `ip` from iproute2, and says so when either is missing. The namespaces are \
+            deleted when the demo ends, however it ends.
             """
     )
 
     @Option(help: "Keep the rack's directory (configurations, ledgers, logs) here instead of a temporary one.")
     var keep: String?
+    @Flag(help: "Run every node on a host of its own (network namespaces; needs root and iproute2).")
+    var hosts = false
 
     func run() async throws {
         let directory =
@@ -38,7 +49,12 @@ struct Demo: AsyncParsableCommand {
             ?? FileManager.default.temporaryDirectory.appendingPathComponent("keyrack-demo-\(UUID().uuidString)")
         // The in-process KMS's audit lines would interleave with the demo's own.
         bootstrapLogging(level: .warning)
-        let demo = RackDemo(directory: directory, keep: keep != nil)
+        if hosts, let missing = HostLab.requirements() {
+            writeStandardError(
+                "keyrack demo --hosts: \(missing). The plain `keyrack demo` runs the same story on loopback.\n")
+            throw ExitCode.failure
+        }
+        let demo = RackDemo(directory: directory, keep: keep != nil, hosts: hosts)
         let failure = await demo.run()
         if keep == nil { try? FileManager.default.removeItem(at: directory) }
         if let failure {
@@ -55,27 +71,45 @@ final class RackDemo {
     var results: [(step: String, outcome: String, seconds: Double)] = []
 
     let keep: Bool
+    /// Whether every node runs on a host of its own, and the operator on another.
+    let separateHosts: Bool
+    /// The network namespaces, with --hosts.
+    var lab: HostLab?
+    /// The operator's host, with --hosts.
+    var operatorHost: HostLab.Host?
     /// Node 1's disk data0 as a LUKS2 image, when cryptsetup is installed.
     var luks: (image: String, cryptsetup: Cryptsetup)?
     static let luksPassphrase = SecretBytes(Array("demo passphrase".utf8))
 
-    init(directory: URL, keep: Bool) {
+    init(directory: URL, keep: Bool, hosts: Bool = false) {
         self.directory = directory
         self.keep = keep
+        self.separateHosts = hosts
     }
 
     /// Runs every step; returns why it failed, or nil.
     func run() async -> String? {
-        out.say("Keyrack demo: a rack of 5 nodes on loopback, in \(directory.path)")
         let rack: LocalRack
         do {
+            if separateHosts {
+                let lab = try HostLab()
+                self.lab = lab
+                operatorHost = try lab.addHost("op", octet: 2)
+                out.say(
+                    "Keyrack demo: a rack of 5 nodes, each on a host of its own (network namespaces on "
+                        + "\(lab.subnet).0/24), the operator on \(lab.subnet).2; files in \(directory.path)")
+            } else {
+                out.say("Keyrack demo: a rack of 5 nodes on loopback, in \(directory.path)")
+            }
             rack = try LocalRack(
                 directory: directory.appendingPathComponent("rack"),
                 executable: currentExecutable(),
                 count: 6,
-                policy: try demoAttestationPolicy(cache: directory.appendingPathComponent("measurements"))
+                policy: try demoAttestationPolicy(cache: directory.appendingPathComponent("measurements")),
+                hosts: lab
             )
         } catch {
+            lab?.destroy()
             return "cannot create the rack: \(error)"
         }
         // Interrupted (Ctrl-C, SIGTERM): stop the nodes and remove the files
@@ -84,10 +118,12 @@ final class RackDemo {
         let registry = rack.processIdentifiers
         let root = directory
         let keep = keep
+        let lab = lab
         let failure = await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
                     registry.signalAll(SIGKILL)
+                    lab?.destroy()
                     if !keep { try? FileManager.default.removeItem(at: root) }
                     writeStandardError("keyrack demo: interrupted; stopped the nodes\n")
                     exit(130)
@@ -98,6 +134,7 @@ final class RackDemo {
             return failure
         }
         await rack.stopAll()
+        lab?.destroy()
         printTable()
         if luks == nil {
             out.say("skipped: the LUKS2 volume steps (cryptsetup is not installed: apt-get install cryptsetup-bin)")
@@ -217,9 +254,100 @@ final class RackDemo {
         }
     }
 
-    private func operatorFor(_ rack: LocalRack, _ indices: [Int]) throws -> RackOperator {
+    /// What the demo asks of the operator.
+    enum Change {
+        case initialize(threshold: Int)
+        /// A rotation; `waitForDown`: seconds to keep delivering the commit to members that do not answer.
+        case rotate(waitForDown: Int)
+        case add(Int)
+        case remove(Int)
+    }
+
+    /// Carries out `change` over the nodes `indices`: in this process over
+    /// their admin sockets, or with --hosts as `keyrack rack …` on the
+    /// operator's host over their network admin addresses.
+    /// With --hosts, `meanwhile` runs while the command does (the partition step heals the network then).
+    private func operate(
+        _ rack: LocalRack, _ indices: [Int], _ change: Change, meanwhile: (() async throws -> Void)? = nil
+    ) async throws -> (epoch: Epoch, members: Int, threshold: Int) {
         let printer = out
-        return try rack.rackOperator(indices) { line in printer.say("   " + line) }
+        guard let lab, let operatorHost else {
+            var rackOperator = try rack.rackOperator(indices) { line in printer.say("   " + line) }
+            let goal: RackOperator.Goal
+            var threshold: Int?
+            switch change {
+            case .initialize(let k):
+                goal = .initialize
+                threshold = k
+            case .rotate(let wait):
+                goal = .rotate
+                rackOperator.waitForDownMembers = .seconds(wait)
+            case .add(let index): goal = .add([rack.members[index].socket])
+            case .remove(let index): goal = .remove([rack.members[index].platform])
+            }
+            let committed = try await rackOperator.run(goal, threshold: threshold)
+            return (committed.epoch, committed.memberCount, committed.threshold)
+        }
+        var arguments = ["rack"]
+        switch change {
+        case .initialize(let k): arguments += ["init", "--threshold", "\(k)"]
+        case .rotate(let wait): arguments += ["rotate", "--wait-for-down", "\(wait)"]
+        case .add(let index): arguments += ["add", "--add", rack.endpoints([index])[0]]
+        case .remove(let index): arguments += ["remove", "--remove", rack.members[index].platform.description]
+        }
+        out.say("   on the operator's host \(operatorHost.address): keyrack \(arguments.joined(separator: " "))")
+        arguments += [
+            "--nodes", rack.endpoints(indices).joined(separator: ","), "--operator", rack.operatorDirectory.path,
+        ]
+        let (status, output) = try await run(in: operatorHost, lab, arguments, rack: rack, meanwhile: meanwhile)
+        for line in output.split(separator: "\n") { out.say("     " + line) }
+        guard status == 0 else { throw CommandFailure("keyrack \(arguments[0]) \(arguments[1]) exited \(status)") }
+        // "done: epoch E, N members, threshold K"
+        guard let done = output.split(separator: "\n").last(where: { $0.hasPrefix("done: epoch ") }) else {
+            throw CommandFailure("keyrack \(arguments[1]) did not say what it committed")
+        }
+        let numbers = done.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        guard numbers.count == 3 else { throw CommandFailure("cannot read \"\(done)\"") }
+        return (Epoch(UInt64(numbers[0])), numbers[1], numbers[2])
+    }
+
+    /// Runs `keyrack arguments` on `host` to completion (at most two
+    /// minutes); its exit status and its output and errors together.
+    private func run(
+        in host: HostLab.Host, _ lab: HostLab, _ arguments: [String], rack: LocalRack,
+        meanwhile: (() async throws -> Void)?
+    ) async throws -> (Int32, String) {
+        let (ip, wrapped) = lab.command(in: host, currentExecutable(), arguments)
+        let capture = rack.directory.appendingPathComponent("operator-\(UUID().uuidString).out")
+        guard FileManager.default.createFile(atPath: capture.path, contents: nil) else {
+            throw CommandFailure("cannot create \(capture.path)")
+        }
+        defer { try? FileManager.default.removeItem(at: capture) }
+        let handle = try FileHandle(forWritingTo: capture)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ip)
+        process.arguments = wrapped
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        try? handle.close()
+        rack.processIdentifiers.insert(process.processIdentifier)
+        defer { rack.processIdentifiers.remove(process.processIdentifier) }
+        do {
+            try await meanwhile?()
+        } catch {
+            process.terminate()
+            throw error
+        }
+        let deadline = ContinuousClock.now + .seconds(120)
+        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        if process.isRunning {
+            process.terminate()
+            throw CommandFailure("keyrack \(arguments.prefix(2).joined(separator: " ")) took over two minutes")
+        }
+        let output = String(decoding: (try? Data(contentsOf: capture)) ?? Data(), as: UTF8.self)
+        return (process.terminationStatus, output)
     }
 
     private func steps(_ rack: LocalRack) async throws {
@@ -230,9 +358,14 @@ final class RackDemo {
             out.say("   starting 5 node processes (node 6 is kept for later)")
             out.say(
                 "   the operator identity (keyrack operator init) signs every ticket and commit; each node pins its CA")
+            if let lab {
+                out.say(
+                    "   node i listens on its own host, \(lab.subnet).\(LocalRack.firstNodeOctet)+i-1, for peers and for the admin API"
+                )
+            }
             for index in first { try rack.launch(index) }
             for index in first { try await rack.waitUntilAnswering(index) }
-            let committed = try await operatorFor(rack, first).run(.initialize, threshold: 3)
+            let committed = try await operate(rack, first, .initialize(threshold: 3))
             epoch = committed.epoch
             try await rack.waitUntil(first, "unlocked") { $0.unlockedEpoch == committed.epoch }
             diskKey = try await keyFingerprint(rack, 0, "data0")
@@ -256,31 +389,69 @@ final class RackDemo {
             try await rack.waitUntil([0, 1, 2], "unlocked with two nodes down") { $0.unlockedEpoch == epoch }
             return "nodes 1-3 unlocked at epoch \(epoch) with nodes 4 and 5 down"
         }
-        try await step("4. rotation with node 5 down, then its catch-up") {
-            try await rack.start(3)
-            var rotation = try operatorFor(rack, first)
-            rotation.waitForDownMembers = .zero
-            let rotated = try await rotation.run(.rotate)
-            let before = epoch
-            epoch = rotated.epoch
-            try await rack.waitUntil([0, 1, 2, 3], "unlocked at the new epoch") { $0.unlockedEpoch == epoch }
-            out.say("   node 5 comes back: it asks for shares of its old epoch and is sent the new configuration")
-            try await rack.start(4)
-            let caughtUp = try await rack.waitUntil([4], "caught up") { $0.unlockedEpoch == epoch }
-            let rekey = caughtUp[0].rekey.map(\.summary).joined(separator: ", ")
-            let rekeyed = try await luksVerified(rack, at: epoch, rekeyedFrom: before)
-            return "epoch \(epoch) committed without node 5; node 5 caught up and unlocked; re-key: \(rekey)\(rekeyed)"
+        if let lab {
+            try await step("4. rotation with node 5 partitioned, then the heal and its catch-up") {
+                try await rack.start(3)
+                try await rack.start(4)
+                try await rack.waitUntil(first, "unlocked") { $0.unlockedEpoch == epoch }
+                let cut = try requireHost(rack, 4)
+                out.say(
+                    "   node 5's host \(cut.address) is cut off the network (ip link set … down) during the rotation")
+                try lab.partition(cut)
+                let before = epoch
+                var healed = false
+                defer { if !healed { try? lab.heal(cut) } }
+                // The operator commits with K + Z = 4 reachable and keeps delivering the commit to node 5
+                // (--wait-for-down) while, on this side, the rack moves on and the partition heals.
+                let rotated = try await operate(rack, first, .rotate(waitForDown: 60)) {
+                    let moved = try await rack.waitUntil([0, 1, 2, 3], timeout: .seconds(60), "at a new epoch") {
+                        ($0.unlockedEpoch ?? before) > before
+                    }
+                    let behind = await rack.statuses([4])[0]
+                    guard behind?.committedEpoch == before else {
+                        throw CommandFailure("the partitioned node 5 committed an epoch it could not have heard of")
+                    }
+                    let now = moved[0].unlockedEpoch ?? before
+                    self.out.say("   nodes 1-4 unlocked epoch \(now); node 5, cut off, is still at epoch \(before)")
+                    self.out.say("   healed: the operator reaches node 5 again and delivers the commit")
+                    try lab.heal(cut)
+                    healed = true
+                }
+                epoch = rotated.epoch
+                let caughtUp = try await rack.waitUntil([4], timeout: .seconds(60), "caught up") {
+                    $0.unlockedEpoch == epoch
+                }
+                let rekey = caughtUp[0].rekey.map(\.summary).joined(separator: ", ")
+                let rekeyed = try await luksVerified(rack, at: epoch, rekeyedFrom: before)
+                return
+                    "epoch \(epoch) committed with node 5 partitioned; healed, node 5 caught up and unlocked; re-key: \(rekey)\(rekeyed)"
+            }
+        } else {
+            try await step("4. rotation with node 5 down, then its catch-up") {
+                try await rack.start(3)
+                let rotated = try await operate(rack, first, .rotate(waitForDown: 0))
+                let before = epoch
+                epoch = rotated.epoch
+                try await rack.waitUntil([0, 1, 2, 3], "unlocked at the new epoch") { $0.unlockedEpoch == epoch }
+                out.say("   node 5 comes back: it asks for shares of its old epoch and is sent the new configuration")
+                try await rack.start(4)
+                let caughtUp = try await rack.waitUntil([4], "caught up") { $0.unlockedEpoch == epoch }
+                let rekey = caughtUp[0].rekey.map(\.summary).joined(separator: ", ")
+                let rekeyed = try await luksVerified(rack, at: epoch, rekeyedFrom: before)
+                return
+                    "epoch \(epoch) committed without node 5; node 5 caught up and unlocked; re-key: \(rekey)\(rekeyed)"
+            }
         }
         try await step("5. add node 6") {
             try await rack.start(5)
-            let grown = try await operatorFor(rack, first).run(.add([rack.members[5].socket]))
+            let grown = try await operate(rack, first, .add(5))
             epoch = grown.epoch
             try await rack.waitUntil(Array(0...5), "unlocked with node 6") { $0.unlockedEpoch == epoch }
-            return "epoch \(epoch), N=\(grown.memberCount), K=\(grown.threshold); all 6 unlocked"
+            return "epoch \(epoch), N=\(grown.members), K=\(grown.threshold); all 6 unlocked"
         }
         try await step("6. remove node 2") {
             let removed = rack.members[1].platform
-            let shrunk = try await operatorFor(rack, Array(0...5)).run(.remove([removed]))
+            let shrunk = try await operate(rack, Array(0...5), .remove(1))
             epoch = shrunk.epoch
             let remaining = [0, 2, 3, 4, 5]
             try await rack.waitUntil(remaining, "unlocked without node 2") { $0.unlockedEpoch == epoch }
@@ -296,12 +467,17 @@ final class RackDemo {
                 throw CommandFailure("a member still holds a channel to the removed node")
             }
             return
-                "epoch \(epoch), N=\(shrunk.memberCount); node 2 refused (expunged at epoch \(refused[0].expunged.map { "\($0.epoch)" } ?? "?"), no channel to the others)"
+                "epoch \(epoch), N=\(shrunk.members); node 2 refused (expunged at epoch \(refused[0].expunged.map { "\($0.epoch)" } ?? "?"), no channel to the others)"
         }
         try await step("7. storage key from the KMS") {
             var printer = out
             return try await runKeyReleaseDemo(in: rack.directory.appendingPathComponent("kms"), out: &printer)
         }
+    }
+
+    private func requireHost(_ rack: LocalRack, _ index: Int) throws -> HostLab.Host {
+        guard let host = rack.members[index].host else { throw CommandFailure("node \(index + 1) has no host") }
+        return host
     }
 
     private func keyFingerprint(_ rack: LocalRack, _ index: Int, _ disk: String) async throws -> String {

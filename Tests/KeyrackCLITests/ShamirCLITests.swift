@@ -2,6 +2,10 @@ import Foundation
 import KeyrackTestSupport
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 @Suite("keyrack shamir, through the real binary")
 struct ShamirCLITests {
     @Test("split then combine any K of the lines gives back raw bytes, zeros and newlines included")
@@ -132,6 +136,62 @@ struct DemoCLITests {
         #expect(!FileManager.default.fileExists(atPath: directory))
         let processes = try await runToCompletion(URL(fileURLWithPath: "/usr/bin/pgrep"), ["-f", directory])
         #expect(processes.output.isEmpty)
+    }
+
+    @Test(
+        "demo --hosts: each node on a host of its own, the operator on another, a partition during the rotation heals",
+        .timeLimit(.minutes(5)))
+    func demoOnHosts() async throws {
+        #expect(getuid() == 0, ".ci/run runs the tests as root: network namespaces need it")
+        let demo = try KeyrackProcess(["demo", "--hosts"], environment: [:])
+        let status = try await offCooperativePool {
+            demo.process.waitUntilExit()
+            return demo.process.terminationStatus
+        }
+        let output = demo.log
+        #expect(status == 0, "\(output)")
+        let steps = [
+            "1. set up the rack", "2. full restart", "3. two nodes down",
+            "4. rotation with node 5 partitioned, then the heal and its catch-up", "5. add node 6", "6. remove node 2",
+            "7. storage key from the KMS",
+        ]
+        for step in steps { #expect(output.contains("== \(step)"), "\(step)") }
+        #expect(output.components(separatedBy: "   ✓ ").count == steps.count + 1)
+        #expect(!output.contains("FAILED"))
+        // The operator's commands ran on their own host, over the network admin API.
+        #expect(output.contains("on the operator's host 10.77.0.2: keyrack rack init --threshold 3"))
+        #expect(output.contains("on the operator's host 10.77.0.2: keyrack rack add --add 10.77.0.16:7101"))
+        // The partition: the commit with 4 of 5 reachable, node 5 behind, then reached again and caught up.
+        #expect(output.contains("4 of 5 members reachable, the commit needs 4 (K=3 + Z=1): it can still commit"))
+        #expect(output.contains("node 5, cut off, is still at epoch 1"))
+        #expect(output.contains("reachable again: kr-demo:sn-0005"))
+        #expect(output.contains("healed, node 5 caught up and unlocked"))
+        #expect(output.range(of: "[0-9a-f]{64}", options: .regularExpression) == nil)
+        // Nothing left behind: its namespaces (named after its process id), its files, its processes.
+        let namespaces = try await runToCompletion(URL(fileURLWithPath: "/usr/sbin/ip"), ["netns", "list"])
+        #expect(!namespaces.output.contains("kr-\(demo.process.processIdentifier)-"), "\(namespaces.output)")
+        let firstLine = try #require(output.split(separator: "\n").first)
+        let directory = try #require(firstLine.components(separatedBy: " in ").last)
+        #expect(directory.hasPrefix("/") && !FileManager.default.fileExists(atPath: directory))
+        let processes = try await runToCompletion(URL(fileURLWithPath: "/usr/bin/pgrep"), ["-f", directory])
+        #expect(processes.output.isEmpty)
+    }
+
+    @Test("demo --hosts without root says what it needs and that the plain demo runs on loopback")
+    func demoOnHostsUnprivileged() async throws {
+        // As the unprivileged user nobody, from a copy it can reach (the checkout may be under /root).
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("demo-nobody-\(UUID())")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let keyrack = scratch.appendingPathComponent("keyrack")
+        try FileManager.default.copyItem(at: try keyrackExecutable(), to: keyrack)
+        #expect(chmod(scratch.path, 0o755) == 0 && chmod(keyrack.path, 0o755) == 0)
+        let result = try await runToCompletion(
+            URL(fileURLWithPath: "/usr/sbin/runuser"), ["-u", "nobody", "--", keyrack.path, "demo", "--hosts"])
+        #expect(result.status == 1)
+        #expect(result.errors.contains("separate hosts need root"), "\(result.errors)")
+        #expect(result.errors.contains("The plain `keyrack demo` runs the same story on loopback"))
+        #expect(result.output.isEmpty)
     }
 
     @Test("demo interrupted by SIGINT: stops its nodes, removes its directory, exits 130", .timeLimit(.minutes(2)))

@@ -3,8 +3,13 @@ import Foundation
 import KeyrackLab
 import NodeAgent
 import TrustQuorum
+import UnixSignals
 
-/// `keyrack bench rack`: a rack of node processes on loopback, timed.
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `keyrack bench rack`: a rack of node processes on loopback, or each on a host of its own, timed.
 struct RackBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rack",
@@ -15,29 +20,55 @@ struct RackBench: AsyncParsableCommand {
             last process starting until every node has unlocked; then rotates the rack secret \
             and measures the time until every node has committed, and unlocked, the new epoch. \
             Repeats --rounds times. Run a release build.
+
+            With --hosts, every node runs on a host of its own (a network namespace on \
+            10.77.0.0/24, joined by a bridge, as `keyrack demo --hosts` does): peers reach each \
+            other through veth pairs instead of loopback. The operator drives the nodes over \
+            their admin sockets. Needs root and `ip` from iproute2; the namespaces are deleted \
+            when the run ends.
             """
     )
 
     @Option(help: "Nodes in the rack (3-32).") var nodes = 32
     @Option(help: "How many restart-and-rotate rounds.") var rounds = 3
     @Flag(help: "Print one JSON object.") var json = false
+    @Flag(help: "Run every node on a host of its own (network namespaces; needs root and iproute2).") var hosts = false
 
     func run() async throws {
         try await reportingAsyncFailures {
             guard (3...32).contains(nodes) else { throw CommandFailure("--nodes must be from 3 to 32") }
             guard rounds > 0 else { throw CommandFailure("--rounds must be positive") }
+            if hosts, let missing = HostLab.requirements() {
+                throw CommandFailure("--hosts: \(missing)")
+            }
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
                 "keyrack-bench-\(UUID().uuidString)")
             defer { try? FileManager.default.removeItem(at: directory) }
             let progress = { (line: String) in if !json { writeStandardError(line + "\n") } }
+            let lab = hosts ? try HostLab() : nil
+            defer { lab?.destroy() }
             let rack = try LocalRack(
                 directory: directory,
                 executable: currentExecutable(),
                 count: nodes,
-                policy: try demoAttestationPolicy(cache: directory.appendingPathComponent("measurements"))
+                policy: try demoAttestationPolicy(cache: directory.appendingPathComponent("measurements")),
+                hosts: lab
             )
+            // Interrupted: stop the nodes and delete the namespaces before exiting.
+            let registry = rack.processIdentifiers
+            let watcher = Task {
+                for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+                    registry.signalAll(SIGKILL)
+                    lab?.destroy()
+                    try? FileManager.default.removeItem(at: directory)
+                    writeStandardError("keyrack bench rack: interrupted; stopped the nodes\n")
+                    Glibc.exit(130)
+                }
+            }
+            defer { watcher.cancel() }
             do {
-                let report = try await measure(rack, progress: progress)
+                var report = try await measure(rack, progress: progress)
+                report.network = hosts ? "hosts" : "loopback"
                 await rack.stopAll()
                 try printReport(report)
             } catch {
@@ -49,13 +80,14 @@ struct RackBench: AsyncParsableCommand {
 
     struct Report: Encodable {
         var nodes: Int
+        var network = "loopback"
         var setupSeconds: Double
         var unlockAfterLastStartSeconds: [Double]
         var rotationCommittedOnAllSeconds: [Double]
         var rotationUnlockedOnAllSeconds: [Double]
 
         enum CodingKeys: String, CodingKey {
-            case nodes
+            case nodes, network
             case setupSeconds = "setup_s"
             case unlockAfterLastStartSeconds = "unlock_after_last_start_s"
             case rotationCommittedOnAllSeconds = "rotation_committed_on_all_s"
@@ -131,7 +163,7 @@ struct RackBench: AsyncParsableCommand {
             let worst = { (values: [Double]) in String(format: "%.2f", values.max() ?? 0) }
             try writeStandardOutput(
                 """
-                \(report.nodes) nodes, \(rounds) rounds (worst of each):
+                \(report.nodes) nodes on \(hosts ? "hosts of their own" : "loopback"), \(rounds) rounds (worst of each):
                   every node unlocked \(worst(report.unlockAfterLastStartSeconds)) s after the last one started
                   a rotation committed on all in \(worst(report.rotationCommittedOnAllSeconds)) s, unlocked on all in \(worst(report.rotationUnlockedOnAllSeconds)) s
 
